@@ -1,0 +1,49 @@
+"""phys-pipeline: physics simulations as pipelines and DAGs of typed, cached stages."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .pipeline import SequentialPipeline
+from .policy import PolicyBag
+from .record import ArtifactRecorder
+from .types import DagState, NodeResources, NodeSpec, PipelineStage, SimpleState, StageConfig
+from .types import StageResult, State
+
+__version__ = "0.1.0"
+
+# heavier parts load on first use, so `import phys_pipeline` stays quick
+_LAZY = {
+    "DagExecutor": "executor",
+    "LocalScheduler": "scheduler",
+    "CacheConfig": "cache",
+    "build_cache_backend": "cache",
+    "DiskCache": "cache",
+    "DagCache": "dag_cache",
+    "SweepSpec": "sweep",
+    "expand_sweep": "sweep",
+}
+
+__all__ = [
+    "ArtifactRecorder",
+    "DagState",
+    "NodeResources",
+    "NodeSpec",
+    "PipelineStage",
+    "PolicyBag",
+    "SequentialPipeline",
+    "SimpleState",
+    "StageConfig",
+    "StageResult",
+    "State",
+    "__version__",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module 'phys_pipeline' has no attribute {name!r}")

@@ -1,0 +1,165 @@
+"""One error taxonomy: every error names its culprit (node id, stage, field, key or value).
+
+All errors derive from :class:`PhysPipelineError`; most also derive from the builtin
+``ValueError`` / ``TypeError`` they refine, so generic ``except ValueError`` code keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+class PhysPipelineError(Exception):
+    """Base class of every error phys-pipeline raises on purpose."""
+
+
+# --- configs, policies, hashing -------------------------------------------------------------
+
+
+class ConfigError(PhysPipelineError, ValueError):
+    """A stage config value failed validation; names the stage (or node) and the field."""
+
+    def __init__(self, owner: str, field: str, value: Any, reason: str) -> None:
+        self.owner, self.field, self.value, self.reason = owner, field, value, reason
+        super().__init__(f"{owner}: invalid value for field {field!r}: {value!r} ({reason})")
+
+
+class UnhashableValueError(PhysPipelineError, TypeError):
+    """A value cannot be hashed canonically (so it cannot take part in a cache key)."""
+
+    def __init__(self, where: str, value: Any) -> None:
+        self.where, self.value = where, value
+        super().__init__(
+            f"{where}: cannot hash a value of type {type(value).__module__}."
+            f"{type(value).__qualname__} canonically; use numbers, strings, bytes, arrays, "
+            "lists, dicts, dataclasses or pydantic models"
+        )
+
+
+class PolicyError(PhysPipelineError, TypeError):
+    """A policy entry is unusable (e.g. unhashable); names the key."""
+
+    def __init__(self, key: str, value: Any, reason: str) -> None:
+        self.key, self.value = key, value
+        super().__init__(f"policy key {key!r} = {value!r}: {reason}")
+
+
+# --- stages and their results ---------------------------------------------------------------
+
+
+class StageError(PhysPipelineError, RuntimeError):
+    """A stage raised while processing; names the node (or pipeline) and stage."""
+
+    def __init__(self, where: str, stage: str, cause: BaseException) -> None:
+        self.where, self.stage, self.cause = where, stage, cause
+        super().__init__(f"{where}: stage {stage!r} failed: {type(cause).__name__}: {cause}")
+
+
+class StageOutputError(PhysPipelineError, TypeError):
+    """A stage returned something other than a StageResult holding a State."""
+
+    def __init__(self, where: str, stage: str, got: Any, expected: str) -> None:
+        self.where, self.stage, self.got = where, stage, got
+        super().__init__(
+            f"{where}: stage {stage!r} returned {type(got).__name__} ({got!r:.80}); "
+            f"expected {expected}"
+        )
+
+
+class MetricError(PhysPipelineError, ValueError):
+    """A metric is not a finite-or-infinite real scalar; names the stage and key."""
+
+    def __init__(self, stage: str, key: str, value: Any, reason: str) -> None:
+        self.stage, self.key, self.value = stage, key, value
+        super().__init__(f"stage {stage!r}: metric {key!r} = {value!r:.80}: {reason}")
+
+
+class StateMutationError(PhysPipelineError, RuntimeError):
+    """A stage changed the state it was given (stages must copy before writing)."""
+
+    def __init__(self, node_id: str, stage: str) -> None:
+        self.node_id, self.stage = node_id, stage
+        super().__init__(
+            f"node {node_id!r}: stage {stage!r} mutated its input state; call "
+            "state.deepcopy() before writing to it"
+        )
+
+
+# --- graphs ---------------------------------------------------------------------------------
+
+
+class DagError(PhysPipelineError, ValueError):
+    """The DAG spec is invalid."""
+
+
+class EmptyDagError(DagError):
+    def __init__(self) -> None:
+        super().__init__("the DAG has no nodes")
+
+
+class DuplicateNodeError(DagError):
+    def __init__(self, node_ids: Iterable[str]) -> None:
+        self.node_ids = sorted(set(node_ids))
+        super().__init__(f"duplicate node ids: {', '.join(map(repr, self.node_ids))}")
+
+
+class MissingDependencyError(DagError):
+    def __init__(self, node_id: str, missing: Iterable[str]) -> None:
+        self.node_id, self.missing = node_id, sorted(missing)
+        super().__init__(
+            f"node {node_id!r} depends on unknown node(s): {', '.join(map(repr, self.missing))}"
+        )
+
+
+class CycleError(DagError):
+    def __init__(self, cycle: list[str]) -> None:
+        self.cycle = cycle
+        path = " -> ".join([*cycle, cycle[0]]) if cycle else "?"
+        super().__init__(f"the DAG has a cycle: {path}")
+
+
+class MissingStageError(DagError):
+    def __init__(self, node_id: str, got: Any) -> None:
+        self.node_id = node_id
+        super().__init__(
+            f"node {node_id!r} has no usable stage (got {got!r:.80}); a stage needs .cfg and "
+            ".process(state, *, policy=None)"
+        )
+
+
+class UnknownNodeError(DagError, KeyError):
+    def __init__(self, node_id: str, known: Iterable[str]) -> None:
+        self.node_id = node_id
+        known = sorted(known)
+        hint = ", ".join(map(repr, known[:10])) + (" ..." if len(known) > 10 else "")
+        super().__init__(f"unknown node id {node_id!r}; known ids: {hint}")
+
+    __str__ = ValueError.__str__
+
+
+class SweepError(PhysPipelineError, ValueError):
+    """A sweep spec is invalid; names the node and the parameter."""
+
+
+class NodeFailedError(PhysPipelineError, RuntimeError):
+    """One or more nodes failed in a DAG run; completed nodes are cached and kept."""
+
+    def __init__(self, failures: dict[str, BaseException], partial: Any = None) -> None:
+        self.failures, self.partial = failures, partial
+        lines = [f"{len(failures)} node(s) failed:"]
+        lines += [f"  {nid}: {exc}" for nid, exc in failures.items()]
+        super().__init__("\n".join(lines))
+
+
+# --- caches ---------------------------------------------------------------------------------
+
+
+class CacheError(PhysPipelineError, RuntimeError):
+    """A cache backend is misconfigured or (in strict mode) unavailable."""
+
+
+class CacheConfigError(CacheError, ValueError):
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field, self.value = field, value
+        super().__init__(f"CacheConfig.{field} = {value!r}: {reason}")

@@ -1,0 +1,258 @@
+"""Canonical, typed hashing of configs, policies, arrays, states and code.
+
+Every value is fed to the hash as a type tag followed by an unambiguous encoding, so values of
+different kinds can never collide (``1`` vs ``1.0`` vs ``"1"`` vs ``b"1"``), and arrays hash by
+dtype, shape and their C-order bytes, never by ``repr`` (numpy abbreviates large arrays there).
+The hash is xxh3-128: non-cryptographic but fast (cache entries are authenticated separately).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import struct
+import types
+from collections.abc import Callable, Mapping
+from pathlib import PurePath
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from .errors import UnhashableValueError
+
+Hasher = Any  # xxhash.xxh3_128 instance
+
+_pack_len = struct.Struct("<Q").pack
+_pack_float = struct.Struct("<d").pack
+
+
+def new_hasher() -> Hasher:
+    return xxhash.xxh3_128()
+
+
+def _feed_bytes(h: Hasher, tag: bytes, data: bytes | memoryview) -> None:
+    h.update(tag)
+    h.update(_pack_len(len(data)))
+    h.update(data)
+
+
+def _feed_array(h: Hasher, arr: np.ndarray, where: str) -> None:
+    if arr.dtype.hasobject:
+        h.update(b"O")
+        h.update(_pack_len(arr.ndim))
+        for dim in arr.shape:
+            h.update(_pack_len(dim))
+        for item in arr.ravel(order="C"):
+            feed(h, item, where)
+        return
+    h.update(b"A")
+    _feed_bytes(h, b"t", arr.dtype.str.encode())
+    h.update(_pack_len(arr.ndim))
+    for dim in arr.shape:
+        h.update(_pack_len(dim))
+    contiguous = np.ascontiguousarray(arr)
+    h.update(_pack_len(contiguous.nbytes))
+    h.update(memoryview(contiguous).cast("B"))
+
+
+def _feed_float(h: Hasher, value: float) -> None:
+    h.update(b"f")
+    # one NaN and one zero, so equal-looking physics values share a key
+    value = 0.0 if value == 0.0 else value
+    h.update(b"nan" if math.isnan(value) else _pack_float(value))
+
+
+def _feed_mapping(h: Hasher, items: Any, where: str) -> None:
+    encoded = sorted((digest(k, where), v) for k, v in items)
+    h.update(_pack_len(len(encoded)))
+    for key_digest, value in encoded:
+        h.update(key_digest)
+        feed(h, value, where)
+
+
+def feed(h: Hasher, obj: Any, where: str = "value") -> None:
+    """Feed the canonical, tagged encoding of ``obj`` to ``h``; ``where`` names it in errors."""
+    if obj is None:
+        h.update(b"N")
+    elif obj is True or obj is False:
+        h.update(b"T" if obj else b"F")
+    elif isinstance(obj, int) and not isinstance(obj, enum.Enum):
+        _feed_bytes(h, b"i", str(int(obj)).encode())
+    elif isinstance(obj, float):
+        _feed_float(h, float(obj))
+    elif isinstance(obj, complex):
+        h.update(b"c")
+        _feed_float(h, obj.real)
+        _feed_float(h, obj.imag)
+    elif isinstance(obj, str):
+        _feed_bytes(h, b"s", obj.encode("utf-8", "surrogatepass"))
+    elif isinstance(obj, bytes | bytearray | memoryview):
+        _feed_bytes(h, b"b", bytes(obj))
+    elif isinstance(obj, np.ndarray):
+        _feed_array(h, obj, where)
+    elif isinstance(obj, np.generic):
+        _feed_array(h, np.asarray(obj), where)
+    elif isinstance(obj, list | tuple):
+        h.update(b"L" if isinstance(obj, list) else b"U")
+        h.update(_pack_len(len(obj)))
+        for item in obj:
+            feed(h, item, where)
+    elif isinstance(obj, Mapping):
+        h.update(b"D")
+        _feed_mapping(h, obj.items(), where)
+    elif isinstance(obj, set | frozenset):
+        h.update(b"S")
+        members = sorted(digest(item, where) for item in obj)
+        h.update(_pack_len(len(members)))
+        for member in members:
+            h.update(member)
+    elif isinstance(obj, enum.Enum):
+        _feed_bytes(h, b"E", _qualname(type(obj)).encode())
+        feed(h, obj.value, where)
+    elif isinstance(obj, PurePath):
+        _feed_bytes(h, b"P", str(obj).encode())
+    elif hasattr(obj, "hashable_repr") and callable(obj.hashable_repr):
+        _feed_bytes(h, b"R", _qualname(type(obj)).encode())
+        _feed_bytes(h, b"r", bytes(obj.hashable_repr()))
+    elif hasattr(obj, "model_dump") and callable(obj.model_dump):
+        _feed_bytes(h, b"M", _qualname(type(obj)).encode())
+        feed(h, config_snapshot(obj), where)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        _feed_bytes(h, b"C", _qualname(type(obj)).encode())
+        feed(h, {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, where)
+    else:
+        raise UnhashableValueError(where, obj)
+
+
+def digest(obj: Any, where: str = "value") -> bytes:
+    """The 16-byte canonical digest of ``obj``."""
+    h = new_hasher()
+    feed(h, obj, where)
+    return h.digest()
+
+
+def hexdigest(obj: Any, where: str = "value") -> str:
+    h = new_hasher()
+    feed(h, obj, where)
+    return h.hexdigest()
+
+
+def hash_ndarray(arr: np.ndarray) -> bytes:
+    """Digest of an array's dtype, shape and C-order bytes."""
+    h = new_hasher()
+    _feed_array(h, np.asarray(arr), "array")
+    return h.digest()
+
+
+def hash_small(obj: Any) -> bytes:
+    """Digest of a small structured value (numbers, strings, containers, arrays)."""
+    return digest(obj)
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# --- configs --------------------------------------------------------------------------------
+
+
+def config_snapshot(cfg: Any) -> Any:
+    """Read a config as plain data: through ``model_dump`` (pydantic models and the stdlib
+    dataclasses that subclass them), else dataclass fields, else the object itself."""
+    if cfg is None:
+        return None
+    if hasattr(cfg, "model_dump"):
+        return cfg.model_dump()
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    return cfg
+
+
+def config_hash(cfg: Any, where: str = "config") -> str:
+    """Hex digest of a config's class and canonical content (arrays folded in by content)."""
+    h = new_hasher()
+    _feed_bytes(h, b"K", _qualname(type(cfg)).encode())
+    feed(h, config_snapshot(cfg), where)
+    return h.hexdigest()
+
+
+# --- code -----------------------------------------------------------------------------------
+
+# base classes whose code is ours, not the user's: a library upgrade is not a stage change
+_FRAMEWORK_MODULES = ("phys_pipeline.types", "phys_pipeline.pipeline", "abc", "typing")
+_LIBRARY_ROOTS = ("numpy", "scipy", "pydantic", *_FRAMEWORK_MODULES)
+
+
+def _feed_code(h: Hasher, code: types.CodeType, module: str, globals_: dict, seen: set) -> None:
+    _feed_bytes(h, b"co", code.co_code)
+    _feed_bytes(h, b"nm", "\0".join(code.co_names).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _feed_code(h, const, module, globals_, seen)
+        else:
+            try:
+                feed(h, const, "code constant")
+            except UnhashableValueError:
+                _feed_bytes(h, b"?", repr(const).encode())
+    # same-module helpers the code calls are part of its behaviour
+    for name in code.co_names:
+        target = globals_.get(name)
+        if _is_user_code(target, module) and id(target) not in seen:
+            seen.add(id(target))
+            _feed_object_code(h, target, seen)
+
+
+def _is_user_code(obj: Any, module: str) -> bool:
+    return (
+        isinstance(obj, types.FunctionType | type)
+        and getattr(obj, "__module__", None) == module
+        and not module.startswith(_LIBRARY_ROOTS)
+    )
+
+
+def _feed_object_code(h: Hasher, obj: Any, seen: set) -> None:
+    if isinstance(obj, types.FunctionType):
+        _feed_bytes(h, b"fn", obj.__qualname__.encode())
+        _feed_code(h, obj.__code__, obj.__module__, obj.__globals__, seen)
+        if obj.__defaults__:
+            try:
+                feed(h, obj.__defaults__, "defaults")
+            except UnhashableValueError:
+                _feed_bytes(h, b"?", repr(obj.__defaults__).encode())
+    elif isinstance(obj, type):
+        _feed_class_code(h, obj, seen)
+
+
+def _feed_class_code(h: Hasher, cls: type, seen: set) -> None:
+    for klass in cls.__mro__:
+        if klass is object or klass.__module__.startswith(_LIBRARY_ROOTS):
+            continue
+        _feed_bytes(h, b"cls", _qualname(klass).encode())
+        for name in sorted(vars(klass)):
+            member = vars(klass)[name]
+            if isinstance(member, staticmethod | classmethod):
+                member = member.__func__
+            elif isinstance(member, property):
+                member = member.fget
+            if isinstance(member, types.FunctionType):
+                _feed_bytes(h, b"m", name.encode())
+                _feed_object_code(h, member, seen)
+
+
+def code_version(obj: Any) -> str:
+    """A digest of the code behind ``obj``'s class: methods' bytecode, constants and names, and
+    the same-module functions they call. Works for classes defined in notebook cells, which have
+    no source file; a redefined class or helper gets a new digest. Not memoised globally, since a
+    notebook may redefine a helper while the class object stays the same."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    h = new_hasher()
+    _feed_class_code(h, cls, {id(cls)})
+    return h.hexdigest()
+
+
+def callable_name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or type(fn).__qualname__

@@ -1,0 +1,68 @@
+"""Calling one stage and checking what it returns: the single place both runners go through."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .errors import MetricError, PhysPipelineError, StageError, StageOutputError
+from .policy import PolicyBag
+from .types import StageResult, State, stage_name
+
+
+def is_state(obj: Any) -> bool:
+    return isinstance(obj, State) or (
+        callable(getattr(obj, "deepcopy", None)) and callable(getattr(obj, "hashable_repr", None))
+    )
+
+
+def scalar_metric(stage: str, key: str, value: Any) -> float:
+    """``value`` as a Python float, or a MetricError naming the stage and key."""
+    if isinstance(value, bool | numbers.Real) or (
+        isinstance(value, np.ndarray | np.generic) and np.ndim(value) == 0
+    ):
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as exc:
+            raise MetricError(stage, key, value, "not a real scalar") from exc
+        if math.isnan(number):
+            raise MetricError(stage, key, value, "metric is NaN")
+        return number
+    raise MetricError(
+        stage, key, value, "metrics must be real scalars; put arrays in the state or artifacts"
+    )
+
+
+def check_metrics(stage: str, metrics: Any) -> dict[str, float]:
+    if not isinstance(metrics, Mapping):
+        raise MetricError(stage, "<metrics>", metrics, "metrics must be a dict of scalars")
+    return {str(k): scalar_metric(stage, str(k), v) for k, v in metrics.items()}
+
+
+def call_stage(stage: Any, state: Any, policy: PolicyBag | None, where: str) -> StageResult:
+    """Run ``stage.process(state, policy=policy)`` and validate the result.
+
+    Errors raised by the stage are wrapped in a StageError naming ``where`` (the node id or
+    pipeline) and the stage; our own typed errors pass through unchanged.
+    """
+    name = stage_name(stage)
+    try:
+        result = stage.process(state, policy=policy)
+    except PhysPipelineError:
+        raise
+    except Exception as exc:
+        raise StageError(where, name, exc) from exc
+    if not isinstance(result, StageResult):
+        raise StageOutputError(where, name, result, "a StageResult")
+    if not is_state(result.state):
+        raise StageOutputError(
+            where, name, result.state, "StageResult.state to be a State (deepcopy, hashable_repr)"
+        )
+    result.metrics = check_metrics(name, result.metrics)
+    if not isinstance(result.artifacts, Mapping):
+        raise StageOutputError(where, name, result.artifacts, "StageResult.artifacts to be a dict")
+    return result

@@ -1,0 +1,120 @@
+"""SequentialPipeline: stages run one after another; itself usable as a stage."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, Generic
+
+from .errors import MetricError
+from .hashing import code_version, config_hash
+from .invoke import call_stage
+from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
+from .record import ArtifactRecorder
+from .types import S, StageConfig, StageResult, stage_name
+
+
+class SequentialPipeline(Generic[S]):
+    """Run ``stages`` in order, each receiving the previous stage's state.
+
+    The caller's state goes to the first stage as is (stages copy before writing). Metrics come
+    back as ``"<pipeline>.<stage>.<key>"``; timings and hashes go to provenance, never metrics.
+    A pipeline has ``cfg`` and ``process``, so it can be a stage of another pipeline or a DAG node.
+    """
+
+    def __init__(
+        self,
+        stages: Sequence[Any],
+        name: str | None = None,
+        *,
+        policy: PolicyLike = None,
+    ) -> None:
+        self.stages = stages
+        self.name = name or "pipeline"
+        self.cfg = StageConfig(name=self.name)
+        self._policy = as_policy(policy)
+
+    def set_policy(self, policy: PolicyLike) -> None:
+        """Use ``policy`` for later runs that are not given one."""
+        self._policy = as_policy(policy)
+
+    @property
+    def policy(self) -> PolicyBag | None:
+        return self._policy
+
+    def run(
+        self,
+        state: S,
+        *,
+        policy: PolicyLike = None,
+        record_artifacts: bool = False,
+        recorder: ArtifactRecorder | None = None,
+    ) -> StageResult[S]:
+        bag = as_policy(policy) if policy is not None else self._policy
+        run_id = uuid.uuid4().hex[:12]
+        metrics: dict[str, float] = {}
+        artifacts: dict[str, Any] = {}
+        stage_records: list[dict[str, Any]] = []
+        if record_artifacts and recorder is None:
+            raise ValueError(f"pipeline {self.name!r}: record_artifacts=True needs a recorder")
+        started = time.perf_counter()
+        for stage in self.stages:
+            name = stage_name(stage)
+            t0 = time.perf_counter()
+            result = call_stage(stage, state, bag, where=f"pipeline {self.name!r}")
+            duration = time.perf_counter() - t0
+            cfg_hash = config_hash(getattr(stage, "cfg", None), f"stage {name!r} config")
+            for key, value in result.metrics.items():
+                full_key = f"{self.name}.{name}.{key}"
+                if full_key in metrics:
+                    raise MetricError(
+                        name, key, value, f"{full_key!r} was already set by an earlier stage; "
+                        "give stages distinct cfg.name values",
+                    )
+                metrics[full_key] = value
+            record: dict[str, Any] = {
+                "name": name,
+                "class": type(stage).__qualname__,
+                "config_hash": cfg_hash,
+                "version": getattr(stage, "version", None) or code_version(stage),
+                "duration_s": duration,
+            }
+            if result.provenance:
+                record["provenance"] = result.provenance
+            for key, artifact in result.artifacts.items():
+                full_key = f"{self.name}.{name}.{key}"
+                artifacts[full_key] = artifact
+                if record_artifacts:
+                    assert recorder is not None
+                    record.setdefault("artifacts", {})[key] = [
+                        str(p) for p in recorder.record(
+                            artifact, stage=f"{self.name}.{name}", key=key,
+                            run_id=run_id, config_hash=cfg_hash,
+                        )
+                    ]
+            stage_records.append(record)
+            state = result.state
+        provenance = {
+            "pipeline": self.name,
+            "run_id": run_id,
+            "policy_hash": bag.hash() if bag is not None else EMPTY_POLICY_HASH,
+            "stages": stage_records,
+            "duration_s": time.perf_counter() - started,
+        }
+        return StageResult(state=state, metrics=metrics, artifacts=artifacts, provenance=provenance)
+
+    def process(self, state: S, *, policy: PolicyBag | None = None) -> StageResult[S]:
+        """Stage protocol: a pipeline nested in a pipeline or DAG runs with the outer policy.
+
+        Metric keys come back as ``"<stage>.<key>"``; the outer runner adds this pipeline's name.
+        """
+        result = self.run(state, policy=policy)
+        prefix = len(self.name) + 1
+        result.metrics = {key[prefix:]: value for key, value in result.metrics.items()}
+        result.artifacts = {key[prefix:]: value for key, value in result.artifacts.items()}
+        return result
+
+    def __repr__(self) -> str:
+        names = ", ".join(stage_name(s) for s in self.stages)
+        return f"SequentialPipeline(name={self.name!r}, stages=[{names}])"

@@ -1,0 +1,92 @@
+"""PolicyBag: run-wide overrides handed to every stage, immutable and stably hashed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, TypeAlias
+
+from .errors import PolicyError, UnhashableValueError
+from .hashing import digest, new_hasher
+
+
+class PolicyBag(Mapping[str, Any]):
+    """An immutable mapping of policy keys to values with a stable content hash.
+
+    Values must hash canonically (numbers, strings, arrays, containers, models), so that a policy
+    can take part in cache keys; an unusable value is rejected here, naming its key.
+    """
+
+    __slots__ = ("_data", "_digests", "_hash")
+
+    def __init__(self, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
+        merged = {**(dict(data) if data else {}), **kwargs}
+        digests: dict[str, bytes] = {}
+        for key, value in merged.items():
+            if not isinstance(key, str):
+                raise PolicyError(repr(key), value, "policy keys must be strings")
+            try:
+                digests[key] = digest(value, f"policy key {key!r}")
+            except UnhashableValueError as exc:
+                raise PolicyError(key, value, "value cannot be hashed canonically") from exc
+        self._data = merged
+        self._digests = digests
+        self._hash: str | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"PolicyBag({self._data!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PolicyBag):
+            return self.hash() == other.hash()
+        return NotImplemented if not isinstance(other, Mapping) else self == PolicyBag(other)
+
+    def __hash__(self) -> int:
+        return int(self.hash()[:16], 16)
+
+    def hash(self) -> str:
+        """Hex digest of the whole bag; independent of insertion order."""
+        if self._hash is None:
+            self._hash = self.hash_of(self._data)
+        return self._hash
+
+    def hash_of(self, keys: Any) -> str:
+        """Hex digest of the entries for ``keys`` only (absent keys count as absent)."""
+        h = new_hasher()
+        for key in sorted(set(keys)):
+            h.update(key.encode())
+            h.update(self._digests.get(key, b"<absent>"))
+        return h.hexdigest()
+
+    def updated(self, changes: Mapping[str, Any] | None = None, /, **kwargs: Any) -> PolicyBag:
+        """A new bag with ``changes`` applied; the original is unchanged."""
+        return PolicyBag({**self._data, **(dict(changes) if changes else {}), **kwargs})
+
+    def without(self, *keys: str) -> PolicyBag:
+        return PolicyBag({k: v for k, v in self._data.items() if k not in keys})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+PolicyLike: TypeAlias = PolicyBag | Mapping[str, Any] | None
+
+
+def as_policy(policy: PolicyLike) -> PolicyBag | None:
+    """Accept a PolicyBag, a plain mapping or None; anything else is a clear error."""
+    if policy is None or isinstance(policy, PolicyBag):
+        return policy
+    if isinstance(policy, Mapping):
+        return PolicyBag(policy)
+    raise PolicyError("<policy>", policy, "a policy must be a PolicyBag, a mapping or None")
+
+
+EMPTY_POLICY_HASH = PolicyBag().hash()

@@ -1,0 +1,135 @@
+"""ArtifactRecorder: turns lazy artifacts into files plus a JSON manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=\-\[\]]+")
+
+
+def _safe(part: str) -> str:
+    return _UNSAFE.sub("_", part).strip("._") or "_"
+
+
+def resolve_artifact(artifact: Any) -> Any:
+    """The artifact's value: call it if it is lazy (a zero-argument callable)."""
+    return artifact() if callable(artifact) else artifact
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ArtifactRecorder:
+    """Saves artifacts under ``root/<run id>/<stage>/``: figures as PNG and SVG, arrays as .npy,
+    bytes as .bin, text as .txt, other JSON-able values as .json. ``root/manifest.json`` lists
+    every file with its stage, key, run id and config hash."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self._lock = threading.Lock()
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def manifest(self) -> list[dict[str, Any]]:
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except FileNotFoundError:
+            return []
+
+    def record(
+        self, artifact: Any, *, stage: str, key: str, run_id: str, config_hash: str | None = None
+    ) -> list[Path]:
+        """Produce ``artifact`` (calling it if lazy), save it and add it to the manifest."""
+        value = resolve_artifact(artifact)
+        folder = self.root / _safe(run_id) / _safe(stage)
+        folder.mkdir(parents=True, exist_ok=True)
+        base = folder / _safe(key)
+        paths = self._save(value, base)
+        entries = [
+            {
+                "stage": stage,
+                "key": key,
+                "run_id": run_id,
+                "config_hash": config_hash,
+                "path": str(p.relative_to(self.root)),
+                "kind": p.suffix.lstrip("."),
+                "time": time.time(),
+            }
+            for p in paths
+        ]
+        with self._lock:
+            manifest = self.manifest() + entries
+            _atomic_write(self.manifest_path, json.dumps(manifest, indent=1).encode())
+        return paths
+
+    @staticmethod
+    def _save(value: Any, base: Path) -> list[Path]:
+        if hasattr(value, "savefig"):
+            paths = [_with_ext(base, ".png"), _with_ext(base, ".svg")]
+            for path in paths:
+                value.savefig(path, bbox_inches="tight")
+            _close_figure(value)
+            return paths
+        if isinstance(value, np.ndarray):
+            path = _with_ext(base, ".npy")
+            np.save(path, value, allow_pickle=False)
+            return [path]
+        if isinstance(value, bytes | bytearray | memoryview):
+            path = _with_ext(base, ".bin")
+            _atomic_write(path, bytes(value))
+            return [path]
+        if isinstance(value, str):
+            path = _with_ext(base, ".txt")
+            _atomic_write(path, value.encode())
+            return [path]
+        try:
+            data = json.dumps(value, indent=1, default=_json_default).encode()
+        except TypeError as exc:
+            raise TypeError(
+                f"artifact {base.name!r}: cannot save a {type(value).__name__}; return a "
+                "matplotlib figure, an ndarray, bytes, str or JSON-able data"
+            ) from exc
+        path = _with_ext(base, ".json")
+        _atomic_write(path, data)
+        return [path]
+
+
+def _with_ext(base: Path, ext: str) -> Path:
+    # not Path.with_suffix: artifact keys such as "fit.plot" contain dots
+    return base.parent / f"{base.name}{ext}"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(type(value).__name__)
+
+
+def _close_figure(fig: Any) -> None:
+    try:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    except Exception:  # noqa: BLE001 - closing is best effort; the files are written
+        pass

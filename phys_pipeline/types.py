@@ -1,0 +1,210 @@
+"""The typed core: states, stage configs, stages, their results and DAG node specs."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from .hashing import digest, hash_ndarray, hash_small
+
+if TYPE_CHECKING:
+    from .policy import PolicyBag
+
+__all__ = [
+    "DagState",
+    "NodeResources",
+    "NodeSpec",
+    "PipelineStage",
+    "SimpleState",
+    "StageConfig",
+    "StageResult",
+    "State",
+    "hash_ndarray",
+    "hash_small",
+]
+
+
+class State(ABC):
+    """What flows between stages. Subclasses say how to copy themselves and how to hash.
+
+    No ``__init__`` and empty ``__slots__``: subclasses may be ``@dataclass(slots=True)``
+    classes that never call a base initialiser.
+    """
+
+    __slots__ = ()
+
+    @abstractmethod
+    def deepcopy(self) -> State:
+        """An independent copy a stage may modify."""
+
+    @abstractmethod
+    def hashable_repr(self) -> bytes:
+        """Bytes that identify the content (feeds the cache keys of root nodes)."""
+
+
+class SimpleState(State):
+    """A payload plus a free-form ``meta`` dict; hashes both canonically (arrays by content)."""
+
+    __slots__ = ("payload", "meta")
+
+    def __init__(self, payload: Any = None, meta: dict[str, Any] | None = None) -> None:
+        self.payload = payload
+        self.meta = {} if meta is None else meta
+
+    def deepcopy(self) -> SimpleState:
+        return SimpleState(copy.deepcopy(self.payload), copy.deepcopy(self.meta))
+
+    def hashable_repr(self) -> bytes:
+        return digest((self.payload, self.meta), "SimpleState")
+
+    def __repr__(self) -> str:
+        keys = ", ".join(self.meta)
+        return f"SimpleState(payload={self.payload!r:.60}, meta keys=[{keys}])"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SimpleState):
+            return NotImplemented
+        return self.hashable_repr() == other.hashable_repr()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+
+class DagState(State):
+    """The input of a DAG node with several parents: their states keyed by parent node id."""
+
+    __slots__ = ("inputs",)
+
+    def __init__(self, inputs: Mapping[str, State]) -> None:
+        self.inputs: dict[str, State] = dict(inputs)
+
+    def deepcopy(self) -> DagState:
+        return DagState({k: v.deepcopy() for k, v in self.inputs.items()})
+
+    def hashable_repr(self) -> bytes:
+        return digest({k: v.hashable_repr() for k, v in self.inputs.items()}, "DagState")
+
+    def __getitem__(self, node_id: str) -> State:
+        return self.inputs[node_id]
+
+    def __repr__(self) -> str:
+        return f"DagState(inputs=[{', '.join(self.inputs)}])"
+
+
+class StageConfig(BaseModel):
+    """A stage's validated, immutable parameters. Subclass it and add typed fields.
+
+    ``name`` labels the stage in metric keys (empty: the stage's class name); ``tags`` carry
+    free-form labels. Arbitrary types (such as ndarrays) are allowed and hash by content. Unknown
+    fields are rejected, so a typo in an edit or a sweep is an error, not an ignored value.
+    """
+
+    model_config = ConfigDict(
+        frozen=True, arbitrary_types_allowed=True, extra="forbid", validate_default=True
+    )
+
+    name: str = ""
+    tags: dict[str, Any] = {}
+
+
+S = TypeVar("S", bound=State)
+C = TypeVar("C")
+
+
+class PipelineStage(ABC, Generic[S, C]):
+    """One transform ``state -> StageResult``. Subclasses implement :meth:`process`.
+
+    Stages may be dataclasses that never call this ``__init__``, and may be unhashable: the
+    library never uses a stage as a dict key. Set ``version`` to pin the code version by hand;
+    set ``policy_keys`` to the policy keys the stage reads, so that other policy changes do not
+    invalidate its cache entries (by default, any policy change does).
+    """
+
+    version: ClassVar[str | None] = None
+    policy_keys: ClassVar[tuple[str, ...] | None] = None
+
+    def __init__(self, cfg: C) -> None:
+        self.cfg = cfg
+
+    @abstractmethod
+    def process(self, state: S, *, policy: PolicyBag | None = None) -> StageResult[S]:
+        """Turn ``state`` into a result; copy ``state`` before changing it."""
+
+    def estimated_cost(self) -> float:
+        """Relative cost hint for schedulers (1.0 = an ordinary stage)."""
+        return 1.0
+
+    def can_parallelize_over(self) -> tuple[str, ...]:
+        """Config fields this stage could be split over; none by default."""
+        return ()
+
+    def __repr__(self) -> str:
+        name = getattr(getattr(self, "cfg", None), "name", "?")
+        return f"{type(self).__name__}(name={name!r})"
+
+
+@dataclass
+class StageResult(Generic[S]):
+    """A stage's output: the new state, scalar metrics, lazy artifacts and provenance.
+
+    Artifacts are values or zero-argument callables (returning a matplotlib figure, an array,
+    bytes or a str); callables run only when artifacts are recorded or displayed.
+    """
+
+    state: S
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NodeResources:
+    """Slots a node occupies while it runs (see ``LocalScheduler(max_cpu=, max_gpu=)``)."""
+
+    cpu: int = 1
+    gpu: int = 0
+    mem_gb: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("cpu", "gpu", "mem_gb"):
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"NodeResources.{name} must be >= 0, got {value!r}")
+
+
+@dataclass
+class NodeSpec:
+    """One DAG node: an id, the ids it depends on and the stage that computes it.
+
+    ``version`` pins the node's code version (overriding the stage's); ``op_name`` labels the
+    operation in views; ``metadata`` is free-form and not part of the cache key.
+    """
+
+    id: str
+    deps: list[str] = field(default_factory=list)
+    stage: Any = None
+    op_name: str | None = None
+    version: str | None = None
+    resources: NodeResources | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.deps = list(self.deps)
+
+    def replace(self, **changes: Any) -> NodeSpec:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def label(self) -> str:
+        return self.op_name or type(self.stage).__name__
+
+
+def stage_name(stage: Any) -> str:
+    """The name a stage goes by in metric keys and messages: ``cfg.name``, else its class."""
+    name = getattr(getattr(stage, "cfg", None), "name", None)
+    return name if isinstance(name, str) and name else type(stage).__name__
