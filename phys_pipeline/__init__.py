@@ -8,8 +8,16 @@ from typing import Any
 from .pipeline import SequentialPipeline
 from .policy import PolicyBag
 from .record import ArtifactRecorder
-from .types import DagState, NodeResources, NodeSpec, PipelineStage, SimpleState, StageConfig
-from .types import StageResult, State
+from .types import (
+    DagState,
+    NodeResources,
+    NodeSpec,
+    PipelineStage,
+    SimpleState,
+    StageConfig,
+    StageResult,
+    State,
+)
 
 __version__ = "0.1.0"
 

@@ -69,7 +69,10 @@ class SequentialPipeline(Generic[S]):
                 full_key = f"{self.name}.{name}.{key}"
                 if full_key in metrics:
                     raise MetricError(
-                        name, key, value, f"{full_key!r} was already set by an earlier stage; "
+                        name,
+                        key,
+                        value,
+                        f"{full_key!r} was already set by an earlier stage; "
                         "give stages distinct cfg.name values",
                     )
                 metrics[full_key] = value
@@ -88,9 +91,13 @@ class SequentialPipeline(Generic[S]):
                 if record_artifacts:
                     assert recorder is not None
                     record.setdefault("artifacts", {})[key] = [
-                        str(p) for p in recorder.record(
-                            artifact, stage=f"{self.name}.{name}", key=key,
-                            run_id=run_id, config_hash=cfg_hash,
+                        str(p)
+                        for p in recorder.record(
+                            artifact,
+                            stage=f"{self.name}.{name}",
+                            key=key,
+                            run_id=run_id,
+                            config_hash=cfg_hash,
                         )
                     ]
             stage_records.append(record)

@@ -51,8 +51,6 @@ class State(ABC):
 class SimpleState(State):
     """A payload plus a free-form ``meta`` dict; hashes both canonically (arrays by content)."""
 
-    __slots__ = ("payload", "meta")
-
     def __init__(self, payload: Any = None, meta: dict[str, Any] | None = None) -> None:
         self.payload = payload
         self.meta = {} if meta is None else meta
@@ -77,8 +75,6 @@ class SimpleState(State):
 
 class DagState(State):
     """The input of a DAG node with several parents: their states keyed by parent node id."""
-
-    __slots__ = ("inputs",)
 
     def __init__(self, inputs: Mapping[str, State]) -> None:
         self.inputs: dict[str, State] = dict(inputs)
