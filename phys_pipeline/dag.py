@@ -1,0 +1,253 @@
+"""The plan: a validated graph with a cache key for every node, computed before anything runs.
+
+A node's key is Merkle style: it folds in the stage's identity and code version, its canonical
+config, the policy entries it sees and its parents' keys (root nodes: the initial state's
+``hashable_repr()``). So "what is stale?" is answered from the spec and the cache alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import networkx as nx
+
+from .errors import (
+    CycleError,
+    DuplicateNodeError,
+    EmptyDagError,
+    MissingDependencyError,
+    MissingStageError,
+    UnknownNodeError,
+)
+from .hashing import code_version, config_hash, new_hasher
+from .policy import EMPTY_POLICY_HASH, PolicyBag
+from .types import NodeSpec, stage_name
+
+KEY_SCHEMA = b"phys-pipeline/node-key/1"
+
+
+class StageLike(Protocol):
+    cfg: Any
+
+    def process(self, state: Any, *, policy: Any = None) -> Any: ...
+
+
+# --- graph building and validation ----------------------------------------------------------
+
+
+def build_graph(nodes: Sequence[NodeSpec]) -> nx.DiGraph:
+    """A networkx DiGraph of ``nodes`` (edges parent -> child), validated: no empty DAG, no
+    duplicate ids, no unknown dependencies, no cycles, every node with a usable stage."""
+    if not nodes:
+        raise EmptyDagError()
+    graph = nx.DiGraph()
+    seen: set[str] = set()
+    duplicates = []
+    for node in nodes:
+        if not isinstance(node, NodeSpec):
+            raise MissingStageError(repr(node), node)
+        if node.id in seen:
+            duplicates.append(node.id)
+        seen.add(node.id)
+    if duplicates:
+        raise DuplicateNodeError(duplicates)
+    for node in nodes:
+        stage = node.stage
+        if stage is None or not callable(getattr(stage, "process", None)):
+            raise MissingStageError(node.id, stage)
+        if not hasattr(stage, "cfg"):
+            raise MissingStageError(node.id, stage)
+        graph.add_node(node.id, spec=node)
+    for node in nodes:
+        missing = [dep for dep in node.deps if dep not in seen]
+        if missing:
+            raise MissingDependencyError(node.id, missing)
+        if len(set(node.deps)) != len(node.deps):
+            raise DuplicateNodeError([f"{node.id}.deps: {d}" for d in node.deps])
+        for dep in node.deps:
+            graph.add_edge(dep, node.id)
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        return graph
+    raise CycleError([edge[0] for edge in cycle])
+
+
+def topological_order(graph: nx.DiGraph, nodes: Sequence[NodeSpec]) -> list[str]:
+    """Dependencies first; ties keep the order the user listed nodes in (stable, readable)."""
+    position = {node.id: i for i, node in enumerate(nodes)}
+    return list(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+
+def node_code_version(node: NodeSpec, memo: dict[int, str] | None = None) -> str:
+    """Explicit version (node, then stage) or a digest of the stage class's code."""
+    explicit = node.version or getattr(node.stage, "version", None)
+    if isinstance(explicit, str) and explicit:
+        return f"v:{explicit}"
+    cls = type(node.stage)
+    if memo is None:
+        return code_version(cls)
+    if id(cls) not in memo:
+        memo[id(cls)] = code_version(cls)
+    return memo[id(cls)]
+
+
+def policy_keys_of(node: NodeSpec) -> tuple[str, ...] | None:
+    """The policy keys a node declares it reads (None: it may read any)."""
+    declared = node.metadata.get("policy_keys", getattr(node.stage, "policy_keys", None))
+    return None if declared is None else tuple(declared)
+
+
+def policy_view_hash(node: NodeSpec, policy: PolicyBag | None) -> str:
+    """The hash of the part of the policy a node can see."""
+    if policy is None or not len(policy):
+        return EMPTY_POLICY_HASH
+    declared = policy_keys_of(node)
+    return policy.hash() if declared is None else policy.hash_of(declared)
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """Everything that went into one node's key, so a change can be explained."""
+
+    id: str
+    deps: tuple[str, ...]
+    key: str
+    stage_type: str
+    code_version: str
+    config_hash: str
+    policy_hash: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Staleness:
+    """Why a node must run: ``reasons`` such as "config changed" or "not cached"."""
+
+    node_id: str
+    reasons: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.node_id}: {', '.join(self.reasons)}"
+
+
+@dataclass
+class Plan:
+    """The validated graph, a topological order and every node's key and key ingredients."""
+
+    specs: dict[str, NodeSpec]
+    graph: nx.DiGraph
+    order: list[str]
+    nodes: dict[str, NodePlan]
+    state_digest: bytes
+    policy: PolicyBag | None = None
+    _descendants: dict[str, set[str]] = field(default_factory=dict, repr=False)
+
+    @property
+    def keys(self) -> dict[str, str]:
+        return {nid: p.key for nid, p in self.nodes.items()}
+
+    def roots(self) -> list[str]:
+        return [nid for nid in self.order if not self.nodes[nid].deps]
+
+    def descendants(self, node_id: str) -> set[str]:
+        if node_id not in self.nodes:
+            raise UnknownNodeError(node_id, self.nodes)
+        if node_id not in self._descendants:
+            self._descendants[node_id] = nx.descendants(self.graph, node_id)
+        return self._descendants[node_id]
+
+    def explain(self, node_id: str, previous: Plan | None) -> tuple[str, ...]:
+        """Why ``node_id``'s key differs from the one it had in ``previous``."""
+        now = self.nodes[node_id]
+        before = previous.nodes.get(node_id) if previous is not None else None
+        if before is None:
+            return ("new node",) if previous is not None else ("not cached",)
+        reasons = []
+        if now.stage_type != before.stage_type or now.code_version != before.code_version:
+            reasons.append("code changed")
+        if now.config_hash != before.config_hash:
+            reasons.append("config changed")
+        if now.policy_hash != before.policy_hash:
+            reasons.append("policy changed")
+        if now.deps != before.deps:
+            reasons.append("dependencies changed")
+        elif not now.deps and self.state_digest != previous.state_digest:
+            reasons.append("input state changed")
+        elif any(self.nodes[d].key != previous.nodes[d].key for d in now.deps):
+            reasons.append("upstream changed")
+        return tuple(reasons) or ("not cached",)
+
+    def stale(self, cache: Any = None, previous: Plan | None = None) -> dict[str, Staleness]:
+        """Nodes whose key is not in ``cache`` (all, without a cache), in order, with reasons
+        relative to ``previous`` (the plan of the last run) where one is given."""
+        contains = getattr(cache, "contains", None)
+        return {
+            nid: Staleness(nid, self.explain(nid, previous))
+            for nid in self.order
+            if contains is None or not contains(self.nodes[nid].key)
+        }
+
+
+def make_plan(
+    nodes: Sequence[NodeSpec],
+    initial_state: Any,
+    policy: PolicyBag | None = None,
+    graph: nx.DiGraph | None = None,
+) -> Plan:
+    """Validate ``nodes`` and compute every node's cache key without running anything."""
+    graph = build_graph(nodes) if graph is None else graph
+    order = topological_order(graph, nodes)
+    specs = {node.id: node for node in nodes}
+    state_digest = bytes(initial_state.hashable_repr())
+    code_memo: dict[int, str] = {}
+    planned: dict[str, NodePlan] = {}
+    for nid in order:
+        spec = specs[nid]
+        stage = spec.stage
+        stage_type = f"{type(stage).__module__}.{type(stage).__qualname__}"
+        version = node_code_version(spec, code_memo)
+        cfg_hash = config_hash(stage.cfg, f"node {nid!r} config")
+        pol_hash = policy_view_hash(spec, policy)
+        h = new_hasher()
+        h.update(KEY_SCHEMA)
+        for part in (stage_type, version, cfg_hash, pol_hash):
+            h.update(part.encode())
+            h.update(b"\0")
+        if spec.metadata.get("gather") or spec.metadata.get("input_names"):
+            # the shape of the input (DagState keys) is part of what the stage sees
+            h.update(repr((spec.metadata.get("gather"), spec.metadata.get("input_names"))).encode())
+        if spec.deps:
+            for dep in spec.deps:
+                h.update(dep.encode())
+                h.update(b"\1")
+                h.update(planned[dep].key.encode())
+        else:
+            h.update(b"root\0")
+            h.update(state_digest)
+        planned[nid] = NodePlan(
+            id=nid,
+            deps=tuple(spec.deps),
+            key=h.hexdigest(),
+            stage_type=stage_type,
+            code_version=version,
+            config_hash=cfg_hash,
+            policy_hash=pol_hash,
+            label=spec.op_name or stage_name(stage),
+        )
+    return Plan(specs, graph, order, planned, state_digest, policy)
+
+
+def ancestors_closure(graph: nx.DiGraph, targets: Iterable[str]) -> set[str]:
+    """``targets`` and everything they depend on (what must exist to compute them)."""
+    wanted = set(targets)
+    for target in list(wanted):
+        if target not in graph:
+            raise UnknownNodeError(target, graph.nodes)
+        wanted |= nx.ancestors(graph, target)
+    return wanted

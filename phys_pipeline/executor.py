@@ -1,0 +1,286 @@
+"""DagExecutor: plan, load what the cache has, run the stale rest on a scheduler, report."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .dag import Plan, Staleness, ancestors_closure, build_graph, make_plan
+from .errors import NodeFailedError
+from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
+from .scheduler import DEFAULT_RESOURCES, LocalScheduler, NodeTask, Scheduler
+from .types import NodeSpec, StageResult, State
+
+
+@dataclass
+class NodeRun:
+    """What happened to one node in one run, and why."""
+
+    node_id: str
+    status: str  # "hit" | "ran" | "failed" | "skipped"
+    cache_key: str
+    reason: str
+    duration_s: float = 0.0
+    error: str | None = None
+
+    @property
+    def cache_hit(self) -> bool:
+        return self.status == "hit"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "status": self.status,
+            "cache_hit": self.cache_hit,
+            "cache_key": self.cache_key,
+            "reason": self.reason,
+            "duration_s": self.duration_s,
+            "error": self.error,
+        }
+
+
+@dataclass
+class DagRunResult:
+    """Results by node id, namespaced metrics (``"<node>.<key>"``), lazy artifacts and
+    provenance (``node_runs``: one record per node with ``cache_hit``, ``reason``, ...)."""
+
+    plan: Plan
+    execution_order: list[str]
+    results: dict[str, StageResult]
+    metrics: dict[str, float]
+    artifacts: dict[str, Any]
+    provenance: dict[str, Any]
+    runs: dict[str, NodeRun]
+    failures: dict[str, BaseException] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def ran(self) -> list[str]:
+        return [nid for nid, r in self.runs.items() if r.status == "ran"]
+
+    @property
+    def hits(self) -> list[str]:
+        return [nid for nid, r in self.runs.items() if r.status == "hit"]
+
+    @property
+    def sinks(self) -> list[str]:
+        return [nid for nid in self.plan.order if self.plan.graph.out_degree(nid) == 0]
+
+    @property
+    def state(self) -> State:
+        """The state of the DAG's single sink (ambiguous DAGs: use ``results[id].state``)."""
+        sinks = self.sinks
+        if len(sinks) != 1:
+            raise ValueError(f"the DAG has {len(sinks)} sinks ({sinks}); use results[node_id]")
+        return self.results[sinks[0]].state
+
+    def summary(self) -> str:
+        seconds = self.provenance.get("duration_s", 0.0)
+        parts = [f"ran {len(self.ran)}", f"hit {len(self.hits)}"]
+        if self.failures:
+            parts.append(f"failed {len(self.failures)}")
+        skipped = sum(r.status == "skipped" for r in self.runs.values())
+        if skipped:
+            parts.append(f"skipped {skipped}")
+        return f"{', '.join(parts)}, {seconds:.2f} s"
+
+
+class _RunRecorder:
+    """Scheduler hooks for one run: stores results, writes the cache, forwards to callbacks."""
+
+    def __init__(
+        self, plan: Plan, reasons: dict[str, Staleness], cache: Any, callbacks: Sequence[Any]
+    ) -> None:
+        self.plan, self.reasons, self.cache, self.callbacks = plan, reasons, cache, callbacks
+        self.results: dict[str, StageResult] = {}
+        self.runs: dict[str, NodeRun] = {}
+        self.failures: dict[str, BaseException] = {}
+
+    def _notify(self, event: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            method = getattr(callback, event, None)
+            if method is not None:
+                method(*args)
+
+    def _reason(self, node_id: str) -> str:
+        staleness = self.reasons.get(node_id)
+        return ", ".join(staleness.reasons) if staleness else "forced"
+
+    def hit(self, node_id: str, result: StageResult, seconds: float) -> None:
+        self.results[node_id] = result
+        key = self.plan.nodes[node_id].key
+        self.runs[node_id] = NodeRun(node_id, "hit", key, "cached", seconds)
+        self._notify("on_done", node_id, result, True)
+
+    def on_start(self, node_id: str) -> None:
+        self._notify("on_start", node_id)
+
+    def on_done(self, node_id: str, result: StageResult, duration_s: float) -> None:
+        key = self.plan.nodes[node_id].key
+        result.provenance = {
+            **result.provenance,
+            "node_id": node_id,
+            "cache_key": key,
+            "code_version": self.plan.nodes[node_id].code_version,
+            "config_hash": self.plan.nodes[node_id].config_hash,
+            "duration_s": duration_s,
+        }
+        if self.cache is not None:
+            self.cache.put(key, result)
+        self.results[node_id] = result
+        self.runs[node_id] = NodeRun(node_id, "ran", key, self._reason(node_id), duration_s)
+        self._notify("on_done", node_id, result, False)
+
+    def on_error(self, node_id: str, error: BaseException) -> None:
+        key = self.plan.nodes[node_id].key
+        self.failures[node_id] = error
+        self.runs[node_id] = NodeRun(
+            node_id, "failed", key, self._reason(node_id), error=f"{type(error).__name__}: {error}"
+        )
+        self._notify("on_error", node_id, error)
+
+    def on_skip(self, node_id: str, failed_dep: str) -> None:
+        key = self.plan.nodes[node_id].key
+        reason = f"skipped: upstream node {failed_dep!r} failed"
+        self.runs[node_id] = NodeRun(node_id, "skipped", key, reason)
+        self._notify("on_skip", node_id, failed_dep)
+
+
+class DagExecutor:
+    """Runs a DAG of ``NodeSpec``s: nodes whose key is cached load, the rest run on
+    ``scheduler``. Reusable: interactive sessions rerun the same executor constantly, and it
+    remembers the last plan so that a rerun can say *why* each node is stale.
+
+    ``callbacks`` are objects with any of ``on_plan(plan, stale)``, ``on_start(node_id)``,
+    ``on_done(node_id, result, cache_hit)``, ``on_error(node_id, exc)``, ``on_skip(node_id,
+    failed_dep)``, ``on_finish(result)``; progress bars and widgets hook in here.
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler | None = None,
+        cache: Any = None,
+        *,
+        callbacks: Iterable[Any] = (),
+        check_mutation: bool = True,
+    ) -> None:
+        from .dag_cache import as_dag_cache
+
+        self.scheduler = scheduler if scheduler is not None else LocalScheduler()
+        self.cache = as_dag_cache(cache)
+        self.callbacks = list(callbacks)
+        self.check_mutation = check_mutation
+        self.last_plan: Plan | None = None
+
+    def plan(self, state: State, nodes: Sequence[NodeSpec], policy: PolicyLike = None) -> Plan:
+        """Keys for every node, computed without running anything."""
+        return make_plan(nodes, state, as_policy(policy))
+
+    def stale(
+        self, state: State, nodes: Sequence[NodeSpec], policy: PolicyLike = None
+    ) -> dict[str, Staleness]:
+        """The nodes a run would compute, with the reasons, without running anything."""
+        return self.plan(state, nodes, policy).stale(self.cache, self.last_plan)
+
+    def run(
+        self,
+        state: State,
+        nodes: Sequence[NodeSpec],
+        policy: PolicyLike = None,
+        *,
+        targets: Iterable[str] | None = None,
+        raise_on_error: bool = True,
+        callbacks: Iterable[Any] = (),
+    ) -> DagRunResult:
+        """Run the DAG (or only what ``targets`` need). On failure, raises NodeFailedError
+        naming the failed nodes (``.partial`` holds the result; completed nodes stay cached),
+        or with ``raise_on_error=False`` returns the result with ``.failures`` set."""
+        started = time.perf_counter()
+        bag = as_policy(policy)
+        graph = build_graph(nodes)
+        plan = make_plan(nodes, state, bag, graph)
+        wanted = ancestors_closure(graph, targets) if targets is not None else None
+        order = [nid for nid in plan.order if wanted is None or nid in wanted]
+        reasons = plan.stale(self.cache, self.last_plan)
+        recorder = _RunRecorder(plan, reasons, self.cache, [*self.callbacks, *callbacks])
+        recorder._notify("on_plan", plan, reasons)
+        to_run = self._load_hits(plan, order, reasons, recorder)
+        tasks = [self._task(plan.specs[nid], bag, state) for nid in to_run]
+        available = {nid: r.state for nid, r in recorder.results.items()}
+        self.scheduler.execute(tasks, available, recorder)
+        self.last_plan = plan
+        result = self._assemble(plan, order, recorder, bag, time.perf_counter() - started)
+        recorder._notify("on_finish", result)
+        if result.failures and raise_on_error:
+            raise NodeFailedError(result.failures, partial=result)
+        return result
+
+    def _load_hits(
+        self, plan: Plan, order: list[str], reasons: dict[str, Staleness], recorder: _RunRecorder
+    ) -> list[str]:
+        """Load every cached node; return the ids that must run (stale or unreadable)."""
+        to_run = []
+        for nid in order:
+            if nid not in reasons and self.cache is not None:
+                t0 = time.perf_counter()
+                cached = self.cache.get(plan.nodes[nid].key)
+                if cached is not None:
+                    recorder.hit(nid, cached, time.perf_counter() - t0)
+                    continue
+                reasons[nid] = Staleness(nid, ("cache entry unreadable",))
+            to_run.append(nid)
+        return to_run
+
+    def _task(self, spec: NodeSpec, policy: PolicyBag | None, state: State) -> NodeTask:
+        aliases = spec.metadata.get("input_names")
+        return NodeTask(
+            node_id=spec.id,
+            deps=tuple(spec.deps),
+            stage=spec.stage,
+            policy=policy,
+            root_state=None if spec.deps else state,
+            resources=spec.resources or DEFAULT_RESOURCES,
+            check_mutation=self.check_mutation,
+            input_names=tuple(aliases.get(d, d) for d in spec.deps) if aliases else None,
+            gather=bool(spec.metadata.get("gather")),
+        )
+
+    def _assemble(
+        self,
+        plan: Plan,
+        order: list[str],
+        recorder: _RunRecorder,
+        policy: PolicyBag | None,
+        seconds: float,
+    ) -> DagRunResult:
+        metrics: dict[str, float] = {}
+        artifacts: dict[str, Any] = {}
+        completed = [nid for nid in order if nid in recorder.results]
+        for nid in completed:
+            result = recorder.results[nid]
+            metrics.update({f"{nid}.{k}": v for k, v in result.metrics.items()})
+            artifacts.update({f"{nid}.{k}": v for k, v in result.artifacts.items()})
+        runs = {nid: recorder.runs[nid] for nid in order if nid in recorder.runs}
+        provenance = {
+            "run_id": uuid.uuid4().hex[:12],
+            "policy_hash": policy.hash() if policy is not None else EMPTY_POLICY_HASH,
+            "node_runs": [r.as_dict() for r in runs.values()],
+            "duration_s": seconds,
+            "scheduler": repr(self.scheduler),
+        }
+        return DagRunResult(
+            plan=plan,
+            execution_order=completed,
+            results=recorder.results,
+            metrics=metrics,
+            artifacts=artifacts,
+            provenance=provenance,
+            runs=runs,
+            failures=recorder.failures,
+        )

@@ -1,0 +1,239 @@
+"""Parameter sweeps that propagate downstream.
+
+``expand_sweep`` clones every swept node per grid point *and every node downstream of it*, so a
+merge below a swept node runs once per variant. Clones get readable ids (``b[N=512]``,
+``merge[N=512]``), and where two swept branches meet, only variants with consistent values are
+paired. A node listed in ``gather`` is not cloned: it receives every variant of its parents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from .dag import build_graph, topological_order
+from .errors import SweepError
+from .hashing import config_snapshot
+from .types import NodeSpec
+
+Assignment = tuple[tuple[str, Any], ...]  # ((label, value), ...) sorted by label
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Sweep ``node_id``'s config over ``param_grid`` (field -> values): every combination
+    (``mode="product"``) or values taken together position by position (``mode="zip"``)."""
+
+    node_id: str
+    param_grid: Mapping[str, Sequence[Any]]
+    mode: Literal["product", "zip"] = "product"
+
+    def points(self) -> list[dict[str, Any]]:
+        """The grid points, validated for shape (not yet against the config)."""
+        if not self.param_grid:
+            raise SweepError(f"sweep over node {self.node_id!r}: param_grid is empty")
+        names = list(self.param_grid)
+        columns = []
+        for name in names:
+            values = self.param_grid[name]
+            if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+                raise SweepError(
+                    f"sweep over node {self.node_id!r}: values of {name!r} must be a list, "
+                    f"got {values!r}"
+                )
+            values = list(values)
+            if not values:
+                raise SweepError(f"sweep over node {self.node_id!r}: no values for {name!r}")
+            columns.append(values)
+        if self.mode == "zip":
+            lengths = {name: len(col) for name, col in zip(names, columns, strict=True)}
+            if len(set(lengths.values())) != 1:
+                raise SweepError(
+                    f"zipped sweep over node {self.node_id!r}: lists differ in length {lengths}"
+                )
+            rows = zip(*columns, strict=True)
+        elif self.mode == "product":
+            rows = itertools.product(*columns)
+        else:
+            raise SweepError(f"sweep over node {self.node_id!r}: unknown mode {self.mode!r}")
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def _config_fields(cfg: Any) -> set[str]:
+    fields = getattr(type(cfg), "model_fields", None)
+    if fields is not None:
+        return set(fields)
+    if dataclasses.is_dataclass(cfg):
+        return {f.name for f in dataclasses.fields(cfg)}
+    return set(config_snapshot(cfg) or {})
+
+
+def replace_config(cfg: Any, changes: Mapping[str, Any], where: str) -> Any:
+    """A validated copy of ``cfg`` with ``changes``; errors name ``where``, field and value."""
+    unknown = sorted(set(changes) - _config_fields(cfg))
+    if unknown:
+        raise SweepError(
+            f"{where}: {type(cfg).__name__} has no field(s) {', '.join(map(repr, unknown))}; "
+            f"fields: {', '.join(sorted(_config_fields(cfg)))}"
+        )
+    if hasattr(type(cfg), "model_validate") and not dataclasses.is_dataclass(cfg):
+        try:
+            return type(cfg).model_validate({**dict(cfg), **changes})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "?"
+            value = changes.get(field, first.get("input"))
+            raise SweepError(f"{where}: invalid {field}={value!r}: {first['msg']}") from exc
+    try:
+        return dataclasses.replace(cfg, **changes)
+    except (TypeError, ValueError) as exc:
+        raise SweepError(f"{where}: cannot set {dict(changes)!r}: {exc}") from exc
+
+
+def replace_stage_config(stage: Any, cfg: Any) -> Any:
+    """A shallow copy of ``stage`` holding ``cfg`` (works for dataclass stages too)."""
+    import copy
+
+    clone = copy.copy(stage)
+    try:
+        clone.cfg = cfg
+    except AttributeError:  # frozen dataclass stage
+        object.__setattr__(clone, "cfg", cfg)
+    return clone
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _variant_id(base: str, assignment: Assignment) -> str:
+    if not assignment:
+        return base
+    return f"{base}[{','.join(f'{k}={_format_value(v)}' for k, v in assignment)}]"
+
+
+def _consistent(assignments: Sequence[Assignment]) -> dict[str, Any] | None:
+    merged: dict[str, Any] = {}
+    for assignment in assignments:
+        for label, value in assignment:
+            if label in merged and merged[label] != value:
+                return None
+            merged[label] = value
+    return merged
+
+
+def expand_sweep(
+    nodes: Sequence[NodeSpec],
+    specs: Sequence[SweepSpec],
+    *,
+    gather: Iterable[str] = (),
+) -> list[NodeSpec]:
+    """Expand ``specs`` over ``nodes``: swept nodes and their descendants are cloned per grid
+    point; ``gather`` nodes receive all variants of their parents. Clones carry
+    ``metadata["sweep"] = {"base_id": ..., "params": {...}}`` for tables and views."""
+    graph = build_graph(nodes)
+    by_id = {n.id: n for n in nodes}
+    gather = set(gather)
+    grids: dict[str, list[dict[str, Any]]] = {}
+    for spec in specs:
+        if spec.node_id not in by_id:
+            raise SweepError(
+                f"sweep over unknown node {spec.node_id!r}; nodes: {', '.join(sorted(by_id))}"
+            )
+        if spec.node_id in grids:
+            raise SweepError(f"node {spec.node_id!r} is swept twice; merge its param grids")
+        points = spec.points()
+        cfg = by_id[spec.node_id].stage.cfg
+        for point in points:  # validate every value before building anything
+            replace_config(cfg, point, f"sweep over node {spec.node_id!r}")
+        grids[spec.node_id] = points
+    for gid in gather:
+        if gid not in by_id:
+            raise SweepError(f"gather names unknown node {gid!r}")
+    param_owners: dict[str, set[str]] = {}
+    for nid, points in grids.items():
+        for name in points[0]:
+            param_owners.setdefault(name, set()).add(nid)
+
+    def label(nid: str, name: str) -> str:
+        return name if len(param_owners[name]) == 1 else f"{nid}.{name}"
+
+    variants: dict[str, list[tuple[str, Assignment]]] = {}
+    expanded: list[NodeSpec] = []
+    for nid in topological_order(graph, nodes):
+        spec = by_id[nid]
+        if nid in gather:
+            deps = [vid for dep in spec.deps for vid, _ in variants[dep]]
+            gathered = _clone(spec, nid, deps, {}, {}, None)
+            gathered.metadata = {**gathered.metadata, "gather": True}
+            expanded.append(gathered)
+            variants[nid] = [(nid, ())]
+            continue
+        parent_choices = [variants[dep] for dep in spec.deps]
+        own_points: list[dict[str, Any] | None] = grids.get(nid) or [None]
+        mine: list[tuple[str, Assignment]] = []
+        for combo in itertools.product(*parent_choices):
+            merged = _consistent([assignment for _, assignment in combo])
+            if merged is None:
+                continue
+            for point in own_points:
+                params = dict(merged)
+                if point is not None:
+                    params.update({label(nid, k): v for k, v in point.items()})
+                assignment = tuple(sorted(params.items()))
+                vid = _variant_id(nid, assignment)
+                deps = [parent_vid for parent_vid, _ in combo]
+                names = {
+                    parent_vid: dep for (parent_vid, _), dep in zip(combo, spec.deps, strict=True)
+                }
+                expanded.append(_clone(spec, vid, deps, names, params, point))
+                mine.append((vid, assignment))
+        variants[nid] = mine
+    return expanded
+
+
+def _clone(
+    spec: NodeSpec,
+    vid: str,
+    deps: list[str],
+    input_names: dict[str, str],
+    params: dict[str, Any],
+    point: dict[str, Any] | None,
+) -> NodeSpec:
+    stage = spec.stage
+    if point:
+        cfg = replace_config(stage.cfg, point, f"sweep over node {spec.id!r}")
+        stage = replace_stage_config(stage, cfg)
+    metadata = dict(spec.metadata)
+    if params or vid != spec.id:
+        metadata["sweep"] = {"base_id": spec.id, "params": params}
+    if any(parent != name for parent, name in input_names.items()):
+        metadata["input_names"] = input_names
+    if vid == spec.id and deps == spec.deps and stage is spec.stage:
+        return spec if metadata == spec.metadata else spec.replace(metadata=metadata)
+    return spec.replace(id=vid, deps=deps, stage=stage, metadata=metadata)
+
+
+def sweep_table(result: Any, node: str | None = None) -> Any:
+    """One row per swept node variant: its base id, parameters and metrics. A pandas DataFrame
+    when pandas is installed, else a list of dicts. ``node`` keeps one base node's variants."""
+    rows = []
+    for nid in result.execution_order:
+        sweep = result.plan.specs[nid].metadata.get("sweep")
+        if sweep is None or (node is not None and sweep["base_id"] != node):
+            continue
+        row = {"node": nid, "base_id": sweep["base_id"], **sweep["params"]}
+        row.update(result.results[nid].metrics)
+        rows.append(row)
+    try:
+        import pandas as pd
+    except ImportError:
+        return rows
+    return pd.DataFrame(rows)
