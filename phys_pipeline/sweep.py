@@ -8,17 +8,14 @@ paired. A node listed in ``gather`` is not cloned: it receives every variant of 
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from .dag import build_graph, topological_order
+from .edit import replace_config, replace_stage_config
 from .errors import SweepError
-from .hashing import config_snapshot
 from .types import NodeSpec
 
 Assignment = tuple[tuple[str, Any], ...]  # ((label, value), ...) sorted by label
@@ -62,49 +59,6 @@ class SweepSpec:
         else:
             raise SweepError(f"sweep over node {self.node_id!r}: unknown mode {self.mode!r}")
         return [dict(zip(names, row, strict=True)) for row in rows]
-
-
-def _config_fields(cfg: Any) -> set[str]:
-    fields = getattr(type(cfg), "model_fields", None)
-    if fields is not None:
-        return set(fields)
-    if dataclasses.is_dataclass(cfg):
-        return {f.name for f in dataclasses.fields(cfg)}
-    return set(config_snapshot(cfg) or {})
-
-
-def replace_config(cfg: Any, changes: Mapping[str, Any], where: str) -> Any:
-    """A validated copy of ``cfg`` with ``changes``; errors name ``where``, field and value."""
-    unknown = sorted(set(changes) - _config_fields(cfg))
-    if unknown:
-        raise SweepError(
-            f"{where}: {type(cfg).__name__} has no field(s) {', '.join(map(repr, unknown))}; "
-            f"fields: {', '.join(sorted(_config_fields(cfg)))}"
-        )
-    if hasattr(type(cfg), "model_validate") and not dataclasses.is_dataclass(cfg):
-        try:
-            return type(cfg).model_validate({**dict(cfg), **changes})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "?"
-            value = changes.get(field, first.get("input"))
-            raise SweepError(f"{where}: invalid {field}={value!r}: {first['msg']}") from exc
-    try:
-        return dataclasses.replace(cfg, **changes)
-    except (TypeError, ValueError) as exc:
-        raise SweepError(f"{where}: cannot set {dict(changes)!r}: {exc}") from exc
-
-
-def replace_stage_config(stage: Any, cfg: Any) -> Any:
-    """A shallow copy of ``stage`` holding ``cfg`` (works for dataclass stages too)."""
-    import copy
-
-    clone = copy.copy(stage)
-    try:
-        clone.cfg = cfg
-    except AttributeError:  # frozen dataclass stage
-        object.__setattr__(clone, "cfg", cfg)
-    return clone
 
 
 def _format_value(value: Any) -> str:

@@ -1,0 +1,58 @@
+"""Editing configs: a validated copy of a config, and of a stage holding it."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import ConfigError
+from .hashing import config_snapshot
+
+
+def config_fields(cfg: Any) -> set[str]:
+    fields = getattr(type(cfg), "model_fields", None)
+    if fields is not None:
+        return set(fields)
+    if dataclasses.is_dataclass(cfg):
+        return {f.name for f in dataclasses.fields(cfg)}
+    return set(config_snapshot(cfg) or {})
+
+
+def replace_config(cfg: Any, changes: Mapping[str, Any], where: str) -> Any:
+    """A validated copy of ``cfg`` with ``changes``; errors name ``where``, field and value."""
+    fields = config_fields(cfg)
+    for name in changes:
+        if name not in fields:
+            raise ConfigError(
+                where,
+                name,
+                changes[name],
+                f"{type(cfg).__name__} has no such field; fields: {', '.join(sorted(fields))}",
+            )
+    if hasattr(type(cfg), "model_validate") and not dataclasses.is_dataclass(cfg):
+        try:
+            return type(cfg).model_validate({**dict(cfg), **changes})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "?"
+            value = changes.get(field, first.get("input"))
+            raise ConfigError(where, field, value, first["msg"]) from exc
+    try:
+        return dataclasses.replace(cfg, **changes)
+    except (TypeError, ValueError) as exc:
+        name = next(iter(changes), "?")
+        raise ConfigError(where, name, changes.get(name), str(exc)) from exc
+
+
+def replace_stage_config(stage: Any, cfg: Any) -> Any:
+    """A shallow copy of ``stage`` holding ``cfg`` (works for dataclass stages too)."""
+    clone = copy.copy(stage)
+    try:
+        clone.cfg = cfg
+    except AttributeError:  # frozen dataclass stage
+        object.__setattr__(clone, "cfg", cfg)
+    return clone

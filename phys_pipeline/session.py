@@ -1,0 +1,196 @@
+"""LiveSession: the model behind interactive exploration; widgets are only views of it.
+
+It holds the nodes, the initial state, a policy, a cache and the last results. Edits are
+validated through the node's config model and only mark what they invalidate; ``run`` computes
+just the stale nodes. Every status change is announced to subscribers (the widgets).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from .dag import Plan, Staleness, make_plan
+from .edit import replace_config, replace_stage_config
+from .errors import UnknownNodeError
+from .executor import DagExecutor, DagRunResult
+from .policy import PolicyBag, PolicyLike, as_policy
+from .scheduler import LocalScheduler, Scheduler
+from .types import NodeSpec, State
+
+STATUSES = ("not run", "stale", "running", "ran", "hit", "failed", "skipped")
+
+Listener = Callable[[str, "LiveSession"], None]
+
+
+def default_session_cache(cache: Any, memory_bytes: int) -> Any:
+    """A memory tier over the user's cache (or memory alone), so reruns load in microseconds."""
+    from .cache import MemoryStore, TieredStore
+    from .dag_cache import DagCache
+
+    memory = MemoryStore(max_bytes=memory_bytes)
+    if cache is None:
+        return DagCache(memory)
+    backend = cache.backend if isinstance(cache, DagCache) else cache
+    return DagCache(TieredStore([memory, backend]))
+
+
+class LiveSession:
+    """A DAG you can play with: ``update`` a node's config, ``stale()`` says what that
+    invalidated and why, ``run()`` reruns only that. Listeners get ``(event, session)`` with
+    event in ``"edit"``, ``"status"``, ``"run"``; they are called from the running thread."""
+
+    def __init__(
+        self,
+        nodes: Sequence[NodeSpec],
+        state: State,
+        *,
+        policy: PolicyLike = None,
+        cache: Any = None,
+        scheduler: Scheduler | None = None,
+        memory_bytes: int = 1 << 30,
+    ) -> None:
+        self._nodes: dict[str, NodeSpec] = {n.id: n for n in nodes}
+        self._order_hint = [n.id for n in nodes]
+        self.state = state
+        self.policy: PolicyBag | None = as_policy(policy)
+        self.executor = DagExecutor(
+            scheduler=scheduler or LocalScheduler(max_workers=1),
+            cache=default_session_cache(cache, memory_bytes),
+            callbacks=[self],
+        )
+        self.last_result: DagRunResult | None = None
+        self.status: dict[str, str] = {}
+        self._listeners: list[Listener] = []
+        self._lock = threading.RLock()
+        self._refresh_status()
+
+    # --- the spec -----------------------------------------------------------------------------
+
+    @property
+    def nodes(self) -> list[NodeSpec]:
+        return [self._nodes[nid] for nid in self._order_hint]
+
+    def node(self, node_id: str) -> NodeSpec:
+        try:
+            return self._nodes[node_id]
+        except KeyError:
+            raise UnknownNodeError(node_id, self._nodes) from None
+
+    def config(self, node_id: str) -> Any:
+        return self.node(node_id).stage.cfg
+
+    def plan(self) -> Plan:
+        return make_plan(self.nodes, self.state, self.policy)
+
+    def update(self, node_id: str, **changes: Any) -> dict[str, Staleness]:
+        """Change config fields of one node, validated by its config model. An invalid value
+        raises ConfigError (naming node, field and value) and changes nothing. Returns the
+        stale nodes after the edit."""
+        spec = self.node(node_id)
+        cfg = replace_config(spec.stage.cfg, changes, f"node {node_id!r}")
+        return self._replace(spec.replace(stage=replace_stage_config(spec.stage, cfg)))
+
+    def set_stage(self, node_id: str, stage: Any) -> dict[str, Staleness]:
+        """Swap in another stage (e.g. a class redefined in a notebook cell)."""
+        return self._replace(self.node(node_id).replace(stage=stage))
+
+    def set_policy(self, policy: PolicyLike = None, **changes: Any) -> dict[str, Staleness]:
+        """Replace the policy, or with keywords only, update entries of the current one."""
+        if policy is None and changes:
+            self.policy = (self.policy or PolicyBag()).updated(changes)
+        else:
+            bag = as_policy(policy)
+            self.policy = bag.updated(changes) if bag is not None and changes else bag
+        return self._edited()
+
+    def set_state(self, state: State) -> dict[str, Staleness]:
+        self.state = state
+        return self._edited()
+
+    def _replace(self, spec: NodeSpec) -> dict[str, Staleness]:
+        with self._lock:
+            self._nodes[spec.id] = spec
+        return self._edited()
+
+    def _edited(self) -> dict[str, Staleness]:
+        stale = self.stale()
+        self._refresh_status(stale)
+        self._emit("edit")
+        return stale
+
+    # --- status ------------------------------------------------------------------------------
+
+    def stale(self) -> dict[str, Staleness]:
+        """Nodes a run would compute, each with the reasons (config/code/policy/upstream)."""
+        return self.plan().stale(self.executor.cache, self.executor.last_plan)
+
+    def _refresh_status(self, stale: dict[str, Staleness] | None = None) -> None:
+        stale = self.stale() if stale is None else stale
+        previous = self.last_result.runs if self.last_result is not None else {}
+        with self._lock:
+            for nid in self._order_hint:
+                if nid in stale:
+                    self.status[nid] = "stale" if nid in previous else "not run"
+                else:
+                    last = previous.get(nid)
+                    self.status[nid] = last.status if last is not None else "hit"
+
+    def _set_status(self, node_id: str, status: str) -> None:
+        with self._lock:
+            self.status[node_id] = status
+        self._emit("status")
+
+    # executor callbacks
+    def on_start(self, node_id: str) -> None:
+        self._set_status(node_id, "running")
+
+    def on_done(self, node_id: str, result: Any, cache_hit: bool) -> None:
+        self._set_status(node_id, "hit" if cache_hit else "ran")
+
+    def on_error(self, node_id: str, error: BaseException) -> None:
+        self._set_status(node_id, "failed")
+
+    def on_skip(self, node_id: str, failed_dep: str) -> None:
+        self._set_status(node_id, "skipped")
+
+    # --- running -----------------------------------------------------------------------------
+
+    def run(self, targets: Iterable[str] | None = None) -> DagRunResult:
+        """Run the stale nodes (or what ``targets`` need); failures are reported in the
+        result (``.failures``) and in node statuses, never raised."""
+        result = self.executor.run(
+            self.state, self.nodes, self.policy, targets=targets, raise_on_error=False
+        )
+        self.last_result = result
+        with self._lock:
+            for nid, run in result.runs.items():
+                self.status[nid] = run.status
+        self._emit("run")
+        return result
+
+    def reasons(self) -> dict[str, str]:
+        """A one-line explanation per node, for tooltips."""
+        stale = self.stale()
+        out = {}
+        for nid in self._order_hint:
+            if nid in stale:
+                out[nid] = ", ".join(stale[nid].reasons)
+            elif self.last_result is not None and nid in self.last_result.runs:
+                run = self.last_result.runs[nid]
+                out[nid] = run.error or run.reason if run.status != "hit" else "cached"
+            else:
+                out[nid] = "cached"
+        return out
+
+    # --- observers ---------------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(event, session)`` on every change; returns an unsubscribe function."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _emit(self, event: str) -> None:
+        for listener in list(self._listeners):
+            listener(event, self)
