@@ -1,0 +1,504 @@
+"""How a result is encoded, whatever the store: a JSON metadata document, arrays as ``.npy`` data
+and, only for objects JSON cannot describe, one signed pickle whose arrays live out of band.
+
+An entry is ``meta`` (JSON) + arrays (one ``.npy`` byte stream each) + an optional ``blob``.
+``meta`` holds ``{"format", "body", "xxh3", "hmac"}``; the body holds the key, the state,
+metrics, provenance and materialised artifacts as tagged JSON trees, plus the size and xxh3 of
+every array and of the blob, so any corruption shows up as a checksum mismatch. When a blob is
+present, ``hmac`` signs the body and the blob, and the blob reaches pickle only if it verifies.
+
+What is kept: a :class:`SimpleState` whose payload and meta are JSON data (nested
+dict/list/tuple/str/int/float/bool/None/complex/bytes, numpy scalars, ndarrays) is stored as
+JSON + arrays with no pickle; any other state (user classes, ``DagState``, SimpleState
+subclasses) is pickled, its ndarrays moved out of the pickle. Metrics and provenance are JSON
+when they can be, else pickled. Artifacts: lazy (callable) artifacts are dropped, as are
+materialised values JSON cannot describe (e.g. figures); arrays, bytes, str and JSON data are
+kept. Decoded arrays are read-only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import pickle
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+import xxhash
+
+from ..types import SimpleState, StageResult
+from .signing import EntrySigner
+
+__all__ = [
+    "FORMAT_VERSION",
+    "EntryHeader",
+    "EntryRejected",
+    "EntrySource",
+    "PackedResult",
+    "check_digest",
+    "decode_entry",
+    "from_frame",
+    "load_npy_bytes",
+    "pack",
+    "read_header",
+    "seal",
+    "to_frame",
+    "write_npy",
+]
+
+FORMAT_VERSION = 1
+_FRAME_MAGIC = b"PPCACHE1"
+_frame_len = struct.Struct(">I")
+
+
+class EntryRejected(Exception):
+    """An entry failed a check (format, checksum, key, signature, decoding); stores turn this
+    into a miss plus one CacheWarning, never into an exception for the caller."""
+
+
+class _NotJsonable(Exception):
+    """The value needs pickle (raised while trying the JSON encoding)."""
+
+
+def _xxh3(data: bytes | memoryview) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def _canonical(body: Any) -> bytes:
+    return json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode()
+
+
+def _plain_array(obj: Any) -> bool:
+    """An ndarray that ``.npy`` stores without pickle (no objects, no user-defined dtype)."""
+    return (
+        type(obj) in (np.ndarray, np.memmap)
+        and not obj.dtype.hasobject
+        and getattr(type(obj.dtype), "_legacy", True)
+    )
+
+
+class _ArrayTable:
+    """Arrays gathered while encoding, deduplicated by identity so aliases stay aliases."""
+
+    def __init__(self) -> None:
+        self.arrays: list[np.ndarray] = []
+        self._index: dict[int, int] = {}
+
+    def add(self, arr: np.ndarray) -> int:
+        index = self._index.get(id(arr))
+        if index is None:
+            index = self._index[id(arr)] = len(self.arrays)
+            self.arrays.append(arr)
+        return index
+
+    def rollback(self, size: int) -> None:
+        """Forget arrays added after the table had ``size`` entries (a failed JSON attempt)."""
+        for arr in self.arrays[size:]:
+            del self._index[id(arr)]
+        del self.arrays[size:]
+
+
+# --- JSON trees -----------------------------------------------------------------------------
+# Plain dicts never have keys starting with "$", so a "$" key always marks a tagged value.
+
+
+def _to_tree(obj: Any, table: _ArrayTable) -> Any:
+    kind = type(obj)
+    if obj is None or kind in (bool, str, int):
+        return obj
+    if kind is float:
+        return obj if math.isfinite(obj) else {"$float": repr(obj)}
+    if kind is list:
+        return [_to_tree(item, table) for item in obj]
+    if kind is dict:
+        if all(type(k) is str and not k.startswith("$") for k in obj):
+            return {k: _to_tree(v, table) for k, v in obj.items()}
+        return {"$items": [[_to_tree(k, table), _to_tree(v, table)] for k, v in obj.items()]}
+    if kind is tuple:
+        return {"$tuple": [_to_tree(item, table) for item in obj]}
+    if kind is complex:
+        return {"$complex": [_to_tree(obj.real, table), _to_tree(obj.imag, table)]}
+    if kind is bytes:
+        return {"$bytes": table.add(np.frombuffer(obj, dtype=np.uint8))}
+    if _plain_array(obj):
+        return {"$array": table.add(obj)}
+    if isinstance(obj, np.generic):
+        dtype = obj.dtype
+        if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+            raise _NotJsonable(kind)
+        return {"$scalar": dtype.str, "hex": obj.tobytes().hex()}
+    raise _NotJsonable(kind)
+
+
+def _try_tree(obj: Any, table: _ArrayTable) -> Any:
+    """The JSON tree of ``obj``, or raise _NotJsonable leaving ``table`` as it was."""
+    size = len(table.arrays)
+    try:
+        tree = _to_tree(obj, table)
+        _canonical(tree)  # e.g. ints beyond the int->str digit limit
+        return tree
+    except (_NotJsonable, ValueError, RecursionError) as exc:
+        table.rollback(size)
+        raise _NotJsonable(type(obj)) from exc
+
+
+def _index(value: Any, arrays: list[np.ndarray]) -> np.ndarray:
+    if type(value) is not int or not 0 <= value < len(arrays):
+        raise EntryRejected(f"array reference {value!r} out of range")
+    return arrays[value]
+
+
+def _from_tree(node: Any, arrays: list[np.ndarray]) -> Any:
+    kind = type(node)
+    if node is None or kind in (bool, str, int, float):
+        return node
+    if kind is list:
+        return [_from_tree(item, arrays) for item in node]
+    if kind is not dict:
+        raise EntryRejected(f"unexpected JSON value of type {kind.__name__}")
+    tag = next((k for k in node if k.startswith("$")), None)
+    if tag is None:
+        return {k: _from_tree(v, arrays) for k, v in node.items()}
+    value = node[tag]
+    if tag == "$float" and value in ("nan", "inf", "-inf"):
+        return float(value)
+    if tag == "$tuple":
+        return tuple(_from_tree(item, arrays) for item in value)
+    if tag == "$items":
+        return {_from_tree(k, arrays): _from_tree(v, arrays) for k, v in value}
+    if tag == "$complex":
+        real, imag = (_from_tree(part, arrays) for part in value)
+        return complex(real, imag)
+    if tag == "$array":
+        return _index(value, arrays)
+    if tag == "$bytes":
+        return _index(value, arrays).tobytes()
+    if tag == "$scalar":
+        dtype = np.dtype(value)
+        data = bytes.fromhex(node["hex"])
+        if dtype.hasobject or dtype.fields is not None or len(data) != dtype.itemsize:
+            raise EntryRejected(f"bad numpy scalar {node!r:.80}")
+        return np.frombuffer(data, dtype=dtype)[0]
+    raise EntryRejected(f"unknown tag {tag!r}")
+
+
+# --- pickles with out-of-band arrays --------------------------------------------------------
+
+
+class _OutOfBandPickler(pickle.Pickler):
+    """Moves plain ndarrays out of the pickle into the entry's arrays (big data stays .npy)."""
+
+    def __init__(self, file: BinaryIO, table: _ArrayTable) -> None:
+        super().__init__(file, protocol=5)
+        self._table = table
+
+    def persistent_id(self, obj: Any) -> Any:
+        return ("ndarray", self._table.add(obj)) if _plain_array(obj) else None
+
+
+class _OutOfBandUnpickler(pickle.Unpickler):
+    def __init__(self, file: BinaryIO, arrays: list[np.ndarray]) -> None:
+        super().__init__(file)
+        self._arrays = arrays
+
+    def persistent_load(self, pid: Any) -> Any:
+        if type(pid) is tuple and len(pid) == 2 and pid[0] == "ndarray":
+            return _index(pid[1], self._arrays)
+        raise pickle.UnpicklingError(f"unknown persistent id {pid!r:.80}")
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+
+@dataclass
+class PackedResult:
+    """A result split into its JSON body, its arrays and its (unsigned) pickle blob."""
+
+    body: dict[str, Any]
+    arrays: list[np.ndarray]
+    blob: bytes | None
+
+
+def pack(key: str, result: StageResult) -> PackedResult:
+    """Split ``result`` into JSON, arrays and, only if needed, a pickle (see module docs).
+
+    Raises whatever pickle raises for an object that cannot be pickled at all.
+    """
+    table = _ArrayTable()
+    pickled: list[Any] = []
+
+    def slot(value: Any, as_tree: Callable[[], Any]) -> Any:
+        try:
+            return as_tree()
+        except _NotJsonable:
+            pickled.append(value)
+            return {"$pickled": len(pickled) - 1}
+
+    state = result.state
+
+    def state_tree() -> Any:
+        if type(state) is not SimpleState:
+            raise _NotJsonable(type(state))
+        return {
+            "$simple": {
+                "payload": _try_tree(state.payload, table),
+                "meta": _try_tree(state.meta, table),
+            }
+        }
+
+    artifacts: dict[str, Any] = {}
+    dropped: list[str] = []
+    for name, value in result.artifacts.items():
+        if type(name) is str and not callable(value):
+            try:
+                artifacts[name] = _try_tree(value, table)
+                continue
+            except _NotJsonable:
+                pass
+        dropped.append(str(name))
+
+    body: dict[str, Any] = {
+        "key": key,
+        "state": slot(state, state_tree),
+        "metrics": slot(result.metrics, lambda: _try_tree(dict(result.metrics), table)),
+        "provenance": slot(result.provenance, lambda: _try_tree(dict(result.provenance), table)),
+        "artifacts": artifacts,
+        "dropped_artifacts": dropped,
+    }
+    blob = None
+    if pickled:
+        buffer = io.BytesIO()
+        _OutOfBandPickler(buffer, table).dump(pickled)
+        blob = buffer.getvalue()
+    return PackedResult(body, table.arrays, blob)
+
+
+class _HashingWriter:
+    """A write-only file that hashes what passes through, so arrays are written and
+    checksummed in one pass without a second copy in memory."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self._hash = xxhash.xxh3_128()
+        self.nbytes = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._hash.update(data)
+        self.nbytes += len(data)
+        return self._fh.write(data)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def write_npy(arr: np.ndarray, fh: BinaryIO) -> dict[str, Any]:
+    """Write ``arr`` as ``.npy`` data to ``fh``; return its record (size, xxh3, dtype, shape)."""
+    writer = _HashingWriter(fh)
+    np.lib.format.write_array(writer, arr, allow_pickle=False)  # type: ignore[arg-type]
+    return {
+        "nbytes": writer.nbytes,
+        "xxh3": writer.hexdigest(),
+        "dtype": arr.dtype.str,
+        "shape": list(arr.shape),
+    }
+
+
+def seal(packed: PackedResult, array_records: list[dict[str, Any]], signer: EntrySigner) -> bytes:
+    """The entry's meta document: body with array/blob checksums, its xxh3, and the HMAC that
+    authenticates the body and blob when a blob is present (the signer is used only then)."""
+    blob = packed.blob
+    body = dict(packed.body)
+    body["arrays"] = array_records
+    body["blob"] = None if blob is None else {"nbytes": len(blob), "xxh3": _xxh3(blob)}
+    body_bytes = _canonical(body)
+    doc = {
+        "format": FORMAT_VERSION,
+        "xxh3": _xxh3(body_bytes),
+        "hmac": None if blob is None else signer.sign(body_bytes, blob),
+        "body": body,
+    }
+    return json.dumps(doc, sort_keys=True, indent=1, allow_nan=False).encode()
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+@dataclass
+class EntryHeader:
+    """A parsed meta document whose format, checksum and key have been checked."""
+
+    body: dict[str, Any]
+    body_bytes: bytes
+    signature: Any
+    arrays: list[dict[str, Any]]
+    blob: dict[str, Any] | None
+
+
+def _check_record(record: Any, what: str) -> dict[str, Any]:
+    if (
+        not isinstance(record, dict)
+        or type(record.get("nbytes")) is not int
+        or record["nbytes"] < 0
+        or not isinstance(record.get("xxh3"), str)
+    ):
+        raise EntryRejected(f"malformed record for {what}")
+    return record
+
+
+def read_header(meta: bytes, key: str) -> EntryHeader:
+    """Parse and check ``meta`` (format version, metadata checksum, recorded key)."""
+    try:
+        doc = json.loads(meta)
+        body = doc["body"]
+        body_bytes = _canonical(body)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise EntryRejected(f"unreadable metadata ({type(exc).__name__})") from None
+    if doc.get("format") != FORMAT_VERSION:
+        raise EntryRejected(f"format {doc.get('format')!r}, expected {FORMAT_VERSION}")
+    if not isinstance(body, dict) or doc.get("xxh3") != _xxh3(body_bytes):
+        raise EntryRejected("metadata checksum mismatch")
+    if body.get("key") != key:
+        raise EntryRejected(f"foreign entry: it records key {body.get('key')!r}")
+    records = body.get("arrays")
+    if not isinstance(records, list):
+        raise EntryRejected("malformed array records")
+    arrays = [_check_record(r, f"array {i}") for i, r in enumerate(records)]
+    blob = body.get("blob")
+    blob = None if blob is None else _check_record(blob, "blob")
+    return EntryHeader(body, body_bytes, doc.get("hmac"), arrays, blob)
+
+
+def check_digest(record: dict[str, Any], data: bytes | memoryview, what: str) -> None:
+    """Raise EntryRejected unless ``data`` has the recorded size and xxh3."""
+    if len(data) != record["nbytes"]:
+        raise EntryRejected(f"{what} has {len(data)} bytes, expected {record['nbytes']}")
+    if _xxh3(data) != record["xxh3"]:
+        raise EntryRejected(f"{what} checksum mismatch")
+
+
+def load_npy_bytes(data: bytes | memoryview) -> np.ndarray:
+    """A read-only array from checked ``.npy`` bytes (never unpickles)."""
+    arr = np.load(io.BytesIO(data), allow_pickle=False)
+    arr.flags.writeable = False
+    return arr
+
+
+class EntrySource:
+    """Where a store's checked arrays and blob come from (disk files, a Redis frame)."""
+
+    def array(self, index: int, record: dict[str, Any]) -> np.ndarray:
+        raise NotImplementedError
+
+    def blob(self, record: dict[str, Any]) -> bytes:
+        raise NotImplementedError
+
+
+def decode_entry(header: EntryHeader, source: EntrySource, signer: EntrySigner) -> StageResult:
+    """Decode a checked entry. The blob reaches pickle only after its HMAC verifies; any
+    failure raises EntryRejected."""
+    objects: list[Any] = []
+    blob = None
+    if header.blob is not None:
+        blob = source.blob(header.blob)
+        if header.signature is None:
+            raise EntryRejected("unsigned pickle")
+        try:
+            authentic = signer.verify(header.signature, header.body_bytes, blob)
+        except Exception as exc:  # noqa: BLE001 - no key means nothing can be trusted
+            raise EntryRejected(f"cannot verify the signature: {exc}") from None
+        if not authentic:
+            raise EntryRejected("bad signature (written with another key, or tampered with)")
+    arrays = [source.array(i, record) for i, record in enumerate(header.arrays)]
+    if blob is not None:
+        try:
+            objects = _OutOfBandUnpickler(io.BytesIO(blob), arrays).load()
+        except Exception as exc:  # noqa: BLE001 - e.g. a class that no longer imports
+            raise EntryRejected(f"cannot unpickle: {type(exc).__name__}: {exc}") from None
+        if type(objects) is not list:
+            raise EntryRejected("malformed pickle")
+    try:
+        return _build_result(header.body, arrays, objects)
+    except EntryRejected:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed body is a miss, whatever breaks
+        raise EntryRejected(f"malformed body: {type(exc).__name__}: {exc}") from None
+
+
+def _build_result(
+    body: dict[str, Any], arrays: list[np.ndarray], objects: list[Any]
+) -> StageResult:
+    def slot(node: Any) -> Any:
+        if isinstance(node, dict) and "$pickled" in node:
+            index = node["$pickled"]
+            if type(index) is not int or not 0 <= index < len(objects):
+                raise EntryRejected(f"pickled object reference {index!r} out of range")
+            return objects[index]
+        return _from_tree(node, arrays)
+
+    state_node = body["state"]
+    if isinstance(state_node, dict) and "$simple" in state_node:
+        simple = state_node["$simple"]
+        state = SimpleState(
+            _from_tree(simple["payload"], arrays), _from_tree(simple["meta"], arrays)
+        )
+    else:
+        state = slot(state_node)
+    metrics, provenance = slot(body["metrics"]), slot(body["provenance"])
+    if not isinstance(metrics, dict) or not isinstance(provenance, dict):
+        raise EntryRejected("metrics or provenance is not a dict")
+    artifacts = {name: _from_tree(node, arrays) for name, node in body["artifacts"].items()}
+    return StageResult(state=state, metrics=metrics, artifacts=artifacts, provenance=provenance)
+
+
+# --- single-value frames (Redis) ------------------------------------------------------------
+
+
+def to_frame(key: str, result: StageResult, signer: EntrySigner) -> bytes:
+    """One bytes value: magic, meta length, meta, the arrays' .npy data, then the blob."""
+    packed = pack(key, result)
+    data = io.BytesIO()
+    records = [write_npy(arr, data) for arr in packed.arrays]
+    if packed.blob is not None:
+        data.write(packed.blob)
+    meta = seal(packed, records, signer)
+    return b"".join((_FRAME_MAGIC, _frame_len.pack(len(meta)), meta, data.getbuffer()))
+
+
+class _FrameSource(EntrySource):
+    def __init__(self, data: memoryview, header: EntryHeader) -> None:
+        self._data = data
+        offsets = [0]
+        for record in header.arrays:
+            offsets.append(offsets[-1] + record["nbytes"])
+        self._offsets = offsets
+        expected = offsets[-1] + (header.blob["nbytes"] if header.blob else 0)
+        if len(data) != expected:
+            raise EntryRejected(f"frame has {len(data)} data bytes, expected {expected}")
+
+    def array(self, index: int, record: dict[str, Any]) -> np.ndarray:
+        data = self._data[self._offsets[index] : self._offsets[index + 1]]
+        check_digest(record, data, f"array {index}")
+        return load_npy_bytes(data)
+
+    def blob(self, record: dict[str, Any]) -> bytes:
+        data = bytes(self._data[self._offsets[-1] :])
+        check_digest(record, data, "pickle blob")
+        return data
+
+
+def from_frame(key: str, frame: bytes, signer: EntrySigner) -> StageResult:
+    """Decode a frame made by :func:`to_frame`; raises EntryRejected on any problem."""
+    view = memoryview(frame)
+    start = len(_FRAME_MAGIC) + _frame_len.size
+    if len(view) < start or bytes(view[: len(_FRAME_MAGIC)]) != _FRAME_MAGIC:
+        raise EntryRejected("not a phys-pipeline cache frame")
+    (meta_len,) = _frame_len.unpack(view[len(_FRAME_MAGIC) : start])
+    meta = bytes(view[start : start + meta_len])
+    header = read_header(meta, key)
+    return decode_entry(header, _FrameSource(view[start + meta_len :], header), signer)

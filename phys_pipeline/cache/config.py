@@ -1,0 +1,90 @@
+"""CacheConfig: the user-facing description of a cache, and the factory that builds it."""
+
+from __future__ import annotations
+
+import urllib.parse
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import CacheConfigError
+from .base import CacheStore
+from .disk import DiskCache
+from .memory import MemoryStore
+from .signing import KEY_ENV_VAR, EntrySigner, secret_from_env
+from .tiered import TieredStore
+
+__all__ = ["CacheConfig", "build_cache_backend"]
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class CacheConfig(BaseModel):
+    """Which store to use and how. ``disk`` is the default; ``shared-disk`` is the same format
+    for a directory several users or machines share (it needs ``PHYS_PIPELINE_CACHE_KEY``);
+    ``redis`` connects lazily; ``memory_tier`` puts an in-process LRU in front of the backend.
+    An invalid value raises CacheConfigError naming the field."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: Literal["disk", "shared-disk", "memory", "redis"] = "disk"
+    disk_root: Path = Path(".cache/phys-pipeline")
+    redis_url: str = "redis://localhost:6379/0"
+    redis_prefix: str = Field("phys-pipeline", min_length=1, pattern=r"^\S+$")
+    redis_ttl_s: int | None = Field(None, gt=0)
+    memory_max_bytes: int = Field(2 * 1024**3, gt=0)
+    timeout_s: float = Field(0.5, gt=0, allow_inf_nan=False)
+    strict: bool = False
+    memory_tier: bool = False
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(part) for part in error["loc"]) or "?"
+            reason = error["msg"].removeprefix("Value error, ")
+            raise CacheConfigError(field, error.get("input"), reason) from None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, url: str) -> str:
+        scheme = urllib.parse.urlsplit(url).scheme
+        if scheme not in _REDIS_SCHEMES:
+            raise ValueError(f"the scheme must be one of {', '.join(_REDIS_SCHEMES)}")
+        return url
+
+
+def build_cache_backend(cfg: CacheConfig | None = None) -> CacheStore:
+    """The store ``cfg`` describes (the default config: a DiskCache under ``.cache/``).
+    Builds only: nothing is created on disk and no connection is opened until first use."""
+    cfg = cfg if cfg is not None else CacheConfig()
+    store: CacheStore
+    if cfg.backend == "disk":
+        store = DiskCache(cfg.disk_root, strict=cfg.strict)
+    elif cfg.backend == "shared-disk":
+        secret = secret_from_env()
+        if secret is None:
+            raise CacheConfigError(
+                "backend",
+                cfg.backend,
+                f"a shared cache needs the {KEY_ENV_VAR} environment variable, set to a secret "
+                "that every user of the cache shares",
+            )
+        store = DiskCache(cfg.disk_root, signer=EntrySigner(secret), strict=cfg.strict)
+    elif cfg.backend == "memory":
+        return MemoryStore(cfg.memory_max_bytes)
+    else:
+        from .redis import RedisStore
+
+        store = RedisStore(
+            cfg.redis_url,
+            cfg.redis_prefix,
+            cfg.redis_ttl_s,
+            timeout_s=cfg.timeout_s,
+            strict=cfg.strict,
+        )
+    if cfg.memory_tier:
+        return TieredStore([MemoryStore(cfg.memory_max_bytes), store])
+    return store

@@ -1,0 +1,140 @@
+"""HMAC-SHA256 signatures for cache entries that hold a pickle.
+
+A pickle runs code when loaded, so a pickle read from a cache is loaded only after its entry's
+signature checks out against a secret kept outside the cache: the ``PHYS_PIPELINE_CACHE_KEY``
+environment variable (hex or any string), else a per-user key file created with mode 0600 in
+``$XDG_CONFIG_HOME/phys-pipeline/cache.key`` (default ``~/.config/...``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+import struct
+import threading
+import warnings
+from pathlib import Path
+
+from ..errors import CacheError
+from .base import CacheWarning
+
+__all__ = ["KEY_ENV_VAR", "EntrySigner", "key_file_path", "secret_from_env"]
+
+KEY_ENV_VAR = "PHYS_PIPELINE_CACHE_KEY"
+_DOMAIN = b"phys-pipeline cache entry v1\0"
+_pack_len = struct.Struct("<Q").pack
+
+
+def key_file_path() -> Path:
+    """Where the per-user secret lives when the environment variable is not set."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "phys-pipeline" / "cache.key"
+
+
+def _secret_from_text(text: str) -> bytes:
+    text = text.strip()
+    if len(text) >= 32 and len(text) % 2 == 0:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            pass
+    return text.encode("utf-8")
+
+
+def secret_from_env() -> bytes | None:
+    """The secret from ``PHYS_PIPELINE_CACHE_KEY``, or None when it is unset or empty."""
+    text = os.environ.get(KEY_ENV_VAR, "").strip()
+    return _secret_from_text(text) if text else None
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a fresh random key next to ``path`` and link it into place: if another process
+    got there first, its key wins and ours is dropped, so all processes agree on one key."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+        with contextlib.suppress(FileExistsError):  # another process won: use its key
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_key_file(path: Path) -> bytes:
+    if not path.exists():
+        _create_key_file(path)
+    if os.name == "posix" and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        warnings.warn(
+            f"cache key file {path} is accessible by other users; run `chmod 600 {path}`",
+            CacheWarning,
+            stacklevel=4,
+        )
+    secret = _secret_from_text(path.read_text())
+    if not secret:
+        raise CacheError(f"cache key file {path} is empty; delete it to get a new key")
+    return secret
+
+
+class EntrySigner:
+    """Signs and verifies cache entries. The secret is resolved on first use, so caches that
+    never hold a pickle never touch the key file. ``env_only`` insists on the environment
+    variable (shared caches, where every user must hold the same secret)."""
+
+    def __init__(self, secret: bytes | str | None = None, *, env_only: bool = False) -> None:
+        if isinstance(secret, str):
+            secret = _secret_from_text(secret)
+        if secret is not None and not secret:
+            raise ValueError("EntrySigner: the secret must not be empty")
+        self._secret = secret
+        self._env_only = env_only
+        self._lock = threading.Lock()
+
+    def _resolve(self) -> bytes:
+        with self._lock:
+            if self._secret is None:
+                secret = secret_from_env()
+                if secret is None:
+                    if self._env_only:
+                        raise CacheError(
+                            f"this cache is shared: set the {KEY_ENV_VAR} environment variable "
+                            "to a secret that every user of the cache shares"
+                        )
+                    try:
+                        secret = _read_key_file(key_file_path())
+                    except OSError as exc:
+                        raise CacheError(
+                            f"cannot read or create the cache key file {key_file_path()}: {exc}; "
+                            f"set {KEY_ENV_VAR} instead"
+                        ) from exc
+                self._secret = secret
+            return self._secret
+
+    def sign(self, *parts: bytes | memoryview) -> str:
+        """Hex HMAC-SHA256 over the parts (each length-prefixed, so boundaries cannot shift)."""
+        mac = hmac.new(self._resolve(), _DOMAIN, hashlib.sha256)
+        for part in parts:
+            mac.update(_pack_len(len(part)))
+            mac.update(part)
+        return mac.hexdigest()
+
+    def verify(self, signature: object, *parts: bytes | memoryview) -> bool:
+        """True only if ``signature`` is the signature of ``parts`` (constant-time compare)."""
+        if not isinstance(signature, str) or not signature.isascii():
+            return False
+        return hmac.compare_digest(self.sign(*parts), signature)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"secret": self._secret, "env_only": self._env_only}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(state["secret"], env_only=bool(state["env_only"]))  # type: ignore[misc, arg-type]
+
+    def __repr__(self) -> str:
+        source = "given" if self._secret is not None else "env" if self._env_only else "env/file"
+        return f"EntrySigner(secret={source})"
