@@ -152,6 +152,12 @@ class Plan:
     def keys(self) -> dict[str, str]:
         return {nid: p.key for nid, p in self.nodes.items()}
 
+    def _repr_svg_(self) -> str:
+        """Notebooks and docs show the DAG itself (see phys_pipeline.render)."""
+        from .render import dag_svg
+
+        return dag_svg(self)
+
     def roots(self) -> list[str]:
         return [nid for nid in self.order if not self.nodes[nid].deps]
 

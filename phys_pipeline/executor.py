@@ -80,6 +80,12 @@ class DagRunResult:
             raise ValueError(f"the DAG has {len(sinks)} sinks ({sinks}); use results[node_id]")
         return self.results[sinks[0]].state
 
+    def _repr_html_(self) -> str:
+        """Notebooks and docs show the coloured DAG, summary and metrics (no widget needed)."""
+        from .render import result_html
+
+        return result_html(self)
+
     def summary(self) -> str:
         seconds = self.provenance.get("duration_s", 0.0)
         parts = [f"ran {len(self.ran)}", f"hit {len(self.hits)}"]
