@@ -64,7 +64,8 @@ class LiveSession:
         self.status: dict[str, str] = {}
         self._listeners: list[Listener] = []
         self._lock = threading.RLock()
-        self._refresh_status()
+        plan = self.plan()
+        self._refresh_status(plan, self._stale_in(plan))
 
     # --- the spec -----------------------------------------------------------------------------
 
@@ -115,8 +116,9 @@ class LiveSession:
         return self._edited()
 
     def _edited(self) -> dict[str, Staleness]:
-        stale = self.stale()
-        self._refresh_status(stale)
+        plan = self.plan()
+        stale = self._stale_in(plan)
+        self._refresh_status(plan, stale)
         self._emit("edit")
         return stale
 
@@ -124,14 +126,29 @@ class LiveSession:
 
     def stale(self) -> dict[str, Staleness]:
         """Nodes a run would compute, each with the reasons (config/code/policy/upstream)."""
-        return self.plan().stale(self.executor.cache, self.executor.last_plan)
+        return self._stale_in(self.plan())
 
-    def _refresh_status(self, stale: dict[str, Staleness] | None = None) -> None:
-        stale = self.stale() if stale is None else stale
+    def _stale_in(self, plan: Plan) -> dict[str, Staleness]:
+        return plan.stale(self.executor.cache, self.executor.last_plan)
+
+    def _unchanged_failure(self, node_id: str, plan: Plan) -> Any:
+        """The last run's record of ``node_id`` if it failed (or was skipped) and nothing it
+        depends on has changed since: it would fail the same way, so say so."""
+        if self.last_result is None:
+            return None
+        run = self.last_result.runs.get(node_id)
+        if run is None or run.status not in ("failed", "skipped"):
+            return None
+        return run if run.cache_key == plan.nodes[node_id].key else None
+
+    def _refresh_status(self, plan: Plan, stale: dict[str, Staleness]) -> None:
         previous = self.last_result.runs if self.last_result is not None else {}
         with self._lock:
             for nid in self._order_hint:
-                if nid in stale:
+                failure = self._unchanged_failure(nid, plan)
+                if failure is not None:
+                    self.status[nid] = failure.status
+                elif nid in stale:
                     self.status[nid] = "stale" if nid in previous else "not run"
                 else:
                     last = previous.get(nid)
@@ -172,14 +189,15 @@ class LiveSession:
 
     def reasons(self) -> dict[str, str]:
         """A one-line explanation per node, for tooltips."""
-        stale = self.stale()
+        plan = self.plan()
+        stale = self._stale_in(plan)
         out = {}
         for nid in self._order_hint:
-            if nid in stale:
+            failure = self._unchanged_failure(nid, plan)
+            if failure is not None:
+                out[nid] = failure.error or failure.reason
+            elif nid in stale:
                 out[nid] = ", ".join(stale[nid].reasons)
-            elif self.last_result is not None and nid in self.last_result.runs:
-                run = self.last_result.runs[nid]
-                out[nid] = run.error or run.reason if run.status != "hit" else "cached"
             else:
                 out[nid] = "cached"
         return out

@@ -1,0 +1,140 @@
+"""LiveSession: validated edits mark exactly what they invalidate; runs redo only that."""
+
+from __future__ import annotations
+
+import pytest
+from dag_stages import GridCfg, GridStage, diamond
+
+from phys_pipeline.errors import ConfigError, UnknownNodeError
+from phys_pipeline.session import LiveSession
+from phys_pipeline.types import SimpleState
+
+
+@pytest.fixture
+def session():
+    live = LiveSession(diamond(), SimpleState(payload=None))
+    live.run()
+    return live
+
+
+def test_fresh_session_is_all_not_run():
+    live = LiveSession(diamond(), SimpleState(payload=None))
+    assert set(live.status.values()) == {"not run"}
+    assert list(live.stale()) == ["grid", "p1", "p2", "merge", "solo"]
+
+
+def test_first_run_runs_everything_then_nothing_is_stale(session):
+    assert set(session.status.values()) == {"ran"}
+    assert session.stale() == {}
+
+
+def test_update_marks_exactly_the_node_and_descendants_stale(session):
+    stale = session.update("p1", gdd=42.0)
+    assert set(stale) == {"p1", "merge"}
+    assert stale["p1"].reasons == ("config changed",)
+    assert stale["merge"].reasons == ("upstream changed",)
+    assert session.status == {
+        "grid": "ran",
+        "p1": "stale",
+        "p2": "ran",
+        "merge": "stale",
+        "solo": "ran",
+    }
+
+
+def test_run_after_update_reruns_only_stale_nodes(session):
+    session.update("p1", gdd=42.0)
+    result = session.run()
+    assert sorted(result.ran) == ["merge", "p1"]
+    assert sorted(result.hits) == ["grid", "p2", "solo"]
+    assert result.metrics["p1.max_phase"] == pytest.approx(0.5 * 42.0)
+    assert session.status["p1"] == "ran" and session.status["grid"] == "hit"
+
+
+def test_invalid_value_raises_config_error_and_changes_nothing(session):
+    before = session.config("p1")
+    with pytest.raises(ConfigError) as info:
+        session.update("p1", gdd=1e9)
+    assert info.value.field == "gdd" and info.value.value == 1e9
+    assert "node 'p1'" in str(info.value)
+    assert session.config("p1") is before
+    assert session.stale() == {}
+
+
+def test_unknown_field_and_node_are_named(session):
+    with pytest.raises(ConfigError, match="'gdd_fs2'"):
+        session.update("p1", gdd_fs2=1.0)
+    with pytest.raises(UnknownNodeError, match="'p7'"):
+        session.update("p7", gdd=1.0)
+
+
+def test_reverting_an_edit_hits_the_cache(session):
+    session.update("p1", gdd=42.0)
+    session.run()
+    session.update("p1", gdd=10.0)
+    result = session.run()
+    assert result.ran == []
+
+
+def test_policy_change_marks_nodes_that_read_it(session):
+    stale = session.set_policy({"phase.scale": 2.0})
+    # the phase stages read phase.scale; the grid declares nothing, so it sees every policy
+    assert "p1" in stale and "policy changed" in stale["p1"].reasons
+    assert session.run().metrics["p1.max_phase"] == pytest.approx(2 * 0.5 * 10.0)
+
+
+def test_redefined_stage_class_makes_that_node_stale(session):
+    namespace: dict = {"__name__": "__main__"}
+    exec(
+        "from dag_stages import GridStage\n"
+        "class GridStage(GridStage):\n"
+        "    def process(self, state, *, policy=None):\n"
+        "        return super().process(state, policy=policy)\n",
+        namespace,
+    )
+    stale = session.set_stage("grid", namespace["GridStage"](GridCfg(name="grid")))
+    assert stale["grid"].reasons == ("code changed",)
+    assert set(stale) == {"grid", "p1", "p2", "merge", "solo"}
+
+
+def test_listeners_see_running_then_done(session):
+    events = []
+    session.subscribe(lambda event, s: events.append((event, dict(s.status))))
+    session.update("solo", gdd=3.0)
+    session.run()
+    solo = [status["solo"] for event, status in events if event in ("edit", "status")]
+    transitions = [s for i, s in enumerate(solo) if i == 0 or s != solo[i - 1]]
+    assert transitions == ["stale", "running", "ran"]
+    assert events[-1][0] == "run"
+
+
+def test_failure_is_reported_not_raised(session):
+    from dag_stages import FailCfg, FailStage
+
+    session.set_stage("p2", FailStage(FailCfg(name="p2", message="grating clipped")))
+    result = session.run()
+    assert list(result.failures) == ["p2"]
+    assert session.status["p2"] == "failed" and session.status["merge"] == "skipped"
+    assert "grating clipped" in session.reasons()["p2"]
+
+
+def test_session_uses_a_memory_tier_over_a_given_cache(tmp_path):
+    from phys_pipeline.cache import DiskCache
+
+    first = LiveSession(diamond(), SimpleState(None), cache=DiskCache(tmp_path))
+    first.run()
+    second = LiveSession(diamond(), SimpleState(None), cache=DiskCache(tmp_path))
+    assert second.stale() == {}
+    assert second.run().ran == []
+
+
+def test_grid_edit_invalidates_everything(session):
+    stale = session.update("grid", N=128)
+    assert set(stale) == {"grid", "p1", "p2", "merge", "solo"}
+    result = session.run()
+    assert result.results["p1"].state.meta["phase"].shape == (128,)
+
+
+def test_session_accepts_a_new_stage_instance(session):
+    session.set_stage("grid", GridStage(GridCfg(name="grid", span=2.0)))
+    assert "config changed" in session.stale()["grid"].reasons
