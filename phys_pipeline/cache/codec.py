@@ -69,9 +69,9 @@ def _xxh3(data: bytes | memoryview) -> str:
 
 
 def _canonical(body: Any) -> bytes:
-    return json.dumps(
-        body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode()
+    """The bytes that are checksummed and signed: compact JSON in the document's own key order
+    (dict order is part of the data, and ``json.loads`` keeps it, so a re-dump matches)."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
 
 def _plain_array(obj: Any) -> bool:
@@ -323,7 +323,7 @@ def seal(packed: PackedResult, array_records: list[dict[str, Any]], signer: Entr
         "hmac": None if blob is None else signer.sign(body_bytes, blob),
         "body": body,
     }
-    return json.dumps(doc, sort_keys=True, indent=1, allow_nan=False).encode()
+    return json.dumps(doc, indent=1, allow_nan=False).encode()
 
 
 # --- decoding -------------------------------------------------------------------------------

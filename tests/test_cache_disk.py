@@ -1,0 +1,385 @@
+"""DiskCache: layout, corruption, forgery and concurrent writers."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import pickle
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xxhash
+
+from phys_pipeline.cache import CacheWarning, DiskCache
+from phys_pipeline.cache.signing import EntrySigner
+from phys_pipeline.errors import CacheError
+from phys_pipeline.types import SimpleState, StageResult, State
+
+pytestmark = pytest.mark.usefixtures("isolated_cache_key")
+
+KEY = "0123456789abcdef0123456789abcdef"
+OTHER_KEY = "fedcba9876543210fedcba9876543210"
+
+
+@dataclass(slots=True)
+class FieldState(State):
+    """A user state that needs pickle (it holds an arbitrary object)."""
+
+    amplitude: np.ndarray
+    units: object
+
+    def deepcopy(self) -> FieldState:
+        return FieldState(self.amplitude.copy(), self.units)
+
+    def hashable_repr(self) -> bytes:
+        return self.amplitude.tobytes()
+
+
+class Tripwire:
+    """Unpickling this creates ``path``: a stand-in for an attacker's code running."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Callable[..., object], tuple[object, ...]]:
+        return (Path.touch, (self.path,))
+
+
+def json_result() -> StageResult:
+    arrays = {"psi": np.linspace(0, 1, 50_000), "k": np.arange(8, dtype=np.int32)}
+    return StageResult(SimpleState(arrays, {"N": 8}), metrics={"norm": 1.0})
+
+
+def pickle_result() -> StageResult:
+    return StageResult(FieldState(np.arange(6.0), {"unit": ("V", "m")}), metrics={"peak": 5.0})
+
+
+def entry(cache: DiskCache, key: str = KEY) -> Path:
+    return cache.root / "v1" / key[:2] / key[2:4] / key
+
+
+def reseal(meta_path: Path, edit: Callable[[dict], None], blob: bytes | None = None) -> None:
+    """Edit an entry's body as an attacker would: everything but the HMAC can be recomputed,
+    since the format and xxh3 are public."""
+    doc = json.loads(meta_path.read_bytes())
+    if blob is not None:
+        doc["body"]["blob"] = {"nbytes": len(blob), "xxh3": xxhash.xxh3_128_hexdigest(blob)}
+        (meta_path.parent / "blob.pkl").write_bytes(blob)
+    edit(doc)
+    body = json.dumps(doc["body"], separators=(",", ":"), ensure_ascii=True).encode()
+    doc["xxh3"] = xxhash.xxh3_128_hexdigest(body)
+    meta_path.write_text(json.dumps(doc))
+
+
+def cache_warnings(recorded: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in recorded if issubclass(w.category, CacheWarning)]
+
+
+# --- layout and basics ----------------------------------------------------------------------
+
+
+def test_entries_are_sharded_directories_of_meta_and_npy(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path)
+    cache.put(KEY, json_result())
+    path = entry(cache)
+    assert path.relative_to(tmp_path).parts == ("v1", "01", "23", KEY)
+    assert sorted(p.name for p in path.iterdir()) == ["a0.npy", "a1.npy", "meta.json"]
+    assert np.load(path / "a0.npy", allow_pickle=False).shape == (50_000,)
+
+
+def test_contains_delete_clear_and_len(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path)
+    assert not cache.contains(KEY) and cache.get(KEY) is None and len(cache) == 0
+    cache.put(KEY, json_result())
+    cache.put(OTHER_KEY, pickle_result())
+    assert cache.contains(KEY) and cache.contains(OTHER_KEY) and len(cache) == 2
+    cache.delete(KEY)
+    assert not cache.contains(KEY) and cache.get(KEY) is None and len(cache) == 1
+    cache.clear()
+    assert len(cache) == 0 and cache.get(OTHER_KEY) is None
+    cache.put(KEY, json_result())  # usable after clear
+    assert cache.get(KEY) is not None
+
+
+def test_large_arrays_come_back_memory_mapped(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path)
+    cache.put(KEY, json_result())
+    psi = cache.get(KEY).state.payload["psi"]
+    assert type(psi) is np.ndarray and isinstance(psi.base, np.memmap)
+
+
+def test_put_keeps_the_first_entry_for_a_key(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path)
+    cache.put(KEY, StageResult(SimpleState(1.0)))
+    cache.put(KEY, StageResult(SimpleState(2.0)))
+    assert cache.get(KEY).state.payload == 1.0
+
+
+def test_write_failure_warns_or_raises_when_strict(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.warns(CacheWarning, match="cannot write entry"):
+        DiskCache(blocker / "cache").put(KEY, json_result())
+    with pytest.raises(CacheError, match="cannot write entry"):
+        DiskCache(blocker / "cache", strict=True).put(KEY, json_result())
+
+
+# --- corruption: a miss, one warning, never an exception or a wrong result -------------------
+
+
+def truncate_array(path: Path) -> None:
+    npy = path / "a0.npy"
+    npy.write_bytes(npy.read_bytes()[: npy.stat().st_size // 2])
+
+
+def flip_array_byte(path: Path) -> None:
+    npy = path / "a0.npy"
+    data = bytearray(npy.read_bytes())
+    data[-3] ^= 0x01
+    npy.write_bytes(bytes(data))
+
+
+def edit_meta_value(path: Path) -> None:
+    meta = path / "meta.json"
+    meta.write_text(meta.read_text().replace('"norm": 1.0', '"norm": 2.0'))
+
+
+def truncate_meta(path: Path) -> None:
+    meta = path / "meta.json"
+    meta.write_bytes(meta.read_bytes()[:40])
+
+
+def bump_format(path: Path) -> None:
+    meta = path / "meta.json"
+    doc = json.loads(meta.read_bytes())
+    doc["format"] = 99
+    meta.write_text(json.dumps(doc))
+
+
+def swap_arrays(path: Path) -> None:
+    a0, a1 = (path / "a0.npy").read_bytes(), (path / "a1.npy").read_bytes()
+    (path / "a0.npy").write_bytes(a1)
+    (path / "a1.npy").write_bytes(a0)
+
+
+CORRUPTIONS = {
+    "truncated npy": truncate_array,
+    "flipped byte in array": flip_array_byte,
+    "edited meta.json": edit_meta_value,
+    "truncated meta.json": truncate_meta,
+    "wrong format version": bump_format,
+    "swapped array files": swap_arrays,
+    "deleted npy": lambda path: (path / "a1.npy").unlink(),
+    "deleted meta.json": lambda path: (path / "meta.json").unlink(),
+}
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+def test_corrupt_entry_is_a_miss_with_one_warning(
+    corrupt: Callable[[Path], None], tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    cache = DiskCache(tmp_path)
+    cache.put(KEY, json_result())
+    corrupt(entry(cache))
+    assert cache.get(KEY) is None
+    assert len(cache_warnings(recwarn.list)) == 1
+    # the bad entry is gone, so the next run repairs it
+    assert cache.get(KEY) is None and len(cache_warnings(recwarn.list)) == 1
+    cache.put(KEY, json_result())
+    assert cache.get(KEY).metrics == {"norm": 1.0}
+
+
+def test_missing_blob_is_a_miss_with_one_warning(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    cache = DiskCache(tmp_path)
+    cache.put(KEY, pickle_result())
+    (entry(cache) / "blob.pkl").unlink()
+    assert cache.get(KEY) is None
+    assert len(cache_warnings(recwarn.list)) == 1
+
+
+def test_entry_copied_to_another_keys_path_is_foreign(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    cache = DiskCache(tmp_path)
+    cache.put(KEY, pickle_result())
+    foreign = entry(cache, OTHER_KEY)
+    foreign.parent.mkdir(parents=True)
+    shutil.copytree(entry(cache), foreign)
+    assert cache.get(OTHER_KEY) is None
+    [message] = cache_warnings(recwarn.list)
+    assert "foreign" in message
+    assert cache.get(KEY) is not None  # the original is untouched
+
+
+# --- forgery: nothing is unpickled unless the entry is authenticated -------------------------
+
+
+def tripwire_result(marker: Path) -> StageResult:
+    return StageResult(FieldState(np.ones(2), Tripwire(marker)))
+
+
+def test_tripwire_fires_when_a_genuine_entry_is_read(tmp_path: Path) -> None:
+    """Control for the forgery tests: reading this entry does run the tripwire."""
+    marker = tmp_path / "pwned"
+    cache = DiskCache(tmp_path / "cache")
+    cache.put(KEY, tripwire_result(marker))
+    assert not marker.exists()  # pickling only recorded the call
+    assert cache.get(KEY) is not None
+    assert marker.exists()
+
+
+def test_entry_signed_with_another_key_is_never_unpickled(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    marker = tmp_path / "pwned"
+    DiskCache(tmp_path / "cache", signer=EntrySigner("attacker")).put(KEY, tripwire_result(marker))
+    assert not marker.exists()
+    assert DiskCache(tmp_path / "cache").get(KEY) is None
+    [message] = cache_warnings(recwarn.list)
+    assert "signature" in message
+    assert not marker.exists()
+
+
+def test_blob_replaced_by_malicious_pickle_is_never_unpickled(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    marker = tmp_path / "pwned"
+    cache = DiskCache(tmp_path / "cache")
+    cache.put(KEY, pickle_result())
+    reseal(entry(cache) / "meta.json", lambda doc: None, blob=pickle.dumps([Tripwire(marker)]))
+    assert cache.get(KEY) is None
+    assert len(cache_warnings(recwarn.list)) == 1
+    assert not marker.exists()
+
+
+def test_resigned_malicious_blob_would_run(tmp_path: Path) -> None:
+    """Control: the same tampering plus a valid HMAC does reach pickle, so the signature is
+    what stopped the previous test."""
+    marker = tmp_path / "pwned"
+    cache = DiskCache(tmp_path / "cache")
+    cache.put(KEY, pickle_result())
+    meta = entry(cache) / "meta.json"
+    blob = pickle.dumps([Tripwire(marker)])
+
+    def resign(doc: dict) -> None:
+        body = json.dumps(doc["body"], separators=(",", ":"), ensure_ascii=True).encode()
+        doc["hmac"] = EntrySigner().sign(body, blob)
+
+    reseal(meta, resign, blob=blob)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CacheWarning)  # the decoded body is nonsense: a miss
+        cache.get(KEY)
+    assert marker.exists()
+
+
+def test_json_entry_turned_into_unsigned_pickle_is_never_unpickled(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    marker = tmp_path / "pwned"
+    cache = DiskCache(tmp_path / "cache")
+    cache.put(KEY, json_result())
+
+    def point_state_at_pickle(doc: dict) -> None:
+        doc["body"]["state"] = {"$pickled": 0}
+
+    reseal(entry(cache) / "meta.json", point_state_at_pickle, blob=pickle.dumps([Tripwire(marker)]))
+    assert cache.get(KEY) is None
+    assert "unsigned pickle" in cache_warnings(recwarn.list)[0]
+    assert not marker.exists()
+
+
+# --- atomicity and sharing ------------------------------------------------------------------
+
+
+def test_leftover_scratch_dir_of_a_crashed_writer_is_not_served(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path)
+    cache.put(KEY, json_result())
+    scratch = tmp_path / "tmp" / f"{OTHER_KEY}.4242.deadbeef"
+    shutil.copytree(entry(cache), scratch)  # complete content, never renamed into place
+    reseal(scratch / "meta.json", lambda doc: doc["body"].update(key=OTHER_KEY))
+    assert not cache.contains(OTHER_KEY)
+    assert cache.get(OTHER_KEY) is None
+
+
+def test_stale_scratch_dirs_are_swept_fresh_ones_kept(tmp_path: Path) -> None:
+    stale, fresh = tmp_path / "tmp" / "stale.1.x", tmp_path / "tmp" / "fresh.2.y"
+    for path in (stale, fresh):
+        path.mkdir(parents=True)
+        (path / "a0.npy").write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    DiskCache(tmp_path).put(KEY, json_result())
+    assert not stale.exists() and fresh.exists()
+
+
+def test_writer_failing_midway_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import phys_pipeline.cache.disk as disk
+
+    def crash(*args: object) -> bytes:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(disk, "seal", crash)
+    cache = DiskCache(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        cache.put(KEY, json_result())
+    assert not cache.contains(KEY) and list((tmp_path / "tmp").iterdir()) == []
+
+
+def expected_result(index: int) -> StageResult:
+    rng = np.random.default_rng(index)
+    if index % 2:
+        return StageResult(FieldState(rng.normal(size=40_000), ("T", index)), {"i": index})
+    return StageResult(SimpleState({"psi": rng.normal(size=40_000), "i": index}), {"i": index})
+
+
+def key_of(index: int) -> str:
+    return xxhash.xxh3_128_hexdigest(str(index).encode())
+
+
+def hammer(root: str, rounds: int) -> tuple[int, int, list[str]]:
+    """Child process: read-or-write the same keys as its sibling; count hits and wrong hits."""
+    cache = DiskCache(root)
+    hits = wrong = 0
+    with warnings.catch_warnings(record=True) as recorded:
+        warnings.simplefilter("always")
+        for _ in range(rounds):
+            for index in range(12):
+                got = cache.get(key_of(index))
+                if got is None:
+                    cache.put(key_of(index), expected_result(index))
+                    continue
+                hits += 1
+                want = expected_result(index)
+                payload = got.state.amplitude if index % 2 else got.state.payload["psi"]
+                good = np.array_equal(
+                    payload, want.state.amplitude if index % 2 else want.state.payload["psi"]
+                )
+                wrong += not (good and got.metrics == want.metrics)
+    return hits, wrong, [str(w.message) for w in recorded]
+
+
+def test_two_processes_sharing_a_cache_only_see_correct_hits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PHYS_PIPELINE_CACHE_KEY", "shared by both processes")
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        outcomes = pool.starmap(hammer, [(str(tmp_path), 4), (str(tmp_path), 4)])
+    for hits, wrong, messages in outcomes:
+        assert wrong == 0 and messages == []
+        assert hits >= 12 * 3  # every key was written by round 1 at the latest
+    cache = DiskCache(tmp_path)
+    assert len(cache) == 12
+    assert cache.get(key_of(3)).metrics == {"i": 3}
+    assert list((tmp_path / "tmp").iterdir()) == []
