@@ -1,0 +1,114 @@
+"""PipelineApp: the DAG, run controls, config and policy editors and artifacts around one
+LiveSession. Selecting a node (click it, or pick it in the list) shows its editor and plots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as w
+
+from ..render import Engine
+from ..scheduler import Scheduler
+from ..session import LiveSession
+from ..types import NodeSpec, State
+from .artifact_view import ArtifactView
+from .config_editor import ConfigEditor
+from .dag_view import DagView
+from .policy_editor import PolicyEditor
+from .run_controls import RunControls
+
+
+class PipelineApp(w.VBox):
+    """A notebook front end for a DAG. ``session`` is the model; ``dag`` (DagView),
+    ``controls`` (RunControls), ``policy`` (PolicyEditor), ``artifacts`` (ArtifactView) and
+    ``editors`` (node id -> ConfigEditor, made on first selection) are views of it."""
+
+    def __init__(
+        self,
+        nodes: Sequence[NodeSpec] | None = None,
+        state: State | None = None,
+        *,
+        policy: Any = None,
+        cache: Any = None,
+        scheduler: Scheduler | None = None,
+        session: LiveSession | None = None,
+        engine: Engine = "auto",
+        debounce_s: float = 0.3,
+        **kwargs: Any,
+    ) -> None:
+        if session is None:
+            if nodes is None or state is None:
+                raise TypeError("PipelineApp needs nodes and an initial state (or session=)")
+            session = LiveSession(nodes, state, policy=policy, cache=cache, scheduler=scheduler)
+        self.session = session
+        self.dag = DagView(engine=engine)
+        self.controls = RunControls(session, debounce_s=debounce_s)
+        self.policy = PolicyEditor(session)
+        self.artifacts = ArtifactView(session)
+        self.editors: dict[str, ConfigEditor] = {}
+        ids = [spec.id for spec in session.nodes]
+        self.node_picker = w.Dropdown(
+            options=[("(all nodes)", ""), *((nid, nid) for nid in ids)],
+            value="",
+            description="node",
+        )
+        self.node_picker.add_class("pp-node-picker")
+        self._editor_box = w.VBox()
+        self._editor_box.add_class("pp-editor-box")
+        w.link((self.node_picker, "value"), (self.dag, "selected"))
+        self.dag.observe(lambda change: self.select(change["new"]), "selected")
+        side = w.VBox(
+            [self.controls, self.node_picker, self._editor_box, self.policy],
+            layout=w.Layout(min_width="22em", flex="0 1 auto"),
+        )
+        self.dag.layout = w.Layout(flex="1 1 auto")
+        super().__init__(**kwargs)
+        self.add_class("pp-pipeline-app")
+        self.children = [w.HBox([self.dag, side]), self.artifacts]
+        self._unsubscribe = session.subscribe(self._on_session)
+        self._redraw()
+        self.select("")
+
+    @classmethod
+    def from_session(cls, session: LiveSession, **kwargs: Any) -> PipelineApp:
+        """An app over an existing session (its cache, results and policy included)."""
+        return cls(session=session, **kwargs)
+
+    def editor(self, node_id: str) -> ConfigEditor:
+        """The node's config editor, made on first use (a big DAG need not build them all)."""
+        if node_id not in self.editors:
+            self.editors[node_id] = ConfigEditor(self.session, node_id)
+        return self.editors[node_id]
+
+    def select(self, node_id: str) -> None:
+        """Show ``node_id``'s editor and artifacts ("" for all artifacts and no editor)."""
+        if self.dag.selected != node_id:
+            self.dag.selected = node_id  # calls back here through the observer
+            return
+        if node_id:
+            self._editor_box.children = [self.editor(node_id)]
+        else:
+            self._editor_box.children = [w.HTML("<i>select a node to edit its config</i>")]
+        self.artifacts.show(node_id or None)
+
+    def _redraw(self) -> None:
+        session = self.session
+        self.dag.show(session.plan(), session.status, session.reasons())
+
+    def _on_session(self, event: str, session: LiveSession) -> None:
+        try:
+            if event == "status":
+                self.dag.statuses = dict(session.status)
+            else:
+                self._redraw()
+        except Exception:  # noqa: BLE001 - a listener must not break session.run()/update()
+            self.dag.statuses = dict(session.status)
+
+    def close(self) -> None:
+        self._unsubscribe()
+        self._unsubscribe = lambda: None
+        for widget in (self.controls, self.policy, self.artifacts, *self.editors.values()):
+            widget.close()
+        self.dag.close()
+        super().close()

@@ -1,0 +1,244 @@
+"""ConfigEditor: one control per editable config field, generated from the config model.
+
+The editor only proposes values: ``LiveSession.update`` validates them. A rejected value stays
+visible with pydantic's message beside it, while the config, the stale set and the DAG stay as
+they were.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import html
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import ipywidgets as w
+
+from ..errors import ConfigError
+from ..session import LiveSession
+
+SKIPPED_FIELDS = frozenset({"name", "tags"})
+
+Kind = Literal["int-slider", "float-slider", "dropdown", "checkbox", "int", "float", "text"]
+
+
+@dataclass(frozen=True)
+class FieldControl:
+    """What control a config field gets, decided from its type and bounds alone."""
+
+    name: str
+    kind: Kind
+    description: str = ""
+    low: float | None = None
+    high: float | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+def _bounds(metadata: list[Any]) -> tuple[float | None, float | None, bool, bool]:
+    """(low, high, low_open, high_open) from annotated_types Ge/Gt/Le/Lt (or Interval)."""
+    low = high = None
+    low_open = high_open = False
+    for item in metadata:
+        for attr, is_low, is_open in (("ge", 1, 0), ("gt", 1, 1), ("le", 0, 0), ("lt", 0, 1)):
+            value = getattr(item, attr, None)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                if is_low:
+                    low, low_open = float(value), bool(is_open)
+                else:
+                    high, high_open = float(value), bool(is_open)
+    return low, high, low_open, high_open
+
+
+def field_control(
+    name: str, annotation: Any, metadata: list[Any], description: str = ""
+) -> FieldControl | None:
+    """The control for one field, or None when the type is not editable here (arrays,
+    optionals, containers, models)."""
+    if name in SKIPPED_FIELDS:
+        return None
+    if typing.get_origin(annotation) is Literal:
+        values = typing.get_args(annotation)
+        return FieldControl(
+            name, "dropdown", description, options=tuple((str(v), v) for v in values)
+        )
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        options = tuple((member.name, member) for member in annotation)
+        return FieldControl(name, "dropdown", description, options=options)
+    if annotation is bool:
+        return FieldControl(name, "checkbox", description)
+    if annotation in (int, float):
+        low, high, low_open, high_open = _bounds(metadata)
+        if low is not None and high is not None and math.isfinite(high - low):
+            if annotation is int:  # open integer bounds are the next integer inside
+                low, high = math.floor(low) + low_open, math.ceil(high) - high_open
+                return FieldControl(name, "int-slider", description, low, high)
+            return FieldControl(name, "float-slider", description, low, high)
+        return FieldControl(name, "int" if annotation is int else "float", description)
+    if annotation is str:
+        return FieldControl(name, "text", description)
+    return None
+
+
+def config_controls(cfg: Any) -> list[FieldControl]:
+    """Controls for every editable field of a pydantic (or dataclass) config, in field order."""
+    model_fields = getattr(type(cfg), "model_fields", None)
+    if model_fields is not None:
+        specs = [
+            field_control(name, info.annotation, list(info.metadata), info.description or "")
+            for name, info in model_fields.items()
+        ]
+    elif dataclasses.is_dataclass(cfg):
+        hints = typing.get_type_hints(type(cfg), include_extras=True)
+        specs = []
+        for f in dataclasses.fields(cfg):
+            hint = hints.get(f.name, f.type)
+            metadata = list(getattr(hint, "__metadata__", ()))
+            base = typing.get_args(hint)[0] if metadata else hint
+            specs.append(field_control(f.name, base, metadata, f.metadata.get("description", "")))
+    else:
+        specs = []
+    return [spec for spec in specs if spec is not None]
+
+
+def _nice_step(low: float, high: float) -> float:
+    """A round slider step giving roughly 100-1000 positions."""
+    span = high - low
+    return 10 ** math.floor(math.log10(span / 100)) if span > 0 else 0.1
+
+
+def make_control(spec: FieldControl, value: Any) -> w.ValueWidget:
+    """An ipywidget for ``spec`` holding ``value``; no callbacks attached."""
+    common: dict[str, Any] = {
+        "description": spec.name,
+        "tooltip": spec.description or None,
+        "style": {"description_width": "initial"},
+    }
+    if spec.kind == "int-slider":
+        return w.IntSlider(
+            value=value, min=spec.low, max=spec.high, continuous_update=False, **common
+        )
+    if spec.kind == "float-slider":
+        step = _nice_step(spec.low, spec.high)  # type: ignore[arg-type]
+        return w.FloatSlider(
+            value=value,
+            min=spec.low,
+            max=spec.high,
+            step=step,
+            readout_format=".4g",
+            continuous_update=False,
+            **common,
+        )
+    if spec.kind == "dropdown":
+        return w.Dropdown(options=list(spec.options), value=value, **common)
+    if spec.kind == "checkbox":
+        return w.Checkbox(value=bool(value), indent=False, **common)
+    if spec.kind == "int":
+        return w.IntText(value=value, **common)
+    if spec.kind == "float":
+        return w.FloatText(value=value, **common)
+    return w.Text(value=str(value), continuous_update=False, **common)
+
+
+class ConfigEditor(w.VBox):
+    """Edit one node's config: each change goes through ``session.update(node_id, ...)``.
+
+    ``controls`` maps field name -> widget, ``errors`` field name -> the HTML label that shows
+    why a value was rejected (empty when the value was accepted)."""
+
+    def __init__(self, session: LiveSession, node_id: str, **kwargs: Any) -> None:
+        self.session = session
+        self.node_id = node_id
+        self.controls: dict[str, w.ValueWidget] = {}
+        self.errors: dict[str, w.HTML] = {}
+        self._syncing = False
+        self._config_type: type = object
+        super().__init__(**kwargs)
+        self.add_class("pp-config-editor")
+        self._build()
+        self._unsubscribe = session.subscribe(self._on_session)
+
+    def _build(self) -> None:
+        cfg = self.session.config(self.node_id)
+        self._config_type = type(cfg)
+        self.controls.clear()
+        self.errors.clear()
+        title = w.HTML(
+            f"<b>{html.escape(self.node_id)}</b> "
+            f"<span style='color:#6b7280'>{html.escape(type(cfg).__name__)}</span>"
+        )
+        rows: list[w.Widget] = [title]
+        for spec in config_controls(cfg):
+            control = make_control(spec, getattr(cfg, spec.name))
+            error = w.HTML("")
+            error.add_class("pp-field-error")
+            control.observe(
+                lambda change, name=spec.name: self._propose(name, change["new"]), "value"
+            )
+            self.controls[spec.name], self.errors[spec.name] = control, error
+            rows.append(w.HBox([control, error]))
+        if len(rows) == 1:
+            rows.append(w.HTML("<i>no editable fields</i>"))
+        self.children = rows
+
+    def _propose(self, name: str, value: Any) -> None:
+        """Widget callback: never raises into the kernel; a rejection is shown, not applied."""
+        if self._syncing:
+            return
+        try:
+            self.session.update(self.node_id, **{name: value})
+        except ConfigError as exc:
+            self._show_error(
+                name, f"{exc.reason} (got {exc.value!r}; kept {self._current(name)!r})"
+            )
+        except Exception as exc:  # noqa: BLE001 - a UI callback: show it in the panel instead
+            self._show_error(name, f"{type(exc).__name__}: {exc}")
+        else:
+            self._show_error(name, "")
+
+    def _current(self, name: str) -> Any:
+        return getattr(self.session.config(self.node_id), name, None)
+
+    def _show_error(self, name: str, message: str) -> None:
+        label = self.errors[name]
+        label.value = (
+            f"<span class='pp-error' style='color:#b91c1c'>{html.escape(message)}</span>"
+            if message
+            else ""
+        )
+        control = self.controls[name]
+        if message:
+            control.add_class("pp-invalid")
+        else:
+            control.remove_class("pp-invalid")
+
+    def refresh(self) -> None:
+        """Show the session's current values (after edits made elsewhere); a field showing a
+        rejected value keeps it until the user fixes it."""
+        cfg = self.session.config(self.node_id)
+        if type(cfg) is not self._config_type:
+            self._build()
+            return
+        self._syncing = True
+        try:
+            for name, control in self.controls.items():
+                current = getattr(cfg, name)
+                if not self.errors[name].value and control.value != current:
+                    control.value = current
+        finally:
+            self._syncing = False
+
+    def _on_session(self, event: str, session: LiveSession) -> None:
+        if event == "edit":
+            self.refresh()
+
+    def close(self) -> None:
+        self._unsubscribe()
+        self._unsubscribe = _noop
+        super().close()
+
+
+def _noop() -> None:
+    """An unsubscribe that was already done (close() may be called twice)."""

@@ -1,0 +1,54 @@
+"""DagView: the DAG picture as an anywidget; Python sends the layout once, then statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import traitlets
+
+from ..render import Engine, Structure, dag_svg, structure_of
+
+_HERE = Path(__file__).parent
+
+
+class DagView(anywidget.AnyWidget):
+    """The DAG as SVG. ``svg`` changes only when the graph's structure does; ``statuses`` and
+    ``reasons`` (node id -> text) recolour nodes and rewrite tooltips in the browser by a CSS
+    class switch. Clicking a node sets ``selected`` (two-way: set it from Python too)."""
+
+    _esm = _HERE / "dag_view.js"
+    _css = _HERE / "dag_view.css"
+
+    svg = traitlets.Unicode("").tag(sync=True)
+    statuses = traitlets.Dict(value_trait=traitlets.Unicode()).tag(sync=True)
+    reasons = traitlets.Dict(value_trait=traitlets.Unicode()).tag(sync=True)
+    selected = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, plan_or_nodes: Any = None, *, engine: Engine = "auto", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.engine: Engine = engine
+        self._structure: Structure | None = None
+        if plan_or_nodes is not None:
+            self.show(plan_or_nodes)
+
+    def show(
+        self,
+        plan_or_nodes: Any,
+        statuses: Mapping[str, str] | None = None,
+        reasons: Mapping[str, str] | None = None,
+    ) -> None:
+        """Draw a Plan (or NodeSpecs): re-layout only if its structure changed, else send
+        just the statuses and reasons."""
+        structure = structure_of(plan_or_nodes)
+        if structure != self._structure:
+            self._structure = structure
+            self.svg = dag_svg(plan_or_nodes, statuses, reasons, engine=self.engine)
+        self.statuses = dict(statuses or {})
+        self.reasons = dict(reasons or {})
+
+    @property
+    def node_ids(self) -> list[str]:
+        return [nid for nid, _ in self._structure[0]] if self._structure else []
