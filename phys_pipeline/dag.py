@@ -22,7 +22,7 @@ from .errors import (
     UnknownNodeError,
 )
 from .hashing import code_version, config_hash, new_hasher
-from .policy import EMPTY_POLICY_HASH, PolicyBag
+from .policy import EMPTY_POLICY_HASH, PolicyBag, ScopedPolicy
 from .types import NodeSpec, stage_name
 
 KEY_SCHEMA = b"phys-pipeline/node-key/1"
@@ -101,6 +101,14 @@ def policy_keys_of(node: NodeSpec) -> tuple[str, ...] | None:
     """The policy keys a node declares it reads (None: it may read any)."""
     declared = node.metadata.get("policy_keys", getattr(node.stage, "policy_keys", None))
     return None if declared is None else tuple(declared)
+
+
+def policy_seen_by(node: NodeSpec, policy: PolicyBag | None) -> PolicyBag | None:
+    """The policy handed to a node's stage: scoped to its declared keys, if it declares any."""
+    declared = policy_keys_of(node)
+    if policy is None or declared is None:
+        return policy
+    return ScopedPolicy(policy, declared, f"node {node.id!r}")
 
 
 def policy_view_hash(node: NodeSpec, policy: PolicyBag | None) -> str:

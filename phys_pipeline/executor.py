@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .dag import Plan, Staleness, ancestors_closure, build_graph, make_plan
+from .dag import Plan, Staleness, ancestors_closure, build_graph, make_plan, policy_seen_by
 from .errors import NodeFailedError
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .scheduler import DEFAULT_RESOURCES, LocalScheduler, NodeTask, Scheduler
@@ -249,7 +249,7 @@ class DagExecutor:
             node_id=spec.id,
             deps=tuple(spec.deps),
             stage=spec.stage,
-            policy=policy,
+            policy=policy_seen_by(spec, policy),
             root_state=None if spec.deps else state,
             resources=spec.resources or DEFAULT_RESOURCES,
             check_mutation=self.check_mutation,

@@ -77,6 +77,34 @@ class PolicyBag(Mapping[str, Any]):
         return dict(self._data)
 
 
+class ScopedPolicy(PolicyBag):
+    """The policy as seen by a stage that declares ``policy_keys``: reading any other key is an
+    error, because the stage's cache key does not cover it and a change would go unnoticed."""
+
+    __slots__ = ("_allowed", "_full", "_owner")
+
+    def __init__(self, policy: PolicyBag, allowed: tuple[str, ...], owner: str) -> None:
+        super().__init__({k: policy[k] for k in allowed if k in policy})
+        self._allowed = frozenset(allowed)
+        self._full = policy
+        self._owner = owner
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._allowed:
+            raise PolicyError(
+                key,
+                self._full.get(key),
+                f"{self._owner} reads this key but its policy_keys {sorted(self._allowed)} do "
+                "not declare it, so its cache entries would not notice a change; declare it",
+            )
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        if key not in self._allowed:
+            self.__getitem__(key)  # raises: the stage asks about a key it did not declare
+        return key in self._data
+
+
 PolicyLike: TypeAlias = PolicyBag | Mapping[str, Any] | None
 
 

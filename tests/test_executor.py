@@ -425,3 +425,18 @@ def test_no_warnings_on_a_clean_cached_run(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         run(diamond(), DiskCache(tmp_path))
+
+
+def test_stage_reading_an_undeclared_policy_key_fails_naming_node_and_key():
+    class Sneaky(PhaseStage):
+        def process(self, state, *, policy=None):
+            policy.get("plot.dpi", 100)
+            return super().process(state, policy=policy)
+
+    nodes = with_stage(diamond(), "p1", Sneaky(PhaseCfg(name="p1")))
+    out = DagExecutor().run(
+        SimpleState(None), nodes, policy={"plot.dpi": 300}, raise_on_error=False
+    )
+    error = out.failures["p1"]
+    assert "'plot.dpi'" in str(error) and "'p1'" in str(error)
+    assert out.ok is False and out.runs["p2"].status == "ran"
