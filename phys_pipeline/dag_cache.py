@@ -84,10 +84,9 @@ class DagCache:
             self.backend.delete(key)
 
     def clear(self) -> None:
-        """Empty the store and reset the counters."""
+        """Empty the store (the counters keep counting; see ``reset_stats``)."""
         with self._guard("clear"):
             self.backend.clear()
-        self.reset_stats()
 
     def reset_stats(self) -> None:
         with self._lock:

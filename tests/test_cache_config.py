@@ -1,0 +1,193 @@
+"""CacheConfig, build_cache_backend and DagCache: what users and the executor see."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from phys_pipeline.cache import (
+    CacheConfig,
+    CacheStore,
+    CacheWarning,
+    DiskCache,
+    MemoryStore,
+    RedisStore,
+    TieredStore,
+    build_cache_backend,
+)
+from phys_pipeline.dag_cache import DagCache, as_dag_cache
+from phys_pipeline.errors import CacheConfigError, CacheError
+from phys_pipeline.types import SimpleState, StageResult
+
+pytestmark = pytest.mark.usefixtures("isolated_cache_key")
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+# --- CacheConfig ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("backend", "s3"),
+        ("redis_url", "http://localhost:6379"),
+        ("redis_prefix", ""),
+        ("redis_prefix", "has space"),
+        ("redis_ttl_s", 0),
+        ("redis_ttl_s", -5),
+        ("memory_max_bytes", 0),
+        ("memory_max_bytes", "lots"),
+        ("timeout_s", 0),
+        ("timeout_s", float("inf")),
+        ("strict", "maybe"),
+        ("disk_rot", "typo"),
+    ],
+)
+def test_invalid_values_name_the_field(field: str, value: Any) -> None:
+    with pytest.raises(CacheConfigError, match=f"CacheConfig.{field} ") as caught:
+        CacheConfig(**{field: value})
+    assert caught.value.field == field
+    assert isinstance(caught.value, ValueError)
+
+
+def test_defaults() -> None:
+    cfg = CacheConfig()
+    assert cfg.backend == "disk" and cfg.disk_root == Path(".cache/phys-pipeline")
+    assert cfg.memory_max_bytes == 2 * 1024**3 and cfg.timeout_s == 0.5
+    assert cfg.redis_ttl_s is None and not cfg.strict and not cfg.memory_tier
+
+
+def test_seed_guide_snippet_builds_both_backends_without_a_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    start = time.monotonic()
+    disk_cache = build_cache_backend(CacheConfig(disk_root=Path(".cache/phys")))
+    redis_cache = build_cache_backend(
+        CacheConfig(
+            backend="redis",
+            redis_url="redis://localhost:6379/0",
+            redis_prefix="phys-pipeline",
+            redis_ttl_s=3600,
+        )
+    )
+    assert time.monotonic() - start < 0.5
+    assert isinstance(disk_cache, DiskCache) and disk_cache.root == Path(".cache/phys")
+    assert isinstance(redis_cache, RedisStore) and redis_cache.ttl_s == 3600
+    assert list(tmp_path.iterdir()) == []  # building touches nothing
+
+
+def test_memory_backend_and_memory_tier(tmp_path: Path) -> None:
+    assert isinstance(build_cache_backend(CacheConfig(backend="memory")), MemoryStore)
+    tiered = build_cache_backend(
+        CacheConfig(disk_root=tmp_path, memory_tier=True, memory_max_bytes=1000)
+    )
+    assert isinstance(tiered, TieredStore)
+    fast, slow = tiered.tiers
+    assert isinstance(fast, MemoryStore) and fast.max_bytes == 1000
+    assert isinstance(slow, DiskCache) and slow.root == tmp_path
+
+
+def test_shared_disk_needs_the_key_in_the_environment(tmp_path: Path) -> None:
+    with pytest.raises(CacheConfigError, match="PHYS_PIPELINE_CACHE_KEY") as caught:
+        build_cache_backend(CacheConfig(backend="shared-disk", disk_root=tmp_path))
+    assert caught.value.field == "backend"
+
+
+def test_shared_disk_entries_are_readable_by_another_user_with_the_same_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_cache_key: Path
+) -> None:
+    monkeypatch.setenv("PHYS_PIPELINE_CACHE_KEY", "team secret")
+    cfg = CacheConfig(backend="shared-disk", disk_root=tmp_path / "shared")
+    build_cache_backend(cfg).put(KEY, StageResult(SimpleState({1, 2})))  # a set: pickled
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other-user"))
+    assert build_cache_backend(cfg).get(KEY).state.payload == {1, 2}
+    assert not isolated_cache_key.exists()  # the per-user key file was never needed
+
+
+def test_config_is_frozen() -> None:
+    with pytest.raises(ValueError):
+        CacheConfig().backend = "memory"  # type: ignore[misc]
+
+
+# --- the store protocol ---------------------------------------------------------------------
+
+
+def test_every_store_satisfies_the_protocol(tmp_path: Path) -> None:
+    stores = [MemoryStore(), DiskCache(tmp_path), RedisStore(), TieredStore([MemoryStore()])]
+    assert all(isinstance(store, CacheStore) for store in stores)
+
+
+# --- DagCache -------------------------------------------------------------------------------
+
+
+class BrokenStore:
+    """A store whose every call fails, like a backend with a bug or a dead server."""
+
+    def get(self, key: str) -> StageResult | None:
+        raise RuntimeError("store is broken")
+
+    put = contains = delete = clear = get  # type: ignore[assignment]
+
+
+def result() -> StageResult:
+    return StageResult(SimpleState(np.ones(3)), metrics={"e": 1.0})
+
+
+def test_dag_cache_counts_hits_misses_and_puts(tmp_path: Path) -> None:
+    cache = DagCache(DiskCache(tmp_path))
+    assert cache.get(KEY) is None
+    cache.put(KEY, result())
+    assert cache.contains(KEY)
+    assert cache.get(KEY).metrics == {"e": 1.0}
+    stats = cache.stats()
+    assert (stats["hits"], stats["misses"], stats["puts"], stats["errors"]) == (1, 1, 1, 0)
+    assert stats["hit_rate"] == 0.5 and "DiskCache" in stats["backend"]
+    cache.clear()
+    assert cache.get(KEY) is None and (cache.hits, cache.misses) == (1, 2)
+    cache.reset_stats()
+    assert cache.stats()["hits"] == cache.stats()["misses"] == 0
+
+
+def test_dag_cache_turns_backend_failures_into_warned_misses() -> None:
+    cache = DagCache(BrokenStore())
+    with pytest.warns(CacheWarning, match="store is broken"):
+        assert cache.get(KEY) is None
+    with pytest.warns(CacheWarning):
+        cache.put(KEY, result())
+    with pytest.warns(CacheWarning):
+        assert cache.contains(KEY) is False
+    with pytest.warns(CacheWarning):
+        cache.clear()
+    assert (cache.misses, cache.puts, cache.errors) == (1, 0, 4)
+
+
+def test_strict_dag_cache_raises_cache_error() -> None:
+    cache = DagCache(BrokenStore(), strict=True)
+    with pytest.raises(CacheError, match=KEY):
+        cache.get(KEY)
+    with pytest.raises(CacheError):
+        cache.put(KEY, result())
+
+
+def test_dag_cache_refuses_bad_keys_before_the_backend_sees_them() -> None:
+    cache = DagCache(BrokenStore())
+    with pytest.raises(ValueError, match="invalid cache key"):
+        cache.get("../../etc/passwd")
+
+
+def test_as_dag_cache_accepts_none_stores_dag_caches_and_configs(tmp_path: Path) -> None:
+    assert as_dag_cache(None) is None
+    wrapped = as_dag_cache(MemoryStore())
+    assert isinstance(wrapped, DagCache) and isinstance(wrapped.backend, MemoryStore)
+    assert as_dag_cache(wrapped) is wrapped
+    assert DagCache(wrapped).backend is wrapped.backend  # no double wrapping
+    built = as_dag_cache(CacheConfig(backend="memory", strict=True))
+    assert isinstance(built.backend, MemoryStore) and built.strict
+    with pytest.raises(TypeError, match="not a cache store"):
+        as_dag_cache({"not": "a store"})
