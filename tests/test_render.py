@@ -1,0 +1,198 @@
+"""Static DAG pictures: every node drawn and addressable, recolouring without re-layout."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from pydantic import Field
+
+from phys_pipeline import render
+from phys_pipeline.dag import make_plan
+from phys_pipeline.executor import DagExecutor
+from phys_pipeline.policy import PolicyBag
+from phys_pipeline.types import NodeSpec, PipelineStage, SimpleState, StageConfig, StageResult
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+class GainCfg(StageConfig):
+    gain: float = Field(1.0, gt=0, description="amplitude gain")
+
+
+class GainStage(PipelineStage[SimpleState, GainCfg]):
+    """Multiplies the field amplitude; the smallest stage that still looks like physics."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        st = state.deepcopy()
+        st.payload = float(st.payload or 1.0) * self.cfg.gain
+        return StageResult(state=st, metrics={"energy": st.payload**2})
+
+
+def amplifier_chain() -> list[NodeSpec]:
+    """seed -> preamp -> {booster, monitor}; booster -> compressor."""
+    return [
+        NodeSpec("seed", [], GainStage(GainCfg()), op_name="Oscillator"),
+        NodeSpec("preamp", ["seed"], GainStage(GainCfg(gain=2.0))),
+        NodeSpec("booster", ["preamp"], GainStage(GainCfg(gain=5.0))),
+        NodeSpec("monitor", ["preamp"], GainStage(GainCfg(gain=0.01))),
+        NodeSpec("compressor[N=512]", ["booster"], GainStage(GainCfg(gain=0.9))),
+    ]
+
+
+def node_groups(svg: str) -> dict[str, ET.Element]:
+    root = ET.fromstring(svg)
+    return {g.get("data-node"): g for g in root.iter(f"{SVG}g") if "pp-node" in g.get("class", "")}
+
+
+def classes(svg: str) -> dict[str, str]:
+    return {nid: g.get("class", "") for nid, g in node_groups(svg).items()}
+
+
+@pytest.fixture(params=["auto", "layered"])
+def engine(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def test_every_node_is_drawn_with_an_addressable_group(engine: str) -> None:
+    svg = render.nodes_svg(amplifier_chain(), engine=engine)
+    groups = node_groups(svg)
+    assert set(groups) == {n.id for n in amplifier_chain()}
+    for nid, g in groups.items():
+        assert g.get("id") == f"node-{render.dom_id(nid)}"
+        assert "node" in g.get("class", "").split()
+        assert nid in "".join(g.itertext())
+
+
+def test_edges_are_drawn_once_each(engine: str) -> None:
+    root = ET.fromstring(render.nodes_svg(amplifier_chain(), engine=engine))
+    edges = {
+        (g.get("data-src"), g.get("data-dst"))
+        for g in root.iter(f"{SVG}g")
+        if "pp-edge" in g.get("class", "")
+    }
+    assert edges == {(d, n.id) for n in amplifier_chain() for d in n.deps}
+
+
+def test_dom_ids_are_css_safe_and_distinct() -> None:
+    ids = ["b[N=512]", "b_N_512", "a.b", "a_2e_b", "grid"]
+    escaped = [render.dom_id(i) for i in ids]
+    assert len(set(escaped)) == len(ids)
+    assert all(e.replace("-", "").replace("_", "").isalnum() for e in escaped)
+    assert render.dom_id("grid") == "grid"
+
+
+def test_statuses_colour_nodes_by_css_class() -> None:
+    statuses = {"seed": "hit", "preamp": "ran", "booster": "failed", "monitor": "skipped"}
+    found = classes(render.dag_svg(amplifier_chain(), statuses))
+    assert "status-hit" in found["seed"]
+    assert "status-ran" in found["preamp"]
+    assert "status-failed" in found["booster"]
+    assert "status-skipped" in found["monitor"]
+    assert "status-not-run" in found["compressor[N=512]"]  # the default
+
+
+def test_recolouring_changes_exactly_the_changed_node() -> None:
+    nodes = amplifier_chain()
+    before = {n.id: "ran" for n in nodes}
+    after = {**before, "booster": "stale"}
+    old, new = classes(render.dag_svg(nodes, before)), classes(render.dag_svg(nodes, after))
+    changed = {nid for nid in old if old[nid] != new[nid]}
+    assert changed == {"booster"}
+    assert "status-stale" in new["booster"]
+
+
+def test_string_recolour_matches_a_fresh_render() -> None:
+    nodes = amplifier_chain()
+    svg = render.dag_svg(nodes, {n.id: "stale" for n in nodes})
+    swapped = render.recolour(svg, {"seed": "running", "monitor": "hit"})
+    assert classes(swapped) == classes(
+        render.dag_svg(
+            nodes, {**{n.id: "stale" for n in nodes}, "seed": "running", "monitor": "hit"}
+        )
+    )
+
+
+def test_recolouring_a_100_node_dag_reflects_new_statuses() -> None:
+    rng = np.random.default_rng(3)
+    nodes = [NodeSpec("n0", [], GainStage(GainCfg()))]
+    nodes += [
+        NodeSpec(f"n{i}", [f"n{int(rng.integers(i))}"], GainStage(GainCfg())) for i in range(1, 100)
+    ]
+    ran = {n.id: "ran" for n in nodes}
+    render.dag_svg(nodes, ran)
+    stale = {**ran, **{f"n{i}": "stale" for i in range(50, 60)}}
+    found = classes(render.dag_svg(nodes, stale))
+    assert {nid for nid, c in found.items() if "status-stale" in c} == {
+        f"n{i}" for i in range(50, 60)
+    }
+
+
+def test_layout_is_memoised_per_structure() -> None:
+    structure = render.structure_of(amplifier_chain())
+    first = render.layout(structure, "layered")
+    assert render.layout(structure, "layered") is first
+    relabelled = [n.replace(op_name="Laser") if n.id == "seed" else n for n in amplifier_chain()]
+    assert render.structure_of(relabelled) != structure
+
+
+def test_legend_lists_every_status() -> None:
+    root = ET.fromstring(render.nodes_svg(amplifier_chain()))
+    legend = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "pp-legend")
+    text = " ".join(legend.itertext())
+    for status in render.STATUS_COLOURS:
+        assert render.LEGEND_TEXT.get(status, status) in text
+    assert "cache hit" in text
+
+
+def test_tooltip_names_label_status_and_reason() -> None:
+    svg = render.dag_svg(
+        amplifier_chain(), {"seed": "stale"}, {"seed": "config changed"}, engine="layered"
+    )
+    title = node_groups(svg)["seed"].find(f"{SVG}title")
+    assert title is not None
+    assert title.text == "seed (Oscillator)\nstatus: stale\nwhy: config changed"
+
+
+def test_fallback_layout_puts_parents_above_children() -> None:
+    lay = render.layout(render.structure_of(amplifier_chain()), "layered")
+    assert lay.engine == "layered"
+    y = {box.id: box.y for box in lay.nodes}
+    assert y["seed"] < y["preamp"] < y["booster"] < y["compressor[N=512]"]
+    assert y["booster"] == y["monitor"]
+    assert 'data-engine="layered"' in render.nodes_svg(amplifier_chain(), engine="layered")
+
+
+def test_pygraphviz_layout_is_used_when_available() -> None:
+    pytest.importorskip("pygraphviz")
+    svg = render.nodes_svg(amplifier_chain(), engine="pygraphviz")
+    assert 'data-engine="pygraphviz"' in svg
+    assert set(node_groups(svg)) == {n.id for n in amplifier_chain()}
+
+
+def test_plan_shows_itself_as_svg() -> None:
+    plan = make_plan(amplifier_chain(), SimpleState(payload=1.0))
+    svg = plan._repr_svg_()
+    assert set(node_groups(svg)) == set(plan.order)
+
+
+def test_result_html_has_dag_summary_and_metrics() -> None:
+    result = DagExecutor().run(SimpleState(payload=1.0), amplifier_chain())
+    page = result._repr_html_()
+    assert result.summary() in page
+    assert "status-ran" in page
+    assert "preamp" in page and "energy" in page
+    assert '<table class="pp-metrics">' in page
+
+
+def test_importing_the_package_loads_no_jupyter_modules() -> None:
+    code = (
+        "import sys, phys_pipeline, phys_pipeline.render; "
+        "heavy = {'ipywidgets', 'anywidget', 'pygraphviz', 'graphviz', 'matplotlib'}; "
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,439 @@
+"""Notebook widgets driven without a browser: edit, run, recolour, show plots and errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytest
+from pydantic import Field
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("anywidget")
+
+import ipywidgets as w
+
+from phys_pipeline.errors import CacheError
+from phys_pipeline.policy import PolicyBag
+from phys_pipeline.session import LiveSession
+from phys_pipeline.sweep import SweepSpec, expand_sweep
+from phys_pipeline.types import (
+    NodeSpec,
+    PipelineStage,
+    SimpleState,
+    StageConfig,
+    StageResult,
+)
+from phys_pipeline.widgets import (
+    ArtifactView,
+    ConfigEditor,
+    DagView,
+    PipelineApp,
+    PolicyEditor,
+    RunControls,
+    config_controls,
+    parse_policy_value,
+)
+
+# --- a small ultrafast-optics DAG: grid -> pulse -> fibre -> duration, grid -> spectrum ----
+
+
+class GridCfg(StageConfig):
+    N: int = Field(256, ge=16, le=4096, description="number of frequency samples")
+    span: float = Field(20.0, gt=0, description="frequency half span, rad/ps")
+    window: Literal["none", "hann"] = "none"
+    centred: bool = True
+    weights: np.ndarray = np.ones(3)  # not editable in a widget
+
+
+class GridStage(PipelineStage[SimpleState, GridCfg]):
+    policy_keys = ()
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        st = state.deepcopy()
+        st.meta["omega"] = np.linspace(-self.cfg.span, self.cfg.span, self.cfg.N)
+        return StageResult(state=st, metrics={"N": self.cfg.N})
+
+
+class PulseCfg(StageConfig):
+    fwhm_ps: float = Field(1.0, ge=0.05, le=10.0, description="intensity FWHM, ps")
+    units: str = Field("ps", pattern=r"^(fs|ps)$", description="time unit label")
+
+
+class PulseStage(PipelineStage[SimpleState, PulseCfg]):
+    policy_keys = ()
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        st = state.deepcopy()
+        t0 = self.cfg.fwhm_ps / 1.665
+        st.meta["spectrum"] = np.exp(-((st.meta["omega"] * t0) ** 2) / 2)
+        return StageResult(state=st, metrics={"t0_ps": t0})
+
+
+class FibreCfg(StageConfig):
+    length_m: float = Field(1.0, ge=0.0, le=100.0)
+    beta2_ps2_per_m: float = -0.02
+    broken: bool = False
+
+
+class FibreStage(PipelineStage[SimpleState, FibreCfg]):
+    """Applies quadratic spectral phase; plots it lazily; fails on purpose when ``broken``."""
+
+    policy_keys = ("dispersion_scale",)
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        if self.cfg.broken:
+            raise RuntimeError("fibre snapped")
+        scale = float(policy.get("dispersion_scale", 1.0)) if policy else 1.0
+        st = state.deepcopy()
+        omega = st.meta["omega"]
+        st.meta["phase"] = 0.5 * scale * self.cfg.beta2_ps2_per_m * self.cfg.length_m * omega**2
+        return StageResult(
+            state=st,
+            metrics={"gdd_ps2": scale * self.cfg.beta2_ps2_per_m * self.cfg.length_m},
+            artifacts={"phase": lambda: phase_figure(omega, st.meta["phase"])},
+        )
+
+
+def phase_figure(omega: np.ndarray, phase: np.ndarray) -> object:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 2))
+    ax = fig.add_subplot()
+    ax.plot(omega, phase)
+    ax.set_xlabel("omega (rad/ps)")
+    return fig
+
+
+class DurationCfg(StageConfig):
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+
+
+class DurationStage(PipelineStage[SimpleState, DurationCfg]):
+    policy_keys = ()
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        gdd = float(np.ptp(state.meta["phase"]))
+        return StageResult(state=state.deepcopy(), metrics={"phase_span": gdd})
+
+
+class SpectrumCfg(StageConfig):
+    floor_db: float = -40.0
+
+
+class SpectrumStage(PipelineStage[SimpleState, SpectrumCfg]):
+    policy_keys = ()
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        return StageResult(state=state.deepcopy(), metrics={"bins": len(state.meta["omega"])})
+
+
+def optics_nodes() -> list[NodeSpec]:
+    return [
+        NodeSpec("grid", [], GridStage(GridCfg())),
+        NodeSpec("pulse", ["grid"], PulseStage(PulseCfg())),
+        NodeSpec("fibre", ["pulse"], FibreStage(FibreCfg())),
+        NodeSpec("duration", ["fibre"], DurationStage(DurationCfg())),
+        NodeSpec("spectrum", ["grid"], SpectrumStage(SpectrumCfg())),
+    ]
+
+
+ALL = {"grid", "pulse", "fibre", "duration", "spectrum"}
+
+
+@pytest.fixture
+def session() -> LiveSession:
+    return LiveSession(optics_nodes(), SimpleState(), policy={"dispersion_scale": 1.0})
+
+
+@pytest.fixture
+def app(session: LiveSession) -> Iterator[PipelineApp]:
+    app = PipelineApp.from_session(session, debounce_s=0.05)
+    yield app
+    app.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll a condition a background thread will make true; bounded, never hangs a test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+# --- ConfigEditor ---------------------------------------------------------------------------
+
+
+def test_bounded_int_field_gets_a_slider_with_its_bounds(session: LiveSession) -> None:
+    slider = ConfigEditor(session, "grid").controls["N"]
+    assert isinstance(slider, w.IntSlider)
+    assert (slider.min, slider.max, slider.value) == (16, 4096, 256)
+    assert slider.continuous_update is False
+    assert slider.tooltip == "number of frequency samples"
+
+
+def test_bounded_float_field_gets_a_float_slider(session: LiveSession) -> None:
+    slider = ConfigEditor(session, "pulse").controls["fwhm_ps"]
+    assert isinstance(slider, w.FloatSlider)
+    assert (slider.min, slider.max) == (0.05, 10.0)
+
+
+def test_literal_gets_a_dropdown_and_bool_a_checkbox(session: LiveSession) -> None:
+    controls = ConfigEditor(session, "grid").controls
+    assert isinstance(controls["window"], w.Dropdown)
+    assert list(controls["window"].options) == [("none", "none"), ("hann", "hann")]
+    assert isinstance(controls["centred"], w.Checkbox)
+
+
+def test_half_bounded_numbers_get_text_boxes_and_arrays_are_skipped(session: LiveSession) -> None:
+    controls = ConfigEditor(session, "grid").controls
+    assert isinstance(controls["span"], w.FloatText)
+    assert isinstance(ConfigEditor(session, "pulse").controls["units"], w.Text)
+    assert {"name", "tags", "weights"}.isdisjoint(controls)
+    assert [c.name for c in config_controls(GridCfg())] == ["N", "span", "window", "centred"]
+
+
+def test_open_bounds_become_a_slider_too(session: LiveSession) -> None:
+    slider = ConfigEditor(session, "duration").controls["threshold"]
+    assert isinstance(slider, w.FloatSlider)
+    assert (slider.min, slider.max) == (0.0, 1.0)
+
+
+def test_slider_edit_updates_config_and_marks_node_and_descendants_stale(
+    session: LiveSession,
+) -> None:
+    session.run()
+    ConfigEditor(session, "pulse").controls["fwhm_ps"].value = 2.5
+    assert session.config("pulse").fwhm_ps == 2.5
+    assert set(session.stale()) == {"pulse", "fibre", "duration"}
+    assert session.stale()["pulse"].reasons == ("config changed",)
+
+
+def test_below_lower_bound_shows_error_and_changes_nothing(session: LiveSession) -> None:
+    session.run()
+    editor = ConfigEditor(session, "grid")
+    editor.controls["span"].value = -3.0
+    assert "greater than 0" in editor.errors["span"].value
+    assert session.config("grid").span == 20.0
+    assert session.stale() == {}
+    assert all(s == "ran" for s in session.status.values())
+
+
+def test_text_failing_its_validator_shows_the_message(session: LiveSession) -> None:
+    editor = ConfigEditor(session, "pulse")
+    stale_before = set(session.stale())
+    editor.controls["units"].value = "furlongs"
+    assert "should match pattern" in editor.errors["units"].value
+    assert session.config("pulse").units == "ps"
+    assert set(session.stale()) == stale_before
+    editor.controls["units"].value = "fs"  # a valid value clears the error
+    assert editor.errors["units"].value == ""
+    assert session.config("pulse").units == "fs"
+
+
+def test_editor_follows_edits_made_elsewhere(session: LiveSession) -> None:
+    editor = ConfigEditor(session, "grid")
+    session.update("grid", N=512)
+    assert editor.controls["N"].value == 512
+
+
+# --- PolicyEditor ---------------------------------------------------------------------------
+
+
+def test_policy_values_keep_their_type() -> None:
+    assert parse_policy_value("2", 1.0) == 2.0 and isinstance(parse_policy_value("2", 1.0), float)
+    assert parse_policy_value("true", False) is True
+    assert parse_policy_value("hann", "none") == "hann"
+    assert parse_policy_value("[1, 2]") == [1, 2]
+    assert parse_policy_value("fast") == "fast"  # a new key: bare words are strings
+    with pytest.raises(ValueError, match="float"):
+        parse_policy_value("fast", 1.0)
+
+
+def test_policy_edit_goes_through_the_session(session: LiveSession) -> None:
+    session.run()
+    editor = PolicyEditor(session)
+    editor.fields["dispersion_scale"].value = "2"
+    assert session.policy == PolicyBag(dispersion_scale=2.0)
+    assert set(session.stale()) == {"fibre", "duration"}  # the others read no policy
+
+
+def test_bad_policy_text_shows_an_error_and_keeps_the_policy(session: LiveSession) -> None:
+    editor = PolicyEditor(session)
+    editor.fields["dispersion_scale"].value = "lots"
+    assert "cannot read" in editor.error.value
+    assert session.policy == PolicyBag(dispersion_scale=1.0)
+
+
+def test_policy_keys_can_be_added_and_removed(session: LiveSession) -> None:
+    editor = PolicyEditor(session)
+    editor.new_key.value, editor.new_value.value = "solver", "'rk4'"
+    editor.add_button.click()
+    assert session.policy["solver"] == "rk4"
+    assert set(editor.fields) == {"dispersion_scale", "solver"}
+    assert editor.remove("solver")
+    assert "solver" not in session.policy
+
+
+# --- RunControls and DagView ----------------------------------------------------------------
+
+
+def test_run_button_reruns_only_stale_nodes_and_recolours_the_dag(app: PipelineApp) -> None:
+    assert app.controls.run_button.description == "Run"
+    app.controls.run_button.click()
+    assert app.dag.statuses == dict.fromkeys(ALL, "ran")
+    app.editor("fibre").controls["length_m"].value = 3.0
+    assert app.dag.statuses["fibre"] == "stale"
+    assert app.dag.reasons["fibre"] == "config changed"
+    app.controls.run_button.click()
+    result = app.session.last_result
+    assert result is not None
+    assert set(result.ran) == {"fibre", "duration"}
+    assert app.dag.statuses == {
+        "grid": "hit",
+        "pulse": "hit",
+        "fibre": "ran",
+        "duration": "ran",
+        "spectrum": "hit",
+    }
+
+
+def test_status_line_matches_the_summary(app: PipelineApp) -> None:
+    app.controls.run_button.click()
+    result = app.session.last_result
+    assert result is not None
+    assert app.controls.status_line.value == result.summary()
+    assert app.controls.status_line.value.startswith("ran 5, hit 0, ")
+    assert "pp-status-line" in app.controls.status_line._dom_classes
+
+
+def test_progress_counts_the_nodes_that_had_to_run(app: PipelineApp) -> None:
+    app.controls.run()
+    app.session.update("duration", threshold=0.25)
+    seen: list[tuple[int, int]] = []
+    app.session.subscribe(
+        lambda event, _: seen.append((app.controls.progress.value, app.controls.progress.max))
+    )
+    app.controls.run()
+    assert seen[-1] == (1, 1)
+    assert app.controls.progress.bar_style == "success"
+
+
+def test_auto_run_reruns_after_an_edit(app: PipelineApp) -> None:
+    app.controls.run()
+    app.controls.auto_run.value = True
+    app.editor("grid").controls["N"].value = 128
+    assert wait_for(lambda: app.session.status["grid"] == "ran" and not app.controls.run_pending)
+    assert app.session.stale() == {}
+    assert app.session.last_result is not None
+    assert set(app.session.last_result.ran) == ALL
+    assert app.dag.statuses == dict.fromkeys(ALL, "ran")
+
+
+def test_auto_run_debounces_a_burst_of_edits_into_one_run(app: PipelineApp) -> None:
+    app.controls.run()
+    runs: list[str] = []
+    app.session.subscribe(lambda event, _: runs.append(event) if event == "run" else None)
+    app.controls.debounce_s = 0.2
+    app.controls.auto_run.value = True
+    for length in (2.0, 3.0, 4.0):
+        app.editor("fibre").controls["length_m"].value = length
+    assert wait_for(lambda: bool(runs) and not app.controls.run_pending)
+    assert runs == ["run"]
+    assert app.session.config("fibre").length_m == 4.0
+
+
+def test_failing_node_is_named_in_the_panel_and_coloured(app: PipelineApp) -> None:
+    app.editor("fibre").controls["broken"].value = True
+    app.controls.run_button.click()
+    errors = app.controls.errors.value
+    assert "node &#x27;fibre&#x27; failed" in errors
+    assert "fibre snapped" in errors
+    assert app.dag.statuses["fibre"] == "failed"
+    assert app.dag.statuses["duration"] == "skipped"
+    assert app.dag.statuses["spectrum"] == "ran"
+    assert app.controls.status_line.value.startswith("ran 3, hit 0, failed 1, skipped 1")
+
+
+def test_a_run_that_cannot_start_is_reported_not_raised(
+    session: LiveSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreachable_cache() -> None:
+        raise CacheError("cache backend 'redis://lab:6379' unreachable")
+
+    monkeypatch.setattr(session, "run", unreachable_cache)
+    controls = RunControls(session)
+    controls.run_button.click()
+    assert "run failed" in controls.errors.value
+    assert "unreachable" in controls.errors.value
+    assert not controls.run_pending
+
+
+def test_dag_view_sends_the_layout_once_per_structure(session: LiveSession) -> None:
+    view = DagView(session.plan())
+    svg = view.svg
+    assert 'data-node="fibre"' in svg
+    view.show(session.plan(), {"fibre": "running"})
+    assert view.svg is svg
+    assert view.statuses == {"fibre": "running"}
+    session.update("pulse", name="seed pulse")  # a new label: a new layout
+    view.show(session.plan())
+    assert view.svg != svg and "seed pulse" in view.svg
+
+
+def test_dag_view_front_end_is_one_es_module() -> None:
+    source = Path(__import__("phys_pipeline.widgets").widgets.__file__).parent / "dag_view.js"
+    text = source.read_text()
+    assert "export default { render }" in text
+    assert 'model.on("change:statuses"' in text and "save_changes()" in text
+    assert DagView()._esm == text
+
+
+# --- ArtifactView and the app ---------------------------------------------------------------
+
+
+def test_artifact_view_shows_an_image_after_a_run(session: LiveSession) -> None:
+    view = ArtifactView(session, "fibre")
+    assert view.output.outputs == ()
+    session.run()
+    images = [o for o in view.output.outputs if "image/png" in o["data"]]
+    assert len(images) == 1
+    assert "gdd_ps2" in view.metrics.value
+    session.update("fibre", length_m=2.0)
+    session.run()
+    assert len([o for o in view.output.outputs if "image/png" in o["data"]]) == 1  # replaced
+
+
+def test_selecting_a_node_shows_its_editor_and_artifacts(app: PipelineApp) -> None:
+    app.controls.run()
+    app.dag.selected = "fibre"  # what a click in the browser does
+    assert app._editor_box.children == (app.editors["fibre"],)
+    assert app.node_picker.value == "fibre"
+    assert app.artifacts.node_id == "fibre"
+    assert any("image/png" in o["data"] for o in app.artifacts.output.outputs)
+    app.node_picker.value = ""
+    assert app.dag.selected == "" and app.artifacts.node_id is None
+
+
+def test_sweeps_show_a_sweep_table(app: PipelineApp) -> None:
+    nodes = expand_sweep(optics_nodes(), [SweepSpec("pulse", {"fwhm_ps": [0.5, 2.0]})])
+    swept = PipelineApp(nodes, SimpleState())
+    try:
+        swept.controls.run()
+        assert "pulse[fwhm_ps=0.5]" in swept.dag.statuses
+        assert "phase_span" in swept.artifacts.sweep.value
+        assert "fwhm_ps" in swept.artifacts.sweep.value
+    finally:
+        swept.close()
+
+
+def test_closing_the_app_unsubscribes_its_views(session: LiveSession) -> None:
+    app = PipelineApp.from_session(session)
+    app.editor("grid")
+    app.close()
+    assert session._listeners == []
