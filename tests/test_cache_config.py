@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -77,7 +80,7 @@ def test_seed_guide_snippet_builds_both_backends_without_a_server(
         )
     )
     assert time.monotonic() - start < 0.5
-    assert isinstance(disk_cache, DiskCache) and disk_cache.root == Path(".cache/phys")
+    assert isinstance(disk_cache, DiskCache) and disk_cache.root == tmp_path / ".cache/phys"
     assert isinstance(redis_cache, RedisStore) and redis_cache.ttl_s == 3600
     assert list(tmp_path.iterdir()) == []  # building touches nothing
 
@@ -108,6 +111,17 @@ def test_shared_disk_entries_are_readable_by_another_user_with_the_same_key(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other-user"))
     assert build_cache_backend(cfg).get(KEY).state.payload == {1, 2}
     assert not isolated_cache_key.exists()  # the per-user key file was never needed
+
+
+def test_importing_the_cache_package_does_not_import_redis() -> None:
+    code = "import sys, phys_pipeline.cache; assert 'redis' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_missing_redis_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)  # makes `import redis` fail
+    with pytest.raises(ImportError, match=re.escape("pip install phys-pipeline[redis]")):
+        build_cache_backend(CacheConfig(backend="redis"))
 
 
 def test_config_is_frozen() -> None:

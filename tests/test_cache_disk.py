@@ -108,6 +108,18 @@ def test_contains_delete_clear_and_len(tmp_path: Path) -> None:
     assert cache.get(KEY) is not None
 
 
+def test_root_is_fixed_at_construction_and_the_store_pickles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cache = DiskCache("cache")
+    monkeypatch.chdir("/")
+    cache.put(KEY, pickle_result())
+    assert entry(cache).is_relative_to(tmp_path / "cache")
+    clone = pickle.loads(pickle.dumps(cache))
+    assert clone.get(KEY).metrics == {"peak": 5.0}
+
+
 def test_large_arrays_come_back_memory_mapped(tmp_path: Path) -> None:
     cache = DiskCache(tmp_path)
     cache.put(KEY, json_result())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import socket
 import time
 import uuid
@@ -220,3 +221,17 @@ def test_constructing_does_not_connect() -> None:
         RedisStore(f"redis://127.0.0.1:{listener.getsockname()[1]}/0")
         with pytest.raises(BlockingIOError):
             listener.accept()
+
+
+def test_passwords_never_appear_in_warnings(recwarn: pytest.WarningsRecorder) -> None:
+    store = RedisStore(f"redis://user:hunter2@127.0.0.1:{free_port()}/0", timeout_s=0.2)
+    assert store.get(KEY) is None
+    [message] = cache_warnings(recwarn)
+    assert "hunter2" not in message and "user:***@127.0.0.1" in message
+    assert "hunter2" not in repr(store)
+
+
+def test_store_survives_pickling_for_worker_processes(store: RedisStore) -> None:
+    store.put(KEY, StageResult(SimpleState(3)))
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone.get(KEY).state.payload == 3

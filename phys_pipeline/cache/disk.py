@@ -104,7 +104,7 @@ class DiskCache:
         signer: EntrySigner | None = None,
         strict: bool = False,
     ) -> None:
-        self.root = Path(root)
+        self.root = Path(root).expanduser().absolute()  # later chdir()s must not move it
         self.signer = signer if signer is not None else EntrySigner()
         self.strict = strict
         self._swept = False
