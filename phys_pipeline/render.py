@@ -67,7 +67,7 @@ SVG_STYLE = "".join(
             f".pp-dag .{status_class(s)} rect{{fill:{fill};stroke:{stroke}}}"
             for s, (fill, stroke) in STATUS_COLOURS.items()
         ),
-        ".pp-dag .status-skipped rect{stroke-dasharray:4 3}",
+        ".pp-dag .pp-node.status-skipped rect{stroke-dasharray:4 3}",
         ".pp-dag .pp-node.status-running rect{animation:pp-pulse .8s infinite alternate}",
         "@keyframes pp-pulse{from{opacity:1}to{opacity:.45}}",
     ]
@@ -351,9 +351,10 @@ def _static_parts(lay: Layout) -> tuple[str, str, str]:
     items = []
     for i, (status, (fill, stroke)) in enumerate(STATUS_COLOURS.items()):
         y = 6 + 16 * i
+        dash = ' stroke-dasharray="3 2"' if status == "skipped" else ""
         items.append(
-            f'<g class="pp-legend-item {status_class(status)}" transform="translate(0,{y})">'
-            f'<rect width="14" height="11" rx="3" fill="{fill}" stroke="{stroke}"/>'
+            f'<g class="pp-legend-item legend-{status_slug(status)}" transform="translate(0,{y})">'
+            f'<rect width="14" height="11" rx="3" fill="{fill}" stroke="{stroke}"{dash}/>'
             f'<text x="20" y="9.5">{LEGEND_TEXT.get(status, status)}</text></g>'
         )
     legend = (
