@@ -52,9 +52,11 @@ def _feed_array(h: Hasher, arr: np.ndarray, where: str) -> None:
     h.update(_pack_len(arr.ndim))
     for dim in arr.shape:
         h.update(_pack_len(dim))
-    contiguous = np.ascontiguousarray(arr)
-    h.update(_pack_len(contiguous.nbytes))
-    h.update(memoryview(contiguous).cast("B"))
+    # a flat uint8 view, not memoryview(arr).cast: that fails for empty n-d arrays and for
+    # dtypes the buffer protocol lacks (datetime64)
+    raw = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+    h.update(_pack_len(raw.nbytes))
+    h.update(raw)
 
 
 def _feed_float(h: Hasher, value: float) -> None:
@@ -210,7 +212,8 @@ def _is_user_code(obj: Any, module: str) -> bool:
     return (
         isinstance(obj, types.FunctionType | type)
         and getattr(obj, "__module__", None) == module
-        and not module.startswith(_LIBRARY_ROOTS)
+        # code exec'd without a __name__ in its globals has __module__ None
+        and not (module or "").startswith(_LIBRARY_ROOTS)
     )
 
 

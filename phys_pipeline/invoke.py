@@ -20,14 +20,22 @@ def is_state(obj: Any) -> bool:
     )
 
 
+def _is_real_scalar(value: Any) -> bool:
+    if isinstance(value, np.ndarray | np.generic):
+        # by dtype: float() would accept np.str_("1.5") and drop a complex value's imaginary part
+        if np.ndim(value) != 0:
+            return False
+        kind = value.dtype.kind
+        return kind in "biuf" or (kind == "O" and _is_real_scalar(value.item()))
+    return isinstance(value, numbers.Real)
+
+
 def scalar_metric(stage: str, key: str, value: Any) -> float:
     """``value`` as a Python float, or a MetricError naming the stage and key."""
-    if isinstance(value, bool | numbers.Real) or (
-        isinstance(value, np.ndarray | np.generic) and np.ndim(value) == 0
-    ):
+    if _is_real_scalar(value):
         try:
             number = float(value)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise MetricError(stage, key, value, "not a real scalar") from exc
         if math.isnan(number):
             raise MetricError(stage, key, value, "metric is NaN")

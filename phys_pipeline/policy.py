@@ -59,11 +59,12 @@ class PolicyBag(Mapping[str, Any]):
         return self._hash
 
     def hash_of(self, keys: Any) -> str:
-        """Hex digest of the entries for ``keys`` only (absent keys count as absent)."""
+        """Hex digest of the entries for ``keys`` only: the hash of the sub-bag they select, so
+        keys absent from the bag add nothing (none present: the empty bag's hash)."""
         h = new_hasher()
-        for key in sorted(set(keys)):
+        for key in sorted(set(keys) & self._digests.keys()):
             h.update(key.encode())
-            h.update(self._digests.get(key, b"<absent>"))
+            h.update(self._digests[key])
         return h.hexdigest()
 
     def updated(self, changes: Mapping[str, Any] | None = None, /, **kwargs: Any) -> PolicyBag:

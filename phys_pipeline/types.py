@@ -107,6 +107,18 @@ class StageConfig(BaseModel):
     name: str = ""
     tags: dict[str, Any] = {}
 
+    def __post_init__(self) -> None:
+        """Only a stdlib ``@dataclass`` subclass calls this: its generated ``__init__`` skips
+        pydantic, leaving ``name``/``tags`` unset, values unvalidated and copy/pickle broken."""
+        validated = type(self).model_validate(self.__dict__)
+        for slot in (
+            "__dict__",
+            "__pydantic_fields_set__",
+            "__pydantic_extra__",
+            "__pydantic_private__",
+        ):
+            object.__setattr__(self, slot, getattr(validated, slot))
+
 
 S = TypeVar("S", bound=State)
 C = TypeVar("C")
