@@ -1,0 +1,332 @@
+"""Canonical, typed hashing of values, arrays, configs and code."""
+
+from __future__ import annotations
+
+import copy
+import enum
+import itertools
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from pydantic import BaseModel
+
+from phys_pipeline.errors import UnhashableValueError
+from phys_pipeline.hashing import code_version, config_hash, digest, hexdigest
+from phys_pipeline.types import SimpleState, StageConfig, hash_ndarray, hash_small
+
+# --- typed values -----------------------------------------------------------------------------
+
+
+def test_values_of_different_types_never_share_a_digest():
+    values = [1, 1.0, "1", b"1", True, [1], (1,), {1}, {"1": 1}, None, 1 + 0j, np.int64(1)]
+    digests = {digest(v) for v in values}
+    assert len(digests) == len(values)
+
+
+def test_digest_is_sixteen_bytes():
+    assert isinstance(digest(1.0), bytes)
+    assert len(digest(1.0)) == 16
+
+
+def test_hexdigest_is_the_hex_of_digest():
+    assert hexdigest({"T": 300.0}) == digest({"T": 300.0}).hex()
+
+
+def test_dict_digest_ignores_insertion_order():
+    assert digest({"mass": 1.0, "charge": -1.0}) == digest({"charge": -1.0, "mass": 1.0})
+
+
+def test_dict_digest_distinguishes_key_types():
+    assert digest({1: "a"}) != digest({"1": "a"})
+
+
+def test_list_digest_depends_on_order():
+    assert digest([1.0, 2.0]) != digest([2.0, 1.0])
+
+
+def test_nested_containers_do_not_collide_across_boundaries():
+    assert digest([[1, 2], [3]]) != digest([[1], [2, 3]])
+    assert digest(["ab", "c"]) != digest(["a", "bc"])
+
+
+def test_set_digest_ignores_order():
+    assert digest({"x", "y", "z"}) == digest({"z", "y", "x"})
+
+
+def test_signed_zeros_share_a_digest():
+    assert digest(0.0) == digest(-0.0)
+
+
+def test_all_nans_share_a_digest():
+    assert digest(float("nan")) == digest(float("-nan"))
+
+
+def test_int_enum_differs_from_its_value():
+    class Axis(enum.IntEnum):
+        X = 1
+
+    assert digest(Axis.X) != digest(1)
+
+
+def test_paths_hash_by_their_text():
+    assert digest(PurePosixPath("data/run1.h5")) == digest(PurePosixPath("data/run1.h5"))
+    assert digest(PurePosixPath("data/run1.h5")) != digest("data/run1.h5")
+
+
+def test_dataclasses_hash_by_field_values():
+    @dataclass
+    class Mirror:
+        reflectivity: float
+
+    assert digest(Mirror(0.99)) == digest(Mirror(0.99))
+    assert digest(Mirror(0.99)) != digest(Mirror(0.98))
+
+
+def test_pydantic_models_hash_by_content():
+    class Lens(BaseModel):
+        focal_mm: float
+
+    assert digest(Lens(focal_mm=50.0)) == digest(Lens(focal_mm=50.0))
+    assert digest(Lens(focal_mm=50.0)) != digest(Lens(focal_mm=75.0))
+
+
+def test_states_hash_through_hashable_repr():
+    assert digest(SimpleState(1.0)) == digest(SimpleState(1.0))
+    assert digest(SimpleState(1.0)) != digest(SimpleState(2.0))
+
+
+@pytest.mark.parametrize("value", [lambda: 1, object(), print], ids=["lambda", "object", "builtin"])
+def test_unhashable_values_raise_naming_where(value):
+    with pytest.raises(UnhashableValueError, match="detector gain"):
+        digest({"k": value}, "detector gain")
+
+
+# --- arrays -----------------------------------------------------------------------------------
+
+
+def test_arrays_with_same_bytes_but_different_dtype_differ():
+    as_int32 = np.zeros(4, dtype=np.int32)
+    as_int64 = np.zeros(2, dtype=np.int64)
+    assert as_int32.tobytes() == as_int64.tobytes()
+    assert hash_ndarray(as_int32) != hash_ndarray(as_int64)
+
+
+def test_arrays_with_same_bytes_but_different_shape_differ():
+    flat = np.arange(6.0)
+    assert hash_ndarray(flat.reshape(2, 3)) != hash_ndarray(flat.reshape(3, 2))
+    assert hash_ndarray(flat.reshape(2, 3)) != hash_ndarray(flat)
+
+
+def test_non_contiguous_slice_hashes_like_its_contiguous_copy():
+    grid = np.arange(20.0).reshape(4, 5)
+    column = grid[:, 1]
+    assert not column.flags.c_contiguous
+    assert hash_ndarray(column) == hash_ndarray(np.ascontiguousarray(column))
+
+
+def test_fortran_ordered_array_hashes_like_its_c_ordered_copy():
+    field = np.arange(12.0).reshape(3, 4)
+    assert hash_ndarray(np.asfortranarray(field)) == hash_ndarray(field)
+
+
+def test_large_arrays_differing_in_the_middle_hash_differently():
+    field = np.zeros(10_000)
+    bumped = field.copy()
+    bumped[5_000] = 1e-300
+    assert hash_ndarray(field) != hash_ndarray(bumped)
+
+
+def test_empty_arrays_of_different_shape_hash_differently():
+    assert hash_ndarray(np.zeros((0, 3))) != hash_ndarray(np.zeros((3, 0)))
+
+
+def test_datetime_arrays_hash_by_content():
+    days = np.array(["2024-01-01", "2024-01-02"], dtype="datetime64[D]")
+    assert hash_ndarray(days) == hash_ndarray(days.copy())
+    assert hash_ndarray(days) != hash_ndarray(days + 1)
+
+
+def test_object_arrays_hash_by_their_elements():
+    assert hash_small(np.array([1, "a"], dtype=object)) == hash_small(
+        np.array([1, "a"], dtype=object)
+    )
+    assert hash_small(np.array([1, "a"], dtype=object)) != hash_small(
+        np.array([1, "b"], dtype=object)
+    )
+
+
+def test_hash_ndarray_returns_bytes():
+    assert isinstance(hash_ndarray(np.ones(3)), bytes)
+
+
+def test_hash_small_returns_bytes():
+    assert isinstance(hash_small({"T": 300.0, "grid": np.ones(3)}), bytes)
+
+
+def test_hash_small_distinguishes_nested_array_content():
+    assert hash_small({"E": np.ones(3)}) != hash_small({"E": np.array([1.0, 1.0, 2.0])})
+
+
+# --- configs ----------------------------------------------------------------------------------
+
+
+class CavityCfg(StageConfig):
+    length_mm: float = 10.0
+
+
+class WaveguideCfg(StageConfig):
+    length_mm: float = 10.0
+
+
+def test_config_hash_is_stable_for_equal_configs():
+    assert config_hash(CavityCfg(length_mm=5.0)) == config_hash(CavityCfg(length_mm=5.0))
+
+
+def test_config_hash_changes_when_a_value_changes():
+    assert config_hash(CavityCfg(length_mm=5.0)) != config_hash(CavityCfg(length_mm=5.5))
+
+
+def test_config_hash_includes_the_config_class():
+    assert config_hash(CavityCfg()) != config_hash(WaveguideCfg())
+
+
+def test_config_hash_includes_name_and_tags():
+    assert config_hash(CavityCfg(name="a")) != config_hash(CavityCfg(name="b"))
+    assert config_hash(CavityCfg(tags={"run": 1})) != config_hash(CavityCfg(tags={"run": 2}))
+
+
+def test_config_hash_accepts_plain_dicts_and_none():
+    assert config_hash({"L": 1.0}) == config_hash({"L": 1.0})
+    assert config_hash(None) != config_hash({})
+
+
+# --- code versions ----------------------------------------------------------------------------
+
+STAGE_SOURCE = """
+def attenuation(x):
+    return x * {factor}
+
+class Absorber:
+    def process(self, state):
+        return attenuation(state) + {offset}
+"""
+
+
+def define(factor: float = 0.5, offset: float = 0.0, globals_: dict | None = None) -> type:
+    """Run a 'notebook cell' defining Absorber in a fresh namespace and return the class."""
+    namespace = {"__name__": "__main__"} if globals_ is None else globals_
+    exec(STAGE_SOURCE.format(factor=factor, offset=offset), namespace)
+    return namespace["Absorber"]
+
+
+def test_code_version_is_stable_for_identical_code():
+    assert code_version(define()) == code_version(define())
+
+
+def test_code_version_changes_when_a_method_body_changes():
+    assert code_version(define(offset=0.0)) != code_version(define(offset=1.0))
+
+
+def test_code_version_changes_when_a_called_helper_changes():
+    assert code_version(define(factor=0.5)) != code_version(define(factor=0.25))
+
+
+def test_code_version_ignores_line_positions():
+    namespace = {"__name__": "__main__"}
+    exec("\n\n\n# moved down a few lines" + STAGE_SOURCE.format(factor=0.5, offset=0.0), namespace)
+    assert code_version(namespace["Absorber"]) == code_version(define())
+
+
+def test_code_version_of_instance_matches_its_class():
+    absorber_cls = define()
+    assert code_version(absorber_cls()) == code_version(absorber_cls)
+
+
+def test_code_version_works_for_code_run_without_a_module_name():
+    # exec(source, {}) leaves __module__ None on functions
+    assert code_version(define(factor=0.5, globals_={})) != code_version(
+        define(factor=0.25, globals_={})
+    )
+
+
+def test_code_version_includes_inherited_user_methods():
+    namespace = {"__name__": "__main__"}
+    exec(
+        "class Base:\n    def gain(self):\n        return 2.0\nclass Stage(Base):\n    pass\n",
+        namespace,
+    )
+    before = code_version(namespace["Stage"])
+    exec("class Base:\n    def gain(self):\n        return 3.0\n", namespace)
+    exec("class Stage(Base):\n    pass\n", namespace)
+    assert code_version(namespace["Stage"]) != before
+
+
+# --- properties -------------------------------------------------------------------------------
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.binary(max_size=8)
+)
+values = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.tuples(children, children)
+        | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+float_arrays = hnp.arrays(
+    dtype=st.sampled_from([np.float32, np.float64, np.int16, np.int64]),
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4),
+    elements={"allow_nan": False},
+)
+
+
+@given(values)
+def test_digest_is_stable_for_the_same_value(value):
+    assert digest(value) == digest(copy.deepcopy(value))
+
+
+@given(st.dictionaries(st.text(max_size=6), values, max_size=5))
+def test_dict_digest_is_independent_of_insertion_order(mapping):
+    reversed_mapping = dict(reversed(list(mapping.items())))
+    assert digest(mapping) == digest(reversed_mapping)
+
+
+def _strictly_equal(a: object, b: object) -> bool:
+    """Equal and of the same types all the way down (1 == 1.0 == True in Python)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_strictly_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(map(_strictly_equal, a, b))
+    return a == b
+
+
+@given(st.lists(st.dictionaries(st.text(max_size=4), values, max_size=4), min_size=2, max_size=6))
+def test_distinct_dicts_have_distinct_digests(mappings):
+    for a, b in itertools.combinations(mappings, 2):
+        if not _strictly_equal(a, b):
+            assert digest(a) != digest(b)
+
+
+@given(float_arrays)
+def test_array_hash_is_stable_for_a_copy(array):
+    assert hash_ndarray(array) == hash_ndarray(array.copy())
+
+
+@given(float_arrays, float_arrays)
+def test_distinct_arrays_have_distinct_hashes(a, b):
+    same = a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    assert (hash_ndarray(a) == hash_ndarray(b)) == same
