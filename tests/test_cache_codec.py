@@ -331,3 +331,13 @@ def test_any_json_like_payload_round_trips_exactly(payload: Any) -> None:
     frame = to_frame(KEY, StageResult(SimpleState(payload)), signer)
     assert b'"hmac": null' in frame  # never needed pickle
     assert_same(from_frame(KEY, frame, signer).state.payload, payload)
+
+
+def test_simple_state_json_cannot_hold_is_pickled_whole_without_stray_arrays(
+    tmp_path: Path,
+) -> None:
+    cache = make_disk(tmp_path)
+    payload = {"raw": b"\x00\x01", "googol_cubed": 10**5000}  # beyond JSON's int digits
+    back = round_trip(cache, StageResult(SimpleState(payload, {"detector": Detector("x", 1)})))
+    assert back.state.payload == payload and back.state.meta["detector"] == Detector("x", 1)
+    assert sorted(p.name for p in entry_dir(cache).iterdir()) == ["blob.pkl", "meta.json"]

@@ -53,6 +53,7 @@ __all__ = [
 FORMAT_VERSION = 1
 _FRAME_MAGIC = b"PPCACHE1"
 _frame_len = struct.Struct(">I")
+_MAX_JSON_INT_BITS = 10_000  # ~3000 digits, safely below Python's int->str digit limit
 
 
 class EntryRejected(Exception):
@@ -110,7 +111,11 @@ class _ArrayTable:
 
 def _to_tree(obj: Any, table: _ArrayTable) -> Any:
     kind = type(obj)
-    if obj is None or kind in (bool, str, int):
+    if obj is None or kind in (bool, str):
+        return obj
+    if kind is int:
+        if obj.bit_length() > _MAX_JSON_INT_BITS:
+            raise _NotJsonable(kind)
         return obj
     if kind is float:
         return obj if math.isfinite(obj) else {"$float": repr(obj)}
@@ -140,10 +145,8 @@ def _try_tree(obj: Any, table: _ArrayTable) -> Any:
     """The JSON tree of ``obj``, or raise _NotJsonable leaving ``table`` as it was."""
     size = len(table.arrays)
     try:
-        tree = _to_tree(obj, table)
-        _canonical(tree)  # e.g. ints beyond the int->str digit limit
-        return tree
-    except (_NotJsonable, ValueError, RecursionError) as exc:
+        return _to_tree(obj, table)
+    except (_NotJsonable, RecursionError) as exc:
         table.rollback(size)
         raise _NotJsonable(type(obj)) from exc
 
@@ -234,9 +237,11 @@ def pack(key: str, result: StageResult) -> PackedResult:
     pickled: list[Any] = []
 
     def slot(value: Any, as_tree: Callable[[], Any]) -> Any:
+        size = len(table.arrays)
         try:
             return as_tree()
         except _NotJsonable:
+            table.rollback(size)
             pickled.append(value)
             return {"$pickled": len(pickled) - 1}
 
