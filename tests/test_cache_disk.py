@@ -65,6 +65,11 @@ def entry(cache: DiskCache, key: str = KEY) -> Path:
     return cache.root / "v1" / key[:2] / key[2:4] / key
 
 
+def canonical(body: dict) -> bytes:
+    """The documented form that checksums and signatures cover."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()
+
+
 def reseal(meta_path: Path, edit: Callable[[dict], None], blob: bytes | None = None) -> None:
     """Edit an entry's body as an attacker would: everything but the HMAC can be recomputed,
     since the format and xxh3 are public."""
@@ -73,8 +78,7 @@ def reseal(meta_path: Path, edit: Callable[[dict], None], blob: bytes | None = N
         doc["body"]["blob"] = {"nbytes": len(blob), "xxh3": xxhash.xxh3_128_hexdigest(blob)}
         (meta_path.parent / "blob.pkl").write_bytes(blob)
     edit(doc)
-    body = json.dumps(doc["body"], separators=(",", ":"), ensure_ascii=True).encode()
-    doc["xxh3"] = xxhash.xxh3_128_hexdigest(body)
+    doc["xxh3"] = xxhash.xxh3_128_hexdigest(canonical(doc["body"]))
     meta_path.write_text(json.dumps(doc))
 
 
@@ -261,36 +265,25 @@ def test_entry_signed_with_another_key_is_never_unpickled(
     assert not marker.exists()
 
 
-def test_blob_replaced_by_malicious_pickle_is_never_unpickled(
-    tmp_path: Path, recwarn: pytest.WarningsRecorder
+@pytest.mark.parametrize("resigned", [False, True], ids=["old signature", "control: re-signed"])
+def test_blob_replaced_by_malicious_pickle_runs_only_if_re_signed(
+    resigned: bool, tmp_path: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
+    """Checksums are public, so the attacker fixes them; only the HMAC, which needs the
+    secret, stands between the blob and pickle (the control shows the blob would run)."""
     marker = tmp_path / "pwned"
     cache = DiskCache(tmp_path / "cache")
     cache.put(KEY, pickle_result())
-    reseal(entry(cache) / "meta.json", lambda doc: None, blob=pickle.dumps([Tripwire(marker)]))
-    assert cache.get(KEY) is None
-    assert len(cache_warnings(recwarn.list)) == 1
-    assert not marker.exists()
-
-
-def test_resigned_malicious_blob_would_run(tmp_path: Path) -> None:
-    """Control: the same tampering plus a valid HMAC does reach pickle, so the signature is
-    what stopped the previous test."""
-    marker = tmp_path / "pwned"
-    cache = DiskCache(tmp_path / "cache")
-    cache.put(KEY, pickle_result())
-    meta = entry(cache) / "meta.json"
     blob = pickle.dumps([Tripwire(marker)])
 
     def resign(doc: dict) -> None:
-        body = json.dumps(doc["body"], separators=(",", ":"), ensure_ascii=True).encode()
-        doc["hmac"] = EntrySigner().sign(body, blob)
+        if resigned:
+            doc["hmac"] = EntrySigner().sign(canonical(doc["body"]), blob)
 
-    reseal(meta, resign, blob=blob)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CacheWarning)  # the decoded body is nonsense: a miss
-        cache.get(KEY)
-    assert marker.exists()
+    reseal(entry(cache) / "meta.json", resign, blob=blob)
+    assert cache.get(KEY) is None
+    assert len(cache_warnings(recwarn.list)) == 1
+    assert marker.exists() == resigned
 
 
 def test_json_entry_turned_into_unsigned_pickle_is_never_unpickled(

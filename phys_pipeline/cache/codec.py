@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import xxhash
 
-from ..types import SimpleState, StageResult
+from ..types import SimpleState, StageResult, State
 from .signing import EntrySigner
 
 __all__ = [
@@ -454,6 +454,8 @@ def _build_result(
         )
     else:
         state = slot(state_node)
+        if not isinstance(state, State):
+            raise EntryRejected(f"the pickled state is a {type(state).__name__}, not a State")
     metrics, provenance = slot(body["metrics"]), slot(body["provenance"])
     if not isinstance(metrics, dict) or not isinstance(provenance, dict):
         raise EntryRejected("metrics or provenance is not a dict")
