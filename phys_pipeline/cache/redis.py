@@ -55,7 +55,8 @@ class RedisStore:
     """Entries under ``<prefix>:v1:<key>``; safe to share between threads and processes.
 
     Nothing connects at construction, so building one against a server that is not (yet)
-    running is fine; the first call finds out.
+    running is fine; the first call finds out. Connecting and answering get ``timeout_s``;
+    sending a value over 1 MiB may take up to 30 s, so big entries survive a slow link.
     """
 
     def __init__(
