@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,8 +59,14 @@ class GridStage(PipelineStage[SimpleState, GridCfg]):
         return StageResult(state=st, metrics={"N": self.cfg.N})
 
 
+class Shape(enum.Enum):
+    GAUSSIAN = "gaussian"
+    SECH = "sech"
+
+
 class PulseCfg(StageConfig):
     fwhm_ps: float = Field(1.0, ge=0.05, le=10.0, description="intensity FWHM, ps")
+    shape: Shape = Shape.GAUSSIAN
     units: str = Field("ps", pattern=r"^(fs|ps)$", description="time unit label")
 
 
@@ -188,6 +195,16 @@ def test_literal_gets_a_dropdown_and_bool_a_checkbox(session: LiveSession) -> No
     assert isinstance(controls["window"], w.Dropdown)
     assert list(controls["window"].options) == [("none", "none"), ("hann", "hann")]
     assert isinstance(controls["centred"], w.Checkbox)
+
+
+def test_enum_gets_a_dropdown_of_members(session: LiveSession) -> None:
+    session.run()
+    dropdown = ConfigEditor(session, "pulse").controls["shape"]
+    assert isinstance(dropdown, w.Dropdown)
+    assert list(dropdown.options) == [("GAUSSIAN", Shape.GAUSSIAN), ("SECH", Shape.SECH)]
+    dropdown.value = Shape.SECH
+    assert session.config("pulse").shape is Shape.SECH
+    assert set(session.stale()) == {"pulse", "fibre", "duration"}
 
 
 def test_half_bounded_numbers_get_text_boxes_and_arrays_are_skipped(session: LiveSession) -> None:

@@ -38,7 +38,9 @@ class RunControls(w.VBox):
         self.auto_run = w.Checkbox(value=False, description="auto-run", indent=False)
         self.auto_run.add_class("pp-auto-run")
         self.auto_run.observe(self._auto_run_toggled, "value")
-        self.progress = w.IntProgress(value=0, min=0, max=1, description="0/0")
+        self.progress = w.IntProgress(
+            value=0, min=0, max=1, description="0/0", layout=w.Layout(width="16em")
+        )
         self.progress.add_class("pp-progress")
         self.status_line = w.HTML("")
         self.status_line.add_class("pp-status-line")
