@@ -453,4 +453,5 @@ def test_closing_the_app_unsubscribes_its_views(session: LiveSession) -> None:
     app = PipelineApp.from_session(session)
     app.editor("grid")
     app.close()
+    app.close()  # closing twice is harmless
     assert session._listeners == []

@@ -12,6 +12,7 @@ from ..render import Engine
 from ..scheduler import Scheduler
 from ..session import LiveSession
 from ..types import NodeSpec, State
+from ._subscribe import subscribe
 from .artifact_view import ArtifactView
 from .config_editor import ConfigEditor
 from .dag_view import DagView
@@ -66,7 +67,7 @@ class PipelineApp(w.VBox):
         super().__init__(**kwargs)
         self.add_class("pp-pipeline-app")
         self.children = [w.HBox([self.dag, side]), self.artifacts]
-        self._unsubscribe = session.subscribe(self._on_session)
+        self._unsubscribe = subscribe(session, self._on_session)
         self._redraw()
         self.select("")
 
@@ -107,7 +108,6 @@ class PipelineApp(w.VBox):
 
     def close(self) -> None:
         self._unsubscribe()
-        self._unsubscribe = lambda: None
         for widget in (self.controls, self.policy, self.artifacts, *self.editors.values()):
             widget.close()
         self.dag.close()

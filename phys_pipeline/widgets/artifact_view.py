@@ -17,6 +17,7 @@ from ..executor import DagRunResult
 from ..record import resolve_artifact
 from ..render import figure_png, metrics_html, table_html
 from ..session import LiveSession
+from ._subscribe import subscribe
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -70,7 +71,7 @@ class ArtifactView(w.VBox):
         self.add_class("pp-artifact-view")
         self.children = [self.title, self.output, self.metrics, self.sweep]
         self.refresh()
-        self._unsubscribe = session.subscribe(self._on_session)
+        self._unsubscribe = subscribe(session, self._on_session)
 
     def show(self, node_id: str | None) -> None:
         """Switch to one node's artifacts (None or "": all nodes)."""
@@ -143,5 +144,4 @@ class ArtifactView(w.VBox):
 
     def close(self) -> None:
         self._unsubscribe()
-        self._unsubscribe = lambda: None
         super().close()

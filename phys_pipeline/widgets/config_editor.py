@@ -19,6 +19,7 @@ import ipywidgets as w
 
 from ..errors import ConfigError
 from ..session import LiveSession
+from ._subscribe import subscribe
 
 SKIPPED_FIELDS = frozenset({"name", "tags"})
 
@@ -158,7 +159,7 @@ class ConfigEditor(w.VBox):
         super().__init__(**kwargs)
         self.add_class("pp-config-editor")
         self._build()
-        self._unsubscribe = session.subscribe(self._on_session)
+        self._unsubscribe = subscribe(session, self._on_session)
 
     def _build(self) -> None:
         cfg = self.session.config(self.node_id)
@@ -236,9 +237,4 @@ class ConfigEditor(w.VBox):
 
     def close(self) -> None:
         self._unsubscribe()
-        self._unsubscribe = _noop
         super().close()
-
-
-def _noop() -> None:
-    """An unsubscribe that was already done (close() may be called twice)."""

@@ -13,6 +13,7 @@ import ipywidgets as w
 from ..errors import PhysPipelineError
 from ..policy import PolicyBag
 from ..session import LiveSession
+from ._subscribe import subscribe
 
 _MISSING: Any = object()
 _SCALARS = (bool, int, float)
@@ -77,7 +78,7 @@ class PolicyEditor(w.VBox):
         self._syncing = False
         self._rejected: set[str] = set()
         self.refresh()
-        self._unsubscribe = session.subscribe(self._on_session)
+        self._unsubscribe = subscribe(session, self._on_session)
 
     def refresh(self) -> None:
         """Show the session's policy: rebuild rows when keys changed, else update values in
@@ -162,5 +163,4 @@ class PolicyEditor(w.VBox):
 
     def close(self) -> None:
         self._unsubscribe()
-        self._unsubscribe = lambda: None
         super().close()

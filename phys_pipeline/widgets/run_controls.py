@@ -17,6 +17,7 @@ import ipywidgets as w
 from ..executor import DagRunResult
 from ..render import failures_html
 from ..session import LiveSession
+from ._subscribe import subscribe
 
 DONE_STATUSES = frozenset({"ran", "hit", "failed", "skipped"})
 WAITING_STATUSES = frozenset({"stale", "not run", "running"})
@@ -57,7 +58,7 @@ class RunControls(w.VBox):
         self._timer_lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._pending: list[str] | None = None  # nodes this run has to compute
-        self._unsubscribe = session.subscribe(self._on_session)
+        self._unsubscribe = subscribe(session, self._on_session)
         self._show_stale()
 
     # --- running -----------------------------------------------------------------------------
@@ -153,5 +154,4 @@ class RunControls(w.VBox):
     def close(self) -> None:
         self.cancel_scheduled()
         self._unsubscribe()
-        self._unsubscribe = lambda: None
         super().close()
