@@ -15,10 +15,12 @@ import networkx as nx
 
 from .errors import (
     CycleError,
+    DagError,
     DuplicateNodeError,
     EmptyDagError,
     MissingDependencyError,
     MissingStageError,
+    NotAStateError,
     UnknownNodeError,
 )
 from .hashing import code_version, config_hash, new_hasher
@@ -48,6 +50,8 @@ def build_graph(nodes: Sequence[NodeSpec]) -> nx.DiGraph:
     for node in nodes:
         if not isinstance(node, NodeSpec):
             raise MissingStageError(repr(node), node)
+        if not isinstance(node.id, str) or not node.id:
+            raise DagError(f"node id {node.id!r}: node ids must be non-empty strings")
         if node.id in seen:
             duplicates.append(node.id)
         seen.add(node.id)
@@ -218,6 +222,8 @@ def make_plan(
     graph = build_graph(nodes) if graph is None else graph
     order = topological_order(graph, nodes)
     specs = {node.id: node for node in nodes}
+    if not callable(getattr(initial_state, "hashable_repr", None)):
+        raise NotAStateError("initial state", initial_state)
     state_digest = bytes(initial_state.hashable_repr())
     code_memo: dict[int, str] = {}
     planned: dict[str, NodePlan] = {}
@@ -258,8 +264,9 @@ def make_plan(
 
 
 def ancestors_closure(graph: nx.DiGraph, targets: Iterable[str]) -> set[str]:
-    """``targets`` and everything they depend on (what must exist to compute them)."""
-    wanted = set(targets)
+    """``targets`` (node ids; one id may be given as a plain string) and everything they depend
+    on (what must exist to compute them)."""
+    wanted = {targets} if isinstance(targets, str) else set(targets)
     for target in list(wanted):
         if target not in graph:
             raise UnknownNodeError(target, graph.nodes)

@@ -75,6 +75,17 @@ class MetricError(PhysPipelineError, ValueError):
         super().__init__(f"stage {stage!r}: metric {key!r} = {value!r:.80}: {reason}")
 
 
+class NotAStateError(PhysPipelineError, TypeError):
+    """A value was given where a State is needed (e.g. the initial state of a run)."""
+
+    def __init__(self, where: str, got: Any) -> None:
+        self.where, self.got = where, got
+        super().__init__(
+            f"{where}: expected a State (with .deepcopy() and .hashable_repr()), got "
+            f"{type(got).__name__} ({got!r:.80}); wrap plain data in SimpleState(payload=...)"
+        )
+
+
 class StateMutationError(PhysPipelineError, RuntimeError):
     """A stage changed the state it was given (stages must copy before writing)."""
 

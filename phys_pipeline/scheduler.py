@@ -22,7 +22,7 @@ from concurrent.futures import (
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from .errors import DagError, StateMutationError
+from .errors import ConfigError, DagError, StateMutationError
 from .invoke import call_stage
 from .policy import PolicyBag
 from .types import DagState, NodeResources, StageResult, State, stage_name
@@ -120,9 +120,9 @@ class LocalScheduler:
         progress: bool = False,
     ) -> None:
         if max_workers < 1:
-            raise ValueError(f"LocalScheduler.max_workers must be >= 1, got {max_workers!r}")
+            raise ConfigError("LocalScheduler", "max_workers", max_workers, "must be >= 1")
         if mode not in ("thread", "process"):
-            raise ValueError(f"LocalScheduler.mode must be 'thread' or 'process', got {mode!r}")
+            raise ConfigError("LocalScheduler", "mode", mode, "must be 'thread' or 'process'")
         self.max_workers = max_workers
         self.max_cpu = max_workers if max_cpu is None else max_cpu
         self.max_gpu = max_gpu

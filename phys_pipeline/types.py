@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from .errors import ConfigError
 from .hashing import digest, hash_ndarray, hash_small
 
 if TYPE_CHECKING:
@@ -182,7 +183,9 @@ class NodeResources:
         for name in ("cpu", "gpu", "mem_gb"):
             value = getattr(self, name)
             if value < 0:
-                raise ValueError(f"NodeResources.{name} must be >= 0, got {value!r}")
+                raise ConfigError(
+                    "NodeResources", name, value, f"NodeResources.{name} must be >= 0"
+                )
 
 
 @dataclass
@@ -202,7 +205,8 @@ class NodeSpec:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.deps = list(self.deps)
+        # one dependency may be given as a plain id; list("grid") would be its characters
+        self.deps = [self.deps] if isinstance(self.deps, str) else list(self.deps)
 
     def replace(self, **changes: Any) -> NodeSpec:
         return dataclasses.replace(self, **changes)
