@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 from pydantic import BaseModel
 
 from phys_pipeline.errors import UnhashableValueError
-from phys_pipeline.hashing import code_version, config_hash, digest, hexdigest
+from phys_pipeline.hashing import callable_name, code_version, config_hash, digest, hexdigest
 from phys_pipeline.types import SimpleState, StageConfig, hash_ndarray, hash_small
 
 # --- typed values -----------------------------------------------------------------------------
@@ -264,6 +264,10 @@ def test_code_version_includes_inherited_user_methods():
     exec("class Base:\n    def gain(self):\n        return 3.0\n", namespace)
     exec("class Stage(Base):\n    pass\n", namespace)
     assert code_version(namespace["Stage"]) != before
+
+
+def test_callable_name_is_the_qualified_name():
+    assert callable_name(define().process) == "Absorber.process"
 
 
 # --- properties -------------------------------------------------------------------------------

@@ -368,11 +368,13 @@ def test_stage_error_chains_the_original_exception():
     assert info.value.cause is info.value.__cause__
 
 
-def test_stage_error_is_a_runtime_error_and_a_library_error():
-    pipe = SequentialPipeline([Diverging(StageConfig())])
-    with pytest.raises(RuntimeError) as info:
-        pipe.run(SimpleState())
-    assert isinstance(info.value, PhysPipelineError)
+@pytest.mark.parametrize(
+    ("error", "builtin"),
+    [(MetricError, ValueError), (StageOutputError, TypeError), (StageError, RuntimeError)],
+)
+def test_pipeline_errors_refine_builtin_errors(error, builtin):
+    assert issubclass(error, PhysPipelineError)
+    assert issubclass(error, builtin)
 
 
 def test_library_errors_raised_by_a_stage_pass_through_unwrapped():

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from phys_pipeline.errors import PolicyError
+from phys_pipeline.errors import PhysPipelineError, PolicyError
 from phys_pipeline.pipeline import SequentialPipeline
 from phys_pipeline.policy import PolicyBag, as_policy
 from phys_pipeline.types import PipelineStage, SimpleState, StageConfig, StageResult
@@ -198,6 +198,11 @@ def test_unhashable_policy_value_raises_policy_error_naming_the_key(kind, open_f
     with pytest.raises(PolicyError, match=r"'md\.callback'") as info:
         PolicyBag({"dt": 0.1, "md.callback": value})
     assert info.value.key == "md.callback"
+
+
+def test_policy_error_is_a_type_error_and_a_library_error():
+    assert issubclass(PolicyError, TypeError)
+    assert issubclass(PolicyError, PhysPipelineError)
 
 
 def test_non_string_policy_key_raises_policy_error():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Literal
 
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+import phys_pipeline
 from phys_pipeline.hashing import config_hash
 from phys_pipeline.pipeline import SequentialPipeline
 from phys_pipeline.policy import PolicyBag
@@ -485,3 +488,32 @@ def test_node_spec_label_prefers_op_name_then_stage_class():
     stage = Amplifier(LaserCfg())
     assert NodeSpec(id="a", stage=stage, op_name="amplify").label == "amplify"
     assert NodeSpec(id="a", stage=stage).label == "Amplifier"
+
+
+# --- the package ------------------------------------------------------------------------------
+
+
+def test_package_exports_the_core_types():
+    assert phys_pipeline.SimpleState is SimpleState
+    assert phys_pipeline.StageConfig is StageConfig
+    assert phys_pipeline.SequentialPipeline is SequentialPipeline
+
+
+def test_package_loads_dag_classes_on_first_use():
+    from phys_pipeline.executor import DagExecutor
+
+    assert phys_pipeline.DagExecutor is DagExecutor
+
+
+def test_package_unknown_attribute_raises_attribute_error():
+    with pytest.raises(AttributeError, match="Reactor"):
+        phys_pipeline.Reactor  # noqa: B018
+
+
+def test_importing_the_package_stays_light():
+    heavy = ["phys_pipeline.executor", "phys_pipeline.cache", "matplotlib", "redis", "dask"]
+    code = f"import sys, phys_pipeline; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert loaded.strip() == "[]"
