@@ -11,14 +11,17 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import operator
 import struct
 import types
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import PurePath
 from typing import Any
 
 import numpy as np
 import xxhash
+from pydantic import BaseModel
 
 from .errors import UnhashableValueError
 
@@ -33,9 +36,15 @@ def new_hasher() -> Hasher:
 
 
 def _feed_bytes(h: Hasher, tag: bytes, data: bytes | memoryview) -> None:
-    h.update(tag)
-    h.update(_pack_len(len(data)))
-    h.update(data)
+    if len(data) <= _CONCAT_MAX:  # one update call is cheaper than three for small data
+        h.update(tag + _pack_len(len(data)) + data)
+    else:
+        h.update(tag)
+        h.update(_pack_len(len(data)))
+        h.update(data)
+
+
+_CONCAT_MAX = 4096
 
 
 def _feed_array(h: Hasher, arr: np.ndarray, where: str) -> None:
@@ -49,9 +58,7 @@ def _feed_array(h: Hasher, arr: np.ndarray, where: str) -> None:
         return
     h.update(b"A")
     _feed_bytes(h, b"t", arr.dtype.str.encode())
-    h.update(_pack_len(arr.ndim))
-    for dim in arr.shape:
-        h.update(_pack_len(dim))
+    h.update(b"".join(map(_pack_len, (arr.ndim, *arr.shape))))
     # a flat uint8 view, not memoryview(arr).cast: that fails for empty n-d arrays and for
     # dtypes the buffer protocol lacks (datetime64)
     raw = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
@@ -60,28 +67,73 @@ def _feed_array(h: Hasher, arr: np.ndarray, where: str) -> None:
 
 
 def _feed_float(h: Hasher, value: float) -> None:
-    h.update(b"f")
     # one NaN and one zero, so equal-looking physics values share a key
     value = 0.0 if value == 0.0 else value
-    h.update(b"nan" if math.isnan(value) else _pack_float(value))
+    h.update(b"fnan" if math.isnan(value) else b"f" + _pack_float(value))
+
+
+def _key_digest(key: Any, where: str) -> bytes:
+    """``digest(key)``; str keys (nearly all of them) in one call, without a hasher object."""
+    if type(key) is str:
+        data = key.encode("utf-8", "surrogatepass")
+        return xxhash.xxh3_128_digest(b"s" + _pack_len(len(data)) + data)
+    return digest(key, where)
 
 
 def _feed_mapping(h: Hasher, items: Any, where: str) -> None:
-    encoded = sorted((digest(k, where), v) for k, v in items)
+    encoded = sorted((_key_digest(k, where), v) for k, v in items)
     h.update(_pack_len(len(encoded)))
     for key_digest, value in encoded:
         h.update(key_digest)
         feed(h, value, where)
 
 
+def _feed_sequence(h: Hasher, obj: list | tuple, where: str) -> None:
+    h.update((b"L" if isinstance(obj, list) else b"U") + _pack_len(len(obj)))
+    for item in obj:
+        feed(h, item, where)
+
+
+def _feed_dict(h: Hasher, obj: dict, where: str) -> None:
+    h.update(b"D")
+    _feed_mapping(h, obj.items(), where)
+
+
+def _feed_int(h: Hasher, obj: int, where: str) -> None:
+    _feed_bytes(h, b"i", str(obj).encode())
+
+
+def _feed_str(h: Hasher, obj: str, where: str) -> None:
+    _feed_bytes(h, b"s", obj.encode("utf-8", "surrogatepass"))
+
+
+# Encoders for the exact built-in types that make up nearly every config and state, looked
+# up by ``type(obj)`` before the general chain in ``feed``. Subclasses (np.float64, IntEnum,
+# ...) take the chain, which encodes them exactly as before.
+_EXACT: dict[type, Callable[[Hasher, Any, str], None]] = {
+    type(None): lambda h, obj, where: h.update(b"N"),
+    bool: lambda h, obj, where: h.update(b"T" if obj else b"F"),
+    int: _feed_int,
+    float: lambda h, obj, where: _feed_float(h, obj),
+    str: _feed_str,
+    list: _feed_sequence,
+    tuple: _feed_sequence,
+    dict: _feed_dict,
+    np.ndarray: _feed_array,
+}
+
+
 def feed(h: Hasher, obj: Any, where: str = "value") -> None:
     """Feed the canonical, tagged encoding of ``obj`` to ``h``; ``where`` names it in errors."""
-    if obj is None:
+    exact = _EXACT.get(type(obj))
+    if exact is not None:
+        exact(h, obj, where)
+    elif obj is None:
         h.update(b"N")
     elif obj is True or obj is False:
         h.update(b"T" if obj else b"F")
     elif isinstance(obj, int) and not isinstance(obj, enum.Enum):
-        _feed_bytes(h, b"i", str(int(obj)).encode())
+        _feed_int(h, int(obj), where)
     elif isinstance(obj, float):
         _feed_float(h, float(obj))
     elif isinstance(obj, complex):
@@ -89,7 +141,7 @@ def feed(h: Hasher, obj: Any, where: str = "value") -> None:
         _feed_float(h, obj.real)
         _feed_float(h, obj.imag)
     elif isinstance(obj, str):
-        _feed_bytes(h, b"s", obj.encode("utf-8", "surrogatepass"))
+        _feed_str(h, obj, where)
     elif isinstance(obj, bytes | bytearray | memoryview):
         _feed_bytes(h, b"b", bytes(obj))
     elif isinstance(obj, np.ndarray):
@@ -97,13 +149,9 @@ def feed(h: Hasher, obj: Any, where: str = "value") -> None:
     elif isinstance(obj, np.generic):
         _feed_array(h, np.asarray(obj), where)
     elif isinstance(obj, list | tuple):
-        h.update(b"L" if isinstance(obj, list) else b"U")
-        h.update(_pack_len(len(obj)))
-        for item in obj:
-            feed(h, item, where)
+        _feed_sequence(h, obj, where)
     elif isinstance(obj, Mapping):
-        h.update(b"D")
-        _feed_mapping(h, obj.items(), where)
+        _feed_dict(h, obj, where)
     elif isinstance(obj, set | frozenset):
         h.update(b"S")
         members = sorted(digest(item, where) for item in obj)
@@ -176,10 +224,70 @@ def config_snapshot(cfg: Any) -> Any:
 
 def config_hash(cfg: Any, where: str = "config") -> str:
     """Hex digest of a config's class and canonical content (arrays folded in by content)."""
+    known = _CONFIG_DIGESTS.get(cfg)
+    if known is not None:
+        return known
     h = new_hasher()
     _feed_bytes(h, b"K", _qualname(type(cfg)).encode())
     feed(h, config_snapshot(cfg), where)
-    return h.hexdigest()
+    hexdigest = h.hexdigest()
+    _CONFIG_DIGESTS.put(cfg, hexdigest)
+    return hexdigest
+
+
+_IMMUTABLE_LEAVES = (type(None), bool, int, float, complex, str, bytes)
+_CONTAINERS = (dict, list, set)
+
+
+def _immutable(value: Any) -> bool:
+    if type(value) in _IMMUTABLE_LEAVES:
+        return True
+    return type(value) in (tuple, frozenset) and all(_immutable(item) for item in value)
+
+
+class _ConfigDigests:
+    """A memo of ``config_hash`` (plans and pipelines hash every config on every run) for the
+    pydantic configs whose content cannot change behind our back: every field holds an
+    immutable value (numbers, strings, tuples of them) or an empty container such as the
+    default ``tags={}``. Such a config is unchanged while its fields are the very same
+    objects and those containers are still empty, which ``get`` checks. Configs holding
+    arrays, non-empty containers or nested models are hashed afresh every time. An entry
+    goes when its config is garbage collected."""
+
+    def __init__(self) -> None:
+        # id(cfg) -> (weak ref to cfg, its class, its field objects, its empty containers, digest)
+        self._entries: dict[int, tuple[weakref.ref, type, tuple, tuple, str]] = {}
+
+    def get(self, cfg: Any) -> str | None:
+        entry = self._entries.get(id(cfg))
+        if entry is None:
+            return None
+        ref, cls, fields, containers, hexdigest = entry
+        if ref() is not cfg or type(cfg) is not cls:
+            return None
+        values = cfg.__dict__.values()
+        if (
+            any(containers)  # e.g. someone wrote into cfg.tags
+            or cfg.__pydantic_extra__ is not fields[-1]
+            or len(values) != len(fields) - 1
+            or not all(map(operator.is_, values, fields))
+        ):
+            return None
+        return hexdigest
+
+    def put(self, cfg: Any, hexdigest: str) -> None:
+        if not isinstance(cfg, BaseModel) or type(cfg).model_computed_fields:
+            return
+        fields = (*cfg.__dict__.values(), cfg.__pydantic_extra__)
+        containers = tuple(v for v in fields if type(v) in _CONTAINERS)
+        if any(containers) or not all(_immutable(v) for v in fields if type(v) not in _CONTAINERS):
+            return  # its content may change in place: no memo
+        key = id(cfg)
+        ref = weakref.ref(cfg, lambda _, key=key: self._entries.pop(key, None))
+        self._entries[key] = (ref, type(cfg), fields, containers, hexdigest)
+
+
+_CONFIG_DIGESTS = _ConfigDigests()
 
 
 # --- code -----------------------------------------------------------------------------------

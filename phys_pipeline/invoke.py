@@ -11,12 +11,19 @@ import numpy as np
 
 from .errors import MetricError, PhysPipelineError, StageError, StageOutputError
 from .policy import PolicyBag
-from .types import StageResult, State, stage_name
+from .types import DagState, SimpleState, StageResult, State, stage_name
+
+_CORE_STATES = (SimpleState, DagState)  # checked by exact type first: isinstance on an ABC is slow
 
 
 def is_state(obj: Any) -> bool:
-    return isinstance(obj, State) or (
-        callable(getattr(obj, "deepcopy", None)) and callable(getattr(obj, "hashable_repr", None))
+    return (
+        type(obj) in _CORE_STATES
+        or isinstance(obj, State)
+        or (
+            callable(getattr(obj, "deepcopy", None))
+            and callable(getattr(obj, "hashable_repr", None))
+        )
     )
 
 
@@ -45,8 +52,12 @@ def scalar_metric(stage: str, key: str, value: Any) -> float:
     )
 
 
+def _is_mapping(obj: Any) -> bool:
+    return type(obj) is dict or isinstance(obj, Mapping)  # the ABC check is slow; dicts are common
+
+
 def check_metrics(stage: str, metrics: Any) -> dict[str, float]:
-    if not isinstance(metrics, Mapping):
+    if not _is_mapping(metrics):
         raise MetricError(stage, "<metrics>", metrics, "metrics must be a dict of scalars")
     return {str(k): scalar_metric(stage, str(k), v) for k, v in metrics.items()}
 
@@ -57,20 +68,26 @@ def call_stage(stage: Any, state: Any, policy: PolicyBag | None, where: str) -> 
     Errors raised by the stage are wrapped in a StageError naming ``where`` (the node id or
     pipeline) and the stage; our own typed errors pass through unchanged.
     """
-    name = stage_name(stage)
     try:
         result = stage.process(state, policy=policy)
     except PhysPipelineError:
         raise
     except Exception as exc:
-        raise StageError(where, name, exc) from exc
+        raise StageError(where, stage_name(stage), exc) from exc
     if not isinstance(result, StageResult):
-        raise StageOutputError(where, name, result, "a StageResult")
+        raise StageOutputError(where, stage_name(stage), result, "a StageResult")
     if not is_state(result.state):
         raise StageOutputError(
-            where, name, result.state, "StageResult.state to be a State (deepcopy, hashable_repr)"
+            where,
+            stage_name(stage),
+            result.state,
+            "StageResult.state to be a State (deepcopy, hashable_repr)",
         )
-    result.metrics = check_metrics(name, result.metrics)
-    if not isinstance(result.artifacts, Mapping):
-        raise StageOutputError(where, name, result.artifacts, "StageResult.artifacts to be a dict")
+    metrics = result.metrics
+    no_metrics = type(metrics) is dict and not metrics
+    result.metrics = {} if no_metrics else check_metrics(stage_name(stage), metrics)
+    if not _is_mapping(result.artifacts):
+        raise StageOutputError(
+            where, stage_name(stage), result.artifacts, "StageResult.artifacts to be a dict"
+        )
     return result

@@ -15,6 +15,13 @@ from .record import ArtifactRecorder
 from .types import S, StageConfig, StageResult, stage_name
 
 
+def _code_version(stage: Any, memo: dict[type, str]) -> str:
+    cls = type(stage)
+    if cls not in memo:
+        memo[cls] = code_version(cls)
+    return memo[cls]
+
+
 class SequentialPipeline(Generic[S]):
     """Run ``stages`` in order, each receiving the previous stage's state.
 
@@ -58,11 +65,13 @@ class SequentialPipeline(Generic[S]):
         stage_records: list[dict[str, Any]] = []
         if record_artifacts and recorder is None:
             raise ValueError(f"pipeline {self.name!r}: record_artifacts=True needs a recorder")
+        where = f"pipeline {self.name!r}"
+        code_versions: dict[type, str] = {}  # per run: a notebook may redefine code between runs
         started = time.perf_counter()
         for stage in self.stages:
             name = stage_name(stage)
             t0 = time.perf_counter()
-            result = call_stage(stage, state, bag, where=f"pipeline {self.name!r}")
+            result = call_stage(stage, state, bag, where=where)
             duration = time.perf_counter() - t0
             cfg_hash = config_hash(getattr(stage, "cfg", None), f"stage {name!r} config")
             for key, value in result.metrics.items():
@@ -80,7 +89,7 @@ class SequentialPipeline(Generic[S]):
                 "name": name,
                 "class": type(stage).__qualname__,
                 "config_hash": cfg_hash,
-                "version": getattr(stage, "version", None) or code_version(stage),
+                "version": getattr(stage, "version", None) or _code_version(stage, code_versions),
                 "duration_s": duration,
             }
             if result.provenance:
