@@ -7,6 +7,7 @@ config, the policy entries it sees and its parents' keys (root nodes: the initia
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -39,12 +40,12 @@ class StageLike(Protocol):
 # --- graph building and validation ----------------------------------------------------------
 
 
-def build_graph(nodes: Sequence[NodeSpec]) -> nx.DiGraph:
-    """A networkx DiGraph of ``nodes`` (edges parent -> child), validated: no empty DAG, no
-    duplicate ids, no unknown dependencies, no cycles, every node with a usable stage."""
+def validate(nodes: Sequence[NodeSpec]) -> list[str]:
+    """Check ``nodes`` (no empty DAG, no duplicate ids, no unknown dependencies, no cycles,
+    every node with a usable stage) and return their topological order (dependencies first;
+    ties keep the order the user listed nodes in, so the order is stable and readable)."""
     if not nodes:
         raise EmptyDagError()
-    graph = nx.DiGraph()
     seen: set[str] = set()
     duplicates = []
     for node in nodes:
@@ -63,26 +64,58 @@ def build_graph(nodes: Sequence[NodeSpec]) -> nx.DiGraph:
             raise MissingStageError(node.id, stage)
         if not hasattr(stage, "cfg"):
             raise MissingStageError(node.id, stage)
-        graph.add_node(node.id, spec=node)
     for node in nodes:
+        if not node.deps:
+            continue
         missing = [dep for dep in node.deps if dep not in seen]
         if missing:
             raise MissingDependencyError(node.id, missing)
         if len(set(node.deps)) != len(node.deps):
             raise DuplicateNodeError([f"{node.id}.deps: {d}" for d in node.deps])
+    order = _kahn_order(nodes)
+    if len(order) != len(nodes):
+        raise CycleError([edge[0] for edge in nx.find_cycle(_digraph(nodes))])
+    return order
+
+
+def _kahn_order(nodes: Sequence[NodeSpec]) -> list[str]:
+    """Kahn's algorithm over ``nodes``' deps, taking the earliest-listed ready node each time;
+    shorter than ``nodes`` exactly when the deps form a cycle."""
+    position = {node.id: i for i, node in enumerate(nodes)}
+    waiting_on = [len(node.deps) for node in nodes]
+    children: list[list[int]] = [[] for _ in nodes]
+    for i, node in enumerate(nodes):
         for dep in node.deps:
-            graph.add_edge(dep, node.id)
-    try:
-        cycle = nx.find_cycle(graph)
-    except nx.NetworkXNoCycle:
-        return graph
-    raise CycleError([edge[0] for edge in cycle])
+            children[position[dep]].append(i)
+    ready = [i for i, count in enumerate(waiting_on) if not count]  # sorted, so a valid heap
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(nodes[i].id)
+        for child in children[i]:
+            waiting_on[child] -= 1
+            if not waiting_on[child]:
+                heapq.heappush(ready, child)
+    return order
+
+
+def _digraph(nodes: Sequence[NodeSpec]) -> nx.DiGraph:
+    graph = nx.DiGraph()
+    graph.add_nodes_from((node.id, {"spec": node}) for node in nodes)
+    graph.add_edges_from((dep, node.id) for node in nodes for dep in node.deps)
+    return graph
+
+
+def build_graph(nodes: Sequence[NodeSpec]) -> nx.DiGraph:
+    """A networkx DiGraph of ``nodes`` (edges parent -> child), validated (see ``validate``)."""
+    validate(nodes)
+    return _digraph(nodes)
 
 
 def topological_order(graph: nx.DiGraph, nodes: Sequence[NodeSpec]) -> list[str]:
-    """Dependencies first; ties keep the order the user listed nodes in (stable, readable)."""
-    position = {node.id: i for i, node in enumerate(nodes)}
-    return list(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
+    """Dependencies first; ties keep the order the user listed nodes in (stable, readable).
+    ``graph`` is the validated graph of ``nodes`` (see ``build_graph``)."""
+    return _kahn_order(nodes)
 
 
 # --- keys -----------------------------------------------------------------------------------
@@ -150,15 +183,23 @@ class Staleness:
 
 @dataclass
 class Plan:
-    """The validated graph, a topological order and every node's key and key ingredients."""
+    """The validated nodes, a topological order and every node's key and key ingredients."""
 
     specs: dict[str, NodeSpec]
-    graph: nx.DiGraph
     order: list[str]
     nodes: dict[str, NodePlan]
     state_digest: bytes
     policy: PolicyBag | None = None
+    _graph: nx.DiGraph | None = field(default=None, repr=False)
     _descendants: dict[str, set[str]] = field(default_factory=dict, repr=False)
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The DAG as a networkx graph (edges parent -> child), built when first asked for:
+        planning and running do not need it."""
+        if self._graph is None:
+            self._graph = _digraph(list(self.specs.values()))
+        return self._graph
 
     @property
     def keys(self) -> dict[str, str]:
@@ -218,9 +259,9 @@ def make_plan(
     policy: PolicyBag | None = None,
     graph: nx.DiGraph | None = None,
 ) -> Plan:
-    """Validate ``nodes`` and compute every node's cache key without running anything."""
-    graph = build_graph(nodes) if graph is None else graph
-    order = topological_order(graph, nodes)
+    """Validate ``nodes`` and compute every node's cache key without running anything.
+    ``graph``: the graph ``build_graph`` made of ``nodes``, when the caller has it already."""
+    order = validate(nodes) if graph is None else topological_order(graph, nodes)
     specs = {node.id: node for node in nodes}
     if not callable(getattr(initial_state, "hashable_repr", None)):
         raise NotAStateError("initial state", initial_state)
@@ -235,21 +276,15 @@ def make_plan(
         cfg_hash = config_hash(stage.cfg, f"node {nid!r} config")
         pol_hash = policy_view_hash(spec, policy)
         h = new_hasher()
-        h.update(KEY_SCHEMA)
-        for part in (stage_type, version, cfg_hash, pol_hash):
-            h.update(part.encode())
-            h.update(b"\0")
-        if spec.metadata.get("gather") or spec.metadata.get("input_names"):
+        h.update(KEY_SCHEMA + "\0".join((stage_type, version, cfg_hash, pol_hash, "")).encode())
+        gather, input_names = spec.metadata.get("gather"), spec.metadata.get("input_names")
+        if gather or input_names:
             # the shape of the input (DagState keys) is part of what the stage sees
-            h.update(repr((spec.metadata.get("gather"), spec.metadata.get("input_names"))).encode())
+            h.update(repr((gather, input_names)).encode())
         if spec.deps:
-            for dep in spec.deps:
-                h.update(dep.encode())
-                h.update(b"\1")
-                h.update(planned[dep].key.encode())
+            h.update("".join(f"{dep}\1{planned[dep].key}" for dep in spec.deps).encode())
         else:
-            h.update(b"root\0")
-            h.update(state_digest)
+            h.update(b"root\0" + state_digest)
         planned[nid] = NodePlan(
             id=nid,
             deps=tuple(spec.deps),
@@ -260,7 +295,7 @@ def make_plan(
             policy_hash=pol_hash,
             label=spec.op_name or stage_name(stage),
         )
-    return Plan(specs, graph, order, planned, state_digest, policy)
+    return Plan(specs, order, planned, state_digest, policy, _graph=graph)
 
 
 def ancestors_closure(graph: nx.DiGraph, targets: Iterable[str]) -> set[str]:

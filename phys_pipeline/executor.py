@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .dag import Plan, Staleness, ancestors_closure, build_graph, make_plan, policy_seen_by
+from .dag import Plan, Staleness, ancestors_closure, make_plan, policy_seen_by
 from .errors import NodeFailedError
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .scheduler import DEFAULT_RESOURCES, LocalScheduler, NodeTask, Scheduler
@@ -128,13 +128,14 @@ class _RunRecorder:
         self._notify("on_start", node_id)
 
     def on_done(self, node_id: str, result: StageResult, duration_s: float) -> None:
-        key = self.plan.nodes[node_id].key
+        planned = self.plan.nodes[node_id]
+        key = planned.key
         result.provenance = {
             **result.provenance,
             "node_id": node_id,
             "cache_key": key,
-            "code_version": self.plan.nodes[node_id].code_version,
-            "config_hash": self.plan.nodes[node_id].config_hash,
+            "code_version": planned.code_version,
+            "config_hash": planned.config_hash,
             "duration_s": duration_s,
         }
         if self.cache is not None:
@@ -209,9 +210,8 @@ class DagExecutor:
         or with ``raise_on_error=False`` returns the result with ``.failures`` set."""
         started = time.perf_counter()
         bag = as_policy(policy)
-        graph = build_graph(nodes)
-        plan = make_plan(nodes, state, bag, graph)
-        wanted = ancestors_closure(graph, targets) if targets is not None else None
+        plan = make_plan(nodes, state, bag)
+        wanted = ancestors_closure(plan.graph, targets) if targets is not None else None
         order = [nid for nid in plan.order if wanted is None or nid in wanted]
         reasons = plan.stale(self.cache, self.last_plan)
         recorder = _RunRecorder(plan, reasons, self.cache, [*self.callbacks, *callbacks])
@@ -270,8 +270,10 @@ class DagExecutor:
         completed = [nid for nid in order if nid in recorder.results]
         for nid in completed:
             result = recorder.results[nid]
-            metrics.update({f"{nid}.{k}": v for k, v in result.metrics.items()})
-            artifacts.update({f"{nid}.{k}": v for k, v in result.artifacts.items()})
+            if result.metrics:
+                metrics.update({f"{nid}.{k}": v for k, v in result.metrics.items()})
+            if result.artifacts:
+                artifacts.update({f"{nid}.{k}": v for k, v in result.artifacts.items()})
         runs = {nid: recorder.runs[nid] for nid in order if nid in recorder.runs}
         provenance = {
             "run_id": uuid.uuid4().hex[:12],

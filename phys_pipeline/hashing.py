@@ -66,7 +66,7 @@ def _feed_array(h: Hasher, arr: np.ndarray, where: str) -> None:
     h.update(raw)
 
 
-def _feed_float(h: Hasher, value: float) -> None:
+def _feed_float(h: Hasher, value: float, where: str = "") -> None:
     # one NaN and one zero, so equal-looking physics values share a key
     value = 0.0 if value == 0.0 else value
     h.update(b"fnan" if math.isnan(value) else b"f" + _pack_float(value))
@@ -81,7 +81,7 @@ def _key_digest(key: Any, where: str) -> bytes:
 
 
 def _feed_mapping(h: Hasher, items: Any, where: str) -> None:
-    encoded = sorted((_key_digest(k, where), v) for k, v in items)
+    encoded = sorted([(_key_digest(k, where), v) for k, v in items])
     h.update(_pack_len(len(encoded)))
     for key_digest, value in encoded:
         h.update(key_digest)
@@ -114,7 +114,7 @@ _EXACT: dict[type, Callable[[Hasher, Any, str], None]] = {
     type(None): lambda h, obj, where: h.update(b"N"),
     bool: lambda h, obj, where: h.update(b"T" if obj else b"F"),
     int: _feed_int,
-    float: lambda h, obj, where: _feed_float(h, obj),
+    float: _feed_float,
     str: _feed_str,
     list: _feed_sequence,
     tuple: _feed_sequence,
