@@ -8,17 +8,15 @@ descendants are skipped; independent branches go on.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import pickle
+import queue
+import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
-from concurrent.futures import (
-    FIRST_COMPLETED,
-    Executor,
-    Future,
-    ProcessPoolExecutor,
-    ThreadPoolExecutor,
-    wait,
-)
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -165,7 +163,7 @@ class LocalScheduler:
         states = dict(available)
         failed: dict[str, str] = {}
         for task in tasks:
-            culprit = next((failed[d] for d in task.deps if d in failed), None)
+            culprit = next((failed[d] for d in task.deps if d in failed), None) if failed else None
             if culprit is not None:
                 failed[task.node_id] = culprit
                 hooks.on_skip(task.node_id, culprit)
@@ -185,89 +183,175 @@ class LocalScheduler:
     def _execute_pooled(
         self, tasks: Sequence[NodeTask], available: Mapping[str, State], hooks: RunHooks, bar: Any
     ) -> None:
-        states = dict(available)
-        waiting = {t.node_id: t for t in tasks}
-        remaining_deps = {t.node_id: {d for d in t.deps if d in waiting} for t in tasks}
-        children: dict[str, list[str]] = {}
-        for task in tasks:
-            for dep in remaining_deps[task.node_id]:
-                children.setdefault(dep, []).append(task.node_id)
-        ready = [t.node_id for t in tasks if not remaining_deps[t.node_id]]
-        running: dict[Future, NodeTask] = {}
-        cpu_free, gpu_free = max(self.max_cpu, 1), self.max_gpu
-        failed: dict[str, str] = {}
-
-        def release(node_id: str, culprit: str | None) -> None:
-            for child in children.get(node_id, ()):
-                if culprit is not None:
-                    failed.setdefault(child, culprit)
-                remaining_deps[child].discard(node_id)
-                if not remaining_deps[child]:
-                    ready.append(child)
-
+        """Worker threads take ready nodes themselves and release their children, so that a
+        short node never waits for this thread to wake up (a thread hand-off costs tens of
+        microseconds); this thread calls the hooks, in the order the events happened."""
         with self._pool() as pool:
-            while ready or running:
-                still_ready = []
-                for node_id in ready:
-                    task = waiting[node_id]
-                    if node_id in failed:
-                        hooks.on_skip(node_id, failed[node_id])
-                        release(node_id, failed[node_id])
+            run = _PooledRun(self, tasks, available, pool)
+            workers = [
+                threading.Thread(target=run.work, name=f"phys-node_{i}", daemon=True)
+                for i in range(min(self.max_workers, len(tasks)))
+            ]
+            for worker in workers:
+                worker.start()
+            try:
+                settled = 0
+                while settled < len(tasks):
+                    event, node_id, *details = run.events.get()
+                    if event == "crash":
+                        raise details[0]
+                    getattr(hooks, event)(node_id, *details)
+                    if event != "on_start":
+                        settled += 1
                         if bar is not None:
                             bar.update(1)
-                        continue
-                    res = task.resources
-                    fits = res.cpu <= cpu_free and res.gpu <= gpu_free
-                    if not fits or len(running) >= self.max_workers:
-                        still_ready.append(node_id)
-                        continue
-                    cpu_free -= res.cpu
-                    gpu_free -= res.gpu
-                    hooks.on_start(node_id)
-                    running[self._submit(pool, task, states)] = task
-                ready[:] = still_ready
-                if not running:
-                    continue
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    task = running.pop(future)
-                    cpu_free += task.resources.cpu
-                    gpu_free += task.resources.gpu
-                    try:
-                        result, duration = self._outcome(future)
-                    except Exception as exc:  # noqa: BLE001 - reported; siblings go on
-                        failed[task.node_id] = task.node_id
-                        hooks.on_error(task.node_id, exc)
-                        release(task.node_id, task.node_id)
-                    else:
-                        states[task.node_id] = result.state
-                        hooks.on_done(task.node_id, result, duration)
-                        release(task.node_id, None)
-                    if bar is not None:
-                        bar.update(1)
+            finally:
+                run.stop()
+                for worker in workers:
+                    worker.join()
 
-    def _pool(self) -> Executor:
+    def _pool(self) -> contextlib.AbstractContextManager[ProcessPoolExecutor | None]:
+        """Process mode: the processes the worker threads hand their nodes to."""
         if self.mode == "process":
             return ProcessPoolExecutor(max_workers=self.max_workers)
-        return ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="phys-node")
+        return contextlib.nullcontext()
 
-    def _submit(self, pool: Executor, task: NodeTask, states: Mapping[str, State]) -> Future:
-        parents = {dep: states[dep] for dep in task.deps}
-        if self.mode == "process":
-            import cloudpickle
 
-            return pool.submit(_run_pickled, cloudpickle.dumps((task, parents)))
-        return pool.submit(run_node, task, parents)
+def _pickled(obj: Any) -> bytes:
+    import cloudpickle
 
-    def _outcome(self, future: Future) -> tuple[StageResult, float]:
-        if self.mode != "process":
-            return future.result()
-        import cloudpickle
+    return cloudpickle.dumps(obj)
 
-        status, value = cloudpickle.loads(future.result())
-        if status == "error":
-            raise value
-        return value
+
+def _run_in_process(pool: ProcessPoolExecutor, payload: bytes) -> tuple[StageResult, float]:
+    import cloudpickle
+
+    status, value = cloudpickle.loads(pool.submit(_run_pickled, payload).result())
+    if status == "error":
+        raise value
+    return value
+
+
+class _PooledRun:
+    """The state of one pooled run, shared by its worker threads under ``lock``: which nodes
+    are ready (in the order they became ready), free slots, parents' states and failures.
+    Workers report to the calling thread through ``events`` (hook name, node id, details)."""
+
+    def __init__(
+        self,
+        scheduler: LocalScheduler,
+        tasks: Sequence[NodeTask],
+        available: Mapping[str, State],
+        pool: ProcessPoolExecutor | None,
+    ) -> None:
+        self.max_workers = scheduler.max_workers
+        self.cpu_free, self.gpu_free = max(scheduler.max_cpu, 1), scheduler.max_gpu
+        self.pool = pool
+        self.states = dict(available)
+        self.waiting = {t.node_id: t for t in tasks}
+        self.remaining_deps = {t.node_id: {d for d in t.deps if d in self.waiting} for t in tasks}
+        self.children: dict[str, list[str]] = {}
+        for task in tasks:
+            for dep in self.remaining_deps[task.node_id]:
+                self.children.setdefault(dep, []).append(task.node_id)
+        self.ready = deque(t.node_id for t in tasks if not self.remaining_deps[t.node_id])
+        self.failed: dict[str, str] = {}  # node -> the failed node it descends from
+        self.running = 0
+        self.unsettled = len(tasks)  # nodes not yet done, failed or skipped
+        self.stopped = False
+        self.lock = threading.Condition()
+        self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+
+    def _settle(self, event: str, node_id: str, *details: Any) -> None:
+        self.unsettled -= 1
+        self.events.put((event, node_id, *details))
+
+    def _release(self, node_id: str, culprit: str | None) -> None:
+        for child in self.children.get(node_id, ()):
+            if culprit is not None:
+                self.failed.setdefault(child, culprit)
+            self.remaining_deps[child].discard(node_id)
+            if not self.remaining_deps[child]:
+                self.ready.append(child)
+
+    def _skip_doomed(self) -> None:
+        """Settle ready nodes whose dependencies failed (and so on down the graph)."""
+        doomed = [n for n in self.ready if n in self.failed]
+        while doomed:
+            for node_id in doomed:
+                self.ready.remove(node_id)
+                self._settle("on_skip", node_id, self.failed[node_id])
+                self._release(node_id, self.failed[node_id])
+            doomed = [n for n in self.ready if n in self.failed]
+
+    def _take(self) -> NodeTask | None:
+        """The first ready node whose slots are free, with its slots taken; None if none."""
+        if self.failed:
+            self._skip_doomed()
+        if self.running >= self.max_workers:
+            return None
+        for node_id in self.ready:
+            task = self.waiting[node_id]
+            res = task.resources
+            if res.cpu <= self.cpu_free and res.gpu <= self.gpu_free:
+                self.ready.remove(node_id)
+                self.cpu_free -= res.cpu
+                self.gpu_free -= res.gpu
+                self.running += 1
+                self.events.put(("on_start", node_id))
+                return task
+        return None
+
+    def work(self) -> None:
+        """A worker thread: run ready nodes until every node is settled or the run stops."""
+        try:
+            while True:
+                with self.lock:
+                    task = None
+                    while task is None:
+                        if self.stopped or not self.unsettled:
+                            self.lock.notify_all()  # skips may have settled the last nodes
+                            return
+                        task = self._take()
+                        if task is None:
+                            self.lock.wait()
+                    parents = {dep: self.states[dep] for dep in task.deps}
+                self._finish(task, self._run(task, parents))
+        except BaseException as exc:  # noqa: BLE001 - a bug here must reach the caller
+            self.events.put(("crash", "", exc))
+
+    def _run(self, task: NodeTask, parents: dict[str, State]) -> tuple[Any, ...]:
+        """The node's event: ("on_done", id, result, seconds) or ("on_error", id, exc)."""
+        if self.pool is None:
+            job = functools.partial(run_node, task, parents)
+        else:
+            # pickled outside the try: an unpicklable task is the caller's error, not a failed node
+            job = functools.partial(_run_in_process, self.pool, _pickled((task, parents)))
+        try:
+            result, duration = job()
+        except Exception as exc:  # noqa: BLE001 - reported; siblings go on
+            return ("on_error", task.node_id, exc)
+        return ("on_done", task.node_id, result, duration)
+
+    def _finish(self, task: NodeTask, outcome: tuple[Any, ...]) -> None:
+        with self.lock:
+            self.running -= 1
+            self.cpu_free += task.resources.cpu
+            self.gpu_free += task.resources.gpu
+            if outcome[0] == "on_done":
+                self.states[task.node_id] = outcome[2].state
+                self._release(task.node_id, None)
+            else:
+                self.failed[task.node_id] = task.node_id
+                self._release(task.node_id, task.node_id)
+            self._settle(*outcome)
+            self.lock.notify_all()
+
+    def stop(self) -> None:
+        """No more nodes start; workers finish the node they are running, then exit."""
+        with self.lock:
+            self.stopped = True
+            self.lock.notify_all()
 
 
 def _progress_bar(total: int) -> Any:
