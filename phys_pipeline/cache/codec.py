@@ -18,6 +18,7 @@ kept. Decoded arrays are read-only.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -387,11 +388,34 @@ def check_digest(record: dict[str, Any], data: bytes | memoryview, what: str) ->
         raise EntryRejected(f"{what} checksum mismatch")
 
 
-def load_npy_bytes(data: bytes | memoryview) -> np.ndarray:
-    """A read-only array from checked ``.npy`` bytes (never unpickles)."""
+def load_npy_bytes(data: bytes | memoryview, record: dict[str, Any] | None = None) -> np.ndarray:
+    """A read-only array from checked ``.npy`` bytes (never unpickles). With the array's
+    ``record`` (see ``write_npy``), bytes that begin with exactly the header numpy writes for
+    that dtype and shape are viewed in place, skipping np.load's header parser (which costs
+    more than reading a small file)."""
+    if record is not None and isinstance(data, bytes):
+        header = _npy_header(record.get("dtype"), tuple(record.get("shape") or ()))
+        if header is not None and data.startswith(header):
+            arr = np.frombuffer(data, dtype=record["dtype"], offset=len(header))
+            return arr.reshape(record["shape"])  # read-only: it views immutable bytes
     arr = np.load(io.BytesIO(data), allow_pickle=False)
     arr.flags.writeable = False
     return arr
+
+
+@functools.lru_cache(maxsize=256)
+def _npy_header(dtype: Any, shape: tuple) -> bytes | None:
+    """The .npy header numpy writes for a C-ordered array of ``dtype`` and ``shape``."""
+    try:
+        descr = np.lib.format.dtype_to_descr(np.dtype(dtype))
+        if not isinstance(descr, str) or not all(type(n) is int and n >= 0 for n in shape):
+            return None  # structured dtypes and odd records take np.load's path
+        buffer = io.BytesIO()
+        header = {"descr": descr, "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(buffer, header)
+    except (TypeError, ValueError):
+        return None
+    return buffer.getvalue()
 
 
 class EntrySource:
@@ -491,7 +515,7 @@ class _FrameSource(EntrySource):
     def array(self, index: int, record: dict[str, Any]) -> np.ndarray:
         data = self._data[self._offsets[index] : self._offsets[index + 1]]
         check_digest(record, data, f"array {index}")
-        return load_npy_bytes(data)
+        return load_npy_bytes(bytes(data), record)  # one copy, so the frame can be freed
 
     def blob(self, record: dict[str, Any]) -> bytes:
         data = bytes(self._data[self._offsets[-1] :])
