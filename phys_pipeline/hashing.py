@@ -94,9 +94,15 @@ def _feed_sequence(h: Hasher, obj: list | tuple, where: str) -> None:
         feed(h, item, where)
 
 
-def _feed_dict(h: Hasher, obj: dict, where: str) -> None:
+def _feed_dict(h: Hasher, obj: Mapping, where: str) -> None:
+    if not obj:  # empty dicts (meta, tags, metrics) are everywhere
+        h.update(_EMPTY_DICT)
+        return
     h.update(b"D")
     _feed_mapping(h, obj.items(), where)
+
+
+_EMPTY_DICT = b"D" + _pack_len(0)
 
 
 def _feed_int(h: Hasher, obj: int, where: str) -> None:
