@@ -101,9 +101,17 @@ def bench_seq_overhead(impl: str) -> Figures:
             for stage in stages:
                 s = stage.process(s).state
 
-    total = median_seconds(run_pipeline) / (inner * n)
-    bare = median_seconds(run_bare) / (inner * n)
-    return {"seq.total_us": total * 1e6, "seq.overhead_us": (total - bare) * 1e6}
+    run_pipeline(), run_bare()
+    totals, overheads = [], []
+    for _ in range(3 * REPEATS):  # a difference of small times: pairs, and more of them
+        total = timed(run_pipeline)
+        overheads.append(total - timed(run_bare))
+        totals.append(total)
+    per_stage = 1e6 / (inner * n)
+    return {
+        "seq.total_us": statistics.median(totals) * per_stage,
+        "seq.overhead_us": statistics.median(overheads) * per_stage,
+    }
 
 
 def bench_dag_chain(impl: str) -> Figures:
@@ -131,36 +139,50 @@ def bench_dag_scaling(impl: str) -> Figures:
     return out
 
 
-def bench_fft_speedup(impl: str) -> Figures:
-    """Two independent FFT-heavy branches: wall time with 1 worker over wall time with 2.
-    Runs alternate between 1 and 2 workers, so load drift hits both alike. ``ceiling`` is the
-    same two stage calls on two bare threads (what the machine allows)."""
+def _speedup(one: Callable[[], Any], two: Callable[[], Any], nodes: list) -> Figures:
+    """Median wall time with 1 worker over that with 2, and the same for the two branches'
+    stage calls on bare threads (what the machine allows at that moment). The four kinds of
+    run alternate, so load from other processes hits them alike."""
     from concurrent.futures import ThreadPoolExecutor
 
     import workloads as w
 
-    steps = 60 if QUICK else 250
-    nodes = w.fft_branches(steps)
-    state = w.trivial_state()
-    w.executor(2).run(state, nodes)  # warm up numpy's FFT plan caches
-    one, two = [], []
-    for _ in range(REPEATS):
-        one.append(timed(lambda: w.executor(1).run(state, nodes)))
-        two.append(timed(lambda: w.executor(2).run(state, nodes)))
-    out = {
-        "fft.speedup": statistics.median(one) / statistics.median(two),
-        "fft.one_worker_ms": statistics.median(one) * 1e3,
+    grid = nodes[0].stage.process(w.trivial_state()).state
+    branches = [nodes[1].stage, nodes[2].stage]
+    one(), two()  # warm up numpy's FFT plan caches
+    times: dict[str, list[float]] = {"one": [], "two": [], "bare_one": [], "bare_two": []}
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(REPEATS):
+            times["one"].append(timed(one))
+            times["two"].append(timed(two))
+            times["bare_one"].append(timed(lambda: [b.process(grid) for b in branches]))
+            times["bare_two"].append(
+                timed(lambda: list(pool.map(lambda b: b.process(grid), branches)))
+            )
+    median = {k: statistics.median(v) for k, v in times.items()}
+    speedup = median["one"] / median["two"]
+    ceiling = median["bare_one"] / median["bare_two"]
+    return {
+        "fft.speedup": speedup,
+        "fft.ceiling": ceiling,
+        "fft.of_ceiling": speedup / ceiling,
+        "fft.one_worker_ms": median["one"] * 1e3,
     }
-    if impl == "ours":
-        grid = nodes[0].stage.process(state).state
-        branches = [nodes[1].stage, nodes[2].stage]
-        bare_one, bare_two = [], []
-        with ThreadPoolExecutor(2) as pool:
-            for _ in range(REPEATS):
-                bare_one.append(timed(lambda: [b.process(grid) for b in branches]))
-                bare_two.append(timed(lambda: list(pool.map(lambda b: b.process(grid), branches))))
-        out["fft.ceiling"] = statistics.median(bare_one) / statistics.median(bare_two)
-    return out
+
+
+FFT_STEPS = 60 if QUICK else 250
+
+
+def bench_fft_speedup(impl: str) -> Figures:
+    """Two independent FFT-heavy branches (split-step propagation, 2^14 points) after a
+    shared grid node: the speedup of 2 workers over 1."""
+    import workloads as w
+
+    nodes = w.fft_branches(FFT_STEPS)
+    state = w.trivial_state()
+    return _speedup(
+        lambda: w.executor(1).run(state, nodes), lambda: w.executor(2).run(state, nodes), nodes
+    )
 
 
 def bench_warm_cache_large(impl: str) -> Figures:
@@ -201,11 +223,12 @@ def bench_warm_cache_large(impl: str) -> Figures:
                 arr.sum()
 
         # --quick: the reference takes seconds per warm run, so no extra warm-up round there
+        # (the cold run that filled the cache already brought the files into the page cache)
         repeats, warmup = (2, 0) if QUICK else (REPEATS, 1)
         warm_s = median_seconds(warm, repeats, warmup)
-        npload_s = median_seconds(npload, repeats, warmup)
+        npload_s = median_seconds(npload, repeats)
         warm_read_s = median_seconds(warm_read, repeats, warmup)
-        npload_read_s = median_seconds(npload_read, repeats, warmup)
+        npload_read_s = median_seconds(npload_read, repeats)
     return {
         "big.warm_ms": warm_s * 1e3,
         "big.npload_ms": npload_s * 1e3,
@@ -396,7 +419,7 @@ def bench_disk_scaling(impl: str) -> Figures:
     from phys_pipeline.dag_cache import DagCache
     from phys_pipeline.types import SimpleState, StageResult
 
-    target, budget_s = (2_000, 10.0) if QUICK else (100_000, 150.0)
+    target, budget_s = (2_000, 10.0) if QUICK else (100_000, 120.0)
     result = StageResult(state=SimpleState(payload=1.5, meta={"label": "x"}))
     rng = np.random.default_rng(1)
     samples = 500 if QUICK else 3000
@@ -510,15 +533,14 @@ def bench_dask(bench: str) -> Figures:
             out[f"chain{n}.cold_us"] = r["threaded"]
             out[f"chain{n}.cold_us@sync"] = r["sync"]
     elif bench == "fft_speedup":
-        nodes = w.fft_branches(60 if QUICK else 250)
+        nodes = w.fft_branches(FFT_STEPS)
         graph = {node.id: (_run_stage, node.stage, *(node.deps or [state])) for node in nodes}
         keys = [node.id for node in nodes]
-        dask.threaded.get(graph, keys, num_workers=2)
-        one, two = [], []
-        for _ in range(REPEATS):
-            one.append(timed(lambda: dask.threaded.get(graph, keys, num_workers=1)))
-            two.append(timed(lambda: dask.threaded.get(graph, keys, num_workers=2)))
-        out = {"fft.speedup": statistics.median(one) / statistics.median(two)}
+        out = _speedup(
+            lambda: dask.threaded.get(graph, keys, num_workers=1),
+            lambda: dask.threaded.get(graph, keys, num_workers=2),
+            nodes,
+        )
     elif bench == "hash_throughput":
         from dask.base import tokenize
 
