@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import networkx as nx
 
@@ -22,6 +22,7 @@ from .errors import (
     MissingDependencyError,
     MissingStageError,
     NotAStateError,
+    UnhashableValueError,
     UnknownNodeError,
 )
 from .hashing import code_version, config_hash, new_hasher
@@ -51,27 +52,25 @@ def validate(nodes: Sequence[NodeSpec]) -> list[str]:
     for node in nodes:
         if not isinstance(node, NodeSpec):
             raise MissingStageError(repr(node), node)
-        if not isinstance(node.id, str) or not node.id:
-            raise DagError(f"node id {node.id!r}: node ids must be non-empty strings")
-        if node.id in seen:
-            duplicates.append(node.id)
-        seen.add(node.id)
+        node_id = node.id
+        if not isinstance(node_id, str) or not node_id:
+            raise DagError(f"node id {node_id!r}: node ids must be non-empty strings")
+        if node_id in seen:
+            duplicates.append(node_id)
+        seen.add(node_id)
     if duplicates:
         raise DuplicateNodeError(duplicates)
     for node in nodes:
         stage = node.stage
-        if stage is None or not callable(getattr(stage, "process", None)):
+        if not (callable(getattr(stage, "process", None)) and hasattr(stage, "cfg")):
             raise MissingStageError(node.id, stage)
-        if not hasattr(stage, "cfg"):
-            raise MissingStageError(node.id, stage)
-    for node in nodes:
-        if not node.deps:
-            continue
-        missing = [dep for dep in node.deps if dep not in seen]
-        if missing:
-            raise MissingDependencyError(node.id, missing)
-        if len(set(node.deps)) != len(node.deps):
-            raise DuplicateNodeError([f"{node.id}.deps: {d}" for d in node.deps])
+        deps = node.deps
+        if deps:
+            missing = [dep for dep in deps if dep not in seen]
+            if missing:
+                raise MissingDependencyError(node.id, missing)
+            if len(deps) > 1 and len(set(deps)) != len(deps):
+                raise DuplicateNodeError([f"{node.id}.deps: {d}" for d in deps])
     order = _kahn_order(nodes)
     if len(order) != len(nodes):
         raise CycleError([edge[0] for edge in nx.find_cycle(_digraph(nodes))])
@@ -121,19 +120,6 @@ def topological_order(graph: nx.DiGraph, nodes: Sequence[NodeSpec]) -> list[str]
 # --- keys -----------------------------------------------------------------------------------
 
 
-def node_code_version(node: NodeSpec, memo: dict[int, str] | None = None) -> str:
-    """Explicit version (node, then stage) or a digest of the stage class's code."""
-    explicit = node.version or getattr(node.stage, "version", None)
-    if isinstance(explicit, str) and explicit:
-        return f"v:{explicit}"
-    cls = type(node.stage)
-    if memo is None:
-        return code_version(cls)
-    if id(cls) not in memo:
-        memo[id(cls)] = code_version(cls)
-    return memo[id(cls)]
-
-
 def policy_keys_of(node: NodeSpec) -> tuple[str, ...] | None:
     """The policy keys a node declares it reads (None: it may read any)."""
     declared = node.metadata.get("policy_keys", getattr(node.stage, "policy_keys", None))
@@ -156,9 +142,9 @@ def policy_view_hash(node: NodeSpec, policy: PolicyBag | None) -> str:
     return policy.hash() if declared is None else policy.hash_of(declared)
 
 
-@dataclass(frozen=True)
-class NodePlan:
-    """Everything that went into one node's key, so a change can be explained."""
+class NodePlan(NamedTuple):
+    """Everything that went into one node's key, so a change can be explained. (A named
+    tuple: immutable, and plans make one per node on every run.)"""
 
     id: str
     deps: tuple[str, ...]
@@ -170,8 +156,7 @@ class NodePlan:
     label: str
 
 
-@dataclass(frozen=True)
-class Staleness:
+class Staleness(NamedTuple):
     """Why a node must run: ``reasons`` such as "config changed" or "not cached"."""
 
     node_id: str
@@ -266,34 +251,49 @@ def make_plan(
     if not callable(getattr(initial_state, "hashable_repr", None)):
         raise NotAStateError("initial state", initial_state)
     state_digest = bytes(initial_state.hashable_repr())
-    code_memo: dict[int, str] = {}
+    identities: dict[type, tuple[str, str]] = {}  # class -> (stage type, code digest)
     planned: dict[str, NodePlan] = {}
     for nid in order:
         spec = specs[nid]
         stage = spec.stage
-        stage_type = f"{type(stage).__module__}.{type(stage).__qualname__}"
-        version = node_code_version(spec, code_memo)
-        cfg_hash = config_hash(stage.cfg, f"node {nid!r} config")
+        cls = type(stage)
+        identity = identities.get(cls)
+        if identity is None:
+            identity = identities[cls] = (f"{cls.__module__}.{cls.__qualname__}", "")
+        stage_type, version = identity
+        explicit = spec.version or getattr(stage, "version", None)
+        if isinstance(explicit, str) and explicit:
+            version = f"v:{explicit}"
+        elif not version:
+            version = code_version(cls)
+            identities[cls] = (stage_type, version)
+        try:
+            cfg_hash = config_hash(stage.cfg)
+        except UnhashableValueError as exc:
+            raise exc.at(f"node {nid!r} config") from None
         pol_hash = policy_view_hash(spec, policy)
         h = new_hasher()
         h.update(KEY_SCHEMA + "\0".join((stage_type, version, cfg_hash, pol_hash, "")).encode())
-        gather, input_names = spec.metadata.get("gather"), spec.metadata.get("input_names")
-        if gather or input_names:
-            # the shape of the input (DagState keys) is part of what the stage sees
-            h.update(repr((gather, input_names)).encode())
-        if spec.deps:
-            h.update("".join(f"{dep}\1{planned[dep].key}" for dep in spec.deps).encode())
+        metadata = spec.metadata
+        if metadata:
+            gather, input_names = metadata.get("gather"), metadata.get("input_names")
+            if gather or input_names:
+                # the shape of the input (DagState keys) is part of what the stage sees
+                h.update(repr((gather, input_names)).encode())
+        deps = spec.deps
+        if deps:
+            h.update("".join([f"{dep}\1{planned[dep].key}" for dep in deps]).encode())
         else:
             h.update(b"root\0" + state_digest)
         planned[nid] = NodePlan(
-            id=nid,
-            deps=tuple(spec.deps),
-            key=h.hexdigest(),
-            stage_type=stage_type,
-            code_version=version,
-            config_hash=cfg_hash,
-            policy_hash=pol_hash,
-            label=spec.op_name or stage_name(stage),
+            nid,
+            tuple(deps),
+            h.hexdigest(),
+            stage_type,
+            version,
+            cfg_hash,
+            pol_hash,
+            spec.op_name or stage_name(stage),
         )
     return Plan(specs, order, planned, state_digest, policy, _graph=graph)
 

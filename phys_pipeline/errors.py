@@ -36,6 +36,10 @@ class UnhashableValueError(PhysPipelineError, TypeError):
             "lists, dicts, dataclasses or pydantic models"
         )
 
+    def at(self, where: str) -> UnhashableValueError:
+        """The same error, naming ``where`` (callers label it only once it is raised)."""
+        return UnhashableValueError(where, self.value)
+
 
 class PolicyError(PhysPipelineError, TypeError):
     """A policy entry is unusable (e.g. unhashable); names the key."""

@@ -15,7 +15,7 @@ from .scheduler import DEFAULT_RESOURCES, LocalScheduler, NodeTask, Scheduler
 from .types import NodeSpec, StageResult, State
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeRun:
     """What happened to one node in one run, and why."""
 
@@ -100,19 +100,24 @@ class DagRunResult:
 class _RunRecorder:
     """Scheduler hooks for one run: stores results, writes the cache, forwards to callbacks."""
 
+    _EVENTS = ("on_plan", "on_start", "on_done", "on_error", "on_skip", "on_finish")
+
     def __init__(
         self, plan: Plan, reasons: dict[str, Staleness], cache: Any, callbacks: Sequence[Any]
     ) -> None:
-        self.plan, self.reasons, self.cache, self.callbacks = plan, reasons, cache, callbacks
+        self.plan, self.reasons, self.cache = plan, reasons, cache
         self.results: dict[str, StageResult] = {}
         self.runs: dict[str, NodeRun] = {}
         self.failures: dict[str, BaseException] = {}
+        # each event's listeners, looked up once: most runs have none, and hooks fire per node
+        self.listeners: dict[str, list[Any]] = {
+            event: [m for m in (getattr(cb, event, None) for cb in callbacks) if m is not None]
+            for event in self._EVENTS
+        }
 
     def _notify(self, event: str, *args: Any) -> None:
-        for callback in self.callbacks:
-            method = getattr(callback, event, None)
-            if method is not None:
-                method(*args)
+        for method in self.listeners[event]:
+            method(*args)
 
     def _reason(self, node_id: str) -> str:
         staleness = self.reasons.get(node_id)
@@ -125,7 +130,8 @@ class _RunRecorder:
         self._notify("on_done", node_id, result, True)
 
     def on_start(self, node_id: str) -> None:
-        self._notify("on_start", node_id)
+        if self.listeners["on_start"]:
+            self._notify("on_start", node_id)
 
     def on_done(self, node_id: str, result: StageResult, duration_s: float) -> None:
         planned = self.plan.nodes[node_id]
@@ -142,7 +148,8 @@ class _RunRecorder:
             self.cache.put(key, result)
         self.results[node_id] = result
         self.runs[node_id] = NodeRun(node_id, "ran", key, self._reason(node_id), duration_s)
-        self._notify("on_done", node_id, result, False)
+        if self.listeners["on_done"]:
+            self._notify("on_done", node_id, result, False)
 
     def on_error(self, node_id: str, error: BaseException) -> None:
         key = self.plan.nodes[node_id].key

@@ -189,6 +189,18 @@ def digest(obj: Any, where: str = "value") -> bytes:
     return h.digest()
 
 
+_PAIR_HEAD = b"U" + _pack_len(2)
+
+
+def digest_pair(first: Any, second: Any, where: str = "value") -> bytes:
+    """``digest((first, second))`` without the tuple and one dispatch: states hash this way
+    before and after every stage (the executor's mutation check)."""
+    h = xxhash.xxh3_128(_PAIR_HEAD)
+    feed(h, first, where)
+    feed(h, second, where)
+    return h.digest()
+
+
 def hexdigest(obj: Any, where: str = "value") -> str:
     h = new_hasher()
     feed(h, obj, where)
@@ -261,22 +273,23 @@ class _ConfigDigests:
     goes when its config is garbage collected."""
 
     def __init__(self) -> None:
-        # id(cfg) -> (weak ref to cfg, its class, its field objects, its empty containers, digest)
-        self._entries: dict[int, tuple[weakref.ref, type, tuple, tuple, str]] = {}
+        # id(cfg) -> (weak ref to cfg, its class, its field objects, its extra fields, its
+        # empty containers, digest)
+        self._entries: dict[int, tuple[weakref.ref, type, tuple, Any, tuple, str]] = {}
 
     def get(self, cfg: Any) -> str | None:
         entry = self._entries.get(id(cfg))
         if entry is None:
             return None
-        ref, cls, fields, containers, hexdigest = entry
-        if ref() is not cfg or type(cfg) is not cls:
-            return None
+        ref, cls, fields, extra, containers, hexdigest = entry
         values = cfg.__dict__.values()
         if (
-            any(containers)  # e.g. someone wrote into cfg.tags
-            or cfg.__pydantic_extra__ is not fields[-1]
-            or len(values) != len(fields) - 1
+            ref() is not cfg
+            or type(cfg) is not cls
+            or cfg.__pydantic_extra__ is not extra
+            or len(values) != len(fields)
             or not all(map(operator.is_, values, fields))
+            or any(containers)  # e.g. someone wrote into cfg.tags
         ):
             return None
         return hexdigest
@@ -284,13 +297,15 @@ class _ConfigDigests:
     def put(self, cfg: Any, hexdigest: str) -> None:
         if not isinstance(cfg, BaseModel) or type(cfg).model_computed_fields:
             return
-        fields = (*cfg.__dict__.values(), cfg.__pydantic_extra__)
-        containers = tuple(v for v in fields if type(v) in _CONTAINERS)
-        if any(containers) or not all(_immutable(v) for v in fields if type(v) not in _CONTAINERS):
+        fields, extra = tuple(cfg.__dict__.values()), cfg.__pydantic_extra__
+        containers = tuple(v for v in (*fields, extra) if type(v) in _CONTAINERS)
+        if any(containers) or not all(
+            _immutable(v) for v in (*fields, extra) if type(v) not in _CONTAINERS
+        ):
             return  # its content may change in place: no memo
         key = id(cfg)
         ref = weakref.ref(cfg, lambda _, key=key: self._entries.pop(key, None))
-        self._entries[key] = (ref, type(cfg), fields, containers, hexdigest)
+        self._entries[key] = (ref, type(cfg), fields, extra, containers, hexdigest)
 
 
 _CONFIG_DIGESTS = _ConfigDigests()

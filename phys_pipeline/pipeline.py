@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Generic
 
-from .errors import MetricError
+from .errors import MetricError, UnhashableValueError
 from .hashing import code_version, config_hash
 from .invoke import call_stage
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
@@ -15,11 +15,39 @@ from .record import ArtifactRecorder
 from .types import S, StageConfig, StageResult, stage_name
 
 
-def _code_version(stage: Any, memo: dict[type, str]) -> str:
-    cls = type(stage)
-    if cls not in memo:
-        memo[cls] = code_version(cls)
-    return memo[cls]
+def _add_metrics(metrics: dict[str, float], prefix: str, stage: str, new: dict[str, float]) -> None:
+    """Add a stage's metrics under ``prefix``; a key two stages share is an error."""
+    for key, value in new.items():
+        full_key = prefix + key
+        if full_key in metrics:
+            raise MetricError(
+                stage,
+                key,
+                value,
+                f"{full_key!r} was already set by an earlier stage; "
+                "give stages distinct cfg.name values",
+            )
+        metrics[full_key] = value
+
+
+def _add_artifacts(
+    artifacts: dict[str, Any],
+    record: dict[str, Any],
+    stage: str,
+    new: dict[str, Any],
+    recorder: ArtifactRecorder | None,
+    run_id: str,
+    cfg_hash: str,
+) -> None:
+    """Collect a stage's artifacts as ``"<stage>.<key>"``; with a recorder, save them too and
+    list the files in the stage's provenance ``record``."""
+    for key, artifact in new.items():
+        artifacts[f"{stage}.{key}"] = artifact
+        if recorder is not None:
+            paths = recorder.record(
+                artifact, stage=stage, key=key, run_id=run_id, config_hash=cfg_hash
+            )
+            record.setdefault("artifacts", {})[key] = [str(p) for p in paths]
 
 
 class SequentialPipeline(Generic[S]):
@@ -65,50 +93,49 @@ class SequentialPipeline(Generic[S]):
         stage_records: list[dict[str, Any]] = []
         if record_artifacts and recorder is None:
             raise ValueError(f"pipeline {self.name!r}: record_artifacts=True needs a recorder")
+        if not record_artifacts:
+            recorder = None
         where = f"pipeline {self.name!r}"
+        prefix = f"{self.name}."
         code_versions: dict[type, str] = {}  # per run: a notebook may redefine code between runs
-        started = time.perf_counter()
+        perf_counter = time.perf_counter
+        started = perf_counter()
         for stage in self.stages:
             name = stage_name(stage)
-            t0 = time.perf_counter()
-            result = call_stage(stage, state, bag, where=where)
-            duration = time.perf_counter() - t0
-            cfg_hash = config_hash(getattr(stage, "cfg", None), f"stage {name!r} config")
-            for key, value in result.metrics.items():
-                full_key = f"{self.name}.{name}.{key}"
-                if full_key in metrics:
-                    raise MetricError(
-                        name,
-                        key,
-                        value,
-                        f"{full_key!r} was already set by an earlier stage; "
-                        "give stages distinct cfg.name values",
-                    )
-                metrics[full_key] = value
+            t0 = perf_counter()
+            result = call_stage(stage, state, bag, where)
+            duration = perf_counter() - t0
+            try:
+                cfg_hash = config_hash(getattr(stage, "cfg", None))
+            except UnhashableValueError as exc:
+                raise exc.at(f"stage {name!r} config") from None
+            if result.metrics:
+                _add_metrics(metrics, f"{prefix}{name}.", name, result.metrics)
+            version = getattr(stage, "version", None)
+            if not version:
+                cls = type(stage)
+                version = code_versions.get(cls)
+                if version is None:
+                    version = code_versions[cls] = code_version(cls)
             record: dict[str, Any] = {
                 "name": name,
                 "class": type(stage).__qualname__,
                 "config_hash": cfg_hash,
-                "version": getattr(stage, "version", None) or _code_version(stage, code_versions),
+                "version": version,
                 "duration_s": duration,
             }
             if result.provenance:
                 record["provenance"] = result.provenance
-            for key, artifact in result.artifacts.items():
-                full_key = f"{self.name}.{name}.{key}"
-                artifacts[full_key] = artifact
-                if record_artifacts:
-                    assert recorder is not None
-                    record.setdefault("artifacts", {})[key] = [
-                        str(p)
-                        for p in recorder.record(
-                            artifact,
-                            stage=f"{self.name}.{name}",
-                            key=key,
-                            run_id=run_id,
-                            config_hash=cfg_hash,
-                        )
-                    ]
+            if result.artifacts:
+                _add_artifacts(
+                    artifacts,
+                    record,
+                    f"{prefix}{name}",
+                    result.artifacts,
+                    recorder,
+                    run_id,
+                    cfg_hash,
+                )
             stage_records.append(record)
             state = result.state
         provenance = {

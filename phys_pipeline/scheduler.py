@@ -28,7 +28,7 @@ from .types import DagState, NodeResources, StageResult, State, stage_name
 DEFAULT_RESOURCES = NodeResources()
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeTask:
     """What a worker needs to compute one node; picklable when the stage is."""
 

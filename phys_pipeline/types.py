@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from .errors import ConfigError
-from .hashing import digest, hash_ndarray, hash_small
+from .hashing import digest, digest_pair, hash_ndarray, hash_small
 
 if TYPE_CHECKING:
     from .policy import PolicyBag
@@ -60,7 +60,7 @@ class SimpleState(State):
         return SimpleState(copy.deepcopy(self.payload), copy.deepcopy(self.meta))
 
     def hashable_repr(self) -> bytes:
-        return digest((self.payload, self.meta), "SimpleState")
+        return digest_pair(self.payload, self.meta, "SimpleState")
 
     def __repr__(self) -> str:
         keys = ", ".join(self.meta)
