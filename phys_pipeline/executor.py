@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .dag import Plan, Staleness, ancestors_closure, make_plan, policy_seen_by
-from .errors import NodeFailedError
+from .errors import NodeFailedError, StateMutationError
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .scheduler import DEFAULT_RESOURCES, LocalScheduler, NodeTask, Scheduler
 from .types import NodeSpec, StageResult, State
@@ -227,6 +227,8 @@ class DagExecutor:
         tasks = [self._task(plan.specs[nid], bag, state) for nid in to_run]
         available = {nid: r.state for nid, r in recorder.results.items()}
         self.scheduler.execute(tasks, available, recorder)
+        if self.cache is not None and recorder.failures:
+            self._evict_corrupted(plan, recorder)
         self.last_plan = plan
         result = self._assemble(plan, order, recorder, bag, time.perf_counter() - started)
         recorder._notify("on_finish", result)
@@ -249,6 +251,20 @@ class DagExecutor:
                 reasons[nid] = Staleness(nid, ("cache entry unreadable",))
             to_run.append(nid)
         return to_run
+
+    def _evict_corrupted(self, plan: Plan, recorder: _RunRecorder) -> None:
+        """A stage that wrote to its input changed a parent's state in place: the object a
+        memory tier holds, and the input of any sibling that ran after it. Drop the entries of
+        those parents (roots: of every node reading the initial state) and of all they feed,
+        so that the next run recomputes them instead of serving what the stage corrupted."""
+        mutated = [n for n, e in recorder.failures.items() if isinstance(e, StateMutationError)]
+        corrupted: set[str] = set()
+        for node_id in mutated:
+            parents = plan.nodes[node_id].deps or tuple(plan.roots())
+            for parent in parents:
+                corrupted |= {parent, *plan.descendants(parent)}
+        for node_id in corrupted & recorder.results.keys():
+            self.cache.delete(plan.nodes[node_id].key)
 
     def _task(self, spec: NodeSpec, policy: PolicyBag | None, state: State) -> NodeTask:
         aliases = spec.metadata.get("input_names")

@@ -440,3 +440,29 @@ def test_stage_reading_an_undeclared_policy_key_fails_naming_node_and_key():
     error = out.failures["p1"]
     assert "'plot.dpi'" in str(error) and "'p1'" in str(error)
     assert out.ok is False and out.runs["p2"].status == "ran"
+
+
+def test_a_stage_mutating_a_cached_input_leaves_no_corrupted_entry():
+    """The memory tier holds the very state object a child receives: after a mutation is
+    caught, neither the parent nor a sibling that read the corrupted state is served again."""
+
+    class Vandal(PipelineStage):
+        def process(self, state, *, policy=None):
+            state.meta["omega"][:] = 99.0
+            return StageResult(state=state.deepcopy())
+
+    class Peak(PipelineStage):
+        def process(self, state, *, policy=None):
+            return StageResult(state=state, metrics={"peak": float(np.max(state.meta["omega"]))})
+
+    grid = NodeSpec(id="grid", stage=GridStage(GridCfg(N=8)))
+    vandal = NodeSpec(id="vandal", deps=["grid"], stage=Vandal(StageConfig()))
+    peak = NodeSpec(id="peak", deps=["grid"], stage=Peak(StageConfig()))
+    cache = DagCache(MemoryStore())
+    honest = run([grid, peak], cache=DagCache(MemoryStore())).metrics["peak.peak"]
+
+    out = run([grid, vandal, peak], cache=cache, raise_on_error=False)
+    assert isinstance(out.failures["vandal"], StateMutationError)
+    again = run([grid, peak], cache=cache)
+    assert statuses(again) == {"grid": "ran", "peak": "ran"}
+    assert again.metrics["peak.peak"] == honest != 99.0
