@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .dag import Plan, Staleness, make_plan
+from .dag_cache import DagCache, as_dag_cache
 from .edit import replace_config, replace_stage_config
 from .errors import UnknownNodeError
 from .executor import DagExecutor, DagRunResult
@@ -24,16 +25,17 @@ STATUSES = ("not run", "stale", "running", "ran", "hit", "failed", "skipped")
 Listener = Callable[[str, "LiveSession"], None]
 
 
-def default_session_cache(cache: Any, memory_bytes: int) -> Any:
-    """A memory tier over the user's cache (or memory alone), so reruns load in microseconds."""
+def default_session_cache(cache: Any, memory_bytes: int) -> DagCache:
+    """A memory tier over the user's cache (or memory alone), so reruns load in microseconds.
+    ``cache`` is anything the executor accepts (store, CacheConfig, DagCache); its
+    strictness is kept."""
     from .cache import MemoryStore, TieredStore
-    from .dag_cache import DagCache
 
     memory = MemoryStore(max_bytes=memory_bytes)
-    if cache is None:
+    given = as_dag_cache(cache)
+    if given is None:
         return DagCache(memory)
-    backend = cache.backend if isinstance(cache, DagCache) else cache
-    return DagCache(TieredStore([memory, backend]))
+    return DagCache(TieredStore([memory, given.backend]), strict=given.strict)
 
 
 class LiveSession:

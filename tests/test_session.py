@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from dag_stages import GridCfg, GridStage, diamond
 
@@ -119,13 +121,44 @@ def test_failure_is_reported_not_raised(session):
 
 
 def test_session_uses_a_memory_tier_over_a_given_cache(tmp_path):
-    from phys_pipeline.cache import DiskCache
+    from phys_pipeline.cache import DiskCache, MemoryStore, TieredStore
 
     first = LiveSession(diamond(), SimpleState(None), cache=DiskCache(tmp_path))
     first.run()
     second = LiveSession(diamond(), SimpleState(None), cache=DiskCache(tmp_path))
+    backend = second.executor.cache.backend
+    assert isinstance(backend, TieredStore)
+    memory, disk = backend.tiers
+    assert isinstance(memory, MemoryStore) and isinstance(disk, DiskCache)
     assert second.stale() == {}
-    assert second.run().ran == []
+    assert second.run().ran == []  # read from disk, copied into memory
+    key = second.plan().nodes["grid"].key
+    disk.clear()
+    assert second.executor.cache.get(key) is not None  # now served by the memory tier
+
+
+def test_session_builds_the_cache_a_cache_config_describes(tmp_path):
+    from phys_pipeline.cache import CacheConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a CacheWarning would mean the cache is not used
+        first = LiveSession(diamond(), SimpleState(None), cache=CacheConfig(disk_root=tmp_path))
+        assert sorted(first.run().ran) == ["grid", "merge", "p1", "p2", "solo"]
+        second = LiveSession(diamond(), SimpleState(None), cache=CacheConfig(disk_root=tmp_path))
+        assert second.stale() == {}
+        result = second.run()
+    assert result.ran == [] and len(result.hits) == 5
+    assert second.executor.cache.errors == 0
+
+
+def test_session_keeps_a_strict_cache_strict(tmp_path):
+    from phys_pipeline.cache import CacheConfig, DiskCache
+    from phys_pipeline.dag_cache import DagCache
+
+    given = DagCache(DiskCache(tmp_path), strict=True)
+    assert LiveSession(diamond(), SimpleState(None), cache=given).executor.cache.strict is True
+    config = CacheConfig(disk_root=tmp_path, strict=True)
+    assert LiveSession(diamond(), SimpleState(None), cache=config).executor.cache.strict is True
 
 
 def test_grid_edit_invalidates_everything(session):

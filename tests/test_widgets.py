@@ -455,3 +455,19 @@ def test_closing_the_app_unsubscribes_its_views(session: LiveSession) -> None:
     app.close()
     app.close()  # closing twice is harmless
     assert session._listeners == []
+
+
+def test_app_uses_the_cache_a_cache_config_describes(tmp_path: Path) -> None:
+    import warnings
+
+    from phys_pipeline.cache import CacheConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a CacheWarning would mean the cache is not used
+        first = PipelineApp(optics_nodes(), SimpleState(), cache=CacheConfig(disk_root=tmp_path))
+        first.controls.run()
+        first.close()
+        second = PipelineApp(optics_nodes(), SimpleState(), cache=CacheConfig(disk_root=tmp_path))
+        result = second.controls.run()
+        second.close()
+    assert result is not None and result.ran == [] and set(result.hits) == ALL
