@@ -8,6 +8,7 @@ just the stale nodes. Every status change is announced to subscribers (the widge
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -212,5 +213,16 @@ class LiveSession:
         return lambda: self._listeners.remove(listener)
 
     def _emit(self, event: str) -> None:
+        """Tell every listener; one that raises is reported as a RuntimeWarning and skipped,
+        because a broken view must not abort a run or an edit (``run`` never raises)."""
         for listener in list(self._listeners):
-            listener(event, self)
+            try:
+                listener(event, self)
+            except Exception as exc:  # noqa: BLE001 - isolate views from the model
+                name = getattr(listener, "__qualname__", None) or repr(listener)
+                warnings.warn(
+                    f"session listener {name} failed on the {event!r} event: "
+                    f"{type(exc).__name__}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )

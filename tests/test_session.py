@@ -171,3 +171,23 @@ def test_grid_edit_invalidates_everything(session):
 def test_session_accepts_a_new_stage_instance(session):
     session.set_stage("grid", GridStage(GridCfg(name="grid", span=2.0)))
     assert "config changed" in session.stale()["grid"].reasons
+
+
+def test_a_raising_listener_is_reported_and_the_run_completes():
+    live = LiveSession(diamond(), SimpleState(payload=None))
+
+    def broken_view(event, session):
+        raise ValueError("plot widget went away")
+
+    seen = []
+    live.subscribe(broken_view)
+    live.subscribe(lambda event, s: seen.append(event))
+    with pytest.warns(RuntimeWarning, match=r"broken_view.*plot widget went away") as caught:
+        result = live.run()
+    assert {"'status' event", "'run' event"} <= {
+        m for w in caught for m in ("'status' event", "'run' event") if m in str(w.message)
+    }
+    assert sorted(result.ran) == ["grid", "merge", "p1", "p2", "solo"]
+    assert live.last_result is result
+    assert set(live.status.values()) == {"ran"}
+    assert seen[-1] == "run"  # listeners after the broken one still hear every event
