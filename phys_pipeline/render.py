@@ -214,7 +214,7 @@ def _parse_plain(text: str, structure: Structure, engine: str) -> Layout:
         elif parts[0] == "edge":
             src, dst, count = int(parts[1][1:]), int(parts[2][1:]), int(parts[3])
             coords = parts[4 : 4 + 2 * count]
-            points = [(float(coords[i]) * _PT, y(coords[i + 1])) for i in range(0, len(coords), 2)]
+            points = [(x(coords[i]), y(coords[i + 1])) for i in range(0, len(coords), 2)]
             edges.append(_edge_from_points(ids[src][0], ids[dst][0], points))
     nodes = tuple(boxes[i] for i in range(len(ids)))
     return Layout(width, height_in * _PT + 2 * _MARGIN, nodes, tuple(edges), engine)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -129,6 +131,65 @@ def test_recolouring_a_100_node_dag_reflects_new_statuses() -> None:
     assert {nid for nid, c in found.items() if "status-stale" in c} == {
         f"n{i}" for i in range(50, 60)
     }
+
+
+def _boxes_and_edges(svg: str) -> tuple[dict, list]:
+    """Node id -> (left, top, right, bottom) of its rect; edges as (src, dst, first point of
+    the path, tip of the arrowhead), all read back from the SVG."""
+    root = ET.fromstring(svg)
+    boxes = {}
+    for nid, g in node_groups(svg).items():
+        rect = g.find(f"{SVG}rect")
+        assert rect is not None
+        x, y = float(rect.get("x", 0)), float(rect.get("y", 0))
+        boxes[nid] = (x, y, x + float(rect.get("width", 0)), y + float(rect.get("height", 0)))
+    edges = []
+    for g in root.iter(f"{SVG}g"):
+        if "pp-edge" not in g.get("class", ""):
+            continue
+        path, arrow = g.find(f"{SVG}path"), g.find(f"{SVG}polygon")
+        assert path is not None and arrow is not None
+        numbers = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", path.get("d", ""))]
+        tip = [float(v) for v in arrow.get("points", "").split()[0].split(",")]
+        edges.append((g.get("data-src"), g.get("data-dst"), tuple(numbers[:2]), tuple(tip)))
+    return boxes, edges
+
+
+def _usable_engines() -> list[str]:
+    engines = ["layered"]
+    try:
+        import pygraphviz  # noqa: F401
+
+        engines.append("pygraphviz")
+    except ImportError:
+        pass
+    if shutil.which("dot"):
+        engines.append("graphviz")
+    return engines
+
+
+@pytest.mark.parametrize("engine_name", _usable_engines())
+def test_edges_leave_and_reach_their_node_boxes(engine_name: str) -> None:
+    svg = render.nodes_svg(amplifier_chain(), engine=engine_name)  # type: ignore[arg-type]
+    boxes, edges = _boxes_and_edges(svg)
+    assert len(edges) == 4
+    tol = 3.0
+    for src, dst, (x0, y0), (x1, y1) in edges:
+        left, _, right, bottom = boxes[src]
+        assert left <= x0 <= right and abs(y0 - bottom) <= tol, (src, dst, x0, y0, boxes[src])
+        left, top, right, _ = boxes[dst]
+        assert left <= x1 <= right and abs(y1 - top) <= tol, (src, dst, x1, y1, boxes[dst])
+
+
+@pytest.mark.parametrize("engine_name", _usable_engines())
+def test_straight_edges_run_through_the_node_centres(engine_name: str) -> None:
+    """A chain is drawn as one column: every edge is vertical through the box centres."""
+    chain = [NodeSpec("a", [], GainStage(GainCfg()))]
+    chain += [NodeSpec(n, [p], GainStage(GainCfg())) for p, n in zip("abc", "bcd", strict=True)]
+    boxes, edges = _boxes_and_edges(render.nodes_svg(chain, engine=engine_name))  # type: ignore[arg-type]
+    for src, dst, (x0, _), (x1, _) in edges:
+        centre = (boxes[src][0] + boxes[src][2]) / 2
+        assert abs(x0 - centre) < 1.0 and abs(x1 - centre) < 1.0, (src, dst, x0, x1, centre)
 
 
 def test_layout_is_memoised_per_structure() -> None:
