@@ -9,7 +9,7 @@ descendants are skipped; independent branches go on.
 from __future__ import annotations
 
 import contextlib
-import functools
+import math
 import pickle
 import queue
 import threading
@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from .errors import ConfigError, DagError, StateMutationError
+from .errors import ConfigError, DagError, StageError, StateMutationError
 from .invoke import call_stage
 from .policy import PolicyBag
 from .types import DagState, NodeResources, StageResult, State, stage_name
@@ -102,8 +102,9 @@ def _run_pickled(payload: bytes) -> bytes:
 class LocalScheduler:
     """Runs nodes concurrently on this machine, honouring ``NodeResources`` slots.
 
-    ``max_workers`` bounds concurrent nodes; ``max_cpu`` / ``max_gpu`` bound the sum of the
-    running nodes' ``resources.cpu`` / ``.gpu``. ``mode="thread"`` (default) suits numpy/FFT
+    ``max_workers`` bounds concurrent nodes; ``max_cpu`` / ``max_gpu`` / ``max_mem_gb`` bound
+    the sum of the running nodes' ``resources.cpu`` / ``.gpu`` / ``.mem_gb`` (memory: unbounded
+    when None). ``mode="thread"`` (default) suits numpy/FFT
     stages that release the GIL; ``mode="process"`` suits pure-Python stages. Pools live only
     for one ``execute`` call: no threads or processes are left running after a run.
     """
@@ -114,31 +115,42 @@ class LocalScheduler:
         max_cpu: int | None = None,
         max_gpu: int = 0,
         *,
+        max_mem_gb: float | None = None,
         mode: Literal["thread", "process"] = "thread",
         progress: bool = False,
     ) -> None:
         if max_workers < 1:
             raise ConfigError("LocalScheduler", "max_workers", max_workers, "must be >= 1")
+        for field, value in (
+            ("max_cpu", max_cpu),
+            ("max_gpu", max_gpu),
+            ("max_mem_gb", max_mem_gb),
+        ):
+            if value is not None and value < 0:
+                raise ConfigError("LocalScheduler", field, value, "must be >= 0")
         if mode not in ("thread", "process"):
             raise ConfigError("LocalScheduler", "mode", mode, "must be 'thread' or 'process'")
         self.max_workers = max_workers
         self.max_cpu = max_workers if max_cpu is None else max_cpu
         self.max_gpu = max_gpu
+        self.max_mem_gb = max_mem_gb
         self.mode = mode
         self.progress = progress
 
     def __repr__(self) -> str:
         return (
             f"LocalScheduler(max_workers={self.max_workers}, max_cpu={self.max_cpu}, "
-            f"max_gpu={self.max_gpu}, mode={self.mode!r})"
+            f"max_gpu={self.max_gpu}, max_mem_gb={self.max_mem_gb}, mode={self.mode!r})"
         )
 
     def _check_fits(self, task: NodeTask) -> None:
         res = task.resources
-        if res.cpu > max(self.max_cpu, 1) or res.gpu > self.max_gpu:
+        too_much_memory = self.max_mem_gb is not None and res.mem_gb > self.max_mem_gb
+        if res.cpu > max(self.max_cpu, 1) or res.gpu > self.max_gpu or too_much_memory:
             raise DagError(
-                f"node {task.node_id!r} needs cpu={res.cpu}, gpu={res.gpu} but the scheduler "
-                f"has max_cpu={self.max_cpu}, max_gpu={self.max_gpu}"
+                f"node {task.node_id!r} needs cpu={res.cpu}, gpu={res.gpu}, "
+                f"mem_gb={res.mem_gb} but the scheduler has max_cpu={self.max_cpu}, "
+                f"max_gpu={self.max_gpu}, max_mem_gb={self.max_mem_gb}"
             )
 
     def execute(
@@ -217,10 +229,19 @@ class LocalScheduler:
         return contextlib.nullcontext()
 
 
-def _pickled(obj: Any) -> bytes:
+def _pickled(task: NodeTask, parents: dict[str, State]) -> bytes:
+    """The node's work for a worker process; a stage or state that cannot be pickled fails
+    this node (named), not the run."""
     import cloudpickle
 
-    return cloudpickle.dumps(obj)
+    try:
+        return cloudpickle.dumps((task, parents))
+    except Exception as exc:  # pickling raises TypeError, PicklingError, AttributeError, ...
+        raise StageError(
+            f"node {task.node_id!r}",
+            stage_name(task.stage),
+            TypeError(f"cannot send the stage and its input to a worker process: {exc}"),
+        ) from exc
 
 
 def _run_in_process(pool: ProcessPoolExecutor, payload: bytes) -> tuple[StageResult, float]:
@@ -246,6 +267,7 @@ class _PooledRun:
     ) -> None:
         self.max_workers = scheduler.max_workers
         self.cpu_free, self.gpu_free = max(scheduler.max_cpu, 1), scheduler.max_gpu
+        self.mem_free = math.inf if scheduler.max_mem_gb is None else scheduler.max_mem_gb
         self.pool = pool
         self.states = dict(available)
         self.waiting = {t.node_id: t for t in tasks}
@@ -293,10 +315,15 @@ class _PooledRun:
         for node_id in self.ready:
             task = self.waiting[node_id]
             res = task.resources
-            if res.cpu <= self.cpu_free and res.gpu <= self.gpu_free:
+            if (
+                res.cpu <= self.cpu_free
+                and res.gpu <= self.gpu_free
+                and res.mem_gb <= self.mem_free
+            ):
                 self.ready.remove(node_id)
                 self.cpu_free -= res.cpu
                 self.gpu_free -= res.gpu
+                self.mem_free -= res.mem_gb
                 self.running += 1
                 self.events.put(("on_start", node_id))
                 return task
@@ -322,13 +349,11 @@ class _PooledRun:
 
     def _run(self, task: NodeTask, parents: dict[str, State]) -> tuple[Any, ...]:
         """The node's event: ("on_done", id, result, seconds) or ("on_error", id, exc)."""
-        if self.pool is None:
-            job = functools.partial(run_node, task, parents)
-        else:
-            # pickled outside the try: an unpicklable task is the caller's error, not a failed node
-            job = functools.partial(_run_in_process, self.pool, _pickled((task, parents)))
         try:
-            result, duration = job()
+            if self.pool is None:
+                result, duration = run_node(task, parents)
+            else:
+                result, duration = _run_in_process(self.pool, _pickled(task, parents))
         except Exception as exc:  # noqa: BLE001 - reported; siblings go on
             return ("on_error", task.node_id, exc)
         return ("on_done", task.node_id, result, duration)
@@ -338,6 +363,7 @@ class _PooledRun:
             self.running -= 1
             self.cpu_free += task.resources.cpu
             self.gpu_free += task.resources.gpu
+            self.mem_free += task.resources.mem_gb
             if outcome[0] == "on_done":
                 self.states[task.node_id] = outcome[2].state
                 self._release(task.node_id, None)

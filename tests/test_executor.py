@@ -4,6 +4,7 @@ themselves, resumable reruns, resources, and the stage shapes existing users wri
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import textwrap
@@ -27,7 +28,14 @@ from dag_stages import (
 
 from phys_pipeline.cache import CacheWarning, DiskCache, MemoryStore
 from phys_pipeline.dag_cache import DagCache
-from phys_pipeline.errors import NodeFailedError, StageError, StageOutputError, StateMutationError
+from phys_pipeline.errors import (
+    ConfigError,
+    DagError,
+    NodeFailedError,
+    StageError,
+    StageOutputError,
+    StateMutationError,
+)
 from phys_pipeline.executor import DagExecutor
 from phys_pipeline.pipeline import SequentialPipeline
 from phys_pipeline.scheduler import LocalScheduler
@@ -308,21 +316,91 @@ def test_cpu_slots_bound_concurrency():
     assert Sleep.peak == 2
 
 
+def test_memory_slots_bound_concurrency():
+    Sleep.peak = 0
+    three_gb = NodeResources(mem_gb=3)
+    nodes = [
+        NodeSpec(id=f"m{i}", stage=Sleep(StageConfig(name=f"m{i}")), resources=three_gb)
+        for i in range(3)
+    ]
+    DagExecutor(scheduler=LocalScheduler(max_workers=3, max_cpu=3, max_mem_gb=4)).run(
+        SimpleState(None), nodes
+    )
+    assert Sleep.peak == 1
+
+
+def test_node_needing_more_memory_than_the_scheduler_has_is_named():
+    nodes = [NodeSpec(id="big", stage=GridStage(GridCfg()), resources=NodeResources(mem_gb=8))]
+    with pytest.raises(DagError, match=r"'big'.*mem_gb=8"):
+        DagExecutor(scheduler=LocalScheduler(max_mem_gb=4)).run(SimpleState(None), nodes)
+
+
+@pytest.mark.parametrize("field", ["max_cpu", "max_gpu", "max_mem_gb"])
+def test_negative_scheduler_limits_are_rejected(field):
+    with pytest.raises(ConfigError, match=field):
+        LocalScheduler(max_workers=2, **{field: -1})
+
+
 def test_node_needing_more_than_the_scheduler_has_is_named():
     nodes = [NodeSpec(id="hungry", stage=GridStage(GridCfg()), resources=NodeResources(gpu=1))]
     with pytest.raises(Exception, match="'hungry'"):
         DagExecutor(scheduler=LocalScheduler(max_workers=2)).run(SimpleState(None), nodes)
 
 
-def test_process_pool_runs_a_locally_defined_stage():
+def test_process_pool_runs_a_locally_defined_stage_in_another_process():
     class Square(PipelineStage):
         def process(self, state, *, policy=None):
-            return StageResult(state=SimpleState(payload=np.arange(4) ** 2))
+            return StageResult(
+                state=SimpleState(payload=np.arange(4) ** 2), metrics={"pid": os.getpid()}
+            )
 
     out = DagExecutor(scheduler=LocalScheduler(max_workers=2, mode="process")).run(
         SimpleState(None), [NodeSpec(id="sq", stage=Square(StageConfig()))]
     )
     np.testing.assert_array_equal(out.results["sq"].state.payload, [0, 1, 4, 9])
+    assert out.metrics["sq.pid"] != os.getpid()
+
+
+def test_process_pool_failure_keeps_its_message_and_names_the_node():
+    class Diverge(PipelineStage):
+        def process(self, state, *, policy=None):
+            raise FloatingPointError("split-step diverged at z=3.2 mm")
+
+    nodes = [
+        NodeSpec(id="grid", stage=GridStage(GridCfg())),
+        NodeSpec(id="diverge", stage=Diverge(StageConfig())),
+    ]
+    out = DagExecutor(scheduler=LocalScheduler(max_workers=2, mode="process")).run(
+        SimpleState(None), nodes, raise_on_error=False
+    )
+    error = out.failures["diverge"]
+    assert isinstance(error, StageError)
+    assert "node 'diverge'" in str(error) and "split-step diverged at z=3.2 mm" in str(error)
+    assert isinstance(error.cause, FloatingPointError)
+    assert out.runs["grid"].status == "ran"
+
+
+def test_process_pool_stage_that_cannot_be_pickled_fails_only_its_node():
+    class Locked(PipelineStage):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            self.lock = threading.Lock()
+
+        def process(self, state, *, policy=None):
+            return StageResult(state=state)
+
+    nodes = [
+        NodeSpec(id="grid", stage=GridStage(GridCfg())),
+        NodeSpec(id="locked", stage=Locked(StageConfig())),
+    ]
+    cache = DagCache(MemoryStore())
+    out = DagExecutor(scheduler=LocalScheduler(max_workers=2, mode="process"), cache=cache).run(
+        SimpleState(None), nodes, raise_on_error=False
+    )
+    assert list(out.failures) == ["locked"]
+    assert "node 'locked'" in str(out.failures["locked"])
+    assert "worker process" in str(out.failures["locked"])
+    assert out.runs["grid"].status == "ran" and cache.contains(out.runs["grid"].cache_key)
 
 
 def test_the_same_executor_reruns_many_times():
@@ -339,7 +417,8 @@ def test_progress_bar_only_when_asked(capsys):
     quiet = capsys.readouterr()
     assert quiet.out == "" and quiet.err == ""
     DagExecutor(scheduler=LocalScheduler(progress=True)).run(SimpleState(None), diamond())
-    assert "node" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "nodes:" in err and "/5 [" in err  # tqdm's bar: its description, then done/total
 
 
 # --- what existing users write ---------------------------------------------------------------
