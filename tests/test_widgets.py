@@ -38,6 +38,7 @@ from phys_pipeline.widgets import (
     config_controls,
     parse_policy_value,
 )
+from phys_pipeline.widgets.config_editor import make_control, slider_step
 
 # --- a small ultrafast-optics DAG: grid -> pulse -> fibre -> duration, grid -> spectrum ----
 
@@ -219,6 +220,50 @@ def test_open_bounds_become_a_slider_too(session: LiveSession) -> None:
     slider = ConfigEditor(session, "duration").controls["threshold"]
     assert isinstance(slider, w.FloatSlider)
     assert (slider.min, slider.max) == (0.0, 1.0)
+
+
+def example_configs() -> list[StageConfig]:
+    """A default instance of every config class the shipped examples define."""
+    import phys_pipeline.demo
+    import phys_pipeline.examples.soliton
+    import phys_pipeline.examples.ultrafast
+
+    modules = (phys_pipeline.demo, phys_pipeline.examples.soliton, phys_pipeline.examples.ultrafast)
+    return [
+        cls()
+        for module in modules
+        for cls in vars(module).values()
+        if isinstance(cls, type)
+        and issubclass(cls, StageConfig)
+        and cls.__module__ == module.__name__
+    ]
+
+
+def test_float_sliders_of_the_examples_hold_their_defaults_exactly() -> None:
+    """The default is a slider position (min + k * step) and its readout reads back as it."""
+    sliders = 0
+    for cfg in example_configs():
+        for spec in config_controls(cfg):
+            if spec.kind != "float-slider":
+                continue
+            default = getattr(cfg, spec.name)
+            slider = make_control(spec, default)
+            where = f"{type(cfg).__name__}.{spec.name}={default!r} (step {slider.step})"
+            assert isinstance(slider, w.FloatSlider), where
+            assert slider.value == default, where
+            index = round((default - slider.min) / slider.step)
+            assert slider.min + index * slider.step == pytest.approx(default, abs=1e-12), where
+            assert (slider.max - slider.min) / slider.step >= 1000, where  # still fine-grained
+            assert float(format(default, slider.readout_format)) == default, where
+            sliders += 1
+    assert sliders >= 10  # the examples do have bounded float fields
+
+
+def test_slider_step_puts_an_off_grid_default_on_the_grid() -> None:
+    # 0..100 m with a 1 cm default: a span/100 step (1 m) could never show it
+    step = slider_step(0.0, 100.0, 0.01)
+    assert step == 0.01
+    assert slider_step(10.0, 1e6, 2000.0) == 10.0  # (2000 - 10) / 10 positions from min
 
 
 def test_slider_edit_updates_config_and_marks_node_and_descendants_stale(

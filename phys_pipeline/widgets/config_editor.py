@@ -12,6 +12,7 @@ import enum
 import html
 import math
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -104,10 +105,39 @@ def config_controls(cfg: Any) -> list[FieldControl]:
     return [spec for spec in specs if spec is not None]
 
 
-def _nice_step(low: float, high: float) -> float:
-    """A round slider step giving roughly 100-1000 positions."""
+def _steps_down_from(limit: float) -> Iterator[float]:
+    """1-2-5 x 10^k steps, the largest not above ``limit`` first, six decades down."""
+    k = math.floor(math.log10(limit))
+    for exponent in range(k, k - 7, -1):
+        for mantissa in (5, 2, 1):
+            step = float(f"{mantissa}e{exponent}")  # the float nearest the decimal
+            if step <= limit:
+                yield step
+
+
+def _on_grid(value: float, low: float, step: float) -> bool:
+    index = (value - low) / step
+    return abs(index - round(index)) <= 1e-9 * max(1.0, abs(index))
+
+
+def slider_step(low: float, high: float, value: float) -> float:
+    """A round step (1-2-5 x 10^k, at least ~1000 positions) on whose grid ``value`` lies,
+    so the slider can show, and return to, the current value exactly (a value on no such
+    grid, e.g. 1/3, gets the coarsest step)."""
     span = high - low
-    return 10 ** math.floor(math.log10(span / 100)) if span > 0 else 0.1
+    if not span > 0:
+        return 0.1
+    steps = list(_steps_down_from(span / 1000))
+    return next((step for step in steps if _on_grid(value, low, step)), steps[0])
+
+
+def readout_format(step: float, low: float, high: float) -> str:
+    """Show as many digits as the step resolves: ``.2f`` for a 0.02 step."""
+    decimals = max(0, -math.floor(math.log10(step)))
+    if decimals <= 6:
+        return f".{decimals}f"
+    magnitude = math.floor(math.log10(max(abs(low), abs(high), step)))
+    return f".{magnitude + decimals + 1}g"
 
 
 def make_control(spec: FieldControl, value: Any) -> w.ValueWidget:
@@ -122,13 +152,14 @@ def make_control(spec: FieldControl, value: Any) -> w.ValueWidget:
             value=value, min=spec.low, max=spec.high, continuous_update=False, **common
         )
     if spec.kind == "float-slider":
-        step = _nice_step(spec.low, spec.high)  # type: ignore[arg-type]
+        low, high = float(spec.low), float(spec.high)  # type: ignore[arg-type]
+        step = slider_step(low, high, value)
         return w.FloatSlider(
             value=value,
-            min=spec.low,
-            max=spec.high,
+            min=low,
+            max=high,
             step=step,
-            readout_format=".4g",
+            readout_format=readout_format(step, low, high),
             continuous_update=False,
             **common,
         )
