@@ -279,6 +279,7 @@ class _PooledRun:
         self.ready = deque(t.node_id for t in tasks if not self.remaining_deps[t.node_id])
         self.failed: dict[str, str] = {}  # node -> the failed node it descends from
         self.running = 0
+        self.idle = 0  # workers waiting on ``lock`` for a ready node
         self.unsettled = len(tasks)  # nodes not yet done, failed or skipped
         self.stopped = False
         self.lock = threading.Condition()
@@ -330,10 +331,14 @@ class _PooledRun:
         return None
 
     def work(self) -> None:
-        """A worker thread: run ready nodes until every node is settled or the run stops."""
+        """A worker thread: run ready nodes until every node is settled or the run stops.
+        Settling a node and taking the next one share one turn of the lock."""
         try:
+            finished: tuple[NodeTask, tuple[Any, ...]] | None = None
             while True:
                 with self.lock:
+                    if finished is not None:
+                        self._finish(*finished)
                     task = None
                     while task is None:
                         if self.stopped or not self.unsettled:
@@ -341,9 +346,11 @@ class _PooledRun:
                             return
                         task = self._take()
                         if task is None:
+                            self.idle += 1
                             self.lock.wait()
+                            self.idle -= 1
                     parents = {dep: self.states[dep] for dep in task.deps}
-                self._finish(task, self._run(task, parents))
+                finished = (task, self._run(task, parents))
         except BaseException as exc:  # noqa: BLE001 - a bug here must reach the caller
             self.events.put(("crash", "", exc))
 
@@ -359,18 +366,19 @@ class _PooledRun:
         return ("on_done", task.node_id, result, duration)
 
     def _finish(self, task: NodeTask, outcome: tuple[Any, ...]) -> None:
-        with self.lock:
-            self.running -= 1
-            self.cpu_free += task.resources.cpu
-            self.gpu_free += task.resources.gpu
-            self.mem_free += task.resources.mem_gb
-            if outcome[0] == "on_done":
-                self.states[task.node_id] = outcome[2].state
-                self._release(task.node_id, None)
-            else:
-                self.failed[task.node_id] = task.node_id
-                self._release(task.node_id, task.node_id)
-            self._settle(*outcome)
+        """Free the node's slots, release its children, report it; called under ``lock``."""
+        self.running -= 1
+        self.cpu_free += task.resources.cpu
+        self.gpu_free += task.resources.gpu
+        self.mem_free += task.resources.mem_gb
+        if outcome[0] == "on_done":
+            self.states[task.node_id] = outcome[2].state
+            self._release(task.node_id, None)
+        else:
+            self.failed[task.node_id] = task.node_id
+            self._release(task.node_id, task.node_id)
+        self._settle(*outcome)
+        if self.idle:  # idle workers may now find a ready node or see the run end
             self.lock.notify_all()
 
     def stop(self) -> None:
