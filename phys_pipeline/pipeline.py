@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any, Generic
 
 from .errors import MetricError, UnhashableValueError
-from .hashing import code_version, config_hash
+from .hashing import code_version, config_hash, hexdigest
 from .invoke import call_stage
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .record import ArtifactRecorder
@@ -50,6 +50,27 @@ def _add_artifacts(
             record.setdefault("artifacts", {})[key] = [str(p) for p in paths]
 
 
+class PipelineConfig(StageConfig):
+    """What a pipeline node's cache key sees of the pipeline: each inner stage's qualified class
+    and config hash (nested pipelines fold in their own), and the pipeline's own policy."""
+
+    stages: tuple[tuple[str, str], ...] = ()
+    policy_hash: str = EMPTY_POLICY_HASH
+
+
+def _stage_version(stage: Any, memo: dict[type, str]) -> str:
+    """A stage's pinned ``version`` (nested pipelines: their combined one), else its code
+    version; ``memo`` holds code versions per class for one run or one key."""
+    version = getattr(stage, "version", None)
+    if isinstance(version, str) and version:
+        return version
+    cls = type(stage)
+    known = memo.get(cls)
+    if known is None:
+        known = memo[cls] = code_version(cls)
+    return known
+
+
 class SequentialPipeline(Generic[S]):
     """Run ``stages`` in order, each receiving the previous stage's state.
 
@@ -67,8 +88,29 @@ class SequentialPipeline(Generic[S]):
     ) -> None:
         self.stages = stages
         self.name = name or "pipeline"
-        self.cfg = StageConfig(name=self.name)
         self._policy = as_policy(policy)
+
+    @property
+    def cfg(self) -> PipelineConfig:
+        """Derived afresh from the inner stages (they may be replaced or edited), so a DAG
+        node holding this pipeline goes stale, as "config changed", when any of them does."""
+        stages = []
+        for stage in self.stages:
+            cls = type(stage)
+            try:
+                cfg_hash = config_hash(getattr(stage, "cfg", None))
+            except UnhashableValueError as exc:
+                raise exc.at(f"pipeline {self.name!r} stage {stage_name(stage)!r} config") from None
+            stages.append((f"{cls.__module__}.{cls.__qualname__}", cfg_hash))
+        policy_hash = self._policy.hash() if self._policy is not None else EMPTY_POLICY_HASH
+        return PipelineConfig(name=self.name, stages=tuple(stages), policy_hash=policy_hash)
+
+    @property
+    def version(self) -> str:
+        """The inner stages' code versions combined, so a DAG node holding this pipeline goes
+        stale, as "code changed", when any of their code does."""
+        memo: dict[type, str] = {}
+        return hexdigest([_stage_version(stage, memo) for stage in self.stages], self.name)
 
     def set_policy(self, policy: PolicyLike) -> None:
         """Use ``policy`` for later runs that are not given one."""
@@ -111,12 +153,7 @@ class SequentialPipeline(Generic[S]):
                 raise exc.at(f"stage {name!r} config") from None
             if result.metrics:
                 _add_metrics(metrics, f"{prefix}{name}.", name, result.metrics)
-            version = getattr(stage, "version", None)
-            if not version:
-                cls = type(stage)
-                version = code_versions.get(cls)
-                if version is None:
-                    version = code_versions[cls] = code_version(cls)
+            version = _stage_version(stage, code_versions)
             record: dict[str, Any] = {
                 "name": name,
                 "class": type(stage).__qualname__,

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from phys_pipeline.cache import MemoryStore
 from phys_pipeline.errors import (
     MetricError,
     PhysPipelineError,
@@ -16,10 +17,11 @@ from phys_pipeline.errors import (
     StageError,
     StageOutputError,
 )
+from phys_pipeline.executor import DagExecutor
 from phys_pipeline.hashing import code_version, config_hash
 from phys_pipeline.pipeline import SequentialPipeline
 from phys_pipeline.policy import PolicyBag
-from phys_pipeline.types import PipelineStage, SimpleState, StageConfig, StageResult
+from phys_pipeline.types import NodeSpec, PipelineStage, SimpleState, StageConfig, StageResult
 
 # --- a small wave-optics pipeline: grid -> gaussian beam -> absorber ------------------------
 
@@ -496,3 +498,84 @@ def test_nested_pipeline_stage_error_names_the_inner_pipeline():
     inner = SequentialPipeline([Diverging(StageConfig(name="solver"))], name="inner")
     with pytest.raises(StageError, match=r"pipeline 'inner'.*'solver'"):
         SequentialPipeline([inner], name="outer").run(SimpleState())
+
+
+# --- a pipeline as a DAG node: its cache key follows its inner stages -------------------------
+
+
+def run_as_node(executor: DagExecutor, pipe: SequentialPipeline, policy: Any = None) -> Any:
+    return executor.run(SimpleState(), [NodeSpec(id="chain", stage=pipe)], policy=policy)
+
+
+def amplifier_class(gain: float) -> type:
+    """A stage class as a notebook cell defines it; redefining the cell changes its code."""
+    cell = f"""
+class Amplifier(PipelineStage):
+    def process(self, state, *, policy=None):
+        return StageResult(state=state, metrics={{"gain": {gain}}})
+"""
+    namespace = {"__name__": "notebook_cell", "PipelineStage": PipelineStage}
+    namespace["StageResult"] = StageResult
+    exec(cell, namespace)
+    return namespace["Amplifier"]
+
+
+def test_pipeline_node_is_a_hit_when_nothing_changed():
+    executor = DagExecutor(cache=MemoryStore())
+    run_as_node(executor, optics(depth=1.0))
+    assert run_as_node(executor, optics(depth=1.0)).runs["chain"].status == "hit"
+
+
+def test_pipeline_node_reruns_when_an_inner_config_changes():
+    executor = DagExecutor(cache=MemoryStore())
+    first = run_as_node(executor, optics(depth=1.0))
+    second = run_as_node(executor, optics(depth=2.0))
+    assert second.runs["chain"].status == "ran"
+    assert "config changed" in second.runs["chain"].reason
+    assert second.metrics["chain.absorber.transmission"] == pytest.approx(np.exp(-2.0))
+    assert first.metrics["chain.absorber.transmission"] == pytest.approx(np.exp(-1.0))
+
+
+def test_pipeline_node_reruns_when_an_inner_stage_class_is_redefined():
+    executor = DagExecutor(cache=MemoryStore())
+    run_as_node(executor, SequentialPipeline([amplifier_class(2.0)(StageConfig(name="amp"))]))
+    out = run_as_node(executor, SequentialPipeline([amplifier_class(3.0)(StageConfig(name="amp"))]))
+    assert out.runs["chain"].status == "ran"
+    assert "code changed" in out.runs["chain"].reason
+    assert out.metrics["chain.amp.gain"] == 3.0
+
+
+def test_pipeline_node_reruns_when_the_pipelines_own_policy_changes():
+    executor = DagExecutor(cache=MemoryStore())
+    pipe = optics()
+    run_as_node(executor, pipe)
+    pipe.set_policy({"dt": 0.1})
+    assert run_as_node(executor, pipe).runs["chain"].status == "ran"
+
+
+def test_pipeline_node_reruns_when_a_stage_of_a_nested_pipeline_changes():
+    executor = DagExecutor(cache=MemoryStore())
+    run_as_node(executor, SequentialPipeline([optics(depth=1.0, name="inner")], name="outer"))
+    out = run_as_node(executor, SequentialPipeline([optics(depth=2.0, name="inner")], name="outer"))
+    assert out.runs["chain"].status == "ran"
+    assert out.metrics["chain.inner.absorber.transmission"] == pytest.approx(np.exp(-2.0))
+
+
+def test_pipeline_node_reruns_when_a_nested_pipelines_stage_class_is_redefined():
+    def nested(gain: float) -> SequentialPipeline:
+        inner = SequentialPipeline([amplifier_class(gain)(StageConfig(name="amp"))], "inner")
+        return SequentialPipeline([inner], name="outer")
+
+    executor = DagExecutor(cache=MemoryStore())
+    run_as_node(executor, nested(2.0))
+    out = run_as_node(executor, nested(3.0))
+    assert "code changed" in out.runs["chain"].reason
+    assert out.metrics["chain.inner.amp.gain"] == 3.0
+
+
+def test_pipeline_config_names_each_inner_stage_class_and_config_hash():
+    pipe = optics()
+    expected = tuple(
+        (f"{type(s).__module__}.{type(s).__qualname__}", config_hash(s.cfg)) for s in pipe.stages
+    )
+    assert pipe.cfg.stages == expected
