@@ -31,6 +31,8 @@ _LAZY = {
     "DagCache": "dag_cache",
     "SweepSpec": "sweep",
     "expand_sweep": "sweep",
+    "sweep_table": "sweep",
+    "NodeList": "sweep",
 }
 
 __all__ = [

@@ -4,21 +4,33 @@
 merge below a swept node runs once per variant. Clones get readable ids (``b[N=512]``,
 ``merge[N=512]``), and where two swept branches meet, only variants with consistent values are
 paired. A node listed in ``gather`` is not cloned: it receives every variant of its parents.
+Values print short (``dt=0.1``) unless two values of one parameter would then look alike
+(``0.1`` and ``0.1000001``, ``1`` and ``"1"``); that parameter's values then print as ``repr``.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from .dag import build_graph, topological_order
-from .edit import replace_config, replace_stage_config
+from .edit import config_fields, replace_config, replace_stage_config
 from .errors import SweepError
 from .types import NodeSpec
 
 Assignment = tuple[tuple[str, Any], ...]  # ((label, value), ...) sorted by label
+Formats = Mapping[str, Callable[[Any], str]]  # parameter label -> how its values print in ids
+
+
+class NodeList(list[NodeSpec]):
+    """The expanded nodes: a plain list that notebooks draw as its DAG."""
+
+    def _repr_svg_(self) -> str:
+        from .render import nodes_svg
+
+        return nodes_svg(self)
 
 
 @dataclass(frozen=True)
@@ -61,16 +73,37 @@ class SweepSpec:
         return [dict(zip(names, row, strict=True)) for row in rows]
 
 
-def _format_value(value: Any) -> str:
+def _short_format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
 
 
-def _variant_id(base: str, assignment: Assignment) -> str:
+def _value_format(values: Sequence[Any]) -> Callable[[Any], str]:
+    """The short form if it tells ``values`` apart as well as ``repr`` does, else ``repr``."""
+    shorts = [_short_format(v) for v in values]
+    distinct = set(zip(shorts, map(repr, values), strict=True))
+    return _short_format if len(set(shorts)) == len(distinct) else repr
+
+
+def _variant_id(base: str, assignment: Assignment, formats: Formats) -> str:
     if not assignment:
         return base
-    return f"{base}[{','.join(f'{k}={_format_value(v)}' for k, v in assignment)}]"
+    return f"{base}[{','.join(f'{k}={formats[k](v)}' for k, v in assignment)}]"
+
+
+def _check_unique_ids(nodes: Sequence[NodeSpec]) -> None:
+    """Two variants (or a variant and an existing node) sharing an id would only fail later,
+    as a duplicate node with no word of the sweep; name the nodes and values here."""
+    seen: dict[str, NodeSpec] = {}
+    for node in nodes:
+        first = seen.setdefault(node.id, node)
+        if first is not node:
+            a, b = (n.metadata.get("sweep", {"base_id": n.id, "params": {}}) for n in (first, node))
+            raise SweepError(
+                f"sweep: node {a['base_id']!r} with {a['params']} and node {b['base_id']!r} "
+                f"with {b['params']} both get the id {node.id!r}; make the swept values distinct"
+            )
 
 
 def _consistent(assignments: Sequence[Assignment]) -> dict[str, Any] | None:
@@ -88,10 +121,12 @@ def expand_sweep(
     specs: Sequence[SweepSpec],
     *,
     gather: Iterable[str] = (),
-) -> list[NodeSpec]:
+) -> NodeList:
     """Expand ``specs`` over ``nodes``: swept nodes and their descendants are cloned per grid
     point; ``gather`` nodes receive all variants of their parents. Clones carry
-    ``metadata["sweep"] = {"base_id": ..., "params": {...}}`` for tables and views."""
+    ``metadata["sweep"] = {"base_id": ..., "params": {...}}`` for tables and views. A bad spec
+    is a :class:`SweepError` naming node, field and value; a value the config rejects is the
+    config's own :class:`ConfigError` (with ``.field`` and ``.value``)."""
     graph = build_graph(nodes)
     by_id = {n.id: n for n in nodes}
     gather = set(gather)
@@ -103,14 +138,26 @@ def expand_sweep(
             )
         if spec.node_id in grids:
             raise SweepError(f"node {spec.node_id!r} is swept twice; merge its param grids")
-        points = spec.points()
         cfg = by_id[spec.node_id].stage.cfg
+        fields = config_fields(cfg)
+        for name, values in spec.param_grid.items():
+            if name not in fields:
+                raise SweepError(
+                    f"sweep over node {spec.node_id!r}: {type(cfg).__name__} has no field "
+                    f"{name!r} (swept over {values!r}); fields: {', '.join(sorted(fields))}"
+                )
+        points = spec.points()
         for point in points:  # validate every value before building anything
             replace_config(cfg, point, f"sweep over node {spec.node_id!r}")
         grids[spec.node_id] = points
     for gid in gather:
         if gid not in by_id:
             raise SweepError(f"gather names unknown node {gid!r}")
+        if gid in grids:
+            raise SweepError(
+                f"node {gid!r} is both swept and a gather node; a gather node is not cloned, "
+                "so sweep a node above it or drop it from gather"
+            )
     param_owners: dict[str, set[str]] = {}
     for nid, points in grids.items():
         for name in points[0]:
@@ -119,8 +166,14 @@ def expand_sweep(
     def label(nid: str, name: str) -> str:
         return name if len(param_owners[name]) == 1 else f"{nid}.{name}"
 
+    formats = {
+        label(nid, name): _value_format([point[name] for point in points])
+        for nid, points in grids.items()
+        for name in points[0]
+    }
+
     variants: dict[str, list[tuple[str, Assignment]]] = {}
-    expanded: list[NodeSpec] = []
+    expanded = NodeList()
     for nid in topological_order(graph, nodes):
         spec = by_id[nid]
         if nid in gather:
@@ -142,7 +195,7 @@ def expand_sweep(
                 if point is not None:
                     params.update({label(nid, k): v for k, v in point.items()})
                 assignment = tuple(sorted(params.items()))
-                vid = _variant_id(nid, assignment)
+                vid = _variant_id(nid, assignment, formats)
                 deps = [parent_vid for parent_vid, _ in combo]
                 names = {
                     parent_vid: dep for (parent_vid, _), dep in zip(combo, spec.deps, strict=True)
@@ -150,6 +203,7 @@ def expand_sweep(
                 expanded.append(_clone(spec, vid, deps, names, params, point))
                 mine.append((vid, assignment))
         variants[nid] = mine
+    _check_unique_ids(expanded)
     return expanded
 
 
@@ -176,18 +230,46 @@ def _clone(
 
 
 def sweep_table(result: Any, node: str | None = None) -> Any:
-    """One row per swept node variant: its base id, parameters and metrics. A pandas DataFrame
-    when pandas is installed, else a list of dicts. ``node`` keeps one base node's variants."""
-    rows = []
+    """One row per swept node variant: ``node`` (its id), ``base_id``, a column per swept
+    parameter, then a column per metric. A pandas DataFrame when pandas is installed, else a list
+    of dicts; ``node`` keeps one base node's variants.
+
+    A column means one thing: a parameter or metric whose name is already taken (a stage that
+    reports the ``N`` it was swept over as metric ``N``, a metric called ``node``) is put under
+    ``param.<name>`` / ``metric.<name>``, so ``N`` stays the swept value and ``metric.N`` is what
+    the stage reported."""
+    picked = []
     for nid in result.execution_order:
         sweep = result.plan.specs[nid].metadata.get("sweep")
-        if sweep is None or (node is not None and sweep["base_id"] != node):
-            continue
-        row = {"node": nid, "base_id": sweep["base_id"], **sweep["params"]}
-        row.update(result.results[nid].metrics)
-        rows.append(row)
+        if sweep is not None and (node is None or sweep["base_id"] == node):
+            picked.append((nid, sweep, result.results[nid].metrics))
+    taken = {"node", "base_id"}
+    params = _columns([k for _, sweep, _ in picked for k in sweep["params"]], "param", taken)
+    metrics = _columns([k for _, _, values in picked for k in values], "metric", taken)
+    rows = [
+        {
+            "node": nid,
+            "base_id": sweep["base_id"],
+            **{params[k]: v for k, v in sweep["params"].items()},
+            **{metrics[k]: v for k, v in values.items()},
+        }
+        for nid, sweep, values in picked
+    ]
     try:
         import pandas as pd
     except ImportError:
         return rows
     return pd.DataFrame(rows)
+
+
+def _columns(names: Iterable[str], prefix: str, taken: set[str]) -> dict[str, str]:
+    """Column names for ``names``: each as is, or ``<prefix>.<name>`` if already in ``taken``
+    (which grows with the names given out)."""
+    columns = {}
+    for name in dict.fromkeys(names):
+        column = f"{prefix}.{name}" if name in taken else name
+        if column in taken:
+            raise SweepError(f"sweep table: {prefix} {name!r} clashes with column {column!r}")
+        taken.add(column)
+        columns[name] = column
+    return columns

@@ -3,18 +3,27 @@ pair consistently, gather nodes see every variant, and bad specs name their culp
 
 from __future__ import annotations
 
-import pytest
-from dag_stages import PhaseCfg, PhaseStage, SumCfg, SumStage, diamond
+import html
+import sys
 
+import pytest
+from dag_stages import PhaseCfg, PhaseStage, SumCfg, SumStage, diamond, with_stage
+
+import phys_pipeline
 from phys_pipeline.errors import ConfigError, SweepError
 from phys_pipeline.executor import DagExecutor
+from phys_pipeline.policy import PolicyBag
 from phys_pipeline.scheduler import LocalScheduler
-from phys_pipeline.sweep import SweepSpec, expand_sweep, sweep_table
-from phys_pipeline.types import NodeSpec, SimpleState
+from phys_pipeline.sweep import NodeList, SweepSpec, expand_sweep, sweep_table
+from phys_pipeline.types import NodeSpec, SimpleState, StageResult
 
 
 def ids(nodes):
     return [n.id for n in nodes]
+
+
+def variant_ids(nodes, base):
+    return [n.id for n in nodes if n.id.startswith(f"{base}[")]
 
 
 def by_id(nodes):
@@ -56,13 +65,13 @@ def test_product_grid_multiplies_and_zip_pairs():
     product = expand_sweep(
         diamond(), [SweepSpec("p1", {"gdd": [1.0, 2.0], "window": ["none", "hann"]})]
     )
-    assert len([n for n in product if n.id.startswith("p1[")]) == 4
+    assert len(variant_ids(product, "p1")) == 4
     assert "p1[gdd=2,window=hann]" in ids(product)
     zipped = expand_sweep(
         diamond(),
         [SweepSpec("p1", {"gdd": [1.0, 2.0], "window": ["none", "hann"]}, mode="zip")],
     )
-    assert [n.id for n in zipped if n.id.startswith("p1[")] == [
+    assert variant_ids(zipped, "p1") == [
         "p1[gdd=1,window=none]",
         "p1[gdd=2,window=hann]",
     ]
@@ -100,12 +109,91 @@ def test_gather_node_receives_every_variant():
     assert out.results["merge"].state.meta["parents"] == gather.deps
 
 
-def test_sweep_table_has_params_and_metrics():
+MERGE_ROWS = [
+    {"node": "merge[gdd=1]", "base_id": "merge", "gdd": 1.0, "total": 10.5},
+    {"node": "merge[gdd=2]", "base_id": "merge", "gdd": 2.0, "total": 11.0},
+]
+
+
+def merge_table():
+    """The sweep table of merge, below p1 swept over gdd = 1 and 2."""
     nodes = expand_sweep(diamond(), [SweepSpec("p1", {"gdd": [1.0, 2.0]})])
+    return sweep_table(DagExecutor().run(SimpleState(None), nodes), node="merge")
+
+
+def test_sweep_table_is_a_dataframe_of_params_and_metrics():
+    pd = pytest.importorskip("pandas")
+    table = merge_table()
+    assert isinstance(table, pd.DataFrame)
+    assert list(table.columns) == ["node", "base_id", "gdd", "total"]
+    assert table.to_dict("records") == MERGE_ROWS
+
+
+def test_sweep_table_without_pandas_is_a_list_of_rows(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "pandas", None)  # `import pandas` now raises ImportError
+    assert merge_table() == MERGE_ROWS
+
+
+class AppliedPhaseStage(PhaseStage):
+    """Reports metrics named like table columns: the GDD it applied (scaled by the policy,
+    so not the swept value) and ``node``, the index of the node it ran on."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        out = super().process(state, policy=policy)
+        scale = float(policy.get("phase.scale", 1.0)) if policy else 1.0
+        out.metrics.update({"gdd": scale * self.cfg.gdd, "node": 1.0})
+        return out
+
+
+def test_sweep_table_metrics_never_overwrite_params_or_ids():
+    nodes = with_stage(diamond(), "p1", AppliedPhaseStage(PhaseCfg(name="p1")))
+    nodes = expand_sweep(nodes, [SweepSpec("p1", {"gdd": [1.0, 2.0]})])
+    out = DagExecutor().run(SimpleState(None), nodes, {"phase.scale": 3.0})
+    rows = sweep_table(out, node="p1").to_dict("records")
+    assert [(r["node"], r["gdd"], r["metric.gdd"], r["metric.node"]) for r in rows] == [
+        ("p1[gdd=1]", 1.0, 3.0, 1.0),
+        ("p1[gdd=2]", 2.0, 6.0, 1.0),
+    ]
+    assert "max_phase" in rows[0]  # metrics that clash with nothing keep their names
+
+
+def test_sweep_table_is_exported_at_the_top_level():
+    assert phys_pipeline.sweep_table is sweep_table
+    assert "sweep_table" in phys_pipeline.__all__
+
+
+def test_values_that_print_alike_get_distinct_ids():
+    nodes = expand_sweep(
+        diamond(),
+        [SweepSpec("p1", {"gdd": [0.1, 0.1000001], "window": ["none", "hann"]}, mode="zip")],
+    )
+    # only gdd needs full precision; window keeps its short form
+    assert variant_ids(nodes, "p1") == [
+        "p1[gdd=0.1,window=none]",
+        "p1[gdd=0.1000001,window=hann]",
+    ]
+    assert len(set(ids(nodes))) == len(nodes)
     out = DagExecutor().run(SimpleState(None), nodes)
-    table = sweep_table(out, node="merge")
-    rows = table.to_dict("records") if hasattr(table, "to_dict") else table
-    assert [(r["gdd"], r["total"]) for r in rows] == [(1.0, 10.5), (2.0, 11.0)]
+    assert "merge[gdd=0.1000001,window=hann]" in out.results
+
+
+def test_repeated_grid_values_are_an_error_naming_node_and_values():
+    with pytest.raises(SweepError) as info:
+        expand_sweep(diamond(), [SweepSpec("p1", {"gdd": [1.0, 2.0, 1.0]})])
+    message = str(info.value)
+    assert "'p1'" in message and "{'gdd': 1.0}" in message and "'p1[gdd=1]'" in message
+
+
+def test_expanded_nodes_are_a_list_drawn_as_their_dag():
+    nodes = expand_sweep(diamond(), [SweepSpec("p1", {"gdd": [1.0, 2.0]})])
+    assert isinstance(nodes, NodeList) and isinstance(nodes, list)
+    plain = [*nodes]  # a built-in list with the same elements
+    assert nodes == plain and plain == nodes and len(nodes) == 7
+    assert nodes[1].id == "p1[gdd=1]" and nodes[-1].id == "solo"
+    svg = nodes._repr_svg_()
+    assert svg.lstrip().startswith("<svg")
+    for node in nodes:
+        assert f'data-node="{html.escape(node.id)}"' in svg
 
 
 def test_sweep_clones_hit_the_cache_of_the_unswept_parts():
@@ -128,9 +216,9 @@ def test_unknown_node_is_named():
         expand_sweep(diamond(), [SweepSpec("p9", {"gdd": [1.0]})])
 
 
-def test_unknown_field_is_named():
-    with pytest.raises(ConfigError, match="'gdd2'"):
-        expand_sweep(diamond(), [SweepSpec("p1", {"gdd2": [1.0]})])
+def test_unknown_field_is_a_sweep_error_naming_node_field_and_values():
+    with pytest.raises(SweepError, match=r"'p1'.*'gdd2'.*\[1\.5\]"):
+        expand_sweep(diamond(), [SweepSpec("p1", {"gdd2": [1.5]})])
 
 
 def test_invalid_value_names_node_field_and_value():
@@ -141,17 +229,22 @@ def test_invalid_value_names_node_field_and_value():
 
 
 def test_empty_grid_and_empty_values_are_errors():
-    with pytest.raises(SweepError, match="empty"):
+    with pytest.raises(SweepError, match=r"'p1'.*empty"):
         expand_sweep(diamond(), [SweepSpec("p1", {})])
-    with pytest.raises(SweepError, match="'gdd'"):
+    with pytest.raises(SweepError, match=r"'p1'.*'gdd'"):
         expand_sweep(diamond(), [SweepSpec("p1", {"gdd": []})])
 
 
 def test_zip_with_unequal_lengths_is_an_error():
-    with pytest.raises(SweepError, match="differ in length"):
+    with pytest.raises(SweepError, match=r"'p1'.*differ in length.*'gdd': 2, 'window': 1"):
         expand_sweep(
             diamond(), [SweepSpec("p1", {"gdd": [1.0, 2.0], "window": ["none"]}, mode="zip")]
         )
+
+
+def test_sweeping_a_gather_node_is_an_error():
+    with pytest.raises(SweepError, match=r"'merge'.*gather"):
+        expand_sweep(diamond(), [SweepSpec("merge", {"weight": [1.0, 2.0]})], gather=["merge"])
 
 
 def test_sweeping_a_node_twice_is_an_error():
