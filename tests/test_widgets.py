@@ -216,6 +216,60 @@ def test_half_bounded_numbers_get_text_boxes_and_arrays_are_skipped(session: Liv
     assert [c.name for c in config_controls(GridCfg())] == ["N", "span", "window", "centred"]
 
 
+class FilterCfg(StageConfig):
+    cutoff_thz: float | None = Field(None, gt=0, description="low-pass cutoff; None: no filter")
+    max_iter: int | None = None
+    label: str | None = "raw"
+
+
+class FilterStage(PipelineStage[SimpleState, FilterCfg]):
+    policy_keys = ()
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        return StageResult(state=state.deepcopy(), metrics={"filtered": self.cfg.cutoff_thz or 0})
+
+
+def test_optional_fields_get_a_text_box_where_empty_means_none() -> None:
+    live = LiveSession([NodeSpec("filter", [], FilterStage(FilterCfg()))], SimpleState())
+    live.run()
+    editor = ConfigEditor(live, "filter")
+    cutoff = editor.controls["cutoff_thz"]
+    assert isinstance(cutoff, w.Text) and cutoff.value == ""
+    assert editor.controls["label"].value == "raw"
+    cutoff.value = "2.5"
+    assert live.config("filter").cutoff_thz == 2.5
+    assert list(live.stale()) == ["filter"]
+    editor.controls["max_iter"].value = " 40 "
+    assert live.config("filter").max_iter == 40
+    editor.controls["label"].value = ""
+    assert live.config("filter").label is None
+    cutoff.value = ""
+    assert live.config("filter").cutoff_thz is None
+
+
+def test_a_bad_optional_value_shows_the_models_message_and_changes_nothing() -> None:
+    live = LiveSession(
+        [NodeSpec("filter", [], FilterStage(FilterCfg(cutoff_thz=3.0)))], SimpleState()
+    )
+    editor = ConfigEditor(live, "filter")
+    assert editor.controls["cutoff_thz"].value == "3.0"
+    editor.controls["cutoff_thz"].value = "-1"
+    assert "greater than 0" in editor.errors["cutoff_thz"].value
+    editor.controls["cutoff_thz"].value = "fast"
+    assert "valid number" in editor.errors["cutoff_thz"].value
+    assert live.config("filter").cutoff_thz == 3.0
+
+
+def test_fields_without_a_control_are_named_in_a_note(session: LiveSession) -> None:
+    editor = ConfigEditor(session, "grid")
+    assert editor.skipped == ["weights"]
+    notes = [c for c in editor.children if "pp-skipped-fields" in c._dom_classes]
+    assert len(notes) == 1 and "weights" in notes[0].value
+    assert not [
+        c for c in ConfigEditor(session, "pulse").children if "pp-skipped-fields" in c._dom_classes
+    ]
+
+
 def test_open_bounds_become_a_slider_too(session: LiveSession) -> None:
     slider = ConfigEditor(session, "duration").controls["threshold"]
     assert isinstance(slider, w.FloatSlider)

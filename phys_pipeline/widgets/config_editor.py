@@ -11,8 +11,9 @@ import dataclasses
 import enum
 import html
 import math
+import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from ._subscribe import subscribe
 SKIPPED_FIELDS = frozenset({"name", "tags"})
 
 Kind = Literal["int-slider", "float-slider", "dropdown", "checkbox", "int", "float", "text"]
+_TEXT_KINDS: dict[type, Kind] = {int: "int", float: "float", str: "text"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class FieldControl:
     low: float | None = None
     high: float | None = None
     options: tuple[tuple[str, Any], ...] = ()
+    optional: bool = False  # ``X | None``: a text box, empty means None
 
 
 def _bounds(metadata: list[Any]) -> tuple[float | None, float | None, bool, bool]:
@@ -58,14 +61,18 @@ def field_control(
     name: str, annotation: Any, metadata: list[Any], description: str = ""
 ) -> FieldControl | None:
     """The control for one field, or None when the type is not editable here (arrays,
-    optionals, containers, models)."""
+    containers, models, unions other than ``X | None`` of a number or a string)."""
     if name in SKIPPED_FIELDS:
         return None
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        inner = [arg for arg in args if arg is not type(None)]
+        if len(args) == 2 and len(inner) == 1 and inner[0] in _TEXT_KINDS:
+            return FieldControl(name, _TEXT_KINDS[inner[0]], description, optional=True)
+        return None
     if typing.get_origin(annotation) is Literal:
-        values = typing.get_args(annotation)
-        return FieldControl(
-            name, "dropdown", description, options=tuple((str(v), v) for v in values)
-        )
+        options = tuple((str(v), v) for v in args)
+        return FieldControl(name, "dropdown", description, options=options)
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         options = tuple((member.name, member) for member in annotation)
         return FieldControl(name, "dropdown", description, options=options)
@@ -84,25 +91,61 @@ def field_control(
     return None
 
 
-def config_controls(cfg: Any) -> list[FieldControl]:
-    """Controls for every editable field of a pydantic (or dataclass) config, in field order."""
-    model_fields = getattr(type(cfg), "model_fields", None)
+def config_fields(cfg: Any) -> list[tuple[str, FieldControl | None]]:
+    """Every field of a pydantic (or dataclass) config, instance or class, in field order,
+    with its control (None: not editable here); ``name`` and ``tags`` left out."""
+    cls = cfg if isinstance(cfg, type) else type(cfg)
+    model_fields = getattr(cls, "model_fields", None)
     if model_fields is not None:
-        specs = [
-            field_control(name, info.annotation, list(info.metadata), info.description or "")
+        fields = [
+            (
+                name,
+                field_control(name, info.annotation, list(info.metadata), info.description or ""),
+            )
             for name, info in model_fields.items()
         ]
-    elif dataclasses.is_dataclass(cfg):
-        hints = typing.get_type_hints(type(cfg), include_extras=True)
-        specs = []
-        for f in dataclasses.fields(cfg):
+    elif dataclasses.is_dataclass(cls):
+        hints = typing.get_type_hints(cls, include_extras=True)
+        fields = []
+        for f in dataclasses.fields(cls):
             hint = hints.get(f.name, f.type)
             metadata = list(getattr(hint, "__metadata__", ()))
             base = typing.get_args(hint)[0] if metadata else hint
-            specs.append(field_control(f.name, base, metadata, f.metadata.get("description", "")))
+            description = f.metadata.get("description", "")
+            fields.append((f.name, field_control(f.name, base, metadata, description)))
     else:
-        specs = []
-    return [spec for spec in specs if spec is not None]
+        fields = []
+    return [(name, spec) for name, spec in fields if name not in SKIPPED_FIELDS]
+
+
+def config_controls(cfg: Any) -> list[FieldControl]:
+    """Controls for every editable field of a pydantic (or dataclass) config, in field order."""
+    return [spec for _, spec in config_fields(cfg) if spec is not None]
+
+
+def widget_value(spec: FieldControl, value: Any) -> Any:
+    """What the control shows for a config value (an optional's None is an empty box)."""
+    if spec.optional:
+        return "" if value is None else str(value)
+    if spec.kind == "text":
+        return str(value)
+    return value
+
+
+def proposed_value(spec: FieldControl, shown: Any) -> Any:
+    """The config value a control's content proposes: an optional's empty box is None, its
+    number text a number (text that is no number goes to the model, which names the error)."""
+    if not spec.optional:
+        return shown
+    text = str(shown).strip()
+    if not text:
+        return None
+    if spec.kind in ("int", "float"):
+        try:
+            return int(text) if spec.kind == "int" else float(text)
+        except ValueError:
+            return text
+    return shown
 
 
 def _steps_down_from(limit: float) -> Iterator[float]:
@@ -141,12 +184,15 @@ def readout_format(step: float, low: float, high: float) -> str:
 
 
 def make_control(spec: FieldControl, value: Any) -> w.ValueWidget:
-    """An ipywidget for ``spec`` holding ``value``; no callbacks attached."""
+    """An ipywidget for ``spec`` showing the config value ``value``; no callbacks attached."""
     common: dict[str, Any] = {
         "description": spec.name,
         "tooltip": spec.description or None,
         "style": {"description_width": "initial"},
     }
+    value = widget_value(spec, value)
+    if spec.optional:
+        return w.Text(value=value, placeholder="empty: None", continuous_update=False, **common)
     if spec.kind == "int-slider":
         return w.IntSlider(
             value=value, min=spec.low, max=spec.high, continuous_update=False, **common
@@ -171,20 +217,68 @@ def make_control(spec: FieldControl, value: Any) -> w.ValueWidget:
         return w.IntText(value=value, **common)
     if spec.kind == "float":
         return w.FloatText(value=value, **common)
-    return w.Text(value=str(value), continuous_update=False, **common)
+    return w.Text(value=value, continuous_update=False, **common)
+
+
+class FieldRow:
+    """One field's control and the label beside it that says why a value was rejected;
+    ``on_change(name, value)`` gets each proposed config value."""
+
+    def __init__(
+        self, spec: FieldControl, value: Any, on_change: Callable[[str, Any], None]
+    ) -> None:
+        self.spec = spec
+        self.control = make_control(spec, value)
+        self.error = w.HTML("")
+        self.error.add_class("pp-field-error")
+        self.box = w.HBox([self.control, self.error])
+        self.control.observe(
+            lambda change: on_change(spec.name, proposed_value(spec, change["new"])), "value"
+        )
+
+    @property
+    def rejected(self) -> bool:
+        return bool(self.error.value)
+
+    def show(self, value: Any) -> None:
+        """Show ``value`` (a config value), unless the field shows a rejected value."""
+        shown = widget_value(self.spec, value)
+        if not self.rejected and self.control.value != shown:
+            self.control.value = shown
+
+    def show_error(self, message: str) -> None:
+        self.error.value = (
+            f"<span class='pp-error' style='color:#b91c1c'>{html.escape(message)}</span>"
+            if message
+            else ""
+        )
+        if message:
+            self.control.add_class("pp-invalid")
+        else:
+            self.control.remove_class("pp-invalid")
+
+
+def skipped_note(names: list[str]) -> w.HTML:
+    """A quiet line naming the fields no control is made for, so they are not a mystery."""
+    note = w.HTML(
+        f"<span style='color:#6b7280'>not editable here: {html.escape(', '.join(names))}</span>"
+    )
+    note.add_class("pp-skipped-fields")
+    return note
 
 
 class ConfigEditor(w.VBox):
     """Edit one node's config: each change goes through ``session.update(node_id, ...)``.
 
     ``controls`` maps field name -> widget, ``errors`` field name -> the HTML label that shows
-    why a value was rejected (empty when the value was accepted)."""
+    why a value was rejected (empty when the value was accepted); ``skipped`` names the
+    fields without a control (arrays, containers...)."""
 
     def __init__(self, session: LiveSession, node_id: str, **kwargs: Any) -> None:
         self.session = session
         self.node_id = node_id
-        self.controls: dict[str, w.ValueWidget] = {}
-        self.errors: dict[str, w.HTML] = {}
+        self.rows: dict[str, FieldRow] = {}
+        self.skipped: list[str] = []
         self._syncing = False
         self._config_type: type = object
         super().__init__(**kwargs)
@@ -192,59 +286,50 @@ class ConfigEditor(w.VBox):
         self._build()
         self._unsubscribe = subscribe(session, self._on_session)
 
+    @property
+    def controls(self) -> dict[str, w.ValueWidget]:
+        return {name: row.control for name, row in self.rows.items()}
+
+    @property
+    def errors(self) -> dict[str, w.HTML]:
+        return {name: row.error for name, row in self.rows.items()}
+
     def _build(self) -> None:
         cfg = self.session.config(self.node_id)
         self._config_type = type(cfg)
-        self.controls.clear()
-        self.errors.clear()
+        self.rows = {}
         title = w.HTML(
             f"<b>{html.escape(self.node_id)}</b> "
             f"<span style='color:#6b7280'>{html.escape(type(cfg).__name__)}</span>"
         )
-        rows: list[w.Widget] = [title]
-        for spec in config_controls(cfg):
-            control = make_control(spec, getattr(cfg, spec.name))
-            error = w.HTML("")
-            error.add_class("pp-field-error")
-            control.observe(
-                lambda change, name=spec.name: self._propose(name, change["new"]), "value"
-            )
-            self.controls[spec.name], self.errors[spec.name] = control, error
-            rows.append(w.HBox([control, error]))
-        if len(rows) == 1:
-            rows.append(w.HTML("<i>no editable fields</i>"))
-        self.children = rows
+        fields = config_fields(cfg)
+        for name, spec in fields:
+            if spec is not None:
+                self.rows[name] = FieldRow(spec, getattr(cfg, name), self._propose)
+        self.skipped = [name for name, spec in fields if spec is None]
+        children: list[w.Widget] = [title, *(row.box for row in self.rows.values())]
+        if not self.rows:
+            children.append(w.HTML("<i>no editable fields</i>"))
+        if self.skipped:
+            children.append(skipped_note(self.skipped))
+        self.children = children
 
     def _propose(self, name: str, value: Any) -> None:
         """Widget callback: never raises into the kernel; a rejection is shown, not applied."""
         if self._syncing:
             return
+        row = self.rows[name]
         try:
             self.session.update(self.node_id, **{name: value})
         except ConfigError as exc:
-            self._show_error(
-                name, f"{exc.reason} (got {exc.value!r}; kept {self._current(name)!r})"
-            )
+            row.show_error(f"{exc.reason} (got {exc.value!r}; kept {self._current(name)!r})")
         except Exception as exc:  # noqa: BLE001 - a UI callback: show it in the panel instead
-            self._show_error(name, f"{type(exc).__name__}: {exc}")
+            row.show_error(f"{type(exc).__name__}: {exc}")
         else:
-            self._show_error(name, "")
+            row.show_error("")
 
     def _current(self, name: str) -> Any:
         return getattr(self.session.config(self.node_id), name, None)
-
-    def _show_error(self, name: str, message: str) -> None:
-        label = self.errors[name]
-        label.value = (
-            f"<span class='pp-error' style='color:#b91c1c'>{html.escape(message)}</span>"
-            if message
-            else ""
-        )
-        control = self.controls[name]
-        if message:
-            control.add_class("pp-invalid")
-        else:
-            control.remove_class("pp-invalid")
 
     def refresh(self) -> None:
         """Show the session's current values (after edits made elsewhere); a field showing a
@@ -255,10 +340,8 @@ class ConfigEditor(w.VBox):
             return
         self._syncing = True
         try:
-            for name, control in self.controls.items():
-                current = getattr(cfg, name)
-                if not self.errors[name].value and control.value != current:
-                    control.value = current
+            for name, row in self.rows.items():
+                row.show(getattr(cfg, name))
         finally:
             self._syncing = False
 
