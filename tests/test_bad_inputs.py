@@ -219,7 +219,7 @@ CATALOGUE = {
         ("'compressor'",),
     ),
     "sweep over an unknown field": Bad(
-        lambda _: sweep(phase_sweep(gdd_fs2=[1.0, 2.0])), ConfigError, ("'p1'", "'gdd_fs2'")
+        lambda _: sweep(phase_sweep(gdd_fs2=[1.0, 2.0])), SweepError, ("'p1'", "'gdd_fs2'")
     ),
     "sweep with an empty grid": Bad(lambda _: sweep(SweepSpec("p1", {})), SweepError, ("'p1'",)),
     "sweep with no values": Bad(
