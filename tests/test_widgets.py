@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 import pytest
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 pytest.importorskip("ipywidgets")
 pytest.importorskip("anywidget")
@@ -206,6 +206,48 @@ def test_enum_gets_a_dropdown_of_members(session: LiveSession) -> None:
     dropdown.value = Shape.SECH
     assert session.config("pulse").shape is Shape.SECH
     assert set(session.stale()) == {"pulse", "fibre", "duration"}
+
+
+class RawShapeCfg(StageConfig):
+    model_config = ConfigDict(use_enum_values=True)
+
+    shape: Shape = Shape.SECH
+
+
+class RawShapeStage(PipelineStage[SimpleState, RawShapeCfg]):
+    policy_keys = ()
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        return StageResult(state=state.deepcopy(), metrics={"sech": self.cfg.shape == "sech"})
+
+
+def test_enum_stored_as_its_value_shows_and_edits_as_the_member() -> None:
+    live = LiveSession([NodeSpec("pulse", [], RawShapeStage(RawShapeCfg()))], SimpleState())
+    assert live.config("pulse").shape == "sech"  # use_enum_values: the raw value is stored
+    dropdown = ConfigEditor(live, "pulse").controls["shape"]
+    assert dropdown.value is Shape.SECH
+    dropdown.value = Shape.GAUSSIAN
+    assert live.config("pulse").shape == "gaussian"
+    live.update("pulse", shape="sech")  # an edit elsewhere is shown as the member too
+    assert dropdown.value is Shape.SECH
+
+
+def test_an_editor_that_cannot_be_built_shows_an_error_box(
+    app: PipelineApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import phys_pipeline.widgets.app as app_module
+
+    class BrokenEditor(ConfigEditor):
+        def _build(self) -> None:
+            raise ValueError("no control for a tensor field")
+
+    monkeypatch.setattr(app_module, "ConfigEditor", BrokenEditor)
+    app.dag.selected = "fibre"  # must not raise into the kernel
+    (box,) = app._editor_box.children
+    assert "pp-editor-error" in box._dom_classes
+    assert "fibre" in box.value and "no control for a tensor field" in box.value
+    assert "fibre" not in app.editors
+    assert app.artifacts.node_id == "fibre"  # the rest of the selection still happens
 
 
 def test_half_bounded_numbers_get_text_boxes_and_arrays_are_skipped(session: LiveSession) -> None:

@@ -3,6 +3,7 @@ LiveSession. Selecting a node (click it, or pick it in the list) shows its edito
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,13 +83,26 @@ class PipelineApp(w.VBox):
             self.editors[node_id] = ConfigEditor(self.session, node_id)
         return self.editors[node_id]
 
+    def _editor_or_error(self, node_id: str) -> w.Widget:
+        """The node's editor, or a box saying why it could not be made (never raised into
+        the kernel: the click that selected the node came from the browser)."""
+        try:
+            return self.editor(node_id)
+        except Exception as exc:  # noqa: BLE001 - a UI callback: show it in the panel instead
+            box = w.HTML(
+                f"<div style='color:#b91c1c'>cannot edit node {html.escape(repr(node_id))}: "
+                f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</div>"
+            )
+            box.add_class("pp-editor-error")
+            return box
+
     def select(self, node_id: str) -> None:
         """Show ``node_id``'s editor and artifacts ("" for all artifacts and no editor)."""
         if self.dag.selected != node_id:
             self.dag.selected = node_id  # calls back here through the observer
             return
         if node_id:
-            self._editor_box.children = [self.editor(node_id)]
+            self._editor_box.children = [self._editor_or_error(node_id)]
         else:
             self._editor_box.children = [w.HTML("<i>select a node to edit its config</i>")]
         self.artifacts.show(node_id or None)

@@ -124,9 +124,15 @@ def config_controls(cfg: Any) -> list[FieldControl]:
 
 
 def widget_value(spec: FieldControl, value: Any) -> Any:
-    """What the control shows for a config value (an optional's None is an empty box)."""
+    """What the control shows for a config value: an optional's None is an empty box, an
+    enum's raw value its member."""
     if spec.optional:
         return "" if value is None else str(value)
+    if spec.kind == "dropdown":  # an Enum stored as its value (``use_enum_values=True``)
+        for _, option in spec.options:
+            if isinstance(option, enum.Enum) and option is not value and option.value == value:
+                return option
+        return value
     if spec.kind == "text":
         return str(value)
     return value
