@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 import operator
 import struct
+import sys
 import types
 import weakref
 from collections.abc import Callable, Mapping
@@ -328,13 +330,20 @@ def _feed_code(h: Hasher, code: types.CodeType, module: str, globals_: dict, see
             try:
                 feed(h, const, "code constant")
             except UnhashableValueError:
-                _feed_bytes(h, b"?", repr(const).encode())
+                _feed_bytes(h, b"?", _stable_repr(const).encode())
     # same-module helpers the code calls are part of its behaviour
     for name in code.co_names:
         target = globals_.get(name)
         if _is_user_code(target, module) and id(target) not in seen:
             seen.add(id(target))
             _feed_object_code(h, target, seen)
+
+
+def _stable_repr(value: Any) -> str:
+    """``repr(value)``, or its type's name where the repr shows a memory address (which
+    differs between processes and runs)."""
+    text = repr(value)
+    return _qualname(type(value)) if " at 0x" in text else text
 
 
 def _is_user_code(obj: Any, module: str) -> bool:
@@ -346,6 +355,32 @@ def _is_user_code(obj: Any, module: str) -> bool:
     )
 
 
+def _is_own_code(obj: Any) -> bool:
+    """A function or class from neither a known library nor the standard library: one whose
+    code a class attribute or closure cell brings into the behaviour being versioned."""
+    module = getattr(obj, "__module__", None) or ""
+    return (
+        isinstance(obj, types.FunctionType | type)
+        and not module.startswith(_LIBRARY_ROOTS)
+        and module.partition(".")[0] not in sys.stdlib_module_names
+    )
+
+
+def _feed_referenced(h: Hasher, value: Any, seen: set) -> None:
+    """A value a class attribute or closure cell holds: own functions and classes by their
+    code, other values by content, falling back to a stable repr when they cannot hash."""
+    if isinstance(value, types.FunctionType | type):
+        _feed_bytes(h, b"ref", f"{value.__module__}.{value.__qualname__}".encode())
+        if _is_own_code(value) and id(value) not in seen:
+            seen.add(id(value))
+            _feed_object_code(h, value, seen)
+        return
+    try:
+        h.update(digest(value, "class attribute"))
+    except UnhashableValueError:
+        _feed_bytes(h, b"?", _stable_repr(value).encode())
+
+
 def _feed_object_code(h: Hasher, obj: Any, seen: set) -> None:
     if isinstance(obj, types.FunctionType):
         _feed_bytes(h, b"fn", obj.__qualname__.encode())
@@ -354,9 +389,42 @@ def _feed_object_code(h: Hasher, obj: Any, seen: set) -> None:
             try:
                 feed(h, obj.__defaults__, "defaults")
             except UnhashableValueError:
-                _feed_bytes(h, b"?", repr(obj.__defaults__).encode())
+                _feed_bytes(h, b"?", _stable_repr(obj.__defaults__).encode())
+        if obj.__closure__:
+            for name, cell in zip(obj.__code__.co_freevars, obj.__closure__, strict=True):
+                # __class__ is the class super() refers to: already being versioned
+                if name == "__class__" or cell == _EMPTY_CELL:
+                    continue
+                _feed_bytes(h, b"cell", name.encode())
+                _feed_referenced(h, cell.cell_contents, seen)
     elif isinstance(obj, type):
         _feed_class_code(h, obj, seen)
+
+
+_EMPTY_CELL = types.CellType()
+
+# names the interpreter, abc, dataclasses and pydantic set on a class: not the user's code
+_SKIPPED_ATTRIBUTES = frozenset({"_abc_impl", "model_config"})
+# method wrappers without a function, and the descriptors __slots__ and __dict__ create
+_NOT_CONSTANTS = (
+    staticmethod,
+    classmethod,
+    property,
+    functools.cached_property,
+    types.MemberDescriptorType,
+    types.GetSetDescriptorType,
+)
+
+
+def _method_function(member: Any) -> Any:
+    """The function behind a method-like class member (None for a property without getter)."""
+    if isinstance(member, staticmethod | classmethod):
+        return member.__func__
+    if isinstance(member, property):
+        return member.fget
+    if isinstance(member, functools.cached_property):
+        return member.func
+    return member
 
 
 def _feed_class_code(h: Hasher, cls: type, seen: set) -> None:
@@ -364,22 +432,27 @@ def _feed_class_code(h: Hasher, cls: type, seen: set) -> None:
         if klass is object or klass.__module__.startswith(_LIBRARY_ROOTS):
             continue
         _feed_bytes(h, b"cls", _qualname(klass).encode())
-        for name in sorted(vars(klass)):
-            member = vars(klass)[name]
-            if isinstance(member, staticmethod | classmethod):
-                member = member.__func__
-            elif isinstance(member, property):
-                member = member.fget
-            if isinstance(member, types.FunctionType):
+        for name, member in sorted(vars(klass).items()):
+            function = _method_function(member)
+            if isinstance(function, types.FunctionType):
                 _feed_bytes(h, b"m", name.encode())
-                _feed_object_code(h, member, seen)
+                _feed_object_code(h, function, seen)
+            elif not (
+                isinstance(member, _NOT_CONSTANTS)
+                or (name.startswith("__") and name.endswith("__"))
+                or name in _SKIPPED_ATTRIBUTES
+            ):
+                # class-level constants (FACTOR = 2.0) are part of the behaviour
+                _feed_bytes(h, b"a", name.encode())
+                _feed_referenced(h, member, seen)
 
 
 def code_version(obj: Any) -> str:
-    """A digest of the code behind ``obj``'s class: methods' bytecode, constants and names, and
-    the same-module functions they call. Works for classes defined in notebook cells, which have
-    no source file; a redefined class or helper gets a new digest. Not memoised globally, since a
-    notebook may redefine a helper while the class object stays the same."""
+    """A digest of the code behind ``obj``'s class: methods' bytecode, constants and names, the
+    same-module functions they call, class-level constants and closure cells. Works for classes
+    defined in notebook cells, which have no source file; a redefined class, constant or helper
+    gets a new digest. Not memoised globally, since a notebook may redefine a helper while the
+    class object stays the same."""
     cls = obj if isinstance(obj, type) else type(obj)
     h = new_hasher()
     _feed_class_code(h, cls, {id(cls)})

@@ -5,6 +5,10 @@ from __future__ import annotations
 import copy
 import enum
 import itertools
+import os
+import subprocess
+import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -264,6 +268,125 @@ def test_code_version_includes_inherited_user_methods():
     exec("class Base:\n    def gain(self):\n        return 3.0\n", namespace)
     exec("class Stage(Base):\n    pass\n", namespace)
     assert code_version(namespace["Stage"]) != before
+
+
+def cell_class(source: str, name: str = "Stage", **namespace: object) -> type:
+    """Run a notebook cell ``source`` in a fresh namespace and return the class ``name``."""
+    namespace = {"__name__": "__main__", **namespace}
+    exec(textwrap.dedent(source), namespace)
+    return namespace[name]
+
+
+def with_constant(value: str) -> type:
+    return cell_class(
+        f"""
+        class Stage:
+            FACTOR = {value}
+
+            def process(self, x):
+                return x * self.FACTOR
+        """,
+        np=np,
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [("2.0", "3.0"), ("np.array([1.0, 2.0])", "np.array([1.0, 2.5])"), ("{'n': 1}", "{'n': 2}")],
+    ids=["float", "array", "dict"],
+)
+def test_code_version_changes_when_a_class_constant_changes(before, after):
+    assert code_version(with_constant(before)) == code_version(with_constant(before))
+    assert code_version(with_constant(before)) != code_version(with_constant(after))
+
+
+def test_code_version_ignores_the_class_docstring():
+    plain = cell_class("class Stage:\n    def process(self, x):\n        return x\n")
+    documented = cell_class(
+        'class Stage:\n    """Docs."""\n\n    def process(self, x):\n        return x\n'
+    )
+    assert code_version(plain) == code_version(documented)
+
+
+def scaled_stage(gain: float) -> type:
+    return cell_class(
+        f"""
+        def scaled(gain):
+            def decorate(fn):
+                def wrapper(self, x):
+                    return gain * fn(self, x)
+                return wrapper
+            return decorate
+
+        class Stage:
+            @scaled({gain})
+            def process(self, x):
+                return x
+        """
+    )
+
+
+def test_code_version_changes_when_a_closure_value_changes():
+    assert code_version(scaled_stage(2.0)) == code_version(scaled_stage(2.0))
+    assert code_version(scaled_stage(2.0)) != code_version(scaled_stage(3.0))
+
+
+def test_code_version_changes_when_a_method_wrapped_by_a_decorator_from_elsewhere_changes():
+    tools = cell_class(
+        """
+        import functools
+
+        def logged(fn):
+            @functools.wraps(fn)
+            def wrapper(*args):
+                return fn(*args)
+            return wrapper
+        """,
+        name="logged",
+        __name__="lab_tools",
+    )
+
+    def stage(body: str) -> type:
+        source = f"class Stage:\n    @logged\n    def process(self, x):\n        return {body}\n"
+        return cell_class(source, logged=tools)
+
+    assert code_version(stage("x + 1")) != code_version(stage("x + 2"))
+
+
+UNHASHABLE_CONSTANT_CELL = """
+import threading
+
+from phys_pipeline.hashing import code_version
+
+def sentinel_guard():
+    marker = object()
+    def check(self, x):
+        return x is not marker
+    return check
+
+class Stage:
+    LOCK = threading.Lock()
+    MISSING = object()
+    check = sentinel_guard()
+
+    def process(self, x):
+        return x
+print(code_version(Stage))
+"""
+
+
+def test_code_version_of_unhashable_constants_and_cells_is_the_same_in_every_process():
+    versions = {
+        subprocess.run(
+            [sys.executable, "-c", UNHASHABLE_CONSTANT_CELL],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(versions) == 1
 
 
 def test_callable_name_is_the_qualified_name():
