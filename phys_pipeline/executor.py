@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .cutoff import EarlyCutoff
 from .dag import Plan, Staleness, ancestors_closure, make_plan, policy_seen_by
 from .errors import NodeFailedError, StateMutationError
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
@@ -103,9 +104,16 @@ class _RunRecorder:
     _EVENTS = ("on_plan", "on_start", "on_done", "on_error", "on_skip", "on_finish")
 
     def __init__(
-        self, plan: Plan, reasons: dict[str, Staleness], cache: Any, callbacks: Sequence[Any]
+        self,
+        plan: Plan,
+        reasons: dict[str, Staleness],
+        cache: Any,
+        callbacks: Sequence[Any],
+        cutoff: EarlyCutoff | None = None,
     ) -> None:
         self.plan, self.reasons, self.cache = plan, reasons, cache
+        # schedulers call ``reuse`` (from worker threads) before running a node, when present
+        self.reuse = cutoff.reuse if cutoff is not None else None
         self.results: dict[str, StageResult] = {}
         self.runs: dict[str, NodeRun] = {}
         self.failures: dict[str, BaseException] = {}
@@ -123,11 +131,17 @@ class _RunRecorder:
         staleness = self.reasons.get(node_id)
         return ", ".join(staleness.reasons) if staleness else "forced"
 
-    def hit(self, node_id: str, result: StageResult, seconds: float) -> None:
+    def hit(
+        self, node_id: str, result: StageResult, seconds: float, reason: str = "cached"
+    ) -> None:
         self.results[node_id] = result
         key = self.plan.nodes[node_id].key
-        self.runs[node_id] = NodeRun(node_id, "hit", key, "cached", seconds)
+        self.runs[node_id] = NodeRun(node_id, "hit", key, reason, seconds)
         self._notify("on_done", node_id, result, True)
+
+    def on_reused(self, node_id: str, result: StageResult) -> None:
+        """Early cutoff: the node's inputs equal last run's, so its cached result stands."""
+        self.hit(node_id, result, 0.0, "cached: upstream output unchanged")
 
     def on_start(self, node_id: str) -> None:
         if self.listeners["on_start"]:
@@ -174,6 +188,10 @@ class DagExecutor:
     ``callbacks`` are objects with any of ``on_plan(plan, stale)``, ``on_start(node_id)``,
     ``on_done(node_id, result, cache_hit)``, ``on_error(node_id, exc)``, ``on_skip(node_id,
     failed_dep)``, ``on_finish(result)``; progress bars and widgets hook in here.
+
+    With a cache, ``early_cutoff`` (default) lets a node that is stale only because an upstream
+    node changed load its previous result when that upstream node, rerun, produced the same
+    output as before (see ``phys_pipeline.cutoff``).
     """
 
     def __init__(
@@ -183,6 +201,7 @@ class DagExecutor:
         *,
         callbacks: Iterable[Any] = (),
         check_mutation: bool = True,
+        early_cutoff: bool = True,
     ) -> None:
         from .dag_cache import as_dag_cache
 
@@ -190,7 +209,9 @@ class DagExecutor:
         self.cache = as_dag_cache(cache)
         self.callbacks = list(callbacks)
         self.check_mutation = check_mutation
+        self.early_cutoff = early_cutoff
         self.last_plan: Plan | None = None
+        self._output_digests: dict[str, bytes] = {}  # cache key -> digest of its output state
 
     def plan(self, state: State, nodes: Sequence[NodeSpec], policy: PolicyLike = None) -> Plan:
         """Keys for every node, computed without running anything."""
@@ -221,7 +242,10 @@ class DagExecutor:
         wanted = ancestors_closure(plan.graph, targets) if targets is not None else None
         order = [nid for nid in plan.order if wanted is None or nid in wanted]
         reasons = plan.stale(self.cache, self.last_plan)
-        recorder = _RunRecorder(plan, reasons, self.cache, [*self.callbacks, *callbacks])
+        cutoff = None
+        if self.early_cutoff and self.cache is not None and self.last_plan is not None:
+            cutoff = EarlyCutoff(plan, self.last_plan, reasons, self.cache, self._output_digests)
+        recorder = _RunRecorder(plan, reasons, self.cache, [*self.callbacks, *callbacks], cutoff)
         recorder._notify("on_plan", plan, reasons)
         to_run = self._load_hits(plan, order, reasons, recorder)
         tasks = [self._task(plan.specs[nid], bag, state) for nid in to_run]

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -70,7 +70,15 @@ def run_node(task: NodeTask, parent_states: Mapping[str, State]) -> tuple[StageR
 
 
 class RunHooks(Protocol):
+    """What a scheduler reports to. ``reuse`` (None, or thread-safe, called just before a node
+    would run) may return the node's result without running it (early cutoff); the scheduler
+    then reports ``on_reused`` instead of ``on_done``."""
+
+    reuse: Callable[[str, Mapping[str, State]], StageResult | None] | None
+
     def on_start(self, node_id: str) -> None: ...
+
+    def on_reused(self, node_id: str, result: StageResult) -> None: ...
 
     def on_done(self, node_id: str, result: StageResult, duration_s: float) -> None: ...
 
@@ -174,11 +182,16 @@ class LocalScheduler:
     ) -> None:
         states = dict(available)
         failed: dict[str, str] = {}
+        reuse = getattr(hooks, "reuse", None)
         for task in tasks:
             culprit = next((failed[d] for d in task.deps if d in failed), None) if failed else None
+            reused = reuse(task.node_id, states) if reuse is not None and culprit is None else None
             if culprit is not None:
                 failed[task.node_id] = culprit
                 hooks.on_skip(task.node_id, culprit)
+            elif reused is not None:
+                states[task.node_id] = reused.state
+                hooks.on_reused(task.node_id, reused)
             else:
                 hooks.on_start(task.node_id)
                 try:
@@ -199,7 +212,7 @@ class LocalScheduler:
         short node never waits for this thread to wake up (a thread hand-off costs tens of
         microseconds); this thread calls the hooks, in the order the events happened."""
         with self._pool() as pool:
-            run = _PooledRun(self, tasks, available, pool)
+            run = _PooledRun(self, tasks, available, pool, getattr(hooks, "reuse", None))
             workers = [
                 threading.Thread(target=run.work, name=f"phys-node_{i}", daemon=True)
                 for i in range(min(self.max_workers, len(tasks)))
@@ -264,8 +277,10 @@ class _PooledRun:
         tasks: Sequence[NodeTask],
         available: Mapping[str, State],
         pool: ProcessPoolExecutor | None,
+        reuse: Callable[[str, Mapping[str, State]], StageResult | None] | None,
     ) -> None:
         self.max_workers = scheduler.max_workers
+        self.reuse = reuse
         self.cpu_free, self.gpu_free = max(scheduler.max_cpu, 1), scheduler.max_gpu
         self.mem_free = math.inf if scheduler.max_mem_gb is None else scheduler.max_mem_gb
         self.pool = pool
@@ -355,8 +370,12 @@ class _PooledRun:
             self.events.put(("crash", "", exc))
 
     def _run(self, task: NodeTask, parents: dict[str, State]) -> tuple[Any, ...]:
-        """The node's event: ("on_done", id, result, seconds) or ("on_error", id, exc)."""
+        """The node's event: ("on_done", id, result, seconds), ("on_reused", id, result) or
+        ("on_error", id, exc)."""
         try:
+            reused = self.reuse(task.node_id, parents) if self.reuse is not None else None
+            if reused is not None:
+                return ("on_reused", task.node_id, reused)
             if self.pool is None:
                 result, duration = run_node(task, parents)
             else:
@@ -371,7 +390,7 @@ class _PooledRun:
         self.cpu_free += task.resources.cpu
         self.gpu_free += task.resources.gpu
         self.mem_free += task.resources.mem_gb
-        if outcome[0] == "on_done":
+        if outcome[0] != "on_error":
             self.states[task.node_id] = outcome[2].state
             self._release(task.node_id, None)
         else:

@@ -143,7 +143,7 @@ def test_code_change_reruns_that_node_and_descendants():
     class GridStageV2(GridStage):
         def process(self, state, *, policy=None):
             result = super().process(state, policy=policy)
-            result.state.meta["omega"] = result.state.meta["omega"] * 1.0
+            result.state.meta["omega"] = result.state.meta["omega"] * 2.0
             return result
 
     executor = DagExecutor(cache=MemoryStore(max_bytes=1 << 26))

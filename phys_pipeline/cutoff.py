@@ -1,0 +1,76 @@
+"""Early cutoff: a node that is stale only because something upstream changed need not run
+when what it actually reads is unchanged.
+
+Keys are computed before anything runs, so an upstream edit makes every descendant stale.
+But a recomputed node often produces the very output it produced before (an edit that clips to
+the same value, a grid rounded to the same size, a tag changed). Once such a node has run, its
+children's inputs are known to be identical to last time, so their previous results are valid:
+they are loaded from the cache and filed under the new keys too (the next run hits directly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .dag import Plan, Staleness
+from .types import StageResult, State
+
+_MAX_REMEMBERED = 4096  # output digests kept between runs (16 bytes each, plus the key)
+
+
+class EarlyCutoff:
+    """Decides, once a stale node's parents are done, whether its previous result still holds.
+
+    A node qualifies when its only reason to run is "upstream changed" (same stage, code,
+    config, policy and dependencies as in ``previous``) and every parent whose key changed
+    produced an output whose ``hashable_repr()`` equals that of the parent's previous output.
+    Called from scheduler worker threads: it only reads the plans and uses the (thread-safe)
+    cache and a dict of digests.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        previous: Plan,
+        reasons: Mapping[str, Staleness],
+        cache: Any,
+        digests: dict[str, bytes],
+    ) -> None:
+        self.plan, self.previous, self.cache, self.digests = plan, previous, cache, digests
+        self.candidates = {
+            nid for nid, why in reasons.items() if why.reasons == ("upstream changed",)
+        }
+        if len(digests) > _MAX_REMEMBERED:
+            digests.clear()
+
+    def _previous_output(self, key: str) -> bytes | None:
+        """The digest of the output cached under ``key`` (None: no longer cached)."""
+        known = self.digests.get(key)
+        if known is None:
+            cached = self.cache.get(key)
+            if cached is None:
+                return None
+            known = self.digests[key] = bytes(cached.state.hashable_repr())
+        return known
+
+    def reuse(self, node_id: str, parent_states: Mapping[str, State]) -> StageResult | None:
+        """The node's previous result, filed under its new key, if its inputs are unchanged."""
+        if node_id not in self.candidates:
+            return None
+        for dep in self.plan.nodes[node_id].deps:
+            key, old_key = self.plan.nodes[dep].key, self.previous.nodes[dep].key
+            if key == old_key:
+                continue
+            old_output = self._previous_output(old_key)
+            if old_output is None:
+                return None
+            output = self.digests.get(key)
+            if output is None:
+                output = self.digests[key] = bytes(parent_states[dep].hashable_repr())
+            if output != old_output:
+                return None
+        previous_result = self.cache.get(self.previous.nodes[node_id].key)
+        if previous_result is not None:
+            self.cache.put(self.plan.nodes[node_id].key, previous_result)
+        return previous_result

@@ -1,0 +1,141 @@
+"""Early cutoff: a node rerun after an edit that produces the same output as before lets the
+nodes below it load their previous results instead of running."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dag_stages import GridCfg, GridStage, PhaseCfg, PhaseStage
+from pydantic import Field
+
+from phys_pipeline.cache import DiskCache, MemoryStore
+from phys_pipeline.dag_cache import DagCache
+from phys_pipeline.executor import DagExecutor
+from phys_pipeline.scheduler import LocalScheduler
+from phys_pipeline.types import NodeSpec, PipelineStage, SimpleState, StageConfig, StageResult
+
+
+class ClipCfg(StageConfig):
+    limit: float = Field(10.0, gt=0.0, description="largest |omega| kept")
+
+
+class Clip(PipelineStage[SimpleState, ClipCfg]):
+    """Clips the grid to +-limit: a limit beyond the grid's span changes nothing."""
+
+    def process(self, state, *, policy=None):
+        st = state.deepcopy()
+        st.meta["omega"] = np.clip(st.meta["omega"], -self.cfg.limit, self.cfg.limit)
+        return StageResult(state=st)
+
+
+CALLS = {"phase": 0}  # module level: a class attribute would be part of the code version
+
+
+class Counted(PhaseStage):
+    """A phase stage that counts its calls, so a test can see whether it ran."""
+
+    def process(self, state, *, policy=None):
+        CALLS["phase"] += 1
+        return super().process(state, policy=policy)
+
+
+def chain(limit: float, gdd: float = 100.0) -> list[NodeSpec]:
+    return [
+        NodeSpec(id="grid", stage=GridStage(GridCfg(N=32, span=1.0))),
+        NodeSpec(id="clip", deps=["grid"], stage=Clip(ClipCfg(limit=limit))),
+        NodeSpec(id="phase", deps=["clip"], stage=Counted(PhaseCfg(gdd=gdd))),
+        NodeSpec(id="peak", deps=["phase"], stage=Counted(PhaseCfg(gdd=2 * gdd))),
+    ]
+
+
+def statuses(out):
+    return {nid: run.status for nid, run in out.runs.items()}
+
+
+@pytest.fixture(params=[1, 2], ids=["inline", "two-workers"])
+def executor(request):
+    return DagExecutor(
+        scheduler=LocalScheduler(max_workers=request.param), cache=DagCache(MemoryStore())
+    )
+
+
+def test_an_edit_that_leaves_the_output_unchanged_stops_at_the_edited_node(executor):
+    first = executor.run(SimpleState(None), chain(limit=10.0))
+    CALLS["phase"] = 0
+    out = executor.run(SimpleState(None), chain(limit=20.0))  # both beyond the span of 1.0
+    assert statuses(out) == {"grid": "hit", "clip": "ran", "phase": "hit", "peak": "hit"}
+    assert CALLS["phase"] == 0
+    assert out.runs["phase"].reason == "cached: upstream output unchanged"
+    assert out.metrics == first.metrics
+    again = executor.run(SimpleState(None), chain(limit=20.0))
+    assert statuses(again) == dict.fromkeys(statuses(out), "hit")
+    assert {r.reason for r in again.runs.values()} == {"cached"}  # filed under the new keys
+
+
+def test_an_edit_that_changes_the_output_reruns_everything_below(executor):
+    executor.run(SimpleState(None), chain(limit=10.0))
+    CALLS["phase"] = 0
+    out = executor.run(SimpleState(None), chain(limit=0.5))  # now it clips
+    assert statuses(out) == {"grid": "hit", "clip": "ran", "phase": "ran", "peak": "ran"}
+    assert CALLS["phase"] == 2
+
+
+def test_a_node_whose_own_config_changed_runs_even_below_an_unchanged_output(executor):
+    executor.run(SimpleState(None), chain(limit=10.0))
+    out = executor.run(SimpleState(None), chain(limit=20.0, gdd=50.0))
+    assert statuses(out) == {"grid": "hit", "clip": "ran", "phase": "ran", "peak": "ran"}
+
+
+def test_cutoff_can_be_switched_off():
+    executor = DagExecutor(cache=DagCache(MemoryStore()), early_cutoff=False)
+    executor.run(SimpleState(None), chain(limit=10.0))
+    out = executor.run(SimpleState(None), chain(limit=20.0))
+    assert statuses(out) == {"grid": "hit", "clip": "ran", "phase": "ran", "peak": "ran"}
+
+
+def test_cutoff_reads_previous_outputs_from_a_disk_cache(tmp_path):
+    DagExecutor(cache=DiskCache(tmp_path)).run(SimpleState(None), chain(limit=10.0))
+    executor = DagExecutor(cache=DiskCache(tmp_path))  # a new session: no digests in memory
+    executor.run(SimpleState(None), chain(limit=10.0))
+    out = executor.run(SimpleState(None), chain(limit=20.0))
+    assert statuses(out) == {"grid": "hit", "clip": "ran", "phase": "hit", "peak": "hit"}
+
+
+def test_without_the_previous_entries_the_nodes_run():
+    """The previous result of ``phase`` is gone, and with it the digest of its output that
+    ``peak`` would be compared against: both run."""
+    store = MemoryStore()
+    executor = DagExecutor(cache=DagCache(store))
+    first = executor.run(SimpleState(None), chain(limit=10.0))
+    store.delete(first.runs["phase"].cache_key)
+    out = executor.run(SimpleState(None), chain(limit=20.0))
+    assert statuses(out) == {"grid": "hit", "clip": "ran", "phase": "ran", "peak": "ran"}
+
+
+def test_without_a_cache_nothing_is_cut_off():
+    executor = DagExecutor()
+    executor.run(SimpleState(None), chain(limit=10.0))
+    out = executor.run(SimpleState(None), chain(limit=20.0))
+    assert set(statuses(out).values()) == {"ran"}
+
+
+class Const(PipelineStage[SimpleState, StageConfig]):
+    def process(self, state, *, policy=None):
+        return StageResult(state=SimpleState(payload=1.0))
+
+
+def test_a_merge_is_cut_off_only_when_every_changed_parent_kept_its_output():
+    def nodes(a_tag: str, b_limit: float) -> list[NodeSpec]:
+        return [
+            NodeSpec(id="grid", stage=GridStage(GridCfg(N=16))),
+            NodeSpec(id="a", deps=["grid"], stage=Clip(ClipCfg(limit=5.0, tags={"t": a_tag}))),
+            NodeSpec(id="b", deps=["grid"], stage=Clip(ClipCfg(limit=b_limit))),
+            NodeSpec(id="m", deps=["a", "b"], stage=Const(StageConfig())),
+        ]
+
+    executor = DagExecutor(cache=DagCache(MemoryStore()))
+    executor.run(SimpleState(None), nodes("x", 5.0))
+    same = executor.run(SimpleState(None), nodes("y", 6.0))
+    assert statuses(same)["m"] == "hit"
+    changed = executor.run(SimpleState(None), nodes("z", 0.5))
+    assert statuses(changed)["m"] == "ran"
