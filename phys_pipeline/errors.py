@@ -10,8 +10,23 @@ from collections.abc import Iterable
 from typing import Any
 
 
+def _rebuild(cls: type[PhysPipelineError], args: tuple, attributes: dict) -> PhysPipelineError:
+    """Unpickle an error without calling its ``__init__`` (whose signature is not its args)."""
+    error = cls.__new__(cls, *args)
+    Exception.__init__(error, *args)
+    error.__dict__.update(attributes)
+    return error
+
+
 class PhysPipelineError(Exception):
-    """Base class of every error phys-pipeline raises on purpose."""
+    """Base class of every error phys-pipeline raises on purpose.
+
+    Errors survive pickling (process pools and Dask ship them between processes) with their
+    message and attributes, although their ``__init__`` takes other arguments than ``args``.
+    """
+
+    def __reduce__(self) -> tuple[Any, tuple[type, tuple, dict]]:
+        return _rebuild, (type(self), self.args, self.__dict__)
 
 
 # --- configs, policies, hashing -------------------------------------------------------------

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
+import pickle
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import cloudpickle
 import numpy as np
 import pytest
 
+from phys_pipeline import errors
 from phys_pipeline.cache import MemoryStore
 from phys_pipeline.errors import (
     MetricError,
@@ -387,6 +391,57 @@ def test_library_errors_raised_by_a_stage_pass_through_unwrapped():
 
     with pytest.raises(PolicyError):
         SequentialPipeline([Misconfigured(StageConfig())]).run(SimpleState())
+
+
+# one plausible instance of every error class, as the library raises it
+ERROR_EXAMPLES: dict[type, tuple] = {
+    errors.PhysPipelineError: ("something went wrong",),
+    errors.ConfigError: ("node 'beam'", "waist_mm", -1.0, "must be positive"),
+    errors.UnhashableValueError: ("node 'beam' config", print),
+    errors.PolicyError: ("dt", object, "value cannot be hashed canonically"),
+    errors.StageError: ("node 'md'", "solver", FloatingPointError("energy diverged")),
+    errors.StageOutputError: ("node 'md'", "solver", 3.0, "a StageResult"),
+    errors.MetricError: ("solver", "energy", np.ones(2), "metrics must be real scalars"),
+    errors.NotAStateError: ("initial state", [1, 2]),
+    errors.StateMutationError: ("md", "solver"),
+    errors.DagError: ("node id '': node ids must be non-empty strings",),
+    errors.EmptyDagError: (),
+    errors.DuplicateNodeError: (["grid", "grid"],),
+    errors.MissingDependencyError: ("beam", ["grid"]),
+    errors.CycleError: (["a", "b"],),
+    errors.MissingStageError: ("beam", None),
+    errors.UnknownNodeError: ("bem", ["beam", "grid"]),
+    errors.SweepError: ("sweep over node 'beam': no parameters",),
+    errors.NodeFailedError: ({"beam": ValueError("bad waist")}, {"grid": 1.0}),
+    errors.CacheError: ("redis at localhost:6379 is unavailable",),
+    errors.CacheConfigError: ("backend", "tape", "unknown backend"),
+}
+
+
+def error_classes() -> list[type]:
+    return [
+        cls
+        for _, cls in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(cls, errors.PhysPipelineError) and cls.__module__ == errors.__name__
+    ]
+
+
+def test_every_error_class_has_a_pickling_example():
+    assert set(error_classes()) == set(ERROR_EXAMPLES)
+
+
+@pytest.mark.parametrize("dumps", [pickle.dumps, cloudpickle.dumps], ids=["pickle", "cloudpickle"])
+@pytest.mark.parametrize("cls", list(ERROR_EXAMPLES), ids=lambda cls: cls.__name__)
+def test_errors_survive_pickling_with_message_and_attributes(cls, dumps):
+    error = cls(*ERROR_EXAMPLES[cls])
+    copy = pickle.loads(dumps(error))
+    assert type(copy) is cls
+    assert str(copy) == str(error)
+    assert copy.args == error.args
+    # attribute values by repr: exceptions held as causes compare by identity
+    assert {k: repr(v) for k, v in vars(copy).items()} == {
+        k: repr(v) for k, v in vars(error).items()
+    }
 
 
 def test_stages_after_a_failing_stage_do_not_run():
