@@ -24,7 +24,8 @@ from .run_controls import RunControls
 class PipelineApp(w.VBox):
     """A notebook front end for a DAG. ``session`` is the model; ``dag`` (DagView),
     ``controls`` (RunControls), ``policy`` (PolicyEditor), ``artifacts`` (ArtifactView) and
-    ``editors`` (node id -> ConfigEditor, made on first selection) are views of it."""
+    ``editors`` (node id -> ConfigEditor, made on first selection) are views of it.
+    ``policy_model``, a pydantic model of the policy, gives the policy editor its controls."""
 
     def __init__(
         self,
@@ -37,6 +38,7 @@ class PipelineApp(w.VBox):
         session: LiveSession | None = None,
         engine: Engine = "auto",
         debounce_s: float = 0.3,
+        policy_model: type | None = None,
         **kwargs: Any,
     ) -> None:
         if session is None:
@@ -46,7 +48,7 @@ class PipelineApp(w.VBox):
         self.session = session
         self.dag = DagView(engine=engine)
         self.controls = RunControls(session, debounce_s=debounce_s)
-        self.policy = PolicyEditor(session)
+        self.policy = PolicyEditor(session, model=policy_model)
         self.artifacts = ArtifactView(session)
         self.editors: dict[str, ConfigEditor] = {}
         ids = [spec.id for spec in session.nodes]

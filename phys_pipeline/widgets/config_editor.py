@@ -264,10 +264,10 @@ class FieldRow:
             self.control.remove_class("pp-invalid")
 
 
-def skipped_note(names: list[str]) -> w.HTML:
+def skipped_note(names: list[str], why: str = "not editable here") -> w.HTML:
     """A quiet line naming the fields no control is made for, so they are not a mystery."""
     note = w.HTML(
-        f"<span style='color:#6b7280'>not editable here: {html.escape(', '.join(names))}</span>"
+        f"<span style='color:#6b7280'>{html.escape(why)}: {html.escape(', '.join(names))}</span>"
     )
     note.add_class("pp-skipped-fields")
     return note
