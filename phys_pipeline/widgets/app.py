@@ -13,7 +13,6 @@ from ..render import Engine
 from ..scheduler import Scheduler
 from ..session import LiveSession
 from ..types import NodeSpec, State
-from ._subscribe import subscribe
 from .artifact_view import ArtifactView
 from .config_editor import ConfigEditor
 from .dag_view import DagView
@@ -46,7 +45,7 @@ class PipelineApp(w.VBox):
                 raise TypeError("PipelineApp needs nodes and an initial state (or session=)")
             session = LiveSession(nodes, state, policy=policy, cache=cache, scheduler=scheduler)
         self.session = session
-        self.dag = DagView(engine=engine)
+        self.dag = DagView.from_session(session, engine=engine)
         self.controls = RunControls(session, debounce_s=debounce_s)
         self.policy = PolicyEditor(session, model=policy_model)
         self.artifacts = ArtifactView(session)
@@ -70,8 +69,6 @@ class PipelineApp(w.VBox):
         super().__init__(**kwargs)
         self.add_class("pp-pipeline-app")
         self.children = [w.HBox([self.dag, side]), self.artifacts]
-        self._unsubscribe = subscribe(session, self._on_session)
-        self._redraw()
         self.select("")
 
     @classmethod
@@ -109,21 +106,7 @@ class PipelineApp(w.VBox):
             self._editor_box.children = [w.HTML("<i>select a node to edit its config</i>")]
         self.artifacts.show(node_id or None)
 
-    def _redraw(self) -> None:
-        session = self.session
-        self.dag.show(session.plan(), session.status, session.reasons())
-
-    def _on_session(self, event: str, session: LiveSession) -> None:
-        try:
-            if event == "status":
-                self.dag.statuses = dict(session.status)
-            else:
-                self._redraw()
-        except Exception:  # noqa: BLE001 - a listener must not break session.run()/update()
-            self.dag.statuses = dict(session.status)
-
     def close(self) -> None:
-        self._unsubscribe()
         for widget in (self.controls, self.policy, self.artifacts, *self.editors.values()):
             widget.close()
         self.dag.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,8 @@ import anywidget
 import traitlets
 
 from ..render import Engine, Structure, dag_svg, structure_of
+from ..session import LiveSession
+from ._subscribe import subscribe
 
 _HERE = Path(__file__).parent
 
@@ -17,7 +19,11 @@ _HERE = Path(__file__).parent
 class DagView(anywidget.AnyWidget):
     """The DAG as SVG. ``svg`` changes only when the graph's structure does; ``statuses`` and
     ``reasons`` (node id -> text) recolour nodes and rewrite tooltips in the browser by a CSS
-    class switch. Clicking a node sets ``selected`` (two-way: set it from Python too)."""
+    class switch. Clicking a node sets ``selected`` (two-way: set it from Python too).
+
+    Give it a Plan or NodeSpecs to draw once, or a LiveSession (``DagView(session)``, or
+    ``DagView.from_session``) to follow it: redrawn after edits and runs, recoloured on every
+    status change."""
 
     _esm = _HERE / "dag_view.js"
     _css = _HERE / "dag_view.css"
@@ -28,11 +34,32 @@ class DagView(anywidget.AnyWidget):
     selected = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, plan_or_nodes: Any = None, *, engine: Engine = "auto", **kwargs: Any):
+        self._unsubscribe: Callable[[], None] = lambda: None
+        self.session: LiveSession | None = None
         super().__init__(**kwargs)
         self.engine: Engine = engine
         self._structure: Structure | None = None
-        if plan_or_nodes is not None:
+        if isinstance(plan_or_nodes, LiveSession):
+            self.follow(plan_or_nodes)
+        elif plan_or_nodes is not None:
             self.show(plan_or_nodes)
+
+    @classmethod
+    def from_session(cls, session: LiveSession, **kwargs: Any) -> DagView:
+        """A view that follows ``session`` until ``close()``."""
+        return cls(session, **kwargs)
+
+    def follow(self, session: LiveSession) -> None:
+        """Draw ``session`` now and after each of its edits, runs and status changes."""
+        self._unsubscribe()
+        self.session = session
+        self._unsubscribe = subscribe(session, self._on_session)
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Draw the followed session's plan with its statuses and reasons."""
+        if self.session is not None:
+            self.show(self.session.plan(), self.session.status, self.session.reasons())
 
     def show(
         self,
@@ -52,3 +79,13 @@ class DagView(anywidget.AnyWidget):
     @property
     def node_ids(self) -> list[str]:
         return [nid for nid, _ in self._structure[0]] if self._structure else []
+
+    def _on_session(self, event: str, session: LiveSession) -> None:
+        if event == "status":  # mid-run: a class switch in the browser, no plan needed
+            self.statuses = dict(session.status)
+        else:
+            self.redraw()
+
+    def close(self) -> None:
+        self._unsubscribe()
+        super().close()
