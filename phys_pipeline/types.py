@@ -108,17 +108,23 @@ class StageConfig(BaseModel):
     name: str = ""
     tags: dict[str, Any] = {}
 
-    def __post_init__(self) -> None:
-        """Only a stdlib ``@dataclass`` subclass calls this: its generated ``__init__`` skips
-        pydantic, leaving ``name``/``tags`` unset, values unvalidated and copy/pickle broken."""
-        validated = type(self).model_validate(self.__dict__)
-        for slot in (
-            "__dict__",
-            "__pydantic_fields_set__",
-            "__pydantic_extra__",
-            "__pydantic_private__",
-        ):
-            object.__setattr__(self, slot, getattr(validated, slot))
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Keep pydantic's ``__init__``, ``__repr__`` and ``__eq__`` in every subclass's own
+        namespace, where a stdlib ``@dataclass`` decorator leaves them alone (it only adds the
+        methods a class does not define). Its generated ``__init__`` would know neither the
+        defaults (pydantic holds them) nor ``name``/``tags``, and would skip validation; its
+        ``__eq__`` would ignore ``name``/``tags``. A dataclass's ``__post_init__`` still runs,
+        after validation, as pydantic's ``model_post_init``."""
+        super().__init_subclass__(**kwargs)
+        for method in ("__init__", "__repr__", "__eq__"):
+            if method not in vars(cls):
+                setattr(cls, method, getattr(cls, method))
+        if "__post_init__" in vars(cls) and "model_post_init" not in vars(cls):
+            cls.model_post_init = _run_post_init  # type: ignore[method-assign]
+
+
+def _run_post_init(self: StageConfig, context: Any, /) -> None:
+    self.__post_init__()  # type: ignore[attr-defined]
 
 
 S = TypeVar("S", bound=State)

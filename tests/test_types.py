@@ -352,6 +352,58 @@ def test_stdlib_dataclass_config_hash_follows_its_values():
     assert config_hash(DampingCfg(gamma=0.1)) != config_hash(DampingCfg(gamma=0.2))
 
 
+@dataclasses.dataclass(frozen=True)
+class ResonatorCfg(StageConfig):
+    gamma: float = 0.5
+    modes: int = 3
+
+    def __post_init__(self) -> None:
+        if self.modes < 1:
+            raise ValueError("a resonator needs at least one mode")
+
+
+def test_stdlib_dataclass_config_keeps_its_defaults():
+    cfg = ResonatorCfg()
+    assert (cfg.gamma, cfg.modes, cfg.name) == (0.5, 3, "")
+
+
+def test_stdlib_dataclass_config_takes_name_and_tags():
+    cfg = ResonatorCfg(gamma=0.1, name="damp", tags={"run": 7})
+    assert (cfg.gamma, cfg.name, cfg.tags) == (0.1, "damp", {"run": 7})
+
+
+def test_stdlib_dataclass_config_converts_and_validates_given_values():
+    assert ResonatorCfg(modes="4").modes == 4
+    with pytest.raises(ValidationError) as info:
+        ResonatorCfg(name="damp", modes="many")
+    assert info.value.errors()[0]["loc"] == ("modes",)
+
+
+def test_stdlib_dataclass_config_rejects_unknown_fields():
+    with pytest.raises(ValidationError, match="gama"):
+        ResonatorCfg(gama=0.1)
+
+
+def test_stdlib_dataclass_config_runs_its_post_init_after_validation():
+    with pytest.raises(ValidationError, match="at least one mode"):
+        ResonatorCfg(modes="0")
+
+
+def test_stdlib_dataclass_configs_differing_only_in_name_differ():
+    assert ResonatorCfg(name="a") != ResonatorCfg(name="b")
+    assert ResonatorCfg(name="a") == ResonatorCfg(name="a")
+    assert config_hash(ResonatorCfg(name="a")) != config_hash(ResonatorCfg(name="b"))
+
+
+def test_stdlib_dataclass_config_name_labels_its_stage_metrics():
+    class Ringdown(PipelineStage[SimpleState, ResonatorCfg]):
+        def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+            return StageResult(state=state, metrics={"q": 1.0 / self.cfg.gamma})
+
+    out = SequentialPipeline([Ringdown(ResonatorCfg(name="cavity"))], name="lab").run(SimpleState())
+    assert out.metrics == {"lab.cavity.q": 2.0}
+
+
 class Damping(PipelineStage[SimpleState, DampingCfg]):
     def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
         return StageResult(state=SimpleState(state.payload * np.exp(-self.cfg.gamma)))
