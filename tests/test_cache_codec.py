@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import math
 import threading
 from collections.abc import Callable
@@ -250,7 +251,12 @@ def entry_dir(cache: DiskCache, key: str = KEY) -> Path:
     return cache._entry_dir(key)
 
 
-def test_json_and_arrays_entry_has_no_pickle_and_needs_no_key_file(
+def canonical(body: dict) -> bytes:
+    """The documented form of the body that the HMAC covers."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def test_json_and_arrays_entry_has_no_pickle_and_is_signed(
     tmp_path: Path, isolated_cache_key: Path
 ) -> None:
     cache = make_disk(tmp_path)
@@ -258,8 +264,10 @@ def test_json_and_arrays_entry_has_no_pickle_and_needs_no_key_file(
     files = sorted(p.name for p in entry_dir(cache).iterdir())
     assert "blob.pkl" not in files
     assert files.count("meta.json") == 1 and len(files) > len(ARRAYS)
-    assert b'"hmac": null' in (entry_dir(cache) / "meta.json").read_bytes()
-    assert not isolated_cache_key.exists()  # nothing needed signing
+    doc = json.loads((entry_dir(cache) / "meta.json").read_bytes())
+    assert doc["body"]["blob"] is None
+    assert EntrySigner().verify(doc["hmac"], canonical(doc["body"]))  # data is signed too
+    assert isolated_cache_key.exists()
 
 
 def test_pickled_state_keeps_big_arrays_out_of_the_pickle(tmp_path: Path) -> None:
@@ -329,7 +337,7 @@ _trees = st.recursive(
 def test_any_json_like_payload_round_trips_exactly(payload: Any) -> None:
     signer = EntrySigner("property test")
     frame = to_frame(KEY, StageResult(SimpleState(payload)), signer)
-    assert b'"hmac": null' in frame  # never needed pickle
+    assert b'"blob": null' in frame  # never needed pickle
     assert_same(from_frame(KEY, frame, signer).state.payload, payload)
 
 

@@ -154,7 +154,7 @@ def result() -> StageResult:
 
 
 def test_dag_cache_counts_hits_misses_and_puts(tmp_path: Path) -> None:
-    cache = DagCache(DiskCache(tmp_path))
+    cache = DagCache(DiskCache(tmp_path / "cache"))
     assert cache.get(KEY) is None
     cache.put(KEY, result())
     assert cache.contains(KEY)

@@ -71,11 +71,11 @@ def canonical(body: dict) -> bytes:
 
 
 def reseal(meta_path: Path, edit: Callable[[dict], None], blob: bytes | None = None) -> None:
-    """Edit an entry's body as an attacker would: everything but the HMAC can be recomputed,
-    since the format and xxh3 are public."""
+    """Edit an entry's body as an attacker would: everything but the HMAC (and the keyed array
+    digests) can be recomputed, since the format and the body's xxh3 are public."""
     doc = json.loads(meta_path.read_bytes())
     if blob is not None:
-        doc["body"]["blob"] = {"nbytes": len(blob), "xxh3": xxhash.xxh3_128_hexdigest(blob)}
+        doc["body"]["blob"] = {"nbytes": len(blob)}
         (meta_path.parent / "blob.pkl").write_bytes(blob)
     edit(doc)
     doc["xxh3"] = xxhash.xxh3_128_hexdigest(canonical(doc["body"]))
@@ -86,20 +86,26 @@ def cache_warnings(recorded: list[warnings.WarningMessage]) -> list[str]:
     return [str(w.message) for w in recorded if issubclass(w.category, CacheWarning)]
 
 
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A cache directory beside (never around) the test's key file."""
+    return tmp_path / "cache"
+
+
 # --- layout and basics ----------------------------------------------------------------------
 
 
-def test_entries_are_sharded_directories_of_meta_and_npy(tmp_path: Path) -> None:
-    cache = DiskCache(tmp_path)
+def test_entries_are_sharded_directories_of_meta_and_npy(root: Path) -> None:
+    cache = DiskCache(root)
     cache.put(KEY, json_result())
     path = entry(cache)
-    assert path.relative_to(tmp_path).parts == ("v1", "01", "23", KEY)
+    assert path.relative_to(root).parts == ("v1", "01", "23", KEY)
     assert sorted(p.name for p in path.iterdir()) == ["a0.npy", "a1.npy", "meta.json"]
     assert np.load(path / "a0.npy", allow_pickle=False).shape == (50_000,)
 
 
-def test_contains_delete_clear_and_len(tmp_path: Path) -> None:
-    cache = DiskCache(tmp_path)
+def test_contains_delete_clear_and_len(root: Path) -> None:
+    cache = DiskCache(root)
     assert not cache.contains(KEY) and cache.get(KEY) is None and len(cache) == 0
     cache.put(KEY, json_result())
     cache.put(OTHER_KEY, pickle_result())
@@ -124,15 +130,15 @@ def test_root_is_fixed_at_construction_and_the_store_pickles(
     assert clone.get(KEY).metrics == {"peak": 5.0}
 
 
-def test_large_arrays_come_back_memory_mapped(tmp_path: Path) -> None:
-    cache = DiskCache(tmp_path)
+def test_large_arrays_come_back_memory_mapped(root: Path) -> None:
+    cache = DiskCache(root)
     cache.put(KEY, json_result())
     psi = cache.get(KEY).state.payload["psi"]
     assert type(psi) is np.ndarray and isinstance(psi.base, np.memmap)
 
 
-def test_put_keeps_the_first_entry_for_a_key(tmp_path: Path) -> None:
-    cache = DiskCache(tmp_path)
+def test_put_keeps_the_first_entry_for_a_key(root: Path) -> None:
+    cache = DiskCache(root)
     cache.put(KEY, StageResult(SimpleState(1.0)))
     cache.put(KEY, StageResult(SimpleState(2.0)))
     assert cache.get(KEY).state.payload == 1.0
@@ -199,9 +205,9 @@ CORRUPTIONS = {
 
 @pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
 def test_corrupt_entry_is_a_miss_with_one_warning(
-    corrupt: Callable[[Path], None], tmp_path: Path, recwarn: pytest.WarningsRecorder
+    corrupt: Callable[[Path], None], root: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
-    cache = DiskCache(tmp_path)
+    cache = DiskCache(root)
     cache.put(KEY, json_result())
     corrupt(entry(cache))
     assert cache.get(KEY) is None
@@ -213,9 +219,9 @@ def test_corrupt_entry_is_a_miss_with_one_warning(
 
 
 def test_missing_blob_is_a_miss_with_one_warning(
-    tmp_path: Path, recwarn: pytest.WarningsRecorder
+    root: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
-    cache = DiskCache(tmp_path)
+    cache = DiskCache(root)
     cache.put(KEY, pickle_result())
     (entry(cache) / "blob.pkl").unlink()
     assert cache.get(KEY) is None
@@ -223,9 +229,9 @@ def test_missing_blob_is_a_miss_with_one_warning(
 
 
 def test_entry_copied_to_another_keys_path_is_foreign(
-    tmp_path: Path, recwarn: pytest.WarningsRecorder
+    root: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
-    cache = DiskCache(tmp_path)
+    cache = DiskCache(root)
     cache.put(KEY, pickle_result())
     foreign = entry(cache, OTHER_KEY)
     foreign.parent.mkdir(parents=True)
@@ -286,8 +292,9 @@ def test_blob_replaced_by_malicious_pickle_runs_only_if_re_signed(
     assert marker.exists() == resigned
 
 
-def test_json_entry_turned_into_unsigned_pickle_is_never_unpickled(
-    tmp_path: Path, recwarn: pytest.WarningsRecorder
+@pytest.mark.parametrize("signature", ["kept", "removed"])
+def test_json_entry_turned_into_a_pickle_is_never_unpickled(
+    signature: str, tmp_path: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
     marker = tmp_path / "pwned"
     cache = DiskCache(tmp_path / "cache")
@@ -295,39 +302,42 @@ def test_json_entry_turned_into_unsigned_pickle_is_never_unpickled(
 
     def point_state_at_pickle(doc: dict) -> None:
         doc["body"]["state"] = {"$pickled": 0}
+        if signature == "removed":
+            doc["hmac"] = None
 
     reseal(entry(cache) / "meta.json", point_state_at_pickle, blob=pickle.dumps([Tripwire(marker)]))
     assert cache.get(KEY) is None
-    assert "unsigned pickle" in cache_warnings(recwarn.list)[0]
+    [message] = cache_warnings(recwarn.list)
+    assert ("bad signature" if signature == "kept" else "unsigned entry") in message
     assert not marker.exists()
 
 
 # --- atomicity and sharing ------------------------------------------------------------------
 
 
-def test_leftover_scratch_dir_of_a_crashed_writer_is_not_served(tmp_path: Path) -> None:
-    cache = DiskCache(tmp_path)
+def test_leftover_scratch_dir_of_a_crashed_writer_is_not_served(root: Path) -> None:
+    cache = DiskCache(root)
     cache.put(KEY, json_result())
-    scratch = tmp_path / "tmp" / f"{OTHER_KEY}.4242.deadbeef"
+    scratch = root / "tmp" / f"{OTHER_KEY}.4242.deadbeef"
     shutil.copytree(entry(cache), scratch)  # complete content, never renamed into place
     reseal(scratch / "meta.json", lambda doc: doc["body"].update(key=OTHER_KEY))
     assert not cache.contains(OTHER_KEY)
     assert cache.get(OTHER_KEY) is None
 
 
-def test_stale_scratch_dirs_are_swept_fresh_ones_kept(tmp_path: Path) -> None:
-    stale, fresh = tmp_path / "tmp" / "stale.1.x", tmp_path / "tmp" / "fresh.2.y"
+def test_stale_scratch_dirs_are_swept_fresh_ones_kept(root: Path) -> None:
+    stale, fresh = root / "tmp" / "stale.1.x", root / "tmp" / "fresh.2.y"
     for path in (stale, fresh):
         path.mkdir(parents=True)
         (path / "a0.npy").write_bytes(b"partial")
     two_hours_ago = time.time() - 7200
     os.utime(stale, (two_hours_ago, two_hours_ago))
-    DiskCache(tmp_path).put(KEY, json_result())
+    DiskCache(root).put(KEY, json_result())
     assert not stale.exists() and fresh.exists()
 
 
 def test_writer_failing_midway_leaves_nothing_behind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import phys_pipeline.cache.disk as disk
 
@@ -335,10 +345,10 @@ def test_writer_failing_midway_leaves_nothing_behind(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(disk, "seal", crash)
-    cache = DiskCache(tmp_path)
+    cache = DiskCache(root)
     with pytest.raises(KeyboardInterrupt):
         cache.put(KEY, json_result())
-    assert not cache.contains(KEY) and list((tmp_path / "tmp").iterdir()) == []
+    assert not cache.contains(KEY) and list((root / "tmp").iterdir()) == []
 
 
 def expected_result(index: int) -> StageResult:

@@ -107,9 +107,28 @@ def shell_result(marker: Path) -> StageResult:
 def reseal(doc: dict, blob: bytes | None) -> None:
     """Put ``blob`` in, then recompute every public checksum; only the HMAC stays stale."""
     if blob is not None:
-        doc["body"]["blob"] = {"nbytes": len(blob), "xxh3": xxhash.xxh3_128_hexdigest(blob)}
+        doc["body"]["blob"] = {"nbytes": len(blob)}
     body = json.dumps(doc["body"], separators=(",", ":"), ensure_ascii=True).encode()
     doc["xxh3"] = xxhash.xxh3_128_hexdigest(body)
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, arr, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def record_unkeyed(index: int, data: bytes) -> Callable[[dict], None]:
+    """Describe ``data`` as array ``index`` with the digest anyone can compute (unseeded xxh3),
+    then reseal: what an attacker without the key can do."""
+
+    def edit(doc: dict) -> None:
+        doc["body"]["arrays"][index].update(
+            nbytes=len(data), digest=xxhash.xxh3_128_hexdigest(data)
+        )
+        reseal(doc, None)
+
+    return edit
 
 
 def double_a_metric(doc: dict) -> None:
@@ -145,6 +164,12 @@ class DiskSlots:
         data = bytearray(npy.read_bytes())
         data[-1] ^= 0x40
         npy.write_bytes(bytes(data))
+
+    def read_first_array(self, key: str) -> np.ndarray:
+        return np.load(self.path(key) / "a0.npy", allow_pickle=False)
+
+    def write_first_array(self, key: str, data: bytes) -> None:
+        (self.path(key) / "a0.npy").write_bytes(data)
 
     def copy(self, source: str, target: str) -> None:
         shutil.rmtree(self.path(target))
@@ -185,6 +210,14 @@ class RedisSlots:
     def flip_last_array_byte(self, key: str) -> None:
         doc, arrays, blob = self.split(key)
         self.join(key, doc, arrays[:-1] + bytes([arrays[-1] ^ 0x40]), blob)
+
+    def read_first_array(self, key: str) -> np.ndarray:
+        doc, arrays, _ = self.split(key)
+        return np.load(io.BytesIO(arrays[: doc["body"]["arrays"][0]["nbytes"]]))
+
+    def write_first_array(self, key: str, data: bytes) -> None:
+        doc, arrays, blob = self.split(key)
+        self.join(key, doc, data + arrays[doc["body"]["arrays"][0]["nbytes"] :], blob)
 
     def copy(self, source: str, target: str) -> None:
         self.client.set(self.name(target), self.client.get(self.name(source)))
@@ -270,12 +303,44 @@ def replay_another_nodes_signed_entry(slots: Any, keys: dict[str, str], marker: 
     return "wide"
 
 
+def rewrite_data_array_with_public_digest(slots: Any, keys: dict[str, str], marker: Path) -> str:
+    """A data-only entry (no pickle): its grid rewritten and described by unseeded xxh3."""
+    forged = npy_bytes(2.0 * slots.read_first_array(keys["p1"]))
+    slots.write_first_array(keys["p1"], forged)
+    slots.edit_meta(keys["p1"], record_unkeyed(0, forged))
+    return "p1"
+
+
+def forge_data_entry_with_another_signing_key(
+    slots: Any, keys: dict[str, str], marker: Path
+) -> str:
+    omega = np.linspace(-1.0, 1.0, 4096)
+    forged = StageResult(SimpleState(None, {"omega": omega, "phase": 0 * omega}), {"max_phase": 0})
+    slots.store.delete(keys["p1"])
+    slots.forger(EntrySigner("the attacker's own key")).put(keys["p1"], forged)
+    return "p1"
+
+
+def strip_the_signature_of_a_data_entry(slots: Any, keys: dict[str, str], marker: Path) -> str:
+    slots.edit_meta(keys["p1"], lambda doc: doc.update(hmac=None))
+    return "p1"
+
+
 TAMPERING = {
     "metadata value edited": (edit_metadata_value, "checksum"),
     "array bytes changed": (change_array_bytes, "checksum"),
     "forged with another signing key": (forge_with_another_signing_key, "signature"),
     "malicious pickle, checksums redone": (swap_in_a_malicious_pickle, "signature"),
     "entry copied from another key's slot": (replay_another_nodes_signed_entry, "foreign"),
+    "data array rewritten, public digests redone": (
+        rewrite_data_array_with_public_digest,
+        "signature",
+    ),
+    "data entry forged with another signing key": (
+        forge_data_entry_with_another_signing_key,
+        "signature",
+    ),
+    "data entry with its signature removed": (strip_the_signature_of_a_data_entry, "unsigned"),
 }
 
 

@@ -7,8 +7,9 @@
 - :class:`TieredStore` — reads fast-to-slow, backfilling faster tiers.
 - :class:`CacheConfig` and :func:`build_cache_backend` — build one of the above from settings.
 
-Pickles are only ever loaded from authenticated entries (see ``signing``); anything a store
-cannot read is a miss plus one :class:`CacheWarning`.
+Every entry is HMAC-signed and used only once it authenticates, so pickles are only ever loaded
+from authenticated entries (see ``signing``); anything a store cannot read or authenticate is a
+miss plus one :class:`CacheWarning`.
 """
 
 from __future__ import annotations

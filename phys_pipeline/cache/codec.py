@@ -1,11 +1,16 @@
 """How a result is encoded, whatever the store: a JSON metadata document, arrays as ``.npy`` data
-and, only for objects JSON cannot describe, one signed pickle whose arrays live out of band.
+and, only for objects JSON cannot describe, one pickle whose arrays live out of band; every
+entry is signed.
 
 An entry is ``meta`` (JSON) + arrays (one ``.npy`` byte stream each) + an optional ``blob``.
 ``meta`` holds ``{"format", "body", "xxh3", "hmac"}``; the body holds the key, the state,
-metrics, provenance and materialised artifacts as tagged JSON trees, plus the size and xxh3 of
-every array and of the blob, so any corruption shows up as a checksum mismatch. When a blob is
-present, ``hmac`` signs the body and the blob, and the blob reaches pickle only if it verifies.
+metrics, provenance and materialised artifacts as tagged JSON trees, plus the size and digest of
+every array and the size of the blob. ``xxh3`` (of the body) catches plain corruption; ``hmac``
+(HMAC-SHA256 with a secret kept outside the cache, see ``signing``) authenticates the body and
+the blob of *every* entry, data-only or not. An array's digest is xxh3-128 seeded with a value
+derived from the secret, so it cannot be recomputed for substituted data without the key, yet
+checks at xxh3's speed. An entry is decoded only after its signature verifies, and nothing is
+unpickled before that.
 
 What is kept: a :class:`SimpleState` whose payload and meta are JSON data (nested
 dict/list/tuple/str/int/float/bool/None/complex/bytes, numpy scalars, ndarrays) is stored as
@@ -41,6 +46,7 @@ __all__ = [
     "EntrySource",
     "PackedResult",
     "check_digest",
+    "check_size",
     "decode_entry",
     "from_frame",
     "load_npy_bytes",
@@ -51,7 +57,7 @@ __all__ = [
     "write_npy",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every entry signed, arrays with keyed digests
 _FRAME_MAGIC = b"PPCACHE1"
 _frame_len = struct.Struct(">I")
 _MAX_JSON_INT_BITS = 10_000  # ~3000 digits, safely below Python's int->str digit limit
@@ -66,8 +72,13 @@ class _NotJsonable(Exception):
     """The value needs pickle (raised while trying the JSON encoding)."""
 
 
-def _xxh3(data: bytes | memoryview) -> str:
-    return xxhash.xxh3_128_hexdigest(data)
+def _xxh3(data: bytes | memoryview, seed: int = 0) -> str:
+    return xxhash.xxh3_128_hexdigest(data, seed)
+
+
+def _signed_parts(body_bytes: bytes, blob: bytes | None) -> tuple[bytes, ...]:
+    """What the HMAC covers: the canonical body (which lists every array's digest) and the blob."""
+    return (body_bytes,) if blob is None else (body_bytes, blob)
 
 
 def _canonical(body: Any) -> bytes:
@@ -289,9 +300,9 @@ class _HashingWriter:
     """A write-only file that hashes what passes through, so arrays are written and
     checksummed in one pass without a second copy in memory."""
 
-    def __init__(self, fh: BinaryIO) -> None:
+    def __init__(self, fh: BinaryIO, seed: int) -> None:
         self._fh = fh
-        self._hash = xxhash.xxh3_128()
+        self._hash = xxhash.xxh3_128(seed=seed)
         self.nbytes = 0
 
     def write(self, data: bytes | memoryview) -> int:
@@ -303,30 +314,31 @@ class _HashingWriter:
         return self._hash.hexdigest()
 
 
-def write_npy(arr: np.ndarray, fh: BinaryIO) -> dict[str, Any]:
-    """Write ``arr`` as ``.npy`` data to ``fh``; return its record (size, xxh3, dtype, shape)."""
-    writer = _HashingWriter(fh)
+def write_npy(arr: np.ndarray, fh: BinaryIO, seed: int) -> dict[str, Any]:
+    """Write ``arr`` as ``.npy`` data to ``fh``; return its record (size, digest, dtype, shape),
+    the digest being xxh3-128 seeded with ``seed`` (``EntrySigner.digest_seed``)."""
+    writer = _HashingWriter(fh, seed)
     np.lib.format.write_array(writer, arr, allow_pickle=False)  # type: ignore[arg-type]
     return {
         "nbytes": writer.nbytes,
-        "xxh3": writer.hexdigest(),
+        "digest": writer.hexdigest(),
         "dtype": arr.dtype.str,
         "shape": list(arr.shape),
     }
 
 
 def seal(packed: PackedResult, array_records: list[dict[str, Any]], signer: EntrySigner) -> bytes:
-    """The entry's meta document: body with array/blob checksums, its xxh3, and the HMAC that
-    authenticates the body and blob when a blob is present (the signer is used only then)."""
+    """The entry's meta document: the body with its array records and blob size, the body's
+    xxh3, and the HMAC that authenticates the body and the blob."""
     blob = packed.blob
     body = dict(packed.body)
     body["arrays"] = array_records
-    body["blob"] = None if blob is None else {"nbytes": len(blob), "xxh3": _xxh3(blob)}
+    body["blob"] = None if blob is None else {"nbytes": len(blob)}
     body_bytes = _canonical(body)
     doc = {
         "format": FORMAT_VERSION,
         "xxh3": _xxh3(body_bytes),
-        "hmac": None if blob is None else signer.sign(body_bytes, blob),
+        "hmac": signer.sign(*_signed_parts(body_bytes, blob)),
         "body": body,
     }
     return json.dumps(doc, indent=1, allow_nan=False).encode()
@@ -346,19 +358,20 @@ class EntryHeader:
     blob: dict[str, Any] | None
 
 
-def _check_record(record: Any, what: str) -> dict[str, Any]:
+def _check_record(record: Any, what: str, *, digest: bool = True) -> dict[str, Any]:
     if (
         not isinstance(record, dict)
         or type(record.get("nbytes")) is not int
         or record["nbytes"] < 0
-        or not isinstance(record.get("xxh3"), str)
+        or (digest and not isinstance(record.get("digest"), str))
     ):
         raise EntryRejected(f"malformed record for {what}")
     return record
 
 
 def read_header(meta: bytes, key: str) -> EntryHeader:
-    """Parse and check ``meta`` (format version, metadata checksum, recorded key)."""
+    """Parse and check ``meta`` (format version, metadata checksum, recorded key); the
+    signature is checked by ``decode_entry``."""
     try:
         doc = json.loads(meta)
         body = doc["body"]
@@ -376,15 +389,20 @@ def read_header(meta: bytes, key: str) -> EntryHeader:
         raise EntryRejected("malformed array records")
     arrays = [_check_record(r, f"array {i}") for i, r in enumerate(records)]
     blob = body.get("blob")
-    blob = None if blob is None else _check_record(blob, "blob")
+    blob = None if blob is None else _check_record(blob, "blob", digest=False)
     return EntryHeader(body, body_bytes, doc.get("hmac"), arrays, blob)
 
 
-def check_digest(record: dict[str, Any], data: bytes | memoryview, what: str) -> None:
-    """Raise EntryRejected unless ``data`` has the recorded size and xxh3."""
+def check_size(record: dict[str, Any], data: bytes | memoryview, what: str) -> None:
+    """Raise EntryRejected unless ``data`` has the recorded size."""
     if len(data) != record["nbytes"]:
         raise EntryRejected(f"{what} has {len(data)} bytes, expected {record['nbytes']}")
-    if _xxh3(data) != record["xxh3"]:
+
+
+def check_digest(record: dict[str, Any], data: bytes | memoryview, what: str, seed: int) -> None:
+    """Raise EntryRejected unless ``data`` has the recorded size and keyed digest."""
+    check_size(record, data, what)
+    if _xxh3(data, seed) != record["digest"]:
         raise EntryRejected(f"{what} checksum mismatch")
 
 
@@ -419,9 +437,10 @@ def _npy_header(dtype: Any, shape: tuple) -> bytes | None:
 
 
 class EntrySource:
-    """Where a store's checked arrays and blob come from (disk files, a Redis frame)."""
+    """Where a store's arrays (checked against their keyed digest) and blob (checked for
+    size; the HMAC covers its bytes) come from: disk files, a Redis frame."""
 
-    def array(self, index: int, record: dict[str, Any]) -> np.ndarray:
+    def array(self, index: int, record: dict[str, Any], seed: int) -> np.ndarray:
         raise NotImplementedError
 
     def blob(self, record: dict[str, Any]) -> bytes:
@@ -429,21 +448,16 @@ class EntrySource:
 
 
 def decode_entry(header: EntryHeader, source: EntrySource, signer: EntrySigner) -> StageResult:
-    """Decode a checked entry. The blob reaches pickle only after its HMAC verifies; any
-    failure raises EntryRejected."""
+    """Decode a checked entry once its HMAC verifies (arrays are read, and the blob unpickled,
+    only after that). A bad entry raises EntryRejected; a key that cannot be had, CacheError."""
     objects: list[Any] = []
-    blob = None
-    if header.blob is not None:
-        blob = source.blob(header.blob)
-        if header.signature is None:
-            raise EntryRejected("unsigned pickle")
-        try:
-            authentic = signer.verify(header.signature, header.body_bytes, blob)
-        except Exception as exc:  # noqa: BLE001 - no key means nothing can be trusted
-            raise EntryRejected(f"cannot verify the signature: {exc}") from None
-        if not authentic:
-            raise EntryRejected("bad signature (written with another key, or tampered with)")
-    arrays = [source.array(i, record) for i, record in enumerate(header.arrays)]
+    blob = None if header.blob is None else source.blob(header.blob)
+    if header.signature is None:
+        raise EntryRejected("unsigned entry")
+    if not signer.verify(header.signature, *_signed_parts(header.body_bytes, blob)):
+        raise EntryRejected("bad signature (written with another key, or tampered with)")
+    seed = signer.digest_seed()
+    arrays = [source.array(i, record, seed) for i, record in enumerate(header.arrays)]
     if blob is not None:
         try:
             objects = _OutOfBandUnpickler(io.BytesIO(blob), arrays).load()
@@ -494,7 +508,8 @@ def to_frame(key: str, result: StageResult, signer: EntrySigner) -> bytes:
     """One bytes value: magic, meta length, meta, the arrays' .npy data, then the blob."""
     packed = pack(key, result)
     data = io.BytesIO()
-    records = [write_npy(arr, data) for arr in packed.arrays]
+    seed = signer.digest_seed()
+    records = [write_npy(arr, data, seed) for arr in packed.arrays]
     if packed.blob is not None:
         data.write(packed.blob)
     meta = seal(packed, records, signer)
@@ -512,19 +527,20 @@ class _FrameSource(EntrySource):
         if len(data) != expected:
             raise EntryRejected(f"frame has {len(data)} data bytes, expected {expected}")
 
-    def array(self, index: int, record: dict[str, Any]) -> np.ndarray:
+    def array(self, index: int, record: dict[str, Any], seed: int) -> np.ndarray:
         data = self._data[self._offsets[index] : self._offsets[index + 1]]
-        check_digest(record, data, f"array {index}")
+        check_digest(record, data, f"array {index}", seed)
         return load_npy_bytes(bytes(data), record)  # one copy, so the frame can be freed
 
     def blob(self, record: dict[str, Any]) -> bytes:
         data = bytes(self._data[self._offsets[-1] :])
-        check_digest(record, data, "pickle blob")
+        check_size(record, data, "pickle blob")
         return data
 
 
 def from_frame(key: str, frame: bytes, signer: EntrySigner) -> StageResult:
-    """Decode a frame made by :func:`to_frame`; raises EntryRejected on any problem."""
+    """Decode a frame made by :func:`to_frame`; raises EntryRejected on any problem with the
+    frame, CacheError if the signing key cannot be had."""
     view = memoryview(frame)
     start = len(_FRAME_MAGIC) + _frame_len.size
     if len(view) < start or bytes(view[: len(_FRAME_MAGIC)]) != _FRAME_MAGIC:

@@ -9,7 +9,8 @@ Layout::
 A writer fills a scratch directory under ``root/tmp`` (same filesystem) and renames it into
 place; if an entry is already there another writer won and the scratch copy is dropped. Readers
 only look under ``root/v1``, so a crashed writer's leftovers are never served; they are swept
-after an hour. Arrays come back memory-mapped and read-only, after their checksum is verified.
+after an hour. Every entry is signed (see ``codec``); arrays come back memory-mapped and
+read-only, after the signature and their keyed digest are verified.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .codec import (
     EntryRejected,
     EntrySource,
     check_digest,
+    check_size,
     decode_entry,
     load_npy_bytes,
     pack,
@@ -63,17 +65,17 @@ class _EntryDir(EntrySource):
             raise EntryRejected(f"{name} has {size} bytes, expected {record['nbytes']}")
         return fd
 
-    def array(self, index: int, record: dict[str, Any]) -> np.ndarray:
+    def array(self, index: int, record: dict[str, Any], seed: int) -> np.ndarray:
         name = f"a{index}.npy"
         try:
             fd = self._open_checked(name, record)
             with os.fdopen(fd, "rb") as fh:
                 if record["nbytes"] <= _MMAP_MIN_BYTES:  # mapping small files costs more
                     data = fh.read()
-                    check_digest(record, data, name)
+                    check_digest(record, data, name, seed)
                     return load_npy_bytes(data, record)
                 with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
-                    check_digest(record, mapped, name)
+                    check_digest(record, mapped, name, seed)
             arr = np.load(os.path.join(self.path, name), mmap_mode="r", allow_pickle=False)
         except OSError as exc:
             raise EntryRejected(f"cannot read {name}: {exc.strerror or exc}") from None
@@ -88,14 +90,15 @@ class _EntryDir(EntrySource):
                 data = fh.read()
         except OSError as exc:
             raise EntryRejected(f"cannot read blob.pkl: {exc.strerror or exc}") from None
-        check_digest(record, data, "blob.pkl")
+        check_size(record, data, "blob.pkl")
         return data
 
 
 class DiskCache:
     """A directory of cache entries that processes on one machine (or, with ``shared-disk``
     config and a shared key, several users) can share. ``strict`` turns write failures into
-    CacheError; unreadable entries are always a miss plus one CacheWarning (and are removed)."""
+    CacheError; unreadable entries are always a miss plus one CacheWarning (and are removed).
+    A signing key that cannot be had is a CacheError when strict, else a miss and a warning."""
 
     def __init__(
         self,
@@ -138,7 +141,9 @@ class DiskCache:
             return decode_entry(read_header(meta, key), _EntryDir(path), self.signer)
         except EntryRejected as exc:
             self._reject(key, Path(path), str(exc))
-            return None
+        except CacheError as exc:  # no usable key: the entry may be fine, so it stays
+            self._fail(f"cannot check entry {key}: {exc}")
+        return None
 
     def contains(self, key: str) -> bool:
         """Whether an entry directory is in place (one stat; its content is not checked)."""
@@ -171,11 +176,12 @@ class DiskCache:
             return
         tmp: Path | None = None
         try:
+            seed = self.signer.digest_seed()
             tmp = self._scratch_dir(key)
             records = []
             for index, arr in enumerate(packed.arrays):
                 with open(tmp / f"a{index}.npy", "wb") as fh:
-                    records.append(write_npy(arr, fh))
+                    records.append(write_npy(arr, fh, seed))
             if packed.blob is not None:
                 (tmp / "blob.pkl").write_bytes(packed.blob)
             (tmp / "meta.json").write_bytes(seal(packed, records, self.signer))

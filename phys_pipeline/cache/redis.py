@@ -158,6 +158,9 @@ class RedisStore:
             return None
         try:
             return from_frame(key, frame, self.signer)
+        except CacheError as exc:  # no usable key: the entry may be fine, so it stays
+            self._drop(f"cannot check entry {key}: {exc}")
+            return None
         except EntryRejected as exc:
             warnings.warn(
                 f"Redis cache at {redact_url(self.url)}: ignoring entry {key} ({exc}); "
@@ -174,6 +177,9 @@ class RedisStore:
             return  # skip the encoding work too
         try:
             frame = to_frame(key, result, self.signer)
+        except CacheError as exc:
+            self._drop(f"cannot write entry {key}: {exc}")
+            return
         except Exception as exc:  # noqa: BLE001 - whatever pickle raises, the result just isn't cached
             self._drop(
                 f"cannot encode a result whose state is {type(result.state).__qualname__} "

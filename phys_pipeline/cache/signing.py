@@ -1,7 +1,7 @@
-"""HMAC-SHA256 signatures for cache entries that hold a pickle.
+"""HMAC-SHA256 signatures for cache entries, and the keyed digests of their arrays.
 
-A pickle runs code when loaded, so a pickle read from a cache is loaded only after its entry's
-signature checks out against a secret kept outside the cache: the ``PHYS_PIPELINE_CACHE_KEY``
+Every entry is signed, so nothing read from a cache is trusted (and no pickle is loaded) unless
+its signature checks out against a secret kept outside the cache: the ``PHYS_PIPELINE_CACHE_KEY``
 environment variable (hex or any string), else a per-user key file created with mode 0600 in
 ``$XDG_CONFIG_HOME/phys-pipeline/cache.key`` (default ``~/.config/...``).
 """
@@ -82,9 +82,9 @@ def _read_key_file(path: Path) -> bytes:
 
 
 class EntrySigner:
-    """Signs and verifies cache entries. The secret is resolved on first use, so caches that
-    never hold a pickle never touch the key file. ``env_only`` insists on the environment
-    variable (shared caches, where every user must hold the same secret)."""
+    """Signs and verifies cache entries. The secret is resolved on first use (a store that is
+    never used never touches the key file). ``env_only`` insists on the environment variable
+    (shared caches, where every user must hold the same secret)."""
 
     def __init__(self, secret: bytes | str | None = None, *, env_only: bool = False) -> None:
         if isinstance(secret, str):
@@ -93,6 +93,7 @@ class EntrySigner:
             raise ValueError("EntrySigner: the secret must not be empty")
         self._secret = secret
         self._env_only = env_only
+        self._seed: int | None = None
         self._lock = threading.Lock()
 
     def _resolve(self) -> bytes:
@@ -105,11 +106,12 @@ class EntrySigner:
                             f"this cache is shared: set the {KEY_ENV_VAR} environment variable "
                             "to a secret that every user of the cache shares"
                         )
+                    path = key_file_path()
                     try:
-                        secret = _read_key_file(key_file_path())
+                        secret = _read_key_file(path)
                     except OSError as exc:
                         raise CacheError(
-                            f"cannot read or create the cache key file {key_file_path()}: {exc}; "
+                            f"cannot read or create the cache key file {path}: {exc}; "
                             f"set {KEY_ENV_VAR} instead"
                         ) from exc
                 self._secret = secret
@@ -128,6 +130,14 @@ class EntrySigner:
         if not isinstance(signature, str) or not signature.isascii():
             return False
         return hmac.compare_digest(self.sign(*parts), signature)
+
+    def digest_seed(self) -> int:
+        """A 64-bit seed derived from the secret, for the arrays' xxh3 digests: without the
+        key nobody can compute the digest of data they substitute (and xxh3 keeps its speed)."""
+        if self._seed is None:
+            derived = hmac.new(self._resolve(), b"array-digest-seed", hashlib.sha256).digest()
+            self._seed = int.from_bytes(derived[:8], "little")
+        return self._seed
 
     def __getstate__(self) -> dict[str, object]:
         return {"secret": self._secret, "env_only": self._env_only}
