@@ -190,6 +190,16 @@ class LiveSession:
         self._emit("run")
         return result
 
+    def rerun(self, node_id: str) -> DagRunResult:
+        """Run again with ``node_id`` recomputed though it is cached, e.g. to draw its plots
+        (lazy artifacts are not cached, so a result loaded from disk has none). Its entry is
+        dropped and written anew; every other node loads from the cache as usual."""
+        self.node(node_id)  # an unknown id raises UnknownNodeError naming it
+        cache = self.executor.cache
+        if cache is not None:
+            cache.delete(self.plan().nodes[node_id].key)
+        return self.run()
+
     def reasons(self) -> dict[str, str]:
         """A one-line explanation per node, for tooltips."""
         plan = self.plan()

@@ -191,3 +191,12 @@ def test_a_raising_listener_is_reported_and_the_run_completes():
     assert live.last_result is result
     assert set(live.status.values()) == {"ran"}
     assert seen[-1] == "run"  # listeners after the broken one still hear every event
+
+
+def test_rerun_recomputes_one_cached_node_and_loads_the_rest(session):
+    result = session.rerun("p1")
+    assert result.ran == ["p1"]
+    assert sorted(result.hits) == ["grid", "merge", "p2", "solo"]
+    assert session.status["p1"] == "ran" and session.stale() == {}
+    with pytest.raises(UnknownNodeError, match="'p7'"):
+        session.rerun("p7")

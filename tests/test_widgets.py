@@ -661,6 +661,29 @@ def test_artifact_view_shows_an_image_after_a_run(session: LiveSession) -> None:
     assert len([o for o in view.output.outputs if "image/png" in o["data"]]) == 1  # replaced
 
 
+def test_plots_missing_after_disk_hits_are_explained_and_one_click_redraws_them(
+    tmp_path: Path,
+) -> None:
+    from phys_pipeline.cache import DiskCache
+
+    LiveSession(optics_nodes(), SimpleState(), cache=DiskCache(tmp_path)).run()
+    live = LiveSession(optics_nodes(), SimpleState(), cache=DiskCache(tmp_path))
+    view, overview = ArtifactView(live, "fibre"), ArtifactView(live)
+    assert view.note.value == "" and view.rerun_button.layout.display == "none"
+    live.run()  # everything from disk: lazy plots are not cached
+    assert not [o for o in view.output.outputs if "image/png" in o["data"]]
+    assert "plots are not cached" in view.note.value
+    assert view.rerun_button.layout.display != "none"
+    assert view.rerun_button.description == "Rerun fibre"
+    assert "5 node(s) loaded from the cache" in overview.note.value
+    view.rerun_button.click()
+    result = live.last_result
+    assert result is not None and result.ran == ["fibre"] and len(result.hits) == 4
+    assert len([o for o in view.output.outputs if "image/png" in o["data"]]) == 1
+    assert view.note.value == "" and view.rerun_button.layout.display == "none"
+    assert overview.note.value == ""  # a plot is shown now
+
+
 def test_selecting_a_node_shows_its_editor_and_artifacts(app: PipelineApp) -> None:
     app.controls.run()
     app.dag.selected = "fibre"  # what a click in the browser does

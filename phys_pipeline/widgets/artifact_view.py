@@ -44,10 +44,22 @@ def _caption(text: str) -> dict[str, Any]:
     }
 
 
+def _cached_without_plots(result: DagRunResult, node_ids: list[str]) -> list[str]:
+    """Nodes of ``node_ids`` that hit the cache and came back without artifacts."""
+    return [
+        nid
+        for nid in node_ids
+        if nid in result.results
+        and result.runs[nid].status == "hit"
+        and not result.results[nid].artifacts
+    ]
+
+
 class ArtifactView(w.VBox):
     """Artifacts of ``node_id`` (None: every node, up to ``max_items``) from the session's
     last run, replaced after each run. ``output`` holds the figures, ``metrics`` the table,
-    ``sweep`` the sweep table (when the DAG has swept nodes)."""
+    ``sweep`` the sweep table (when the DAG has swept nodes). ``note`` says why plots are
+    missing after cache hits; ``rerun_button`` (shown then) recomputes the selected node."""
 
     def __init__(
         self,
@@ -67,9 +79,22 @@ class ArtifactView(w.VBox):
         self.metrics.add_class("pp-metrics-panel")
         self.sweep = w.HTML("")
         self.sweep.add_class("pp-sweep-table")
+        self.note = w.HTML("")
+        self.note.add_class("pp-artifact-note")
+        self.rerun_button = w.Button(
+            description="Rerun node", icon="refresh", layout=w.Layout(display="none")
+        )
+        self.rerun_button.add_class("pp-rerun-button")
+        self.rerun_button.on_click(lambda _: self._rerun())
         super().__init__(**kwargs)
         self.add_class("pp-artifact-view")
-        self.children = [self.title, self.output, self.metrics, self.sweep]
+        self.children = [
+            self.title,
+            w.HBox([self.note, self.rerun_button]),
+            self.output,
+            self.metrics,
+            self.sweep,
+        ]
         self.refresh()
         self._unsubscribe = subscribe(session, self._on_session)
 
@@ -85,10 +110,13 @@ class ArtifactView(w.VBox):
             self.title.value = f"<i>artifacts of {html.escape(where)}: run the DAG first</i>"
             self.output.outputs = ()
             self.metrics.value = self.sweep.value = ""
+            self._explain([])
             return
         self.title.value = f"<b>artifacts of {html.escape(where)}</b>"
         node_ids = [self.node_id] if self.node_id else result.execution_order
         self.output.outputs = tuple(self._outputs(result, node_ids))
+        shown_any = any(nid in result.results and result.results[nid].artifacts for nid in node_ids)
+        self._explain([] if shown_any else _cached_without_plots(result, node_ids))
         self.metrics.value = metrics_html(
             {
                 f"{nid}.{key}": value
@@ -98,6 +126,36 @@ class ArtifactView(w.VBox):
             }
         )
         self.sweep.value = self._sweep_html(result)
+
+    def _explain(self, cached: list[str]) -> None:
+        """Say why the area is empty when the shown nodes came from the cache without their
+        plots, and offer to rerun the selected one."""
+        self.rerun_button.layout.display = "none"
+        if not cached:
+            self.note.value = ""
+        elif self.node_id:
+            self.note.value = (
+                "<i>loaded from the cache; plots are not cached: rerun this node to draw them</i>"
+            )
+            self.rerun_button.description = f"Rerun {self.node_id}"
+            self.rerun_button.layout.display = None
+        else:
+            self.note.value = (
+                f"<i>{len(cached)} node(s) loaded from the cache; plots are not cached: "
+                "select a node and rerun it to draw its plots</i>"
+            )
+
+    def _rerun(self) -> None:
+        """Button callback: recompute the selected node; a failure is shown, never raised."""
+        if not self.node_id:
+            return
+        try:
+            self.session.rerun(self.node_id)  # its "run" event refreshes this view
+        except Exception as exc:  # noqa: BLE001 - a button callback: show, never raise
+            self.note.value = (
+                f"<span style='color:#b91c1c'>rerun failed: {html.escape(type(exc).__name__)}: "
+                f"{html.escape(str(exc))}</span>"
+            )
 
     def _outputs(self, result: DagRunResult, node_ids: list[str]) -> list[dict[str, Any]]:
         outputs: list[dict[str, Any]] = []
