@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import networkx as nx
+import xxhash
 
 from .errors import (
     CycleError,
@@ -25,7 +26,7 @@ from .errors import (
     UnhashableValueError,
     UnknownNodeError,
 )
-from .hashing import code_version, config_hash, new_hasher
+from .hashing import code_version, config_hash
 from .policy import EMPTY_POLICY_HASH, PolicyBag, ScopedPolicy
 from .types import NodeSpec, stage_name
 
@@ -60,6 +61,8 @@ def validate(nodes: Sequence[NodeSpec]) -> list[str]:
         seen.add(node_id)
     if duplicates:
         raise DuplicateNodeError(duplicates)
+    earlier: set[str] = set()
+    listed_in_order = True  # every node after its dependencies: that is the order itself
     for node in nodes:
         stage = node.stage
         if not (callable(getattr(stage, "process", None)) and hasattr(stage, "cfg")):
@@ -71,6 +74,11 @@ def validate(nodes: Sequence[NodeSpec]) -> list[str]:
                 raise MissingDependencyError(node.id, missing)
             if len(deps) > 1 and len(set(deps)) != len(deps):
                 raise DuplicateNodeError([f"{node.id}.deps: {d}" for d in deps])
+            if listed_in_order:
+                listed_in_order = all(dep in earlier for dep in deps)
+        earlier.add(node.id)
+    if listed_in_order:  # what Kahn's algorithm below would return for such a list
+        return [node.id for node in nodes]
     order = _kahn_order(nodes)
     if len(order) != len(nodes):
         raise CycleError([edge[0] for edge in nx.find_cycle(_digraph(nodes))])
@@ -128,8 +136,10 @@ def policy_keys_of(node: NodeSpec) -> tuple[str, ...] | None:
 
 def policy_seen_by(node: NodeSpec, policy: PolicyBag | None) -> PolicyBag | None:
     """The policy handed to a node's stage: scoped to its declared keys, if it declares any."""
+    if policy is None:
+        return None
     declared = policy_keys_of(node)
-    if policy is None or declared is None:
+    if declared is None:
         return policy
     return ScopedPolicy(policy, declared, f"node {node.id!r}")
 
@@ -272,23 +282,24 @@ def make_plan(
         except UnhashableValueError as exc:
             raise exc.at(f"node {nid!r} config") from None
         pol_hash = policy_view_hash(spec, policy)
-        h = new_hasher()
-        h.update(KEY_SCHEMA + "\0".join((stage_type, version, cfg_hash, pol_hash, "")).encode())
+        # one buffer, one call: the same digest as feeding the parts in turn
+        parts = [KEY_SCHEMA, "\0".join((stage_type, version, cfg_hash, pol_hash, "")).encode()]
         metadata = spec.metadata
         if metadata:
             gather, input_names = metadata.get("gather"), metadata.get("input_names")
             if gather or input_names:
                 # the shape of the input (DagState keys) is part of what the stage sees
-                h.update(repr((gather, input_names)).encode())
+                parts.append(repr((gather, input_names)).encode())
         deps = spec.deps
         if deps:
-            h.update("".join([f"{dep}\1{planned[dep].key}" for dep in deps]).encode())
+            parts.append("".join([f"{dep}\1{planned[dep].key}" for dep in deps]).encode())
         else:
-            h.update(b"root\0" + state_digest)
+            parts.append(b"root\0" + state_digest)
+        key = xxhash.xxh3_128_hexdigest(b"".join(parts))
         planned[nid] = NodePlan(
             nid,
             tuple(deps),
-            h.hexdigest(),
+            key,
             stage_type,
             version,
             cfg_hash,

@@ -291,17 +291,18 @@ class DagExecutor:
             self.cache.delete(plan.nodes[node_id].key)
 
     def _task(self, spec: NodeSpec, policy: PolicyBag | None, state: State) -> NodeTask:
-        aliases = spec.metadata.get("input_names")
+        metadata = spec.metadata
+        aliases = metadata.get("input_names") if metadata else None
         return NodeTask(
-            node_id=spec.id,
-            deps=tuple(spec.deps),
-            stage=spec.stage,
-            policy=policy_seen_by(spec, policy),
-            root_state=None if spec.deps else state,
-            resources=spec.resources or DEFAULT_RESOURCES,
-            check_mutation=self.check_mutation,
-            input_names=tuple(aliases.get(d, d) for d in spec.deps) if aliases else None,
-            gather=bool(spec.metadata.get("gather")),
+            spec.id,
+            tuple(spec.deps),
+            spec.stage,
+            policy_seen_by(spec, policy),
+            None if spec.deps else state,
+            spec.resources or DEFAULT_RESOURCES,
+            self.check_mutation,
+            tuple(aliases.get(d, d) for d in spec.deps) if aliases else None,
+            bool(metadata.get("gather")) if metadata else False,
         )
 
     def _assemble(
