@@ -707,6 +707,35 @@ def test_sweeps_show_a_sweep_table(app: PipelineApp) -> None:
         swept.close()
 
 
+def test_a_one_parameter_sweep_is_plotted_metric_against_parameter() -> None:
+    from phys_pipeline.render import sweep_series
+    from phys_pipeline.widgets.artifact_view import PNG_MAGIC
+
+    nodes = expand_sweep(optics_nodes(), [SweepSpec("pulse", {"fwhm_ps": [0.5, 2.0, 1.0]})])
+    live = LiveSession(nodes, SimpleState())
+    view = ArtifactView(live)
+    assert view.sweep_plot.layout.display == "none"
+    result = live.run()
+    assert bytes(view.sweep_plot.value).startswith(PNG_MAGIC)
+    assert view.sweep_plot.layout.display != "none"
+    param, series = sweep_series(result)  # type: ignore[misc]
+    assert param == "fwhm_ps"
+    assert [x for x, _ in series["pulse.t0_ps"]] == [0.5, 1.0, 2.0]  # sorted by the parameter
+    assert series["pulse.t0_ps"][2][1] == pytest.approx(2.0 / 1.665)
+    view.show("pulse[fwhm_ps=2]")  # one variant selected: that base node's sweep
+    assert bytes(view.sweep_plot.value).startswith(PNG_MAGIC)
+    assert set(sweep_series(result, "pulse")[1]) == {"pulse.t0_ps"}  # type: ignore[index]
+
+
+def test_a_sweep_over_text_values_gets_its_table_but_no_plot() -> None:
+    nodes = expand_sweep(optics_nodes(), [SweepSpec("pulse", {"units": ["fs", "ps"]})])
+    live = LiveSession(nodes, SimpleState())
+    view = ArtifactView(live)
+    live.run()
+    assert "units" in view.sweep.value
+    assert bytes(view.sweep_plot.value) == b"" and view.sweep_plot.layout.display == "none"
+
+
 def test_closing_the_app_unsubscribes_its_views(session: LiveSession) -> None:
     app = PipelineApp.from_session(session)
     app.editor("grid")

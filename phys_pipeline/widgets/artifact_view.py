@@ -15,7 +15,7 @@ import ipywidgets as w
 
 from ..executor import DagRunResult
 from ..record import resolve_artifact
-from ..render import figure_png, metrics_html, table_html
+from ..render import figure_png, metrics_html, sweep_png, table_html
 from ..session import LiveSession
 from ._subscribe import subscribe
 
@@ -79,6 +79,8 @@ class ArtifactView(w.VBox):
         self.metrics.add_class("pp-metrics-panel")
         self.sweep = w.HTML("")
         self.sweep.add_class("pp-sweep-table")
+        self.sweep_plot = w.Image(format="png", layout=w.Layout(display="none"))
+        self.sweep_plot.add_class("pp-sweep-plot")
         self.note = w.HTML("")
         self.note.add_class("pp-artifact-note")
         self.rerun_button = w.Button(
@@ -94,6 +96,7 @@ class ArtifactView(w.VBox):
             self.output,
             self.metrics,
             self.sweep,
+            self.sweep_plot,
         ]
         self.refresh()
         self._unsubscribe = subscribe(session, self._on_session)
@@ -111,6 +114,7 @@ class ArtifactView(w.VBox):
             self.output.outputs = ()
             self.metrics.value = self.sweep.value = ""
             self._explain([])
+            self._show_sweep_plot(None)
             return
         self.title.value = f"<b>artifacts of {html.escape(where)}</b>"
         node_ids = [self.node_id] if self.node_id else result.execution_order
@@ -125,7 +129,9 @@ class ArtifactView(w.VBox):
                 for key, value in result.results[nid].metrics.items()
             }
         )
-        self.sweep.value = self._sweep_html(result)
+        base = self._sweep_base(result)
+        self.sweep.value = self._sweep_html(result, base)
+        self._show_sweep_plot(sweep_png(result, base) if base != "" else None)
 
     def _explain(self, cached: list[str]) -> None:
         """Say why the area is empty when the shown nodes came from the cache without their
@@ -181,15 +187,24 @@ class ArtifactView(w.VBox):
             outputs.append(display_data(f"node {self.node_id!r} has no result ({why})"))
         return outputs
 
-    def _sweep_html(self, result: DagRunResult) -> str:
+    def _show_sweep_plot(self, png: bytes | None) -> None:
+        self.sweep_plot.value = png or b""
+        self.sweep_plot.layout.display = None if png else "none"
+
+    def _sweep_base(self, result: DagRunResult) -> str | None:
+        """The base node whose variants to show (None: all); "" when the DAG has no sweep."""
         specs = result.plan.specs
         if not any("sweep" in spec.metadata for spec in specs.values()):
             return ""
+        if self.node_id and self.node_id in specs:
+            return specs[self.node_id].metadata.get("sweep", {}).get("base_id")
+        return None
+
+    def _sweep_html(self, result: DagRunResult, base: str | None) -> str:
+        if base == "":
+            return ""
         from ..sweep import sweep_table
 
-        base = None
-        if self.node_id and self.node_id in specs:
-            base = specs[self.node_id].metadata.get("sweep", {}).get("base_id")
         return "<b>sweep</b>" + table_html(sweep_table(result, base))
 
     def _on_session(self, event: str, session: LiveSession) -> None:
