@@ -312,6 +312,58 @@ def test_json_entry_turned_into_a_pickle_is_never_unpickled(
     assert not marker.exists()
 
 
+# --- the signing key's file: private, and outside the cache ---------------------------------
+
+
+def test_key_file_readable_by_others_is_refused_and_nothing_is_unpickled(
+    root: Path, isolated_cache_key: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    marker = root.parent / "pwned"
+    DiskCache(root).put(KEY, tripwire_result(marker))  # a genuine entry, made with the key
+    isolated_cache_key.chmod(0o644)
+    assert DiskCache(root).get(KEY) is None
+    [message] = cache_warnings(recwarn.list)
+    assert str(isolated_cache_key) in message and "0o644" in message
+    assert not marker.exists()
+    with pytest.raises(CacheError, match="0o644"):
+        DiskCache(root, strict=True).get(KEY)
+    isolated_cache_key.chmod(0o600)
+    assert DiskCache(root).get(KEY) is not None  # the entry was kept: it was not at fault
+    assert marker.exists()
+
+
+def test_key_file_inside_the_cache_directory_is_refused(
+    tmp_path: Path, isolated_cache_key: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    around_the_key = tmp_path  # the key file lives in tmp_path/config/...
+    DiskCache(around_the_key).put(KEY, json_result())
+    [message] = cache_warnings(recwarn.list)
+    assert str(isolated_cache_key) in message and "inside the cache directory" in message
+    assert not isolated_cache_key.exists()  # and none was created there
+    with pytest.raises(CacheError, match="inside the cache directory"):
+        DiskCache(around_the_key, strict=True).put(KEY, json_result())
+    assert len(DiskCache(around_the_key)) == 0
+
+
+def test_signer_that_read_its_key_inside_the_cache_directory_is_refused(
+    tmp_path: Path, isolated_cache_key: Path
+) -> None:
+    signer = EntrySigner()
+    DiskCache(tmp_path / "cache", signer=signer).put(KEY, json_result())
+    assert isolated_cache_key.exists()
+    with pytest.raises(CacheError, match=str(isolated_cache_key)):
+        DiskCache(tmp_path, signer=signer)
+
+
+def test_key_from_the_environment_may_serve_any_cache_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PHYS_PIPELINE_CACHE_KEY", "shared team secret")
+    cache = DiskCache(tmp_path)
+    cache.put(KEY, json_result())
+    assert cache.get(KEY).metrics == {"norm": 1.0}
+
+
 # --- atomicity and sharing ------------------------------------------------------------------
 
 

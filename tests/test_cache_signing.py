@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from phys_pipeline.cache import CacheWarning
 from phys_pipeline.cache.signing import EntrySigner
 from phys_pipeline.errors import CacheError
 
@@ -65,11 +64,14 @@ def test_verify_accepts_only_the_exact_signature_of_the_exact_parts() -> None:
     assert not signer.verify("é" * 64, b"meta", b"blob")
 
 
-def test_group_readable_key_file_is_warned_about(isolated_cache_key: Path) -> None:
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_key_file_other_users_can_access_is_refused(isolated_cache_key: Path, mode: int) -> None:
     EntrySigner().sign(b"x")
-    isolated_cache_key.chmod(0o644)
-    with pytest.warns(CacheWarning, match="chmod 600"):
+    isolated_cache_key.chmod(mode)
+    with pytest.raises(CacheError) as caught:
         EntrySigner().sign(b"x")
+    assert str(isolated_cache_key) in str(caught.value) and f"{mode:#o}" in str(caught.value)
+    assert "chmod 600" in str(caught.value)
 
 
 def test_repr_never_shows_the_secret() -> None:

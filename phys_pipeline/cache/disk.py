@@ -10,7 +10,8 @@ A writer fills a scratch directory under ``root/tmp`` (same filesystem) and rena
 place; if an entry is already there another writer won and the scratch copy is dropped. Readers
 only look under ``root/v1``, so a crashed writer's leftovers are never served; they are swept
 after an hour. Every entry is signed (see ``codec``); arrays come back memory-mapped and
-read-only, after the signature and their keyed digest are verified.
+read-only, after the signature and their keyed digest are verified. The signing key file may
+not live under the cache's root (see ``signing``).
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class DiskCache:
     ) -> None:
         self.root = Path(root).expanduser().absolute()  # later chdir()s must not move it
         self.signer = signer if signer is not None else EntrySigner()
+        self.signer.refuse_key_file_under(self.root)
         self.strict = strict
         self._swept = False
 

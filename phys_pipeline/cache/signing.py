@@ -4,6 +4,11 @@ Every entry is signed, so nothing read from a cache is trusted (and no pickle is
 its signature checks out against a secret kept outside the cache: the ``PHYS_PIPELINE_CACHE_KEY``
 environment variable (hex or any string), else a per-user key file created with mode 0600 in
 ``$XDG_CONFIG_HOME/phys-pipeline/cache.key`` (default ``~/.config/...``).
+
+A key file that other users can access (any group or other permission bit), or that lies inside
+the directory of a cache using it, is refused with a CacheError: whoever can read the key can
+forge entries. A cache shared between users needs ``PHYS_PIPELINE_CACHE_KEY``, set to the same
+secret for everyone (``CacheConfig(backend="shared-disk")`` insists on it).
 """
 
 from __future__ import annotations
@@ -16,11 +21,9 @@ import secrets
 import stat
 import struct
 import threading
-import warnings
 from pathlib import Path
 
 from ..errors import CacheError
-from .base import CacheWarning
 
 __all__ = ["KEY_ENV_VAR", "EntrySigner", "key_file_path", "secret_from_env"]
 
@@ -69,11 +72,11 @@ def _create_key_file(path: Path) -> None:
 def _read_key_file(path: Path) -> bytes:
     if not path.exists():
         _create_key_file(path)
-    if os.name == "posix" and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        warnings.warn(
-            f"cache key file {path} is accessible by other users; run `chmod 600 {path}`",
-            CacheWarning,
-            stacklevel=4,
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise CacheError(
+            f"cache key file {path} has mode {mode:#o}: other users can read or change it, so "
+            f"they could forge cache entries; run `chmod 600 {path}` (or set {KEY_ENV_VAR})"
         )
     secret = _secret_from_text(path.read_text())
     if not secret:
@@ -93,8 +96,29 @@ class EntrySigner:
             raise ValueError("EntrySigner: the secret must not be empty")
         self._secret = secret
         self._env_only = env_only
+        self._key_file: Path | None = None  # the file the secret was read from, if any
+        self._cache_roots: list[Path] = []
         self._seed: int | None = None
         self._lock = threading.Lock()
+
+    def refuse_key_file_under(self, root: Path) -> None:
+        """Refuse (CacheError) a key file inside ``root``: a cache directory must never hold
+        the key that authenticates it. Checked now if the secret came from a file, else when
+        it is read."""
+        with self._lock:
+            self._cache_roots.append(root)
+            if self._key_file is not None:
+                self._check_outside_roots(self._key_file)
+
+    def _check_outside_roots(self, path: Path) -> None:
+        real = path.resolve()
+        for root in self._cache_roots:
+            if real.is_relative_to(root.resolve()):
+                raise CacheError(
+                    f"cache key file {path} is inside the cache directory {root}, where whoever "
+                    f"can write the cache can read the key; keep it elsewhere (XDG_CONFIG_HOME) "
+                    f"or set {KEY_ENV_VAR}"
+                )
 
     def _resolve(self) -> bytes:
         with self._lock:
@@ -107,6 +131,7 @@ class EntrySigner:
                             "to a secret that every user of the cache shares"
                         )
                     path = key_file_path()
+                    self._check_outside_roots(path)
                     try:
                         secret = _read_key_file(path)
                     except OSError as exc:
@@ -114,6 +139,7 @@ class EntrySigner:
                             f"cannot read or create the cache key file {path}: {exc}; "
                             f"set {KEY_ENV_VAR} instead"
                         ) from exc
+                    self._key_file = path
                 self._secret = secret
             return self._secret
 
@@ -140,10 +166,11 @@ class EntrySigner:
         return self._seed
 
     def __getstate__(self) -> dict[str, object]:
-        return {"secret": self._secret, "env_only": self._env_only}
+        return {"secret": self._secret, "env_only": self._env_only, "roots": self._cache_roots}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__init__(state["secret"], env_only=bool(state["env_only"]))  # type: ignore[misc, arg-type]
+        self._cache_roots = list(state.get("roots", ()))  # type: ignore[call-overload]
 
     def __repr__(self) -> str:
         source = "given" if self._secret is not None else "env" if self._env_only else "env/file"
