@@ -121,7 +121,7 @@ def _check_store(obj: object) -> None:
 
 def as_dag_cache(obj: object) -> DagCache | None:
     """What the executor's ``cache=`` argument means: None (no cache), a DagCache (used as
-    is), a CacheConfig (built), or any store (wrapped)."""
+    is), a CacheConfig (built), or any store (wrapped, strict if the store is)."""
     if obj is None or isinstance(obj, DagCache):
         return obj
     from .cache.config import CacheConfig, build_cache_backend
@@ -129,4 +129,5 @@ def as_dag_cache(obj: object) -> DagCache | None:
     if isinstance(obj, CacheConfig):
         return DagCache(build_cache_backend(obj), strict=obj.strict)
     _check_store(obj)
-    return DagCache(obj)  # type: ignore[arg-type]
+    # a store built with strict=True keeps its promise: its CacheErrors reach the caller
+    return DagCache(obj, strict=bool(getattr(obj, "strict", False)))  # type: ignore[arg-type]

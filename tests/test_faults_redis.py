@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from redis_server import RedisServer
+from redis_server import RedisServer, free_port
 
-from phys_pipeline.cache import CacheConfig, CacheWarning, RedisStore
+from phys_pipeline.cache import CacheConfig, CacheWarning, MemoryStore, RedisStore, TieredStore
 from phys_pipeline.errors import CacheError
 from phys_pipeline.executor import DagExecutor, DagRunResult
 from phys_pipeline.types import NodeSpec, PipelineStage, SimpleState, StageConfig, StageResult
@@ -173,3 +173,18 @@ def test_strict_cache_raises_a_cache_error_naming_the_server(
     message = str(caught.value)
     assert f"redis://127.0.0.1:{server.port}/0" in message
     assert "SET failed" in message  # the write of the node that stopped the server
+
+
+@pytest.mark.parametrize("tiered", [False, True], ids=["store", "behind a memory tier"])
+def test_strict_store_passed_directly_raises_a_cache_error_naming_the_server(
+    tiered: bool,
+) -> None:
+    """No CacheConfig: the store's own strict=True must reach the run, not become a warning."""
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    store = RedisStore(url, timeout_s=TIMEOUT_S, strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(CacheError, match=f"Redis cache at {url}"):
+            DagExecutor(cache=TieredStore([MemoryStore(), store]) if tiered else store).run(
+                SimpleState(None), chain()
+            )

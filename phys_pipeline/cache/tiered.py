@@ -22,6 +22,11 @@ class TieredStore:
             raise ValueError("TieredStore needs at least one tier")
         self.tiers = list(tiers)
 
+    @property
+    def strict(self) -> bool:
+        """Strict if any tier is: that tier's CacheErrors must reach the caller."""
+        return any(getattr(tier, "strict", False) for tier in self.tiers)
+
     def get(self, key: str) -> StageResult | None:
         for depth, tier in enumerate(self.tiers):
             result = tier.get(key)
