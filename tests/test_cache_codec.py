@@ -6,7 +6,9 @@ import datetime
 import json
 import math
 import threading
-from collections.abc import Callable
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from phys_pipeline.cache import CacheWarning, DiskCache, MemoryStore
+from phys_pipeline.cache import CacheWarning, DiskCache, MemoryStore, RedisStore
 from phys_pipeline.cache.codec import from_frame, to_frame
 from phys_pipeline.cache.signing import EntrySigner
 from phys_pipeline.types import DagState, SimpleState, StageResult, State
@@ -245,6 +247,79 @@ def test_simple_state_subclass_keeps_its_class(store: Any) -> None:
 
 class TaggedState(SimpleState):
     pass
+
+
+# --- states pickle cannot name: classes local to a function or a notebook, lambdas ----------
+
+
+@pytest.fixture(params=["disk", "redis"])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The stores another process reads back from: a directory and a real redis-server."""
+    if request.param == "disk":
+        yield DiskCache(tmp_path / "cache")
+        return
+    made = RedisStore(request.getfixturevalue("redis_url"), prefix=f"codec-{uuid.uuid4().hex}")
+    yield made
+    made.clear()
+
+
+def test_state_class_defined_inside_a_function_round_trips(shared_store: Any) -> None:
+    @dataclass
+    class LocalPulse(State):
+        envelope: np.ndarray
+        label: str
+
+        def deepcopy(self) -> LocalPulse:
+            return LocalPulse(self.envelope.copy(), self.label)
+
+        def hashable_repr(self) -> bytes:
+            return self.envelope.tobytes() + self.label.encode()
+
+    state = LocalPulse(np.hanning(256), "chirped")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "cannot encode" would be a warning
+        back = round_trip(shared_store, StageResult(state, metrics={"fwhm": 1.5}))
+    assert type(back.state) is LocalPulse
+    np.testing.assert_array_equal(back.state.envelope, state.envelope)
+    assert back.state.label == "chirped" and back.metrics == {"fwhm": 1.5}
+
+
+def test_state_holding_a_lambda_round_trips(shared_store: Any) -> None:
+    gain = 3.0
+    state = BeamState(np.ones(8), Detector("APD", 0.6), {"response": lambda x: gain * x**2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = round_trip(shared_store, StageResult(state))
+    assert back.state.lookup["response"](2.0) == 12.0
+    assert back.state.detector == Detector("APD", 0.6)
+
+
+NOTEBOOK_CELL = """
+from dataclasses import dataclass
+import numpy as np
+from phys_pipeline.types import State
+
+@dataclass
+class CellState(State):
+    samples: np.ndarray
+
+    def deepcopy(self):
+        return CellState(self.samples.copy())
+
+    def hashable_repr(self):
+        return self.samples.tobytes()
+"""
+
+
+def test_state_class_from_a_notebook_cell_round_trips(shared_store: Any) -> None:
+    namespace: dict[str, Any] = {"__name__": "notebook_cell_7"}  # no module to import it from
+    exec(NOTEBOOK_CELL, namespace)
+    state = namespace["CellState"](np.arange(5.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = round_trip(shared_store, StageResult(state))
+    assert type(back.state) is namespace["CellState"]
+    np.testing.assert_array_equal(back.state.samples, np.arange(5.0))
 
 
 def entry_dir(cache: DiskCache, key: str = KEY) -> Path:

@@ -10,7 +10,8 @@ every array and the size of the blob. ``xxh3`` (of the body) catches plain corru
 the blob of *every* entry, data-only or not. An array's digest is xxh3-128 seeded with a value
 derived from the secret, so it cannot be recomputed for substituted data without the key, yet
 checks at xxh3's speed. An entry is decoded only after its signature verifies, and nothing is
-unpickled before that.
+unpickled before that; the blob is written by cloudpickle (so classes defined in a notebook or a
+function, and lambdas, are kept) and read by plain pickle.
 
 What is kept: a :class:`SimpleState` whose payload and meta are JSON data (nested
 dict/list/tuple/str/int/float/bool/None/complex/bytes, numpy scalars, ndarrays) is stored as
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+import cloudpickle
 import numpy as np
 import xxhash
 
@@ -206,8 +208,9 @@ def _from_tree(node: Any, arrays: list[np.ndarray]) -> Any:
 # --- pickles with out-of-band arrays --------------------------------------------------------
 
 
-class _OutOfBandPickler(pickle.Pickler):
-    """Moves plain ndarrays out of the pickle into the entry's arrays (big data stays .npy)."""
+class _OutOfBandPickler(cloudpickle.Pickler):
+    """Moves plain ndarrays out of the pickle into the entry's arrays (big data stays .npy).
+    cloudpickle stores what has no importable name (notebook classes, lambdas) by value."""
 
     def __init__(self, file: BinaryIO, table: _ArrayTable) -> None:
         super().__init__(file, protocol=5)
