@@ -185,6 +185,10 @@ def bump_format(path: Path) -> None:
     meta.write_text(json.dumps(doc))
 
 
+def nest_meta_100k_deep(path: Path) -> None:
+    (path / "meta.json").write_text("[" * 100_000 + "]" * 100_000)
+
+
 def swap_arrays(path: Path) -> None:
     a0, a1 = (path / "a0.npy").read_bytes(), (path / "a1.npy").read_bytes()
     (path / "a0.npy").write_bytes(a1)
@@ -196,6 +200,7 @@ CORRUPTIONS = {
     "flipped byte in array": flip_array_byte,
     "edited meta.json": edit_meta_value,
     "truncated meta.json": truncate_meta,
+    "100k-deep nested meta.json": nest_meta_100k_deep,
     "wrong format version": bump_format,
     "swapped array files": swap_arrays,
     "deleted npy": lambda path: (path / "a1.npy").unlink(),
@@ -310,6 +315,23 @@ def test_json_entry_turned_into_a_pickle_is_never_unpickled(
     [message] = cache_warnings(recwarn.list)
     assert ("bad signature" if signature == "kept" else "unsigned entry") in message
     assert not marker.exists()
+
+
+def test_keyboard_interrupt_while_decoding_is_not_swallowed(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import phys_pipeline.cache.disk as disk
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    cache = DiskCache(root)
+    cache.put(KEY, json_result())
+    monkeypatch.setattr(disk, "read_header", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cache.get(KEY)
+    monkeypatch.undo()
+    assert cache.get(KEY).metrics == {"norm": 1.0}  # and the entry was left alone
 
 
 # --- the signing key's file: private, and outside the cache ---------------------------------

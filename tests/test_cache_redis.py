@@ -149,6 +149,19 @@ def test_garbage_value_is_a_miss_with_one_warning(
     assert len(cache_warnings(recwarn)) == 1
 
 
+def test_deeply_nested_meta_is_a_miss_with_one_warning(
+    store: RedisStore, redis_url: str, recwarn: pytest.WarningsRecorder
+) -> None:
+    meta = b"[" * 100_000 + b"]" * 100_000
+    client = redis.Redis.from_url(redis_url)
+    client.set(f"{store.prefix}:v1:{KEY}", b"PPCACHE1" + len(meta).to_bytes(4, "big") + meta)
+    client.close()
+    assert store.get(KEY) is None
+    [message] = cache_warnings(recwarn)
+    assert KEY in message and "RecursionError" in message
+    assert not store.contains(KEY)  # removed, so the next run rewrites it
+
+
 # --- outages --------------------------------------------------------------------------------
 
 

@@ -30,7 +30,8 @@ import json
 import math
 import pickle
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -38,6 +39,7 @@ import cloudpickle
 import numpy as np
 import xxhash
 
+from ..errors import CacheError
 from ..types import SimpleState, StageResult, State
 from .signing import EntrySigner
 
@@ -50,6 +52,7 @@ __all__ = [
     "check_digest",
     "check_size",
     "decode_entry",
+    "entry_errors",
     "from_frame",
     "load_npy_bytes",
     "pack",
@@ -68,6 +71,20 @@ _MAX_JSON_INT_BITS = 10_000  # ~3000 digits, safely below Python's int->str digi
 class EntryRejected(Exception):
     """An entry failed a check (format, checksum, key, signature, decoding); stores turn this
     into a miss plus one CacheWarning, never into an exception for the caller."""
+
+
+@contextmanager
+def entry_errors() -> Iterator[None]:
+    """Whatever breaks while decoding an entry's bytes (RecursionError on absurd nesting,
+    MemoryError on absurd sizes, ...) becomes EntryRejected, so a bad entry is a miss. A
+    CacheError (no usable key) is not the entry's fault and passes, as do KeyboardInterrupt
+    and SystemExit."""
+    try:
+        yield
+    except (EntryRejected, CacheError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the protocol: a bad entry never raises
+        raise EntryRejected(f"undecodable entry ({type(exc).__name__})") from None
 
 
 class _NotJsonable(Exception):
@@ -544,11 +561,12 @@ class _FrameSource(EntrySource):
 def from_frame(key: str, frame: bytes, signer: EntrySigner) -> StageResult:
     """Decode a frame made by :func:`to_frame`; raises EntryRejected on any problem with the
     frame, CacheError if the signing key cannot be had."""
-    view = memoryview(frame)
-    start = len(_FRAME_MAGIC) + _frame_len.size
-    if len(view) < start or bytes(view[: len(_FRAME_MAGIC)]) != _FRAME_MAGIC:
-        raise EntryRejected("not a phys-pipeline cache frame")
-    (meta_len,) = _frame_len.unpack(view[len(_FRAME_MAGIC) : start])
-    meta = bytes(view[start : start + meta_len])
-    header = read_header(meta, key)
-    return decode_entry(header, _FrameSource(view[start + meta_len :], header), signer)
+    with entry_errors():
+        view = memoryview(frame)
+        start = len(_FRAME_MAGIC) + _frame_len.size
+        if len(view) < start or bytes(view[: len(_FRAME_MAGIC)]) != _FRAME_MAGIC:
+            raise EntryRejected("not a phys-pipeline cache frame")
+        (meta_len,) = _frame_len.unpack(view[len(_FRAME_MAGIC) : start])
+        meta = bytes(view[start : start + meta_len])
+        header = read_header(meta, key)
+        return decode_entry(header, _FrameSource(view[start + meta_len :], header), signer)

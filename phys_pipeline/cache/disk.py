@@ -37,6 +37,7 @@ from .codec import (
     check_digest,
     check_size,
     decode_entry,
+    entry_errors,
     load_npy_bytes,
     pack,
     read_header,
@@ -140,7 +141,8 @@ class DiskCache:
             )
             return None
         try:
-            return decode_entry(read_header(meta, key), _EntryDir(path), self.signer)
+            with entry_errors():
+                return decode_entry(read_header(meta, key), _EntryDir(path), self.signer)
         except EntryRejected as exc:
             self._reject(key, Path(path), str(exc))
         except CacheError as exc:  # no usable key: the entry may be fine, so it stays
