@@ -41,19 +41,21 @@ class ConfigError(PhysPipelineError, ValueError):
 
 
 class UnhashableValueError(PhysPipelineError, TypeError):
-    """A value cannot be hashed canonically (so it cannot take part in a cache key)."""
+    """A value cannot be hashed canonically (so it cannot take part in a cache key); names
+    where it was met and, inside a config, the path of its field (``"sub.deep.k"``)."""
 
-    def __init__(self, where: str, value: Any) -> None:
-        self.where, self.value = where, value
+    def __init__(self, where: str, value: Any, field: str | None = None) -> None:
+        self.where = f"{where} field {field!r}" if field else where
+        self.value, self.field = value, field
         super().__init__(
-            f"{where}: cannot hash a value of type {type(value).__module__}."
+            f"{self.where}: cannot hash a value of type {type(value).__module__}."
             f"{type(value).__qualname__} canonically; use numbers, strings, bytes, arrays, "
-            "lists, dicts, dataclasses or pydantic models"
+            "lists, dicts, dataclasses, pydantic models or values pydantic can serialise"
         )
 
     def at(self, where: str) -> UnhashableValueError:
         """The same error, naming ``where`` (callers label it only once it is raised)."""
-        return UnhashableValueError(where, self.value)
+        return UnhashableValueError(where, self.value, self.field)
 
 
 class PolicyError(PhysPipelineError, TypeError):

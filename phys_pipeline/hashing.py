@@ -3,6 +3,8 @@
 Every value is fed to the hash as a type tag followed by an unambiguous encoding, so values of
 different kinds can never collide (``1`` vs ``1.0`` vs ``"1"`` vs ``b"1"``), and arrays hash by
 dtype, shape and their C-order bytes, never by ``repr`` (numpy abbreviates large arrays there).
+Other values pydantic can serialise (datetimes, Decimals, UUIDs, ...) hash by their JSON form
+under their type's name.
 The hash is xxh3-128: non-cryptographic but fast (cache entries are authenticated separately).
 """
 
@@ -17,13 +19,14 @@ import struct
 import sys
 import types
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePath
 from typing import Any
 
 import numpy as np
 import xxhash
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from .errors import UnhashableValueError
 
@@ -181,7 +184,21 @@ def feed(h: Hasher, obj: Any, where: str = "value") -> None:
         _feed_bytes(h, b"C", _qualname(type(obj)).encode())
         feed(h, {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, where)
     else:
+        _feed_jsonable(h, obj, where)
+
+
+def _feed_jsonable(h: Hasher, obj: Any, where: str) -> None:
+    """Values pydantic can serialise (datetime, Decimal, UUID, timedelta, ...): their JSON
+    form, tagged with their type so that ``Decimal("1.5")`` and ``"1.5"`` differ. Not other
+    iterables: pydantic would iterate them, reading a file or draining a generator."""
+    if isinstance(obj, Iterable):
         raise UnhashableValueError(where, obj)
+    try:
+        data = to_jsonable_python(obj)
+    except PydanticSerializationError:
+        raise UnhashableValueError(where, obj) from None
+    _feed_bytes(h, b"J", _qualname(type(obj)).encode())
+    feed(h, data, where)
 
 
 def digest(obj: Any, where: str = "value") -> bytes:
@@ -249,10 +266,42 @@ def config_hash(cfg: Any, where: str = "config") -> str:
         return known
     h = new_hasher()
     _feed_bytes(h, b"K", _qualname(type(cfg)).encode())
-    feed(h, config_snapshot(cfg), where)
+    snapshot = config_snapshot(cfg)
+    try:
+        feed(h, snapshot, where)
+    except UnhashableValueError as exc:
+        raise UnhashableValueError(where, exc.value, _field_path(snapshot, exc.value)) from None
     hexdigest = h.hexdigest()
     _CONFIG_DIGESTS.put(cfg, hexdigest)
     return hexdigest
+
+
+def _field_path(snapshot: Any, target: Any) -> str | None:
+    """The path (``"sub.deep.k"``, ``"points[2]"``) of ``target`` inside a config snapshot;
+    looked for only once hashing has failed, so the hot path carries no paths."""
+    steps = _steps_to(snapshot, target)
+    path = "".join(f"[{s}]" if type(s) is int else f".{s}" for s in steps or ())
+    return path.lstrip(".") or None
+
+
+def _steps_to(data: Any, target: Any) -> list | None:
+    if data is target:
+        return []
+    if isinstance(data, Mapping):
+        children: Any = data.items()
+    elif isinstance(data, list | tuple):
+        children = enumerate(data)
+    elif dataclasses.is_dataclass(data) and not isinstance(data, type):
+        children = ((f.name, getattr(data, f.name)) for f in dataclasses.fields(data))
+    elif isinstance(data, set | frozenset):
+        return [] if any(item is target for item in data) else None
+    else:
+        return None
+    for key, value in children:
+        below = _steps_to(value, target)
+        if below is not None:
+            return [key, *below]
+    return None
 
 
 _IMMUTABLE_LEAVES = (type(None), bool, int, float, complex, str, bytes)

@@ -100,7 +100,11 @@ class SequentialPipeline(Generic[S]):
             try:
                 cfg_hash = config_hash(getattr(stage, "cfg", None))
             except UnhashableValueError as exc:
-                raise exc.at(f"pipeline {self.name!r} stage {stage_name(stage)!r} config") from None
+                # the field path starts at this pipeline's config: "<stage>.<field>"
+                field = ".".join(filter(None, (stage_name(stage), exc.field)))
+                raise UnhashableValueError(
+                    f"pipeline {self.name!r} config", exc.value, field
+                ) from None
             stages.append((f"{cls.__module__}.{cls.__qualname__}", cfg_hash))
         policy_hash = self._policy.hash() if self._policy is not None else EMPTY_POLICY_HASH
         return PipelineConfig(name=self.name, stages=tuple(stages), policy_hash=policy_hash)

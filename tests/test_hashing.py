@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import enum
 import itertools
 import os
 import subprocess
 import sys
 import textwrap
+import uuid
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from decimal import Decimal
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from phys_pipeline.dag import make_plan
 from phys_pipeline.errors import UnhashableValueError
 from phys_pipeline.hashing import callable_name, code_version, config_hash, digest, hexdigest
-from phys_pipeline.types import SimpleState, StageConfig, hash_ndarray, hash_small
+from phys_pipeline.types import NodeSpec, SimpleState, StageConfig, hash_ndarray, hash_small
 
 # --- typed values -----------------------------------------------------------------------------
 
@@ -207,6 +212,111 @@ def test_config_hash_includes_name_and_tags():
 def test_config_hash_accepts_plain_dicts_and_none():
     assert config_hash({"L": 1.0}) == config_hash({"L": 1.0})
     assert config_hash(None) != config_hash({})
+
+
+class ExposureCfg(StageConfig):
+    """A detector exposure with the field types lab configs carry besides numbers."""
+
+    start: dt.datetime = dt.datetime(2024, 5, 1, 12, 0)
+    night: dt.date = dt.date(2024, 5, 1)
+    duration: dt.timedelta = dt.timedelta(seconds=30)
+    gain: Decimal = Decimal("1.25")
+    run: uuid.UUID = uuid.UUID(int=7)
+    frames: Path = Path("frames")
+    filters: set[str] = Field(default_factory=lambda: {"V", "R"})
+    checkpoints: frozenset[dt.datetime] = frozenset({dt.datetime(2024, 5, 1, 12, 1)})
+
+
+CHANGED_EXPOSURE_FIELDS = {
+    "start": dt.datetime(2024, 5, 1, 12, 5),
+    "night": dt.date(2024, 5, 2),
+    "duration": dt.timedelta(seconds=31),
+    "gain": Decimal("1.26"),
+    "run": uuid.UUID(int=8),
+    "frames": Path("darks"),
+    "filters": {"V"},
+    "checkpoints": frozenset({dt.datetime(2024, 5, 1, 12, 2)}),
+}
+
+
+def test_config_with_datetime_decimal_uuid_path_and_set_fields_hashes_stably():
+    assert config_hash(ExposureCfg()) == config_hash(ExposureCfg())
+
+
+@pytest.mark.parametrize("field", list(CHANGED_EXPOSURE_FIELDS))
+def test_config_hash_follows_each_serialisable_field(field):
+    changed = ExposureCfg(**{field: CHANGED_EXPOSURE_FIELDS[field]})
+    assert config_hash(changed) != config_hash(ExposureCfg())
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (Decimal("1.5"), "1.5"),
+        (dt.datetime(2024, 5, 1), "2024-05-01T00:00:00"),
+        (uuid.UUID(int=7), str(uuid.UUID(int=7))),
+    ],
+    ids=["Decimal", "datetime", "UUID"],
+)
+def test_serialisable_values_never_share_a_digest_with_their_json_string(value, text):
+    assert digest(value) != digest(text)
+
+
+def test_date_and_datetime_of_the_same_instant_differ():
+    assert digest(dt.date(2024, 5, 1)) != digest(dt.datetime(2024, 5, 1))
+
+
+def test_generators_and_files_are_unhashable_and_left_unread(tmp_path):
+    samples = (x for x in [1.0, 2.0])
+    with pytest.raises(UnhashableValueError):
+        digest(samples)
+    assert list(samples) == [1.0, 2.0]
+    (tmp_path / "log.txt").write_text("line\n")
+    with open(tmp_path / "log.txt") as handle:
+        with pytest.raises(UnhashableValueError):
+            digest(handle)
+        assert handle.read() == "line\n"
+
+
+class ProbeCfg(StageConfig):
+    fn: Any = None
+
+
+class LensCfg(StageConfig):
+    coating: dict[str, Any] = Field(default_factory=dict)
+
+
+class TelescopeCfg(StageConfig):
+    lens: LensCfg = LensCfg()
+    stops: tuple[Any, ...] = ()
+
+
+@pytest.mark.parametrize(
+    ("cfg", "field"),
+    [
+        (ProbeCfg(fn=lambda t: t), "fn"),
+        (TelescopeCfg(lens=LensCfg(coating={"k": object()})), "lens.coating.k"),
+        (TelescopeCfg(stops=(1.0, 2.0, print)), "stops[2]"),
+    ],
+    ids=["top level", "nested", "in a list"],
+)
+def test_unhashable_config_value_names_its_field_path(cfg, field):
+    with pytest.raises(UnhashableValueError) as info:
+        config_hash(cfg, "detector config")
+    assert info.value.field == field
+    assert info.value.where == f"detector config field {field!r}"
+    assert f"detector config field {field!r}" in str(info.value)
+
+
+def test_unhashable_config_value_in_a_plan_names_node_and_field():
+    class Probe:
+        cfg = ProbeCfg(fn=lambda t: t)
+
+        def process(self, state, *, policy=None):
+            return state
+
+    with pytest.raises(UnhashableValueError, match="node 'x' config field 'fn'"):
+        make_plan([NodeSpec(id="x", stage=Probe())], SimpleState())
 
 
 # --- code versions ----------------------------------------------------------------------------

@@ -397,7 +397,7 @@ def test_library_errors_raised_by_a_stage_pass_through_unwrapped():
 ERROR_EXAMPLES: dict[type, tuple] = {
     errors.PhysPipelineError: ("something went wrong",),
     errors.ConfigError: ("node 'beam'", "waist_mm", -1.0, "must be positive"),
-    errors.UnhashableValueError: ("node 'beam' config", print),
+    errors.UnhashableValueError: ("node 'beam' config", print, "lens.coating"),
     errors.PolicyError: ("dt", object, "value cannot be hashed canonically"),
     errors.StageError: ("node 'md'", "solver", FloatingPointError("energy diverged")),
     errors.StageOutputError: ("node 'md'", "solver", 3.0, "a StageResult"),
@@ -634,3 +634,23 @@ def test_pipeline_config_names_each_inner_stage_class_and_config_hash():
         (f"{type(s).__module__}.{type(s).__qualname__}", config_hash(s.cfg)) for s in pipe.stages
     )
     assert pipe.cfg.stages == expected
+
+
+class CallbackCfg(StageConfig):
+    on_step: Any = None
+
+
+def test_unhashable_inner_config_of_a_pipeline_node_names_pipeline_stage_and_field():
+    pipe = SequentialPipeline(
+        [Grid(GridCfg(name="grid")), Probe(CallbackCfg(name="logger", on_step=print))], "optics"
+    )
+    with pytest.raises(errors.UnhashableValueError, match="'optics' config") as info:
+        DagExecutor().plan(SimpleState(), [NodeSpec(id="chain", stage=pipe)])
+    assert info.value.field == "logger.on_step"
+
+
+def test_unhashable_config_of_a_nested_pipelines_stage_names_the_path_through_it():
+    inner = SequentialPipeline([Probe(CallbackCfg(name="logger", on_step=print))], "inner")
+    with pytest.raises(errors.UnhashableValueError) as info:
+        SequentialPipeline([inner], name="outer").run(SimpleState())
+    assert info.value.where == "pipeline 'inner' config field 'logger.on_step'"
