@@ -29,6 +29,7 @@ STATUS_COLOURS: dict[str, tuple[str, str]] = {  # status -> (fill, stroke)
     "stale": ("#fcd34d", "#b45309"),
     "running": ("#93c5fd", "#1d4ed8"),
     "ran": ("#86efac", "#15803d"),
+    "cached": ("#ccfbf1", "#0f766e"),  # in the cache, not loaded by a run yet
     "hit": ("#5eead4", "#0f766e"),
     "failed": ("#fca5a5", "#b91c1c"),
     "skipped": ("#f3f4f6", "#9ca3af"),

@@ -21,7 +21,7 @@ from .policy import PolicyBag, PolicyLike, as_policy
 from .scheduler import LocalScheduler, Scheduler
 from .types import NodeSpec, State
 
-STATUSES = ("not run", "stale", "running", "ran", "hit", "failed", "skipped")
+STATUSES = ("not run", "stale", "running", "ran", "cached", "hit", "failed", "skipped")
 
 Listener = Callable[[str, "LiveSession"], None]
 
@@ -153,9 +153,10 @@ class LiveSession:
                     self.status[nid] = failure.status
                 elif nid in stale:
                     self.status[nid] = "stale" if nid in previous else "not run"
-                else:
+                else:  # "cached": in the cache but not loaded by a run with this key yet
                     last = previous.get(nid)
-                    self.status[nid] = last.status if last is not None else "hit"
+                    same = last is not None and last.cache_key == plan.nodes[nid].key
+                    self.status[nid] = last.status if same else "cached"
 
     def _set_status(self, node_id: str, status: str) -> None:
         with self._lock:

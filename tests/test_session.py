@@ -200,3 +200,25 @@ def test_rerun_recomputes_one_cached_node_and_loads_the_rest(session):
     assert session.status["p1"] == "ran" and session.stale() == {}
     with pytest.raises(UnknownNodeError, match="'p7'"):
         session.rerun("p7")
+
+
+def test_cached_nodes_are_cached_not_hit_until_a_run_loads_them(tmp_path):
+    from phys_pipeline.cache import DiskCache
+    from phys_pipeline.render import LEGEND_TEXT, STATUS_COLOURS
+
+    LiveSession(diamond(), SimpleState(None), cache=DiskCache(tmp_path)).run()
+    live = LiveSession(diamond(), SimpleState(None), cache=DiskCache(tmp_path))
+    assert set(live.status.values()) == {"cached"}
+    assert "cached" in STATUS_COLOURS and LEGEND_TEXT.get("cached", "cached") == "cached"
+    assert set(live.reasons().values()) == {"cached"}
+    live.run()
+    assert set(live.status.values()) == {"hit"}
+
+
+def test_going_back_to_a_cached_config_shows_cached_until_it_loads(session):
+    session.update("p1", gdd=42.0)
+    session.run()
+    session.update("p1", gdd=10.0)  # the first run's entry: cached, not loaded by a run yet
+    assert session.status["p1"] == "cached" and session.status["grid"] == "hit"
+    session.run()
+    assert session.status["p1"] == "hit"
