@@ -758,3 +758,29 @@ def test_app_uses_the_cache_a_cache_config_describes(tmp_path: Path) -> None:
         result = second.controls.run()
         second.close()
     assert result is not None and result.ran == [] and set(result.hits) == ALL
+
+
+@pytest.fixture
+def unraisable(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Exceptions raised where Python can only print them (``__del__`` of a half-built widget)."""
+    import sys
+
+    seen: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(repr(u.exc_value)))
+    return seen
+
+
+def test_a_widget_whose_init_failed_closes_quietly(
+    session: LiveSession, unraisable: list[str]
+) -> None:
+    import gc
+
+    from phys_pipeline.errors import UnknownNodeError
+
+    with pytest.raises(UnknownNodeError):
+        ConfigEditor(session, "no-such-node")
+    with pytest.raises(KeyError):  # the DAG view fails after subscribing to the session
+        PipelineApp.from_session(session, engine="no-such-engine")  # type: ignore[arg-type]
+    gc.collect()
+    assert unraisable == []  # no AttributeError from close() in __del__
+    assert session._listeners == []  # nothing half-built still listens

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import ipywidgets as w
 
@@ -18,6 +18,8 @@ from .config_editor import ConfigEditor
 from .dag_view import DagView
 from .policy_editor import PolicyEditor
 from .run_controls import RunControls
+
+V = TypeVar("V", bound=w.Widget)
 
 
 class PipelineApp(w.VBox):
@@ -40,36 +42,46 @@ class PipelineApp(w.VBox):
         policy_model: type | None = None,
         **kwargs: Any,
     ) -> None:
+        self._views: list[w.Widget] = []  # closed by close(), also if __init__ fails
+        self.editors: dict[str, ConfigEditor] = {}
         if session is None:
             if nodes is None or state is None:
                 raise TypeError("PipelineApp needs nodes and an initial state (or session=)")
             session = LiveSession(nodes, state, policy=policy, cache=cache, scheduler=scheduler)
         self.session = session
-        self.dag = DagView.from_session(session, engine=engine)
-        self.controls = RunControls(session, debounce_s=debounce_s)
-        self.policy = PolicyEditor(session, model=policy_model)
-        self.artifacts = ArtifactView(session)
-        self.editors: dict[str, ConfigEditor] = {}
-        ids = [spec.id for spec in session.nodes]
-        self.node_picker = w.Dropdown(
-            options=[("(all nodes)", ""), *((nid, nid) for nid in ids)],
-            value="",
-            description="node",
-        )
-        self.node_picker.add_class("pp-node-picker")
-        self._editor_box = w.VBox()
-        self._editor_box.add_class("pp-editor-box")
-        w.link((self.node_picker, "value"), (self.dag, "selected"))
-        self.dag.observe(lambda change: self.select(change["new"]), "selected")
-        side = w.VBox(
-            [self.controls, self.node_picker, self._editor_box, self.policy],
-            layout=w.Layout(min_width="22em", flex="0 1 auto"),
-        )
-        self.dag.layout = w.Layout(flex="1 1 auto")
-        super().__init__(**kwargs)
-        self.add_class("pp-pipeline-app")
-        self.children = [w.HBox([self.dag, side]), self.artifacts]
-        self.select("")
+        try:
+            self.dag = self._own(DagView.from_session(session, engine=engine))
+            self.controls = self._own(RunControls(session, debounce_s=debounce_s))
+            self.policy = self._own(PolicyEditor(session, model=policy_model))
+            self.artifacts = self._own(ArtifactView(session))
+            ids = [spec.id for spec in session.nodes]
+            self.node_picker = w.Dropdown(
+                options=[("(all nodes)", ""), *((nid, nid) for nid in ids)],
+                value="",
+                description="node",
+            )
+            self.node_picker.add_class("pp-node-picker")
+            self._editor_box = w.VBox()
+            self._editor_box.add_class("pp-editor-box")
+            w.link((self.node_picker, "value"), (self.dag, "selected"))
+            self.dag.observe(lambda change: self.select(change["new"]), "selected")
+            side = w.VBox(
+                [self.controls, self.node_picker, self._editor_box, self.policy],
+                layout=w.Layout(min_width="22em", flex="0 1 auto"),
+            )
+            self.dag.layout = w.Layout(flex="1 1 auto")
+            super().__init__(**kwargs)
+            self.add_class("pp-pipeline-app")
+            self.children = [w.HBox([self.dag, side]), self.artifacts]
+            self.select("")
+        except BaseException:
+            self.close()  # no half-built view left subscribed to the session
+            raise
+
+    def _own(self, view: V) -> V:
+        """Remember a view for ``close()``."""
+        self._views.append(view)
+        return view
 
     @classmethod
     def from_session(cls, session: LiveSession, **kwargs: Any) -> PipelineApp:
@@ -107,7 +119,6 @@ class PipelineApp(w.VBox):
         self.artifacts.show(node_id or None)
 
     def close(self) -> None:
-        for widget in (self.controls, self.policy, self.artifacts, *self.editors.values()):
+        for widget in (*self._views, *self.editors.values()):
             widget.close()
-        self.dag.close()
         super().close()

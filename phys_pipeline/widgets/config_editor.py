@@ -281,6 +281,7 @@ class ConfigEditor(w.VBox):
     fields without a control (arrays, containers...)."""
 
     def __init__(self, session: LiveSession, node_id: str, **kwargs: Any) -> None:
+        self._unsubscribe: Callable[[], None] = lambda: None  # close() works if init fails
         self.session = session
         self.node_id = node_id
         self.rows: dict[str, FieldRow] = {}
@@ -289,7 +290,11 @@ class ConfigEditor(w.VBox):
         self._config_type: type = object
         super().__init__(**kwargs)
         self.add_class("pp-config-editor")
-        self._build()
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
         self._unsubscribe = subscribe(session, self._on_session)
 
     @property

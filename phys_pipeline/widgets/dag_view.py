@@ -39,10 +39,14 @@ class DagView(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self.engine: Engine = engine
         self._structure: Structure | None = None
-        if isinstance(plan_or_nodes, LiveSession):
-            self.follow(plan_or_nodes)
-        elif plan_or_nodes is not None:
-            self.show(plan_or_nodes)
+        try:
+            if isinstance(plan_or_nodes, LiveSession):
+                self.follow(plan_or_nodes)
+            elif plan_or_nodes is not None:
+                self.show(plan_or_nodes)
+        except BaseException:
+            self.close()  # unsubscribed, and not left open in the kernel
+            raise
 
     @classmethod
     def from_session(cls, session: LiveSession, **kwargs: Any) -> DagView:
