@@ -1,4 +1,5 @@
-"""Every ```python block of every docs/*.md file runs, in order, one namespace per file."""
+"""Every ```python block of every docs/*.md file and of the README runs, in order, one
+namespace per file."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+PAGES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
 PYTHON_BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 
 
@@ -28,7 +31,7 @@ def test_python_block_parser_finds_fenced_blocks_with_line_numbers(tmp_path):
     assert python_blocks(page) == [(4, "x = 1\n"), (11, "y = x\n")]
 
 
-@pytest.mark.parametrize("page", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_doc_page_python_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # blocks may write artifacts and caches
     monkeypatch.setenv("MPLBACKEND", "Agg")
