@@ -118,6 +118,17 @@ class StateMutationError(PhysPipelineError, RuntimeError):
         )
 
 
+class MissingRecorderError(PhysPipelineError, ValueError):
+    """Artifact recording was asked for without a recorder to write the artifacts."""
+
+    def __init__(self, pipeline: str) -> None:
+        self.pipeline = pipeline
+        super().__init__(
+            f"pipeline {pipeline!r}: record_artifacts=True needs a recorder, e.g. "
+            "recorder=ArtifactRecorder('artifacts')"
+        )
+
+
 # --- graphs ---------------------------------------------------------------------------------
 
 

@@ -7,9 +7,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Generic
 
-from .errors import MetricError, UnhashableValueError
+from .errors import MetricError, MissingRecorderError, NotAStateError, UnhashableValueError
 from .hashing import code_version, config_hash, hexdigest
-from .invoke import call_stage
+from .invoke import call_stage, is_state
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .record import ArtifactRecorder
 from .types import S, StageConfig, StageResult, stage_name
@@ -137,8 +137,10 @@ class SequentialPipeline(Generic[S]):
         metrics: dict[str, float] = {}
         artifacts: dict[str, Any] = {}
         stage_records: list[dict[str, Any]] = []
+        if not is_state(state):
+            raise NotAStateError(f"pipeline {self.name!r}", state)
         if record_artifacts and recorder is None:
-            raise ValueError(f"pipeline {self.name!r}: record_artifacts=True needs a recorder")
+            raise MissingRecorderError(self.name)
         if not record_artifacts:
             recorder = None
         where = f"pipeline {self.name!r}"

@@ -16,6 +16,7 @@ from phys_pipeline import errors
 from phys_pipeline.cache import MemoryStore
 from phys_pipeline.errors import (
     MetricError,
+    NotAStateError,
     PhysPipelineError,
     PolicyError,
     StageError,
@@ -208,6 +209,17 @@ def test_unhashable_stages_run():
     with pytest.raises(TypeError):
         hash(mirrors[0])
     assert SequentialPipeline(mirrors).run(SimpleState(1.0)).state.payload == 1.0
+
+
+@pytest.mark.parametrize(
+    "given", [3, None, np.zeros(2), {"payload": 1.0}], ids=["int", "None", "array", "dict"]
+)
+def test_run_on_a_non_state_raises_not_a_state_error_naming_the_pipeline(given):
+    probe = Probe(StageConfig(name="probe"))
+    with pytest.raises(NotAStateError, match="pipeline 'optics'") as info:
+        SequentialPipeline([probe], name="optics").run(given)
+    assert info.value.got is given
+    assert probe.calls == []
 
 
 def test_the_same_pipeline_runs_twice():
@@ -403,6 +415,7 @@ ERROR_EXAMPLES: dict[type, tuple] = {
     errors.StageOutputError: ("node 'md'", "solver", 3.0, "a StageResult"),
     errors.MetricError: ("solver", "energy", np.ones(2), "metrics must be real scalars"),
     errors.NotAStateError: ("initial state", [1, 2]),
+    errors.MissingRecorderError: ("lab",),
     errors.StateMutationError: ("md", "solver"),
     errors.DagError: ("node id '': node ids must be non-empty strings",),
     errors.EmptyDagError: (),

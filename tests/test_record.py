@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from phys_pipeline.errors import MissingRecorderError
 from phys_pipeline.hashing import config_hash
 from phys_pipeline.pipeline import SequentialPipeline
 from phys_pipeline.policy import PolicyBag
@@ -83,7 +84,14 @@ def test_a_recorder_alone_does_not_turn_recording_on(tmp_path):
     assert not (tmp_path / "manifest.json").exists()
 
 
-def test_recording_without_a_recorder_is_an_error():
+def test_recording_without_a_recorder_raises_a_typed_error_naming_the_pipeline():
+    pipe, _ = spectroscopy()
+    with pytest.raises(MissingRecorderError, match="'lab'") as info:
+        pipe.run(SimpleState(), record_artifacts=True)
+    assert info.value.pipeline == "lab"
+
+
+def test_recording_without_a_recorder_is_still_a_value_error():
     pipe, _ = spectroscopy()
     with pytest.raises(ValueError, match=r"'lab'.*recorder"):
         pipe.run(SimpleState(), record_artifacts=True)
