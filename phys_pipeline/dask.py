@@ -245,7 +245,10 @@ class _DaskRun:
 
     A node is submitted only once every parent succeeded, so a failure never reaches Dask's
     own error propagation: its descendants are skipped here, each naming the failed ancestor,
-    exactly as LocalScheduler does, and ``on_start`` is only called for nodes that run.
+    exactly as LocalScheduler does, and ``on_start`` is only called for nodes that run. Before
+    submitting a node, the hooks' ``reuse`` (early cutoff) may supply its result instead: the
+    parents' states it compares are the ones the driver holds anyway (cache hits and fetched
+    results).
     """
 
     def __init__(
@@ -274,9 +277,13 @@ class _DaskRun:
         self.ready: deque[str] = deque()
         self.completed = as_completed()
         self.root_futures: dict[int, Future] = {}
+        self.reuse = getattr(hooks, "reuse", None)
+        self.local_states: dict[str, State] = {}  # what ``reuse`` compares, when there is one
 
     def run(self, available: Mapping[str, State]) -> None:
         """Submit the roots, then react to each completion until every node is resolved."""
+        if self.reuse is not None:
+            self.local_states.update(available)
         try:
             self._scatter_inputs(available)
             self.ready.extend(nid for nid, deps in self.waiting_on.items() if not deps)
@@ -304,6 +311,8 @@ class _DaskRun:
             self._resolve(node_id, node_id)
         else:
             result, duration = outcome
+            if self.reuse is not None:
+                self.local_states[node_id] = result.state
             self.hooks.on_done(node_id, result, duration)
             self._resolve(node_id, None)
 
@@ -333,6 +342,12 @@ class _DaskRun:
                 self.hooks.on_skip(node_id, culprit)
                 self._resolve(node_id, culprit)
                 continue
+            reused = self._reused(task)
+            if reused is not None:
+                self._release_parents(task)
+                self.hooks.on_reused(node_id, reused)
+                self._resolve(node_id, None)
+                continue
             self.hooks.on_start(node_id)
             try:
                 self._launch(task)
@@ -342,6 +357,19 @@ class _DaskRun:
                 self._resolve(node_id, node_id)
             finally:
                 self._release_parents(task)
+
+    def _reused(self, task: NodeTask) -> StageResult | None:
+        """Early cutoff: the node's previous result when its inputs are unchanged; its state
+        is shipped to the workers once if children will run on it."""
+        if self.reuse is None:
+            return None
+        reused = self.reuse(task.node_id, self.local_states)
+        if reused is not None:
+            self.local_states[task.node_id] = reused.state
+            if self.consumers.get(task.node_id):
+                [future] = self.client.scatter([reused.state], hash=False)
+                self.state_futures[task.node_id] = future
+        return reused
 
     def _launch(self, task: NodeTask) -> None:
         """Submit one node, plus a task extracting its state when children will need it."""

@@ -381,6 +381,30 @@ def test_partly_cached_rerun_ships_cached_parents_to_the_workers(client: Client)
     assert_same_run(rerun, local)
 
 
+def test_early_cutoff_submits_only_what_changed(client: Client) -> None:
+    """grid reruns with a new label and the same output: the pulses and their interference are
+    loaded, not submitted; tail, edited too, runs on the workers on the reused state."""
+
+    def nodes(label: str) -> list[NodeSpec]:
+        tail = NodeSpec("tail", ["interfere"], Passthrough(StageConfig(tags={"take": label})))
+        edited = spectra_dag()
+        edited[0] = edited[0].replace(stage=FrequencyGrid(GridConfig(tags={"take": label})))
+        return [*edited, tail]
+
+    executor = DagExecutor(scheduler=DaskScheduler(client), cache=DagCache(MemoryStore()))
+    executor.run(INITIAL, nodes("1"))
+    with get_task_stream(client) as stream:
+        rerun = executor.run(INITIAL, nodes("2"))
+    local = DagExecutor(scheduler=LocalScheduler()).run(INITIAL, nodes("2"))
+
+    assert rerun.ran == ["grid", "tail"]
+    assert rerun.hits == ["pulse_a", "pulse_b", "interfere"]
+    assert {rerun.runs[n].reason for n in rerun.hits} == {"cached: upstream output unchanged"}
+    submitted = {str(task["key"]).split("-")[0] for task in stream.data}
+    assert submitted <= {"grid", "tail"} and "tail" in submitted
+    assert_same_run(rerun, local)
+
+
 def test_reruns_get_fresh_task_keys_named_after_their_nodes(client: Client) -> None:
     executor = DagExecutor(scheduler=DaskScheduler(client))
 
