@@ -8,8 +8,15 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: only recorders within one process are kept apart
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 
@@ -23,6 +30,23 @@ def _safe(part: str) -> str:
 def resolve_artifact(artifact: Any) -> Any:
     """The artifact's value: call it if it is lazy (a zero-argument callable)."""
     return artifact() if callable(artifact) else artifact
+
+
+# one lock for every recorder in the process: two recorders may share a root
+_MANIFEST_THREAD_LOCK = threading.Lock()
+
+
+@contextmanager
+def _manifest_lock(root: Path) -> Iterator[None]:
+    """Hold the manifest of ``root`` exclusively, against other threads (the module lock) and
+    other processes (``flock`` on ``root/.manifest.lock``), for a read-modify-write."""
+    with _MANIFEST_THREAD_LOCK:
+        if fcntl is None:
+            yield
+            return
+        with open(root / ".manifest.lock", "ab") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+            yield
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -39,11 +63,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class ArtifactRecorder:
     """Saves artifacts under ``root/<run id>/<stage>/``: figures as PNG and SVG, arrays as .npy,
     bytes as .bin, text as .txt, other JSON-able values as .json. ``root/manifest.json`` lists
-    every file with its stage, key, run id and config hash."""
+    every file with its stage, key, run id and config hash; recorders in several threads or
+    processes may share a root without losing manifest entries."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self._lock = threading.Lock()
 
     @property
     def manifest_path(self) -> Path:
@@ -76,7 +100,7 @@ class ArtifactRecorder:
             }
             for p in paths
         ]
-        with self._lock:
+        with _manifest_lock(self.root):
             manifest = self.manifest() + entries
             _atomic_write(self.manifest_path, json.dumps(manifest, indent=1).encode())
         return paths

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import multiprocessing
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +190,53 @@ def test_manifest_accumulates_across_records(tmp_path):
     recorder, _ = record(tmp_path, "first", key="a")
     recorder.record("second", stage="lab.other", key="b", run_id="run2")
     assert [entry["key"] for entry in recorder.manifest()] == ["a", "b"]
+
+
+WRITERS, FRAMES = 4, 25
+
+
+def record_frames(root: str, writer: int, start: Any) -> None:
+    """One camera's recorder, started together with the others on the same root."""
+    recorder = ArtifactRecorder(root)
+    start.wait()
+    for frame in range(FRAMES):
+        recorder.record(f"frame {frame}", stage="camera", key=f"{writer}-{frame}", run_id="run1")
+
+
+def expected_frame_keys() -> set[str]:
+    return {f"{writer}-{frame}" for writer in range(WRITERS) for frame in range(FRAMES)}
+
+
+def test_recorders_in_several_threads_sharing_a_root_keep_every_manifest_entry(tmp_path):
+    start = threading.Barrier(WRITERS)
+    threads = [
+        threading.Thread(target=record_frames, args=(str(tmp_path), writer, start))
+        for writer in range(WRITERS)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    entries = ArtifactRecorder(tmp_path).manifest()
+    assert len(entries) == WRITERS * FRAMES
+    assert {entry["key"] for entry in entries} == expected_frame_keys()
+
+
+def test_recorders_in_several_processes_sharing_a_root_keep_every_manifest_entry(tmp_path):
+    spawn = multiprocessing.get_context("spawn")
+    start = spawn.Barrier(WRITERS)
+    processes = [
+        spawn.Process(target=record_frames, args=(str(tmp_path), writer, start))
+        for writer in range(WRITERS)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0] * WRITERS
+    entries = ArtifactRecorder(tmp_path).manifest()
+    assert len(entries) == WRITERS * FRAMES
+    assert {entry["key"] for entry in entries} == expected_frame_keys()
 
 
 def test_pipeline_run_records_every_artifact_in_the_manifest(tmp_path):
