@@ -203,40 +203,36 @@ def record_frames(root: str, writer: int, start: Any) -> None:
         recorder.record(f"frame {frame}", stage="camera", key=f"{writer}-{frame}", run_id="run1")
 
 
-def expected_frame_keys() -> set[str]:
-    return {f"{writer}-{frame}" for writer in range(WRITERS) for frame in range(FRAMES)}
+def run_cameras(root: Path, worker: Any, barrier: Any) -> list[Any]:
+    """Start WRITERS cameras as ``worker``s (threads or processes) on one root; wait for all."""
+    cameras = [
+        worker(target=record_frames, args=(str(root), writer, barrier)) for writer in range(WRITERS)
+    ]
+    for camera in cameras:
+        camera.start()
+    for camera in cameras:
+        camera.join(timeout=120)
+    return cameras
+
+
+def assert_every_frame_is_in_the_manifest(root: Path) -> None:
+    entries = ArtifactRecorder(root).manifest()
+    assert len(entries) == WRITERS * FRAMES
+    assert {entry["key"] for entry in entries} == {
+        f"{writer}-{frame}" for writer in range(WRITERS) for frame in range(FRAMES)
+    }
 
 
 def test_recorders_in_several_threads_sharing_a_root_keep_every_manifest_entry(tmp_path):
-    start = threading.Barrier(WRITERS)
-    threads = [
-        threading.Thread(target=record_frames, args=(str(tmp_path), writer, start))
-        for writer in range(WRITERS)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    entries = ArtifactRecorder(tmp_path).manifest()
-    assert len(entries) == WRITERS * FRAMES
-    assert {entry["key"] for entry in entries} == expected_frame_keys()
+    run_cameras(tmp_path, threading.Thread, threading.Barrier(WRITERS))
+    assert_every_frame_is_in_the_manifest(tmp_path)
 
 
 def test_recorders_in_several_processes_sharing_a_root_keep_every_manifest_entry(tmp_path):
     spawn = multiprocessing.get_context("spawn")
-    start = spawn.Barrier(WRITERS)
-    processes = [
-        spawn.Process(target=record_frames, args=(str(tmp_path), writer, start))
-        for writer in range(WRITERS)
-    ]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout=120)
-    assert [process.exitcode for process in processes] == [0] * WRITERS
-    entries = ArtifactRecorder(tmp_path).manifest()
-    assert len(entries) == WRITERS * FRAMES
-    assert {entry["key"] for entry in entries} == expected_frame_keys()
+    cameras = run_cameras(tmp_path, spawn.Process, spawn.Barrier(WRITERS))
+    assert [camera.exitcode for camera in cameras] == [0] * WRITERS
+    assert_every_frame_is_in_the_manifest(tmp_path)
 
 
 def test_pipeline_run_records_every_artifact_in_the_manifest(tmp_path):
