@@ -441,16 +441,17 @@ def _feed_object_code(h: Hasher, obj: Any, seen: set) -> None:
                 _feed_bytes(h, b"?", _stable_repr(obj.__defaults__).encode())
         if obj.__closure__:
             for name, cell in zip(obj.__code__.co_freevars, obj.__closure__, strict=True):
-                # __class__ is the class super() refers to: already being versioned
-                if name == "__class__" or cell == _EMPTY_CELL:
+                if name == "__class__":  # the class super() refers to: being versioned
+                    continue
+                try:
+                    value = cell.cell_contents
+                except ValueError:  # a variable the enclosing function had not yet bound
                     continue
                 _feed_bytes(h, b"cell", name.encode())
-                _feed_referenced(h, cell.cell_contents, seen)
+                _feed_referenced(h, value, seen)
     elif isinstance(obj, type):
         _feed_class_code(h, obj, seen)
 
-
-_EMPTY_CELL = types.CellType()
 
 # names the interpreter, abc, dataclasses and pydantic set on a class: not the user's code
 _SKIPPED_ATTRIBUTES = frozenset({"_abc_impl", "model_config"})
