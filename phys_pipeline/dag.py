@@ -65,7 +65,9 @@ def validate(nodes: Sequence[NodeSpec]) -> list[str]:
     listed_in_order = True  # every node after its dependencies: that is the order itself
     for node in nodes:
         stage = node.stage
-        if not (callable(getattr(stage, "process", None)) and hasattr(stage, "cfg")):
+        # the class first: a property such as a pipeline's cfg is not evaluated just to check
+        has_cfg = hasattr(type(stage), "cfg") or hasattr(stage, "cfg")
+        if not (callable(getattr(stage, "process", None)) and has_cfg):
             raise MissingStageError(node.id, stage)
         deps = node.deps
         if deps:

@@ -33,9 +33,9 @@ def replace_config(cfg: Any, changes: Mapping[str, Any], where: str) -> Any:
                 changes[name],
                 f"{type(cfg).__name__} has no such field; fields: {', '.join(sorted(fields))}",
             )
-    if hasattr(type(cfg), "model_validate") and not dataclasses.is_dataclass(cfg):
+    if hasattr(type(cfg), "model_validate"):  # pydantic, and stdlib dataclass StageConfigs
         try:
-            return type(cfg).model_validate({**dict(cfg), **changes})
+            return type(cfg).model_validate({**config_snapshot(cfg), **changes})
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "?"

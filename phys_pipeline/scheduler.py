@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import multiprocessing as mp
 import pickle
 import queue
 import threading
@@ -238,7 +239,11 @@ class LocalScheduler:
     def _pool(self) -> contextlib.AbstractContextManager[ProcessPoolExecutor | None]:
         """Process mode: the processes the worker threads hand their nodes to."""
         if self.mode == "process":
-            return ProcessPoolExecutor(max_workers=self.max_workers)
+            # not fork: forking a process whose other threads (Jupyter's, Dask's) hold locks can
+            # deadlock the child; stages travel by cloudpickle, so nothing relies on fork
+            method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+            context = mp.get_context(method)
+            return ProcessPoolExecutor(max_workers=self.max_workers, mp_context=context)
         return contextlib.nullcontext()
 
 

@@ -653,11 +653,11 @@ class CallbackCfg(StageConfig):
     on_step: Any = None
 
 
-def test_unhashable_inner_config_of_a_pipeline_node_names_pipeline_stage_and_field():
+def test_unhashable_inner_config_of_a_pipeline_node_names_node_stage_and_field():
     pipe = SequentialPipeline(
         [Grid(GridCfg(name="grid")), Probe(CallbackCfg(name="logger", on_step=print))], "optics"
     )
-    with pytest.raises(errors.UnhashableValueError, match="'optics' config") as info:
+    with pytest.raises(errors.UnhashableValueError, match="node 'chain' config") as info:
         DagExecutor().plan(SimpleState(), [NodeSpec(id="chain", stage=pipe)])
     assert info.value.field == "logger.on_step"
 

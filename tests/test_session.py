@@ -222,3 +222,26 @@ def test_going_back_to_a_cached_config_shows_cached_until_it_loads(session):
     assert session.status["p1"] == "cached" and session.status["grid"] == "hit"
     session.run()
     assert session.status["p1"] == "hit"
+
+
+def test_editing_a_stdlib_dataclass_config_keeps_its_name_and_tags():
+    import dataclasses
+
+    from phys_pipeline.types import NodeSpec, PipelineStage, StageConfig, StageResult
+
+    @dataclasses.dataclass(frozen=True)
+    class DampingCfg(StageConfig):
+        gamma: float = 0.5
+
+    class Damp(PipelineStage):
+        def process(self, state, *, policy=None):
+            return StageResult(state=state, metrics={"gamma": self.cfg.gamma})
+
+    cfg = DampingCfg(gamma=0.2, name="damp", tags={"lab": "B"})
+    live = LiveSession([NodeSpec(id="d", stage=Damp(cfg))], SimpleState(payload=None))
+    live.update("d", gamma=0.3)
+    edited = live.nodes[0].stage.cfg
+    assert (edited.gamma, edited.name, edited.tags) == (0.3, "damp", {"lab": "B"})
+    assert live.run().metrics == {"d.gamma": 0.3}
+    with pytest.raises(ConfigError, match="'gamma'"):
+        live.update("d", gamma="strong")
