@@ -434,11 +434,13 @@ def _feed_object_code(h: Hasher, obj: Any, seen: set) -> None:
     if isinstance(obj, types.FunctionType):
         _feed_bytes(h, b"fn", obj.__qualname__.encode())
         _feed_code(h, obj.__code__, obj.__module__, obj.__globals__, seen)
-        if obj.__defaults__:
-            try:
-                feed(h, obj.__defaults__, "defaults")
-            except UnhashableValueError:
-                _feed_bytes(h, b"?", _stable_repr(obj.__defaults__).encode())
+        # positional and keyword-only defaults (``*, scale=2.0``) are part of the behaviour
+        for tag, defaults in ((b"?", obj.__defaults__), (b"?kw", obj.__kwdefaults__)):
+            if defaults:
+                try:
+                    feed(h, defaults, "defaults")
+                except UnhashableValueError:
+                    _feed_bytes(h, tag, _stable_repr(defaults).encode())
         if obj.__closure__:
             for name, cell in zip(obj.__code__.co_freevars, obj.__closure__, strict=True):
                 if name == "__class__":  # the class super() refers to: being versioned

@@ -350,6 +350,20 @@ def test_code_version_changes_when_a_called_helper_changes():
     assert code_version(define(factor=0.5)) != code_version(define(factor=0.25))
 
 
+def test_code_version_changes_when_a_keyword_only_default_changes():
+    source = (
+        "class Gain:\n"
+        "    def process(self, state, *, policy=None, scale={scale}):\n"
+        "        return state * scale\n"
+    )
+    versions = []
+    for scale in (2.0, 3.0, 2.0):
+        namespace: dict = {"__name__": "notebook_cell"}
+        exec(source.format(scale=scale), namespace)
+        versions.append(code_version(namespace["Gain"]))
+    assert versions[0] != versions[1] and versions[0] == versions[2]
+
+
 def test_code_version_ignores_line_positions():
     namespace = {"__name__": "__main__"}
     exec("\n\n\n# moved down a few lines" + STAGE_SOURCE.format(factor=0.5, offset=0.0), namespace)
