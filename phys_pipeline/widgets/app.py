@@ -13,6 +13,7 @@ from ..render import Engine
 from ..scheduler import Scheduler
 from ..session import LiveSession
 from ..types import NodeSpec, State
+from ._subscribe import closed_on_failure
 from .artifact_view import ArtifactView
 from .config_editor import ConfigEditor
 from .dag_view import DagView
@@ -49,7 +50,7 @@ class PipelineApp(w.VBox):
                 raise TypeError("PipelineApp needs nodes and an initial state (or session=)")
             session = LiveSession(nodes, state, policy=policy, cache=cache, scheduler=scheduler)
         self.session = session
-        try:
+        with closed_on_failure(self):  # no half-built view left subscribed to the session
             self.dag = self._own(DagView.from_session(session, engine=engine))
             self.controls = self._own(RunControls(session, debounce_s=debounce_s))
             self.policy = self._own(PolicyEditor(session, model=policy_model))
@@ -74,9 +75,6 @@ class PipelineApp(w.VBox):
             self.add_class("pp-pipeline-app")
             self.children = [w.HBox([self.dag, side]), self.artifacts]
             self.select("")
-        except BaseException:
-            self.close()  # no half-built view left subscribed to the session
-            raise
 
     def _own(self, view: V) -> V:
         """Remember a view for ``close()``."""

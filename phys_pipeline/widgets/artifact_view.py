@@ -17,7 +17,7 @@ from ..executor import DagRunResult
 from ..record import resolve_artifact
 from ..render import figure_png, metrics_html, sweep_png, table_html
 from ..session import LiveSession
-from ._subscribe import subscribe
+from ._subscribe import SessionView, closed_on_failure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -55,7 +55,7 @@ def _cached_without_plots(result: DagRunResult, node_ids: list[str]) -> list[str
     ]
 
 
-class ArtifactView(w.VBox):
+class ArtifactView(SessionView, w.VBox):
     """Artifacts of ``node_id`` (None: every node, up to ``max_items``) from the session's
     last run, replaced after each run. ``output`` holds the figures, ``metrics`` the table,
     ``sweep`` the sweep table (when the DAG has swept nodes). ``note`` says why plots are
@@ -72,34 +72,35 @@ class ArtifactView(w.VBox):
         self.session = session
         self.node_id = node_id
         self.max_items = max_items
-        self.title = w.HTML("")
-        self.output = w.Output()
-        self.output.add_class("pp-artifacts")
-        self.metrics = w.HTML("")
-        self.metrics.add_class("pp-metrics-panel")
-        self.sweep = w.HTML("")
-        self.sweep.add_class("pp-sweep-table")
-        self.sweep_plot = w.Image(format="png", layout=w.Layout(display="none"))
-        self.sweep_plot.add_class("pp-sweep-plot")
-        self.note = w.HTML("")
-        self.note.add_class("pp-artifact-note")
-        self.rerun_button = w.Button(
-            description="Rerun node", icon="refresh", layout=w.Layout(display="none")
-        )
-        self.rerun_button.add_class("pp-rerun-button")
-        self.rerun_button.on_click(lambda _: self._rerun())
-        super().__init__(**kwargs)
-        self.add_class("pp-artifact-view")
-        self.children = [
-            self.title,
-            w.HBox([self.note, self.rerun_button]),
-            self.output,
-            self.metrics,
-            self.sweep,
-            self.sweep_plot,
-        ]
-        self.refresh()
-        self._unsubscribe = subscribe(session, self._on_session)
+        with closed_on_failure(self):
+            self.title = w.HTML("")
+            self.output = w.Output()
+            self.output.add_class("pp-artifacts")
+            self.metrics = w.HTML("")
+            self.metrics.add_class("pp-metrics-panel")
+            self.sweep = w.HTML("")
+            self.sweep.add_class("pp-sweep-table")
+            self.sweep_plot = w.Image(format="png", layout=w.Layout(display="none"))
+            self.sweep_plot.add_class("pp-sweep-plot")
+            self.note = w.HTML("")
+            self.note.add_class("pp-artifact-note")
+            self.rerun_button = w.Button(
+                description="Rerun node", icon="refresh", layout=w.Layout(display="none")
+            )
+            self.rerun_button.add_class("pp-rerun-button")
+            self.rerun_button.on_click(lambda _: self._rerun())
+            super().__init__(**kwargs)
+            self.add_class("pp-artifact-view")
+            self.children = [
+                self.title,
+                w.HBox([self.note, self.rerun_button]),
+                self.output,
+                self.metrics,
+                self.sweep,
+                self.sweep_plot,
+            ]
+            self.refresh()
+            self._follow(session)
 
     def show(self, node_id: str | None) -> None:
         """Switch to one node's artifacts (None or "": all nodes)."""
@@ -214,7 +215,3 @@ class ArtifactView(w.VBox):
             self.refresh()
         except Exception as exc:  # noqa: BLE001 - a listener must not break session.run()
             self.title.value = f"<b>artifacts unavailable</b>: {html.escape(repr(exc))}"
-
-    def close(self) -> None:
-        self._unsubscribe()
-        super().close()

@@ -21,7 +21,7 @@ import ipywidgets as w
 
 from ..errors import ConfigError
 from ..session import LiveSession
-from ._subscribe import subscribe
+from ._subscribe import SessionView, closed_on_failure
 
 SKIPPED_FIELDS = frozenset({"name", "tags"})
 
@@ -273,7 +273,7 @@ def skipped_note(names: list[str], why: str = "not editable here") -> w.HTML:
     return note
 
 
-class ConfigEditor(w.VBox):
+class ConfigEditor(SessionView, w.VBox):
     """Edit one node's config: each change goes through ``session.update(node_id, ...)``.
 
     ``controls`` maps field name -> widget, ``errors`` field name -> the HTML label that shows
@@ -281,21 +281,17 @@ class ConfigEditor(w.VBox):
     fields without a control (arrays, containers...)."""
 
     def __init__(self, session: LiveSession, node_id: str, **kwargs: Any) -> None:
-        self._unsubscribe: Callable[[], None] = lambda: None  # close() works if init fails
         self.session = session
         self.node_id = node_id
         self.rows: dict[str, FieldRow] = {}
         self.skipped: list[str] = []
         self._syncing = False
         self._config_type: type = object
-        super().__init__(**kwargs)
-        self.add_class("pp-config-editor")
-        try:
+        with closed_on_failure(self):
+            super().__init__(**kwargs)
+            self.add_class("pp-config-editor")
             self._build()
-        except BaseException:
-            self.close()
-            raise
-        self._unsubscribe = subscribe(session, self._on_session)
+            self._follow(session)
 
     @property
     def controls(self) -> dict[str, w.ValueWidget]:
@@ -359,7 +355,3 @@ class ConfigEditor(w.VBox):
     def _on_session(self, event: str, session: LiveSession) -> None:
         if event == "edit":
             self.refresh()
-
-    def close(self) -> None:
-        self._unsubscribe()
-        super().close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +11,12 @@ import traitlets
 
 from ..render import Engine, Structure, dag_svg, structure_of
 from ..session import LiveSession
-from ._subscribe import subscribe
+from ._subscribe import SessionView, closed_on_failure
 
 _HERE = Path(__file__).parent
 
 
-class DagView(anywidget.AnyWidget):
+class DagView(SessionView, anywidget.AnyWidget):
     """The DAG as SVG. ``svg`` changes only when the graph's structure does; ``statuses`` and
     ``reasons`` (node id -> text) recolour nodes and rewrite tooltips in the browser by a CSS
     class switch. Clicking a node sets ``selected`` (two-way: set it from Python too).
@@ -34,19 +34,15 @@ class DagView(anywidget.AnyWidget):
     selected = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, plan_or_nodes: Any = None, *, engine: Engine = "auto", **kwargs: Any):
-        self._unsubscribe: Callable[[], None] = lambda: None
         self.session: LiveSession | None = None
-        super().__init__(**kwargs)
         self.engine: Engine = engine
         self._structure: Structure | None = None
-        try:
+        with closed_on_failure(self):
+            super().__init__(**kwargs)
             if isinstance(plan_or_nodes, LiveSession):
                 self.follow(plan_or_nodes)
             elif plan_or_nodes is not None:
                 self.show(plan_or_nodes)
-        except BaseException:
-            self.close()  # unsubscribed, and not left open in the kernel
-            raise
 
     @classmethod
     def from_session(cls, session: LiveSession, **kwargs: Any) -> DagView:
@@ -55,9 +51,8 @@ class DagView(anywidget.AnyWidget):
 
     def follow(self, session: LiveSession) -> None:
         """Draw ``session`` now and after each of its edits, runs and status changes."""
-        self._unsubscribe()
         self.session = session
-        self._unsubscribe = subscribe(session, self._on_session)
+        self._follow(session)
         self.redraw()
 
     def redraw(self) -> None:
@@ -89,7 +84,3 @@ class DagView(anywidget.AnyWidget):
             self.statuses = dict(session.status)
         else:
             self.redraw()
-
-    def close(self) -> None:
-        self._unsubscribe()
-        super().close()

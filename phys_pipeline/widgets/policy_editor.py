@@ -21,7 +21,7 @@ from ..edit import replace_config
 from ..errors import ConfigError, PhysPipelineError
 from ..policy import PolicyBag
 from ..session import LiveSession
-from ._subscribe import subscribe
+from ._subscribe import SessionView, closed_on_failure
 from .config_editor import FieldControl, FieldRow, config_fields, skipped_note
 
 _MISSING: Any = object()
@@ -73,7 +73,7 @@ def value_control(key: str, value: Any) -> tuple[FieldControl | None, bool]:
     return None, False
 
 
-class PolicyEditor(w.VBox):
+class PolicyEditor(SessionView, w.VBox):
     """Edit policy entries through ``session.set_policy``; add keys, remove keys.
 
     ``model`` (a pydantic model class, optional) describes the policy: its fields get
@@ -89,24 +89,25 @@ class PolicyEditor(w.VBox):
         self.rows: dict[str, FieldRow] = {}
         self._literal: set[str] = set()  # keys whose text is parsed as a Python literal
         self._layout_key: list[tuple[str, FieldControl | None]] | None = None
-        self.error = w.HTML("")
-        self.error.add_class("pp-policy-error")
-        self.new_key = w.Text(placeholder="key", layout=w.Layout(width="10em"))
-        self.new_value = w.Text(placeholder="value", layout=w.Layout(width="12em"))
-        self.add_button = w.Button(description="Add key", icon="plus")
-        self.add_button.on_click(lambda _: self.add(self.new_key.value, self.new_value.value))
-        self._rows = w.VBox()
-        super().__init__(**kwargs)
-        self.add_class("pp-policy-editor")
-        self.children = [
-            w.HTML("<b>policy</b>"),
-            self._rows,
-            w.HBox([self.new_key, self.new_value, self.add_button]),
-            self.error,
-        ]
         self._syncing = False
-        self.refresh()
-        self._unsubscribe = subscribe(session, self._on_session)
+        with closed_on_failure(self):
+            self.error = w.HTML("")
+            self.error.add_class("pp-policy-error")
+            self.new_key = w.Text(placeholder="key", layout=w.Layout(width="10em"))
+            self.new_value = w.Text(placeholder="value", layout=w.Layout(width="12em"))
+            self.add_button = w.Button(description="Add key", icon="plus")
+            self.add_button.on_click(lambda _: self.add(self.new_key.value, self.new_value.value))
+            self._rows = w.VBox()
+            super().__init__(**kwargs)
+            self.add_class("pp-policy-editor")
+            self.children = [
+                w.HTML("<b>policy</b>"),
+                self._rows,
+                w.HBox([self.new_key, self.new_value, self.add_button]),
+                self.error,
+            ]
+            self.refresh()
+            self._follow(session)
 
     @property
     def fields(self) -> dict[str, w.ValueWidget]:
@@ -259,7 +260,3 @@ class PolicyEditor(w.VBox):
     def _on_session(self, event: str, session: LiveSession) -> None:
         if event == "edit":
             self.refresh()
-
-    def close(self) -> None:
-        self._unsubscribe()
-        super().close()

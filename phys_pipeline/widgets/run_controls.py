@@ -17,13 +17,13 @@ import ipywidgets as w
 from ..executor import DagRunResult
 from ..render import failures_html
 from ..session import LiveSession
-from ._subscribe import subscribe
+from ._subscribe import SessionView, closed_on_failure
 
 DONE_STATUSES = frozenset({"ran", "hit", "failed", "skipped"})
 WAITING_STATUSES = frozenset({"stale", "not run", "running"})
 
 
-class RunControls(w.VBox):
+class RunControls(SessionView, w.VBox):
     """Run the session's stale nodes. ``run_button`` (text "Run"), ``auto_run`` (a
     Checkbox), ``progress`` (IntProgress: nodes done of those that had to run),
     ``status_line`` (HTML, the result's ``summary()``), ``errors`` (HTML, failures by node)."""
@@ -31,35 +31,39 @@ class RunControls(w.VBox):
     def __init__(self, session: LiveSession, *, debounce_s: float = 0.3, **kwargs: Any) -> None:
         self.session = session
         self.debounce_s = debounce_s
-        self.run_button = w.Button(
-            description="Run", icon="play", button_style="primary", tooltip="run the stale nodes"
-        )
-        self.run_button.add_class("pp-run-button")
-        self.run_button.on_click(lambda _: self.run())
-        self.auto_run = w.Checkbox(value=False, description="auto-run", indent=False)
-        self.auto_run.add_class("pp-auto-run")
-        self.auto_run.observe(self._auto_run_toggled, "value")
-        self.progress = w.IntProgress(
-            value=0, min=0, max=1, description="0/0", layout=w.Layout(width="16em")
-        )
-        self.progress.add_class("pp-progress")
-        self.status_line = w.HTML("")
-        self.status_line.add_class("pp-status-line")
-        self.errors = w.HTML("")
-        self.errors.add_class("pp-run-errors")
-        super().__init__(**kwargs)
-        self.add_class("pp-run-controls")
-        self.children = [
-            w.HBox([self.run_button, self.auto_run, self.progress]),
-            self.status_line,
-            self.errors,
-        ]
         self._run_lock = threading.Lock()
-        self._timer_lock = threading.Lock()
+        self._timer_lock = threading.Lock()  # before anything can fail: close() takes it
         self._timer: threading.Timer | None = None
         self._pending: list[str] | None = None  # nodes this run has to compute
-        self._unsubscribe = subscribe(session, self._on_session)
-        self._show_stale()
+        with closed_on_failure(self):
+            self.run_button = w.Button(
+                description="Run",
+                icon="play",
+                button_style="primary",
+                tooltip="run the stale nodes",
+            )
+            self.run_button.add_class("pp-run-button")
+            self.run_button.on_click(lambda _: self.run())
+            self.auto_run = w.Checkbox(value=False, description="auto-run", indent=False)
+            self.auto_run.add_class("pp-auto-run")
+            self.auto_run.observe(self._auto_run_toggled, "value")
+            self.progress = w.IntProgress(
+                value=0, min=0, max=1, description="0/0", layout=w.Layout(width="16em")
+            )
+            self.progress.add_class("pp-progress")
+            self.status_line = w.HTML("")
+            self.status_line.add_class("pp-status-line")
+            self.errors = w.HTML("")
+            self.errors.add_class("pp-run-errors")
+            super().__init__(**kwargs)
+            self.add_class("pp-run-controls")
+            self.children = [
+                w.HBox([self.run_button, self.auto_run, self.progress]),
+                self.status_line,
+                self.errors,
+            ]
+            self._follow(session)
+            self._show_stale()
 
     # --- running -----------------------------------------------------------------------------
 
@@ -153,5 +157,4 @@ class RunControls(w.VBox):
 
     def close(self) -> None:
         self.cancel_scheduled()
-        self._unsubscribe()
         super().close()
