@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,7 +39,7 @@ from phys_pipeline.widgets import (
     config_controls,
     parse_policy_value,
 )
-from phys_pipeline.widgets.config_editor import make_control, slider_step
+from phys_pipeline.widgets.config_editor import LogSlider, make_control, slider_step
 
 # --- a small ultrafast-optics DAG: grid -> pulse -> fibre -> duration, grid -> spectrum ----
 
@@ -360,6 +361,88 @@ def test_slider_step_puts_an_off_grid_default_on_the_grid() -> None:
     step = slider_step(0.0, 100.0, 0.01)
     assert step == 0.01
     assert slider_step(10.0, 1e6, 2000.0) == 10.0  # (2000 - 10) / 10 positions from min
+
+
+@pytest.fixture
+def demo_session() -> LiveSession:
+    """The ultrafast demo DAG: grid (window_fs 10 .. 1e6 fs, default 2000) -> pulse -> ..."""
+    from phys_pipeline.demo import build_nodes
+
+    session = LiveSession(build_nodes(), SimpleState(payload=None))
+    session.update("grid", window_fs=2000.0)
+    return session
+
+
+def slid_to(control: LogSlider, value: float) -> float:
+    """What the browser sends when the handle is dragged to the position nearest ``value``."""
+    slider = control.slider
+    position = slider.min + round((math.log10(value) - slider.min) / slider.step) * slider.step
+    slider.value = 10**position
+    return 10**position
+
+
+def test_a_wide_positive_float_range_gets_a_log_slider(demo_session: LiveSession) -> None:
+    control = ConfigEditor(demo_session, "grid").controls["window_fs"]
+    assert isinstance(control, LogSlider)
+    slider = control.slider
+    assert isinstance(slider, w.FloatLogSlider)
+    assert (slider.base, slider.min, slider.max) == (10.0, 1.0, 6.0)
+    assert (slider.max - slider.min) / slider.step >= 1000  # fine enough to drag
+    assert slider.continuous_update is False
+    assert control.value == control.text.value == slider.value == 2000.0
+    assert isinstance(
+        ConfigEditor(demo_session, "glass").controls["beta2_fs2_per_mm"], w.FloatSlider
+    )
+
+
+def test_log_sliders_of_the_examples_hold_their_defaults_exactly() -> None:
+    """Dragged away and back to its position, the default comes back unchanged."""
+    sliders = 0
+    for cfg in example_configs():
+        for spec in config_controls(cfg):
+            if spec.kind != "log-slider":
+                continue
+            default = getattr(cfg, spec.name)
+            control = make_control(spec, default)
+            assert isinstance(control, LogSlider)
+            assert control.value == control.text.value == default
+            slid_to(control, default * 3.0 if default * 3.0 <= spec.high else default / 3.0)
+            assert control.value != default
+            sent = slid_to(control, default)
+            where = f"{type(cfg).__name__}.{spec.name}={default!r} (slider sent {sent!r})"
+            assert control.value == control.text.value == default, where
+            sliders += 1
+    assert sliders >= 3  # window_fs, fwhm_fs, t0_ps
+
+
+def test_moving_a_log_slider_updates_the_config_through_the_model(
+    demo_session: LiveSession,
+) -> None:
+    demo_session.run()
+    control = ConfigEditor(demo_session, "grid").controls["window_fs"]
+    sent = slid_to(control, 8000.0)
+    value = demo_session.config("grid").window_fs
+    assert value == float(f"{sent:.3g}") != sent  # 10**3.90... rounded to the step's digits
+    assert value == pytest.approx(8000.0, rel=0.01)
+    assert control.value == control.text.value == value
+    assert set(demo_session.stale()) == set(demo_session.status)  # grid is every node's root
+    assert demo_session.stale()["grid"].reasons == ("config changed",)
+
+
+def test_out_of_range_text_beside_a_log_slider_is_rejected_not_clamped(
+    demo_session: LiveSession,
+) -> None:
+    demo_session.run()
+    editor = ConfigEditor(demo_session, "grid")
+    control = editor.controls["window_fs"]
+    control.text.value = 5e7  # typed into the readout
+    assert "less than or equal to 1000000" in editor.errors["window_fs"].value
+    assert demo_session.config("grid").window_fs == 2000.0
+    assert demo_session.stale() == {}
+    assert control.text.value == 5e7  # the rejected value stays visible beside its message
+    control.text.value = 1234.5  # a valid value, not on any slider position, is kept exactly
+    assert editor.errors["window_fs"].value == ""
+    assert demo_session.config("grid").window_fs == 1234.5
 
 
 def test_slider_edit_updates_config_and_marks_node_and_descendants_stale(

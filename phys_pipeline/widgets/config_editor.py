@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import ipywidgets as w
+import traitlets
 
 from ..errors import ConfigError
 from ..session import LiveSession
@@ -25,7 +26,11 @@ from ._subscribe import SessionView, closed_on_failure
 
 SKIPPED_FIELDS = frozenset({"name", "tags"})
 
-Kind = Literal["int-slider", "float-slider", "dropdown", "checkbox", "int", "float", "text"]
+Kind = Literal[
+    "int-slider", "float-slider", "log-slider", "dropdown", "checkbox", "int", "float", "text"
+]
+LOG_SLIDER_DECADES = 3  # a positive float range this many decades wide or more slides in log
+MAX_SLID_DIGITS = 12  # digits a log slider's position carries through the browser's floats
 _TEXT_KINDS: dict[type, Kind] = {int: "int", float: "float", str: "text"}
 
 
@@ -84,6 +89,8 @@ def field_control(
             if annotation is int:  # open integer bounds are the next integer inside
                 low, high = math.floor(low) + low_open, math.ceil(high) - high_open
                 return FieldControl(name, "int-slider", description, low, high)
+            if low > 0 and high / low >= 10**LOG_SLIDER_DECADES:
+                return FieldControl(name, "log-slider", description, low, high)
             return FieldControl(name, "float-slider", description, low, high)
         return FieldControl(name, "int" if annotation is int else "float", description)
     if annotation is str:
@@ -189,6 +196,88 @@ def readout_format(step: float, low: float, high: float) -> str:
     return f".{magnitude + decimals + 1}g"
 
 
+def significant_digits(value: float) -> int:
+    """The fewest significant digits that print ``value`` back exactly (2000.0: 1)."""
+    return next(d for d in range(1, 17) if float(f"{value:.{d}g}") == value) if value else 1
+
+
+def _digits_resolving(step: float) -> int:
+    """Significant digits that tell apart values one exponent ``step`` apart."""
+    return max(1, math.ceil(1 - math.log10(10**step - 1)))
+
+
+def log_slider_step(low: float, high: float, value: float) -> tuple[float, int]:
+    """(exponent step, significant digits) for a log slider over ``low..high`` with at least
+    ~1000 positions, one of them exactly at ``value`` (the step divides log10(value/low)), so
+    sliding back to it, rounded to the digits, gives ``value`` again (up to
+    ``MAX_SLID_DIGITS`` digits; the text box beside the slider holds longer values)."""
+    lo, hi = math.log10(low), math.log10(high)
+    step = next(_steps_down_from((hi - lo) / 1000))
+    positions = math.ceil((math.log10(value) - lo) / step)
+    if positions >= 1:
+        step = (math.log10(value) - lo) / positions
+    return step, max(_digits_resolving(step), min(significant_digits(value), MAX_SLID_DIGITS))
+
+
+def snap_log_value(value: float, digits: int, low: float, high: float) -> float:
+    """A slider position's value as a config value: rounded to ``digits`` (10**3.3 is 1995.26...
+    and reads 2000 at 3 digits), kept within the bounds (10**log10(low) may miss low)."""
+    return min(max(float(f"{value:.{digits}g}"), low), high)
+
+
+class LogSlider(w.HBox, w.ValueWidget):
+    """A FloatLogSlider (``slider``) for a positive range of many decades, with a FloatText
+    (``text``) beside it holding the exact ``value``.
+
+    The slider moves in steps of the exponent and its own readout clamps typed values to the
+    bounds and shows 3 digits, so it cannot hold most values exactly: slid values are rounded
+    to ``digits`` significant digits, and typed ones reach the model as typed (an
+    out-of-range one is rejected with pydantic's message, not clamped)."""
+
+    value = traitlets.CFloat(1.0)
+
+    def __init__(
+        self, value: float, low: float, high: float, common: dict[str, Any], **kwargs: Any
+    ) -> None:
+        step, self.digits = log_slider_step(low, high, value)
+        self.low, self.high = low, high
+        self.slider = w.FloatLogSlider(
+            value=value,
+            base=10.0,
+            min=math.log10(low),
+            max=math.log10(high),
+            step=step,
+            readout=False,
+            continuous_update=False,
+            **common,
+        )
+        self.text = w.FloatText(value=value, layout=w.Layout(width="9em"))
+        self.text.add_class("pp-log-readout")
+        self._syncing = False
+        super().__init__([self.slider, self.text], value=value, **kwargs)
+        self.add_class("pp-log-slider")
+        self.slider.observe(self._slid, "value")
+        self.text.observe(self._typed, "value")
+        self.observe(self._shown, "value")
+
+    def _slid(self, change: dict[str, Any]) -> None:
+        if not self._syncing:
+            self.value = snap_log_value(change["new"], self.digits, self.low, self.high)
+
+    def _typed(self, change: dict[str, Any]) -> None:
+        if not self._syncing:
+            self.value = change["new"]
+
+    def _shown(self, change: dict[str, Any]) -> None:
+        """Show a new value in both parts (the slider clamps one outside its range)."""
+        self._syncing = True
+        try:
+            self.text.value = change["new"]
+            self.slider.value = change["new"]
+        finally:
+            self._syncing = False
+
+
 def make_control(spec: FieldControl, value: Any) -> w.ValueWidget:
     """An ipywidget for ``spec`` showing the config value ``value``; no callbacks attached."""
     common: dict[str, Any] = {
@@ -215,6 +304,8 @@ def make_control(spec: FieldControl, value: Any) -> w.ValueWidget:
             continuous_update=False,
             **common,
         )
+    if spec.kind == "log-slider":
+        return LogSlider(value, float(spec.low), float(spec.high), common)  # type: ignore[arg-type]
     if spec.kind == "dropdown":
         return w.Dropdown(options=list(spec.options), value=value, **common)
     if spec.kind == "checkbox":
