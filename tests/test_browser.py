@@ -4,10 +4,11 @@ is built from the same JupyterLab components, so the same selectors find the sam
 
 The notebook ``tests/browser/pipeline_app.ipynb`` displays a PipelineApp over the ultrafast-optics
 demo DAG (grid -> pulse -> glass -> {fit, duration}); the test runs all its cells, then uses the
-app as a physicist would: Run, click a node, move a config slider with the keyboard, Run again,
-then auto-run. It checks what the page shows: DAG node groups and their status classes, the
-status line, and the plots in the artifact view. Screenshots go to ``test-artifacts/browser/``,
-named after the front end (``lab-01-after-run-all.png``, ``notebook-01-...``).
+app as a physicist would: Run, type a value the model refuses, click a node, move a config
+slider with the keyboard, Run again, then auto-run. It checks what the page shows: DAG node
+groups and their status classes, the status line, and the plots in the artifact view.
+Screenshots go to ``test-artifacts/browser/``, named after the front end
+(``lab-01-after-run-all.png``, ``notebook-01-...``).
 
 Needs Chromium (``apt-get install chromium``) and the ``playwright`` package (the test never
 downloads a browser); skipped without them.
@@ -470,10 +471,23 @@ def type_slider_value(page: sync_api.Page, field: str, text: str) -> tuple[str, 
     return before, readout.inner_text().strip()
 
 
+# Why Notebook 7 gets no arrow key (checked with notebook 7.6.5, jupyterlab 4.6.6, ipywidgets
+# 8.1.9, headless Chromium): it is not our widget. A stock ``ipywidgets.FloatSlider`` in a
+# notebook that imports nothing of ours behaves the same: with its handle focused, a real
+# ArrowRight keydown is already defaultPrevented in the document's capture phase and never
+# reaches the handle. Notebook 7 starts its Lumino app without ``bubblingKeydown: true`` (which
+# JupyterLab passes), so shortcuts are matched on the way down, and its command-mode binding
+# ArrowRight -> notebook:move-cursor-heading-below-or-expand (selector
+# ``.jp-Notebook.jp-mod-commandMode:not(.jp-mod-readWrite) :focus``) matches the focused
+# handle. In JupyterLab noUiSlider's handle sees the key first. What works in Notebook 7: typing
+# into the readout (focus in a contentEditable sets jp-mod-readWrite, which turns those
+# shortcuts off) and a synthetic keydown (keyCode 0 matches no binding). The cure belongs
+# upstream (jupyter/notebook#7716; ``data-lm-suppress-shortcuts`` on the slider, which a stock
+# ipywidget cannot be given from Python).
 def move_slider(page: sync_api.Page, ui: str, field: str, text: str) -> tuple[str, str]:
-    """Raise a slider: one arrow-key step in JupyterLab; in Notebook 7, whose slider handles
-    (headless Chromium, notebook 7.6) ignore real key presses and clicks while a synthetic
-    keydown still moves them, by typing ``text`` into the readout instead."""
+    """Raise a slider: one arrow-key step in JupyterLab; in Notebook 7, which takes the arrow
+    keys of a focused slider handle for its own shortcuts (see above), by typing ``text`` into
+    the readout instead."""
     return nudge_slider(page, field) if ui == "lab" else type_slider_value(page, field, text)
 
 
@@ -520,9 +534,23 @@ def test_pipeline_app_reruns_only_what_a_slider_edit_invalidates(
     first_plots = wait_for_new_plots(page, {}, ["fit.phase", "duration.intensity"])
     screenshot(page, f"{ui}-02-after-first-run")
 
+    # grid's window_fs (10 .. 1e6 fs) slides on a log scale beside a text box with its exact
+    # value; an out-of-range value typed there is refused with pydantic's message, not clamped.
+    click_node(page, "grid")
+    editor = page.locator(".pp-config-editor")
+    log_slider = editor.locator(".pp-log-slider")
+    sync_api.expect(log_slider.locator(".widget-slider .widget-label")).to_have_text("window_fs")
+    text_box = log_slider.locator(".pp-log-readout input")
+    sync_api.expect(text_box).to_have_value("4000")
+    text_box.fill("5e7")
+    text_box.press("Enter")
+    sync_api.expect(editor.locator(".pp-field-error .pp-error")).to_contain_text(
+        "less than or equal to 1000000"
+    )
+    wait_for_statuses(page, dict.fromkeys(NODE_IDS, "ran"))  # nothing went stale
+
     # Select glass in the DAG: its config editor opens with a slider per bounded field.
     click_node(page, "glass")
-    editor = page.locator(".pp-config-editor")
     sync_api.expect(editor).to_contain_text("glass")
     sync_api.expect(editor).to_contain_text("DispersiveFibreCfg")
     sync_api.expect(slider(page, "beta2_fs2_per_mm")).to_be_visible()
