@@ -415,6 +415,17 @@ def test_log_sliders_of_the_examples_hold_their_defaults_exactly() -> None:
     assert sliders >= 3  # window_fs, fwhm_fs, t0_ps
 
 
+def test_a_log_slider_shows_a_value_outside_its_bounds_as_it_is() -> None:
+    """A policy value set in code is not checked by the policy model until edited."""
+    from phys_pipeline.examples.ultrafast import FrequencyGridCfg
+
+    (spec,) = [s for s in config_controls(FrequencyGridCfg) if s.name == "window_fs"]
+    for value in (0.0, -5.0, 2e6, 10.0):
+        control = make_control(spec, value)
+        assert control.value == control.text.value == value
+        assert control.slider.value == min(max(value, 10.0), 1e6)
+
+
 def test_moving_a_log_slider_updates_the_config_through_the_model(
     demo_session: LiveSession,
 ) -> None:

@@ -198,7 +198,7 @@ def readout_format(step: float, low: float, high: float) -> str:
 
 def significant_digits(value: float) -> int:
     """The fewest significant digits that print ``value`` back exactly (2000.0: 1)."""
-    return next(d for d in range(1, 17) if float(f"{value:.{d}g}") == value) if value else 1
+    return next((d for d in range(1, 17) if float(f"{value:.{d}g}") == value), 17)
 
 
 def _digits_resolving(step: float) -> int:
@@ -213,9 +213,9 @@ def log_slider_step(low: float, high: float, value: float) -> tuple[float, int]:
     ``MAX_SLID_DIGITS`` digits; the text box beside the slider holds longer values)."""
     lo, hi = math.log10(low), math.log10(high)
     step = next(_steps_down_from((hi - lo) / 1000))
-    positions = math.ceil((math.log10(value) - lo) / step)
-    if positions >= 1:
-        step = (math.log10(value) - lo) / positions
+    if not low < value <= high:  # at low, or a value the model never checked: no anchoring
+        return step, _digits_resolving(step)
+    step = (math.log10(value) - lo) / math.ceil((math.log10(value) - lo) / step)
     return step, max(_digits_resolving(step), min(significant_digits(value), MAX_SLID_DIGITS))
 
 
