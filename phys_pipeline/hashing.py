@@ -376,16 +376,22 @@ def _feed_code(h: Hasher, code: types.CodeType, module: str, globals_: dict, see
         if isinstance(const, types.CodeType):
             _feed_code(h, const, module, globals_, seen)
         else:
-            try:
-                feed(h, const, "code constant")
-            except UnhashableValueError:
-                _feed_bytes(h, b"?", _stable_repr(const).encode())
+            _feed_or_repr(h, const, "code constant")
     # same-module helpers the code calls are part of its behaviour
     for name in code.co_names:
         target = globals_.get(name)
         if _is_user_code(target, module) and id(target) not in seen:
             seen.add(id(target))
             _feed_object_code(h, target, seen)
+
+
+def _feed_or_repr(h: Hasher, value: Any, where: str, tag: bytes = b"?") -> None:
+    """Feed ``value`` canonically, or its stable repr under ``tag`` when it cannot hash: code
+    constants and defaults may be any object, and must still version the code."""
+    try:
+        feed(h, value, where)
+    except UnhashableValueError:
+        _feed_bytes(h, tag, _stable_repr(value).encode())
 
 
 def _stable_repr(value: Any) -> str:
@@ -437,10 +443,7 @@ def _feed_object_code(h: Hasher, obj: Any, seen: set) -> None:
         # positional and keyword-only defaults (``*, scale=2.0``) are part of the behaviour
         for tag, defaults in ((b"?", obj.__defaults__), (b"?kw", obj.__kwdefaults__)):
             if defaults:
-                try:
-                    feed(h, defaults, "defaults")
-                except UnhashableValueError:
-                    _feed_bytes(h, tag, _stable_repr(defaults).encode())
+                _feed_or_repr(h, defaults, "defaults", tag)
         if obj.__closure__:
             for name, cell in zip(obj.__code__.co_freevars, obj.__closure__, strict=True):
                 if name == "__class__":  # the class super() refers to: being versioned
