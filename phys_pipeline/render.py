@@ -529,11 +529,9 @@ def sweep_series(
     """``(parameter, {"<base node>.<metric>": [(x, y), ...]})`` when the swept variants (of
     base node ``node``, or all) vary exactly one numeric parameter; numeric metrics only,
     points sorted by x. None when there is nothing to plot that way."""
-    variants = []
-    for nid in result.execution_order:
-        sweep = result.plan.specs[nid].metadata.get("sweep")
-        if sweep is not None and nid in result.results and node in (None, sweep["base_id"]):
-            variants.append((sweep, result.results[nid].metrics))
+    from .sweep import sweep_variants
+
+    variants = [(sweep, metrics) for _, sweep, metrics in sweep_variants(result, node)]
     names = {name for sweep, _ in variants for name in sweep["params"]}
     if len(names) != 1:
         return None

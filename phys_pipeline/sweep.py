@@ -229,6 +229,20 @@ def _clone(
     return spec.replace(id=vid, deps=deps, stage=stage, metadata=metadata)
 
 
+def sweep_variants(
+    result: Any, node: str | None = None
+) -> list[tuple[str, dict[str, Any], dict[str, float]]]:
+    """``(node id, its metadata["sweep"], its metrics)`` for each swept variant a run
+    completed (of base node ``node``, or all), in execution order: what tables and plots of a
+    sweep read."""
+    picked = []
+    for nid in result.execution_order:
+        sweep = result.plan.specs[nid].metadata.get("sweep")
+        if sweep is not None and (node is None or sweep["base_id"] == node):
+            picked.append((nid, sweep, result.results[nid].metrics))
+    return picked
+
+
 def sweep_table(result: Any, node: str | None = None) -> Any:
     """One row per swept node variant: ``node`` (its id), ``base_id``, a column per swept
     parameter, then a column per metric. A pandas DataFrame when pandas is installed, else a list
@@ -238,11 +252,7 @@ def sweep_table(result: Any, node: str | None = None) -> Any:
     reports the ``N`` it was swept over as metric ``N``, a metric called ``node``) is put under
     ``param.<name>`` / ``metric.<name>``, so ``N`` stays the swept value and ``metric.N`` is what
     the stage reported."""
-    picked = []
-    for nid in result.execution_order:
-        sweep = result.plan.specs[nid].metadata.get("sweep")
-        if sweep is not None and (node is None or sweep["base_id"] == node):
-            picked.append((nid, sweep, result.results[nid].metrics))
+    picked = sweep_variants(result, node)
     taken = {"node", "base_id"}
     params = _columns([k for _, sweep, _ in picked for k in sweep["params"]], "param", taken)
     metrics = _columns([k for _, _, values in picked for k in values], "metric", taken)
