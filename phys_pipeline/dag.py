@@ -26,7 +26,8 @@ from .errors import (
     UnhashableValueError,
     UnknownNodeError,
 )
-from .hashing import code_version, config_hash
+from .fingerprint import code_version
+from .hashing import config_hash
 from .policy import EMPTY_POLICY_HASH, PolicyBag, ScopedPolicy
 from .types import NodeSpec, stage_name
 

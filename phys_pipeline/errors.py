@@ -58,6 +58,12 @@ class UnhashableValueError(PhysPipelineError, TypeError):
         return UnhashableValueError(where, self.value, self.field)
 
 
+class UncacheableWarning(UserWarning):
+    """A node reads a value that cannot be hashed (a global, or an attribute of its stage), so
+    its key cannot cover it: the node is not cached and reruns every time. Names the node and
+    the value; declare the value untracked to silence it (see docs/concepts.md)."""
+
+
 class PolicyError(PhysPipelineError, TypeError):
     """A policy entry is unusable (e.g. unhashable); names the key."""
 
@@ -94,6 +100,17 @@ class MetricError(PhysPipelineError, ValueError):
     def __init__(self, stage: str, key: str, value: Any, reason: str) -> None:
         self.stage, self.key, self.value = stage, key, value
         super().__init__(f"stage {stage!r}: metric {key!r} = {value!r:.80}: {reason}")
+
+
+class MetricKeyCollisionError(PhysPipelineError, ValueError):
+    """Two metrics would land under one namespaced key (node ``a`` metric ``b.c`` and node
+    ``a.b`` metric ``c`` are both ``a.b.c``); names both sources instead of overwriting."""
+
+    def __init__(self, key: str, first: str, second: str) -> None:
+        self.key, self.first, self.second = key, first, second
+        super().__init__(
+            f"metric key {key!r} comes from both {first} and {second}; rename one of them"
+        )
 
 
 class NotAStateError(PhysPipelineError, TypeError):

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from typing import Any, Generic
 
 from .errors import MetricError, MissingRecorderError, NotAStateError, UnhashableValueError
-from .hashing import code_version, config_hash, hexdigest
+from .fingerprint import code_version
+from .hashing import config_hash, hexdigest
 from .invoke import call_stage, is_state
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .record import ArtifactRecorder

@@ -25,7 +25,8 @@ from pydantic import BaseModel, Field
 
 from phys_pipeline.dag import make_plan
 from phys_pipeline.errors import UnhashableValueError
-from phys_pipeline.hashing import callable_name, code_version, config_hash, digest, hexdigest
+from phys_pipeline.fingerprint import code_version
+from phys_pipeline.hashing import callable_name, config_hash, digest, hexdigest
 from phys_pipeline.types import NodeSpec, SimpleState, StageConfig, hash_ndarray, hash_small
 
 # --- typed values -----------------------------------------------------------------------------
@@ -480,7 +481,7 @@ def test_code_version_changes_when_a_method_wrapped_by_a_decorator_from_elsewher
 UNHASHABLE_CONSTANT_CELL = """
 import threading
 
-from phys_pipeline.hashing import code_version
+from phys_pipeline.fingerprint import code_version
 
 def sentinel_guard():
     marker = object()

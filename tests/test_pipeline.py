@@ -23,7 +23,8 @@ from phys_pipeline.errors import (
     StageOutputError,
 )
 from phys_pipeline.executor import DagExecutor
-from phys_pipeline.hashing import code_version, config_hash
+from phys_pipeline.fingerprint import code_version
+from phys_pipeline.hashing import config_hash
 from phys_pipeline.pipeline import SequentialPipeline
 from phys_pipeline.policy import PolicyBag
 from phys_pipeline.types import NodeSpec, PipelineStage, SimpleState, StageConfig, StageResult
