@@ -2,11 +2,15 @@
 
     python benchmarks/measure.py IMPL BENCH [--quick]
 
-IMPL is ``ours`` (this repository), ``reference`` (``phys-pipeline==2.0.0``; run this file with
-the python of ``benchmarks/.venv-reference``) or ``dask`` (the equivalent task graph on
-``dask.threaded.get`` and ``dask.get``). ``run.py`` calls this; it is not meant to be run by hand,
-but can be, to look at one figure. Every figure is the median of several repeats; times in the
-JSON are in the unit their name says (``_us``, ``_ms``, ``_mb_s``; ratios are plain numbers).
+IMPL is ``ours`` (this repository), ``baseline`` (an earlier revision of this repository:
+``run.py`` extracts it and puts it first on ``PYTHONPATH``; measured exactly as ``ours``),
+``reference`` (``phys-pipeline==2.0.0``; run this file with the python of
+``benchmarks/.venv-reference``) or ``dask`` (the equivalent task graph on ``dask.threaded.get`` and
+``dask.get``). ``run.py`` calls this; it is not meant to be run by hand, but can be, to look at one
+figure. Every figure is the median of several repeats; times in the JSON are in the unit their
+name says (``_us``, ``_ms``, ``_mb_s``; ratios are plain numbers). ``_module`` is the
+``phys_pipeline/__init__.py`` this process imported, so that ``run.py`` can check it measured the
+package it meant to.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ QUICK = "--quick" in sys.argv
 REPEATS = 3 if QUICK else 7
 
 Figures = dict[str, Any]
+OURS = ("ours", "baseline")  # this repository, now or at an earlier revision: same figures
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -67,7 +72,7 @@ def _dag_overhead(nodes: list, workers: int, impl: str, prefix: str, warm: bool)
             lambda: w.executor(workers, w.disk_cache(Path(root))).run(state, nodes)
         )
     out[f"{prefix}.warm_disk_us"] = warm_disk / n * 1e6
-    if impl == "ours":
+    if impl in OURS:
         from phys_pipeline.cache import MemoryStore
         from phys_pipeline.dag_cache import DagCache
 
@@ -137,6 +142,22 @@ def bench_dag_scaling(impl: str) -> Figures:
         seconds = median_seconds(lambda: w.executor(1).run(state, nodes), repeats)  # noqa: B023
         out[f"chain{n}.cold_us"] = seconds / n * 1e6
     return out
+
+
+def bench_plan_chain(impl: str) -> Figures:
+    """``make_plan(nodes, state)`` alone for the 500-node chain: validation, order and every
+    node's cache key, nothing run. First: the first plan in this process (code fingerprints
+    computed); then the median of many plans of the same nodes (what a rerun pays)."""
+    from phys_pipeline.dag import make_plan
+
+    import workloads as w
+
+    n = 500
+    nodes, state = w.trivial_chain(n), w.trivial_state()
+    first = timed(lambda: make_plan(nodes, state))
+    repeats = 5 * REPEATS  # a few milliseconds each: more samples, a steadier median
+    again = median_seconds(lambda: make_plan(nodes, state), repeats)
+    return {"plan.chain500_us": again / n * 1e6, "plan.chain500_first_us": first / n * 1e6}
 
 
 def _speedup(one: Callable[[], Any], two: Callable[[], Any], nodes: list) -> Figures:
@@ -297,7 +318,7 @@ def bench_hash_throughput(impl: str) -> Figures:
     arr[12345] += 1.0  # a hash that ignored the content would be no figure at all
     assert state.hashable_repr() != reference_digest, "hashable_repr ignores array content"
     out = {"hash.state_mb_s": mb / median_seconds(state.hashable_repr, REPEATS)}
-    if impl == "ours":
+    if impl in OURS:
         from phys_pipeline.hashing import hash_ndarray
 
         out["hash.mb_s"] = mb / median_seconds(lambda: hash_ndarray(arr), REPEATS)
@@ -454,31 +475,36 @@ def bench_disk_scaling(impl: str) -> Figures:
 def bench_live_edit(impl: str) -> Figures:
     """LiveSession over a 50-node DAG (a 4096-point grid feeding 7 branches of 7 phase
     stages): ``update`` one config at the head of a branch, then ``run`` (7 stale nodes, 43
-    cached). Overhead = wall time of update + run, minus the ran stages' own durations."""
+    cached). Overhead = wall time of update + run, minus the ran stages' own durations.
+    ``update`` is also timed alone: the edit -> staleness step, which plans all 50 nodes."""
     from phys_pipeline.cache import DiskCache
     from phys_pipeline.session import LiveSession
 
     import workloads as lw
 
     out: Figures = {}
-    repeats = 5 if QUICK else 15
+    repeats = 10 if QUICK else 30  # milliseconds each; update alone is a fraction of one
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
         for label, cache in (("memory", None), ("disk", DiskCache(tmp))):
             session = LiveSession(lw.fifty_nodes(), lw.initial_state(), cache=cache)
             session.run()
-            overheads, walls = [], []
+            overheads, walls, updates = [], [], []
             for i in range(repeats + 1):
                 t0 = time.perf_counter()
-                session.update(lw.EDITED, gdd=1.0 + i)
+                stale = session.update(lw.EDITED, gdd=1.0 + i)
+                t1 = time.perf_counter()
                 result = session.run()
                 wall = time.perf_counter() - t0
+                assert len(stale) == lw.STALE_AFTER_EDIT, sorted(stale)
                 assert len(result.ran) == lw.STALE_AFTER_EDIT, result.summary()
                 compute = sum(r.duration_s for r in result.runs.values() if r.status == "ran")
                 if i:  # the first edit warms code paths
                     overheads.append(wall - compute)
                     walls.append(wall)
+                    updates.append(t1 - t0)
             out[f"live.{label}_overhead_ms"] = statistics.median(overheads) * 1e3
             out[f"live.{label}_wall_ms"] = statistics.median(walls) * 1e3
+            out[f"live.{label}_update_ms"] = statistics.median(updates) * 1e3
     return out
 
 
@@ -553,6 +579,7 @@ def bench_dask(bench: str) -> Figures:
 
 BENCHES: dict[str, Callable[[str], Figures]] = {
     "seq_overhead": bench_seq_overhead,
+    "plan_chain": bench_plan_chain,
     "dag_chain": bench_dag_chain,
     "dag_fanout": bench_dag_fanout,
     "dag_scaling": bench_dag_scaling,
@@ -579,6 +606,9 @@ def main() -> None:
     started = time.perf_counter()
     figures = bench_dask(bench) if impl == "dask" else BENCHES[bench](impl)
     figures["_seconds"] = time.perf_counter() - started
+    import phys_pipeline
+
+    figures["_module"] = str(Path(phys_pipeline.__file__).resolve())
     print(json.dumps(figures))
 
 
