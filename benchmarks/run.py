@@ -4,6 +4,13 @@
     python benchmarks/run.py --quick          # a smoke pass: fewer repeats, smaller fills
     python benchmarks/run.py --only dag_chain --only hash_throughput
     python benchmarks/run.py --write benchmarks/RESULTS.md
+    python benchmarks/run.py --baseline HEAD~3    # compare with another revision of ours
+
+Baseline: this repository at an earlier revision (``BASELINE_REV`` unless ``--baseline REV``),
+extracted with ``git archive`` into ``benchmarks/.baseline-<sha>`` and measured by the very same
+``measure.py`` and ``workloads.py`` with ``PYTHONPATH`` pointing at that tree; the table shows
+ours ÷ baseline. Every process reports which ``phys_pipeline`` it imported, and the run stops if
+that is not the package it was meant to measure.
 
 Peers: the reference implementation ``phys-pipeline==2.0.0`` (installed from PyPI into
 ``benchmarks/.venv-reference`` on first use and driven through its public API only) and Dask
@@ -19,8 +26,10 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,21 +41,26 @@ REPO = HERE.parent
 VENV = HERE / ".venv-reference"
 REFERENCE_REQUIREMENT = "phys-pipeline==2.0.0"
 REFERENCE_VERSION = "2.0.0"
+# The last commit before complete cache keys (code, configs and files by value): the "today"
+# their cost is measured against. Move it when the team agrees on a new point of comparison.
+BASELINE_REV = "5365fe4"
 
 PEERS = ("reference", "dask")
+IMPLS = ("ours", "baseline", *PEERS)
 BENCHES: dict[str, tuple[str, ...]] = {
     # benchmark -> the implementations it is measured for
-    "seq_overhead": ("ours", "reference"),
-    "dag_chain": ("ours", "reference", "dask"),
-    "dag_fanout": ("ours", "reference", "dask"),
-    "dag_scaling": ("ours", "reference", "dask"),
-    "fft_speedup": ("ours", "reference", "dask"),
-    "warm_cache_large": ("ours", "reference"),
-    "peak_memory": ("ours", "reference"),
-    "hash_throughput": ("ours", "reference", "dask"),
-    "cache_hit": ("ours",),
-    "disk_scaling": ("ours",),
-    "live_edit": ("ours",),
+    "seq_overhead": ("ours", "baseline", "reference"),
+    "plan_chain": ("ours", "baseline"),
+    "dag_chain": ("ours", "baseline", "reference", "dask"),
+    "dag_fanout": ("ours", "baseline", "reference", "dask"),
+    "dag_scaling": ("ours", "baseline", "reference", "dask"),
+    "fft_speedup": ("ours", "baseline", "reference", "dask"),
+    "warm_cache_large": ("ours", "baseline", "reference"),
+    "peak_memory": ("ours", "baseline", "reference"),
+    "hash_throughput": ("ours", "baseline", "reference", "dask"),
+    "cache_hit": ("ours", "baseline"),
+    "disk_scaling": ("ours", "baseline"),
+    "live_edit": ("ours", "baseline"),
 }
 TIMEOUT_S = {"disk_scaling": 900, "dag_scaling": 600}
 
@@ -63,6 +77,7 @@ class Row:
     peers: tuple[str, ...] = ()  # which of "reference", "dask" report this key
     ratios: bool = True  # show how many times better ours is than each peer
     check: Callable[[dict[str, Any]], bool | None] | None = field(default=None, repr=False)
+    of_baseline: float | None = None  # target: ours at most this many times worse than baseline
 
     def met(self, figures: dict[str, Any]) -> bool | None:
         if self.check is not None:
@@ -71,6 +86,23 @@ class Row:
         if self.target is None or not isinstance(value, int | float):
             return None
         return value <= self.target if self.lower_is_better else value >= self.target
+
+    def met_of_baseline(self, ours: dict[str, Any], baseline: dict[str, Any]) -> bool | None:
+        times = worse_than(self, ours.get(self.key), baseline.get(self.key))
+        if self.of_baseline is None or times is None:
+            return None
+        return times <= self.of_baseline
+
+
+def worse_than(row: Row, ours: Any, baseline: Any) -> float | None:
+    """How many times worse ours is than the baseline (ours ÷ baseline for times): <1 is
+    better, the inverse of the peers' bracket, since the targets read "at most 1.2 times
+    the baseline"."""
+    if not isinstance(ours, int | float) or not isinstance(baseline, int | float):
+        return None
+    if ours <= 0 or baseline <= 0:
+        return None
+    return ours / baseline if row.lower_is_better else baseline / ours
 
 
 def _flat(figures: dict[str, Any]) -> bool | None:
@@ -89,6 +121,13 @@ ROWS: list[Row] = [
         peers=("reference",),
     ),
     Row("seq.total_us", "  same, including the stage's own call", "µs", peers=("reference",)),
+    Row(
+        "plan.chain500_us",
+        "Planning a 500-node chain (make_plan: validation, order, keys), per node",
+        "µs",
+        of_baseline=1.2,
+    ),
+    Row("plan.chain500_first_us", "  same, the first plan in a fresh process", "µs"),
     Row(
         "chain500.cold_us",
         "DAG overhead per node, 500-node chain, 1 worker (no cache)",
@@ -187,8 +226,16 @@ ROWS: list[Row] = [
         "LiveSession edit → rerun of 7 of 50 nodes, overhead",
         "ms",
         target=30,
+        of_baseline=1.2,
     ),
     Row("live.disk_overhead_ms", "  same, with a DiskCache behind the memory tier", "ms"),
+    Row(
+        "live.memory_update_ms",
+        "LiveSession.update alone (edit → staleness of 50 nodes, which plans)",
+        "ms",
+        of_baseline=1.2,
+    ),
+    Row("live.disk_update_ms", "  same, with a DiskCache behind the memory tier", "ms"),
     Row(
         "mem.peak_ratio",
         "Peak memory of a warm run ÷ size of the states it returns",
@@ -237,17 +284,79 @@ def ensure_reference() -> None:
         raise SystemExit(f"could not install {REFERENCE_REQUIREMENT} into {VENV}")
 
 
+# --- the baseline: an earlier revision of this repository ---------------------------------
+
+
+def baseline_tree(rev: str) -> tuple[str, Path]:
+    """``(short sha, directory)``: the ``phys_pipeline`` package of ``rev`` under
+    ``benchmarks/.baseline-<sha>/``, extracted with ``git archive`` on first use and kept."""
+    found = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", "--short", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    if found.returncode != 0:
+        raise SystemExit(f"--baseline {rev}: not a commit of {REPO}")
+    sha = found.stdout.strip()
+    root = HERE / f".baseline-{sha}"
+    if (root / "phys_pipeline" / "__init__.py").is_file():
+        return sha, root
+    print(f"extracting phys_pipeline at {rev} ({sha}) into {root} ...", flush=True)
+    # extract beside it, then rename: an interrupted extraction never looks like a cached one
+    partial = Path(tempfile.mkdtemp(prefix=f"{root.name}.partial-", dir=HERE))
+    archive = subprocess.Popen(
+        ["git", "archive", sha, "phys_pipeline"], cwd=REPO, stdout=subprocess.PIPE
+    )
+    untar = subprocess.run(["tar", "-x", "-C", str(partial)], stdin=archive.stdout)
+    archive.stdout.close()  # type: ignore[union-attr]
+    if archive.wait() != 0 or untar.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise SystemExit(f"could not extract phys_pipeline at {rev} ({sha}) into {partial}")
+    if not (partial / "phys_pipeline" / "__init__.py").is_file():
+        shutil.rmtree(partial, ignore_errors=True)
+        raise SystemExit(f"{rev} ({sha}) has no phys_pipeline/__init__.py")
+    try:
+        partial.rename(root)
+    except OSError:  # another run extracted it meanwhile
+        shutil.rmtree(partial, ignore_errors=True)
+    return sha, root
+
+
 # --- running the measurements ---------------------------------------------------------------
 
 
-def measure(impl: str, bench: str, quick: bool) -> dict[str, Any]:
-    """Run ``measure.py`` for one pair in a fresh process; its figures, or ``{"_error": ...}``."""
+def package_home(impl: str, baseline: Path | None) -> Path:
+    """Where the ``phys_pipeline`` that ``impl``'s process imports must come from."""
+    if impl == "reference":
+        return VENV
+    if impl == "baseline":
+        assert baseline is not None, "the baseline was not extracted"
+        return baseline / "phys_pipeline"
+    return REPO / "phys_pipeline"
+
+
+def check_package(impl: str, bench: str, module: Any, baseline: Path | None) -> None:
+    """Stop the run if a process measured another ``phys_pipeline`` than it was meant to (an
+    installed copy shadowing ``PYTHONPATH``, say): its figures would be silently wrong."""
+    home = package_home(impl, baseline).resolve()
+    if not isinstance(module, str) or not Path(module).resolve().is_relative_to(home):
+        raise SystemExit(
+            f"{impl} / {bench} imported phys_pipeline from {module}, not from {home}: "
+            "its figures would describe another package; stopping."
+        )
+
+
+def measure(impl: str, bench: str, quick: bool, baseline: Path | None) -> dict[str, Any]:
+    """Run ``measure.py`` for one pair in a fresh process; its figures, or ``{"_error": ...}``.
+    ``baseline``: the directory holding the baseline's extracted ``phys_pipeline``."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     if impl == "reference":
         python = str(venv_python())
     else:
         python = sys.executable
-        env["PYTHONPATH"] = str(REPO)  # this checkout, whatever is installed
+        # this checkout or the extracted baseline, whatever is installed
+        env["PYTHONPATH"] = str(package_home(impl, baseline).parent)
     args = [python, str(HERE / "measure.py"), impl, bench, *(["--quick"] if quick else [])]
     try:
         # cwd=HERE: the reference process must not see this checkout's phys_pipeline package
@@ -264,23 +373,30 @@ def measure(impl: str, bench: str, quick: bool) -> dict[str, Any]:
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["?"])[-1]
         return {"_error": tail[:200]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    check_package(impl, bench, figures.get("_module"), baseline)
+    return figures
 
 
-def run_all(benches: list[str], quick: bool, impls: tuple[str, ...]) -> dict[str, dict]:
-    """``{impl: {figure key: value}}``; Dask's ``@sync`` keys stay under "dask"."""
-    results: dict[str, dict[str, Any]] = {impl: {} for impl in ("ours", *PEERS)}
+def run_all(
+    benches: list[str], quick: bool, impls: tuple[str, ...], baseline: Path | None
+) -> dict[str, dict]:
+    """``{impl: {figure key: value}}``; Dask's ``@sync`` keys stay under "dask". The baseline
+    runs right after ours, so that the two see the same load."""
+    results: dict[str, dict[str, Any]] = {impl: {} for impl in IMPLS}
     for bench in benches:
         for impl in BENCHES[bench]:
             if impl not in impls:
                 continue
             started, load = time.perf_counter(), os.getloadavg()[0]
-            figures = measure(impl, bench, quick)
+            figures = measure(impl, bench, quick, baseline)
             seconds = time.perf_counter() - started
             status = figures.get("_error", "ok")
             line = f"  {bench:<17} {impl:<10} {seconds:6.1f} s  load {load:4.1f}  {status}"
             print(line, flush=True)
             results[impl].setdefault("_load_before", {})[bench] = round(load, 2)
+            if "_module" in figures:
+                results[impl]["_module"] = figures["_module"]
             if "_error" in figures:
                 results[impl].setdefault("_errors", {})[bench] = figures["_error"]
             results[impl].update({k: v for k, v in figures.items() if not k.startswith("_")})
@@ -314,19 +430,39 @@ def ratio(row: Row, ours: Any, peer: Any) -> str:
     return f" ({times:.1f}×)" if times < 100 else f" ({times:.0f}×)"
 
 
+def targets(row: Row) -> str:
+    shown = []
+    if row.check is _flat:
+        shown.append("≤ 1.5 × chain of 100")
+    elif row.target is not None:
+        shown.append(("≤ " if row.lower_is_better else "≥ ") + fmt(row.target, row.unit))
+    if row.of_baseline is not None:
+        shown.append(f"≤ {row.of_baseline:.2f}× baseline")
+    return "; ".join(shown)
+
+
 def table(results: dict[str, dict[str, Any]]) -> list[str]:
-    ours, ref, dask = results["ours"], results["reference"], results["dask"]
+    """The Markdown table; baseline columns only when a baseline was measured."""
+    ours, base, ref, dask = (results[impl] for impl in IMPLS)
+    with_baseline = any(not k.startswith("_") for k in base)
+    baseline_head = f"baseline {base.get('_revision', '')} | ours ÷ baseline | "
     lines = [
-        "| figure | ours | reference 2.0.0 | Dask threaded | Dask sync | target | met? |",
-        "|---|---:|---:|---:|---:|---:|:---:|",
+        "| figure | ours | "
+        + (baseline_head if with_baseline else "")
+        + "reference 2.0.0 | Dask threaded | Dask sync | target | met? |",
+        "|---|---:|" + ("---:|---:|" if with_baseline else "") + "---:|---:|---:|---:|:---:|",
     ]
     for row in ROWS:
-        if row.key not in ours and not any(row.key in r for r in (ref, dask)):
+        if not any(row.key in r for r in (ours, base, ref, dask)):
             continue
         label = row.label.replace("{disk.entries_many}", f"{ours.get('disk.entries_many', 0):,}")
         cells = [label.replace("  ", "↳ ", 1) if label.startswith("  ") else label]
         value = ours.get(row.key)
         cells.append(fmt(value, row.unit))
+        if with_baseline:
+            times = worse_than(row, value, base.get(row.key))
+            cells.append(fmt(base.get(row.key), row.unit))
+            cells.append("–" if times is None else f"{times:.2f}×")
         for peer, key in (("reference", row.key), ("dask", row.key), ("dask", row.key + "@sync")):
             if peer in row.peers and key in results[peer]:
                 peer_value = results[peer][key]
@@ -334,14 +470,9 @@ def table(results: dict[str, dict[str, Any]]) -> list[str]:
                 cells.append(fmt(peer_value, row.unit) + shown)
             else:
                 cells.append("–")
-        if row.check is _flat:
-            cells.append("≤ 1.5 × chain of 100")
-        elif row.target is None:
-            cells.append("")
-        else:
-            cells.append(("≤ " if row.lower_is_better else "≥ ") + fmt(row.target, row.unit))
-        met = row.met(ours)
-        cells.append({True: "yes", False: "**no**", None: ""}[met])
+        cells.append(targets(row))
+        verdicts = [v for v in (row.met(ours), row.met_of_baseline(ours, base)) if v is not None]
+        cells.append("" if not verdicts else "yes" if all(verdicts) else "**no**")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -349,7 +480,7 @@ def table(results: dict[str, dict[str, Any]]) -> list[str]:
 # --- machine facts --------------------------------------------------------------------------
 
 
-def machine_facts() -> dict[str, str]:
+def machine_facts(baseline: str | None) -> dict[str, str]:
     import numpy
 
     cpu = platform.processor() or "?"
@@ -389,6 +520,7 @@ def machine_facts() -> dict[str, str]:
         "dask": dask_version,
         "reference": reference_version() or "not installed",
         "phys_pipeline (ours)": f"git {commit or '?'}",
+        "baseline": baseline or "not measured",
     }
 
 
@@ -402,6 +534,8 @@ def report(
     command = (
         "python benchmarks/run.py"
         + (" --quick" if args.quick else "")
+        + (" --no-peers" if args.no_peers else "")
+        + (" --no-baseline" if args.no_baseline else f" --baseline {args.baseline}")
         + "".join(f" --only {name}" for name in args.only or ())
     )
     out = [
@@ -412,6 +546,15 @@ def report(
         "figure in brackets after a peer's value is how many times better ours is (>1: ours",
         "wins). Other processes share this machine: `_load_before` in the raw figures below is",
         "the 1-minute load average when each measurement started.",
+        *(
+            [
+                "The baseline is this repository at an earlier revision, measured in the same",
+                "run right after ours; the column 'ours ÷ baseline' is how many times slower",
+                "ours is (<1: ours is faster).",
+            ]
+            if not args.no_baseline
+            else []
+        ),
         "",
         "| machine | |",
         "|---|---|",
@@ -458,23 +601,39 @@ def main() -> None:
     )
     parser.add_argument("--write", type=Path, metavar="PATH", help="write a Markdown report")
     parser.add_argument(
-        "--no-peers", action="store_true", help="measure only this repository (while developing)"
+        "--no-peers",
+        action="store_true",
+        help="measure only this repository and its baseline (while developing)",
     )
+    parser.add_argument(
+        "--baseline",
+        default=BASELINE_REV,
+        metavar="REV",
+        help=f"the git revision of this repository to compare with (default: {BASELINE_REV})",
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="do not measure a baseline")
     args = parser.parse_args()
     impls = ("ours",) if args.no_peers else ("ours", *PEERS)
+    baseline_sha, baseline = None, None
+    if not args.no_baseline:
+        baseline_sha, baseline = baseline_tree(args.baseline)
+        impls = ("ours", "baseline", *impls[1:])
     if "reference" in impls:
         ensure_reference()
     benches = args.only or list(BENCHES)
     load_before = os.getloadavg()
     started = time.perf_counter()
-    results = run_all(benches, args.quick, impls)
+    results = run_all(benches, args.quick, impls, baseline)
+    if baseline_sha is not None:
+        results["baseline"]["_revision"] = baseline_sha
     seconds = time.perf_counter() - started
     load_after = os.getloadavg()
     print()
     print("\n".join(table(results)))
     print(f"\n{seconds:.0f} s; load average before {load_before[0]:.1f}, after {load_after[0]:.1f}")
     if args.write:
-        facts = machine_facts()
+        shown = f"git {baseline_sha} ({args.baseline})" if baseline_sha else None
+        facts = machine_facts(shown)
         args.write.write_text(report(results, facts, args, seconds, (load_before, load_after)))
         print(f"wrote {args.write}")
 
