@@ -95,9 +95,10 @@ class StageOutputError(PhysPipelineError, TypeError):
 
 
 class MetricError(PhysPipelineError, ValueError):
-    """A metric is not a finite-or-infinite real scalar; names the stage and key."""
+    """A metric is not a finite-or-infinite real scalar, or its key is not a string; names the
+    stage and key."""
 
-    def __init__(self, stage: str, key: str, value: Any, reason: str) -> None:
+    def __init__(self, stage: str, key: Any, value: Any, reason: str) -> None:
         self.stage, self.key, self.value = stage, key, value
         super().__init__(f"stage {stage!r}: metric {key!r} = {value!r:.80}: {reason}")
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from .cutoff import EarlyCutoff
 from .dag import Plan, Staleness, ancestors_closure, make_plan, policy_seen_by
-from .errors import NodeFailedError, StateMutationError
+from .errors import MetricKeyCollisionError, NodeFailedError, StateMutationError
+from .invoke import NamespacedKeys
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .scheduler import DEFAULT_RESOURCES, LocalScheduler, NodeTask, Scheduler
 from .types import NodeSpec, StageResult, State
@@ -46,7 +47,10 @@ class NodeRun:
 @dataclass
 class DagRunResult:
     """Results by node id, namespaced metrics (``"<node>.<key>"``), lazy artifacts and
-    provenance (``node_runs``: one record per node with ``cache_hit``, ``reason``, ...)."""
+    provenance (``node_runs``: one record per node with ``cache_hit``, ``reason``, ...).
+
+    Two nodes landing on one metric or artifact key (node ``a`` metric ``b.c``, node ``a.b``
+    metric ``c``) fail the later of them in plan order with a MetricKeyCollisionError."""
 
     plan: Plan
     execution_order: list[str]
@@ -313,15 +317,23 @@ class DagExecutor:
         policy: PolicyBag | None,
         seconds: float,
     ) -> DagRunResult:
-        metrics: dict[str, float] = {}
-        artifacts: dict[str, Any] = {}
+        metrics: NamespacedKeys[float] = NamespacedKeys("metric", "node")
+        artifacts: NamespacedKeys[Any] = NamespacedKeys("artifact", "node")
         completed = [nid for nid in order if nid in recorder.results]
         for nid in completed:
             result = recorder.results[nid]
-            if result.metrics:
-                metrics.update({f"{nid}.{k}": v for k, v in result.metrics.items()})
-            if result.artifacts:
-                artifacts.update({f"{nid}.{k}": v for k, v in result.artifacts.items()})
+            try:
+                if result.metrics:
+                    metrics.add(nid, f"{nid}.", result.metrics)
+                if result.artifacts:
+                    artifacts.add(nid, f"{nid}.", result.artifacts)
+            except MetricKeyCollisionError as exc:
+                # "a" metric "b.c" and "a.b" metric "c": the later node in plan order fails
+                # (its result stays cached and in ``results``), so the run is never silent
+                run = recorder.runs[nid]
+                run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"
+                recorder.failures[nid] = exc
+                recorder._notify("on_error", nid, exc)
         runs = {nid: recorder.runs[nid] for nid in order if nid in recorder.runs}
         provenance = {
             "run_id": uuid.uuid4().hex[:12],
@@ -334,8 +346,8 @@ class DagExecutor:
             plan=plan,
             execution_order=completed,
             results=recorder.results,
-            metrics=metrics,
-            artifacts=artifacts,
+            metrics=metrics.entries,
+            artifacts=artifacts.entries,
             provenance=provenance,
             runs=runs,
             failures=recorder.failures,

@@ -5,11 +5,17 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from .errors import MetricError, PhysPipelineError, StageError, StageOutputError
+from .errors import (
+    MetricError,
+    MetricKeyCollisionError,
+    PhysPipelineError,
+    StageError,
+    StageOutputError,
+)
 from .policy import PolicyBag
 from .types import DagState, SimpleState, StageResult, State, stage_name
 
@@ -56,10 +62,59 @@ def _is_mapping(obj: Any) -> bool:
     return type(obj) is dict or isinstance(obj, Mapping)  # the ABC check is slow; dicts are common
 
 
+def _metric_key(stage: str, key: Any, value: Any) -> str:
+    """A str subclass (``np.str_``) as its plain string; any other key is a MetricError, since
+    ``str(key)`` would merge metric ``1`` with metric ``"1"``."""
+    if isinstance(key, str):
+        return str.__str__(key)  # its value: str() of a (str, Enum) member is its name
+    raise MetricError(stage, key, value, f"metric keys must be strings, got {type(key).__name__}")
+
+
 def check_metrics(stage: str, metrics: Any) -> dict[str, float]:
     if not _is_mapping(metrics):
         raise MetricError(stage, "<metrics>", metrics, "metrics must be a dict of scalars")
-    return {str(k): scalar_metric(stage, str(k), v) for k, v in metrics.items()}
+    checked = {}
+    for key, value in metrics.items():
+        name = key if type(key) is str else _metric_key(stage, key, value)
+        checked[name] = scalar_metric(stage, name, value)
+    return checked
+
+
+_V = TypeVar("_V")
+
+
+class NamespacedKeys(Generic[_V]):
+    """Entries of many sources (nodes, stages) flattened to ``"<prefix><key>"``. Node ``a``
+    metric ``b.c`` and node ``a.b`` metric ``c`` would both be ``a.b.c``, so a key that two
+    sources share is a MetricKeyCollisionError naming both, never an overwrite."""
+
+    def __init__(self, kind: str, owner: str) -> None:
+        self.kind, self.owner = kind, owner  # for messages: "metric", "node" -> node 'a' metric 'k'
+        self.entries: dict[str, _V] = {}
+        self._sources: list[tuple[str, str, Mapping[str, _V]]] = []  # read only on a collision
+
+    def add(self, source: str, prefix: str, new: Mapping[str, _V]) -> None:
+        """Add all of ``new`` (from ``source``, e.g. a node id) under ``prefix``, or (on a
+        collision) none of it."""
+        entries = {prefix + key: value for key, value in new.items()}
+        if not self.entries.keys().isdisjoint(entries):
+            raise self._collision(source, prefix, entries)
+        self.entries.update(entries)
+        self._sources.append((source, prefix, new))
+
+    def _collision(
+        self, source: str, prefix: str, entries: dict[str, _V]
+    ) -> MetricKeyCollisionError:
+        key = next(k for k in entries if k in self.entries)
+        first = next(
+            self._label(earlier, key[len(start) :])
+            for earlier, start, added in self._sources
+            if key.startswith(start) and key[len(start) :] in added
+        )
+        return MetricKeyCollisionError(key, first, self._label(source, key[len(prefix) :]))
+
+    def _label(self, source: str, key: str) -> str:
+        return f"{self.owner} {source!r} {self.kind} {key!r}"
 
 
 def call_stage(stage: Any, state: Any, policy: PolicyBag | None, where: str) -> StageResult:
@@ -86,8 +141,17 @@ def call_stage(stage: Any, state: Any, policy: PolicyBag | None, where: str) -> 
     metrics = result.metrics
     no_metrics = type(metrics) is dict and not metrics
     result.metrics = {} if no_metrics else check_metrics(stage_name(stage), metrics)
-    if not _is_mapping(result.artifacts):
+    artifacts = result.artifacts
+    if not _is_mapping(artifacts):
         raise StageOutputError(
-            where, stage_name(stage), result.artifacts, "StageResult.artifacts to be a dict"
+            where, stage_name(stage), artifacts, "StageResult.artifacts to be a dict"
+        )
+    bad_keys = [key for key in artifacts if not isinstance(key, str)] if artifacts else None
+    if bad_keys:  # "<node>.<key>" would merge artifact 1 with artifact "1"
+        raise StageOutputError(
+            where,
+            stage_name(stage),
+            artifacts,
+            f"StageResult.artifacts keys to be strings, not {bad_keys[0]!r}",
         )
     return result

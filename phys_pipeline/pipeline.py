@@ -7,48 +7,28 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Generic
 
-from .errors import MetricError, MissingRecorderError, NotAStateError, UnhashableValueError
+from .errors import MissingRecorderError, NotAStateError, UnhashableValueError
 from .fingerprint import code_version
 from .hashing import config_hash, hexdigest
-from .invoke import call_stage, is_state
+from .invoke import NamespacedKeys, call_stage, is_state
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .record import ArtifactRecorder
 from .types import S, StageConfig, StageResult, stage_name
 
 
-def _add_metrics(metrics: dict[str, float], prefix: str, stage: str, new: dict[str, float]) -> None:
-    """Add a stage's metrics under ``prefix``; a key two stages share is an error."""
-    for key, value in new.items():
-        full_key = prefix + key
-        if full_key in metrics:
-            raise MetricError(
-                stage,
-                key,
-                value,
-                f"{full_key!r} was already set by an earlier stage; "
-                "give stages distinct cfg.name values",
-            )
-        metrics[full_key] = value
-
-
-def _add_artifacts(
-    artifacts: dict[str, Any],
+def _record_artifacts(
     record: dict[str, Any],
     stage: str,
     new: dict[str, Any],
-    recorder: ArtifactRecorder | None,
+    recorder: ArtifactRecorder,
     run_id: str,
     cfg_hash: str,
 ) -> None:
-    """Collect a stage's artifacts as ``"<stage>.<key>"``; with a recorder, save them too and
-    list the files in the stage's provenance ``record``."""
+    """Save a stage's artifacts with ``recorder`` and list the files in the stage's
+    provenance ``record``."""
     for key, artifact in new.items():
-        artifacts[f"{stage}.{key}"] = artifact
-        if recorder is not None:
-            paths = recorder.record(
-                artifact, stage=stage, key=key, run_id=run_id, config_hash=cfg_hash
-            )
-            record.setdefault("artifacts", {})[key] = [str(p) for p in paths]
+        paths = recorder.record(artifact, stage=stage, key=key, run_id=run_id, config_hash=cfg_hash)
+        record.setdefault("artifacts", {})[key] = [str(p) for p in paths]
 
 
 class PipelineConfig(StageConfig):
@@ -76,7 +56,9 @@ class SequentialPipeline(Generic[S]):
     """Run ``stages`` in order, each receiving the previous stage's state.
 
     The caller's state goes to the first stage as is (stages copy before writing). Metrics come
-    back as ``"<pipeline>.<stage>.<key>"``; timings and hashes go to provenance, never metrics.
+    back as ``"<pipeline>.<stage>.<key>"``; two stages landing on one key (same name, or stage
+    ``a`` metric ``b.c`` and stage ``a.b`` metric ``c``) is a MetricKeyCollisionError naming
+    both. Timings and hashes go to provenance, never metrics.
     A pipeline has ``cfg`` and ``process``, so it can be a stage of another pipeline or a DAG node.
     """
 
@@ -135,8 +117,6 @@ class SequentialPipeline(Generic[S]):
     ) -> StageResult[S]:
         bag = as_policy(policy) if policy is not None else self._policy
         run_id = uuid.uuid4().hex[:12]
-        metrics: dict[str, float] = {}
-        artifacts: dict[str, Any] = {}
         stage_records: list[dict[str, Any]] = []
         if not is_state(state):
             raise NotAStateError(f"pipeline {self.name!r}", state)
@@ -145,6 +125,8 @@ class SequentialPipeline(Generic[S]):
         if not record_artifacts:
             recorder = None
         where = f"pipeline {self.name!r}"
+        metrics: NamespacedKeys[float] = NamespacedKeys("metric", f"{where} stage")
+        artifacts: NamespacedKeys[Any] = NamespacedKeys("artifact", f"{where} stage")
         prefix = f"{self.name}."
         code_versions: dict[type, str] = {}  # per run: a notebook may redefine code between runs
         perf_counter = time.perf_counter
@@ -159,7 +141,7 @@ class SequentialPipeline(Generic[S]):
             except UnhashableValueError as exc:
                 raise exc.at(f"stage {name!r} config") from None
             if result.metrics:
-                _add_metrics(metrics, f"{prefix}{name}.", name, result.metrics)
+                metrics.add(name, f"{prefix}{name}.", result.metrics)
             version = _stage_version(stage, code_versions)
             record: dict[str, Any] = {
                 "name": name,
@@ -171,15 +153,11 @@ class SequentialPipeline(Generic[S]):
             if result.provenance:
                 record["provenance"] = result.provenance
             if result.artifacts:
-                _add_artifacts(
-                    artifacts,
-                    record,
-                    f"{prefix}{name}",
-                    result.artifacts,
-                    recorder,
-                    run_id,
-                    cfg_hash,
-                )
+                artifacts.add(name, f"{prefix}{name}.", result.artifacts)
+                if recorder is not None:
+                    _record_artifacts(
+                        record, f"{prefix}{name}", result.artifacts, recorder, run_id, cfg_hash
+                    )
             stage_records.append(record)
             state = result.state
         provenance = {
@@ -189,7 +167,9 @@ class SequentialPipeline(Generic[S]):
             "stages": stage_records,
             "duration_s": time.perf_counter() - started,
         }
-        return StageResult(state=state, metrics=metrics, artifacts=artifacts, provenance=provenance)
+        return StageResult(
+            state=state, metrics=metrics.entries, artifacts=artifacts.entries, provenance=provenance
+        )
 
     def process(self, state: S, *, policy: PolicyBag | None = None) -> StageResult[S]:
         """Stage protocol: a pipeline nested in a pipeline or DAG runs with the outer policy.

@@ -16,6 +16,7 @@ from phys_pipeline import errors
 from phys_pipeline.cache import MemoryStore
 from phys_pipeline.errors import (
     MetricError,
+    MetricKeyCollisionError,
     NotAStateError,
     PhysPipelineError,
     PolicyError,
@@ -296,12 +297,15 @@ def test_metrics_that_are_not_a_dict_raise_metric_error():
         SequentialPipeline([stage]).run(SimpleState())
 
 
-def test_duplicate_metric_key_from_same_named_stages_raises_metric_error():
+def test_duplicate_metric_key_from_same_named_stages_raises_collision_naming_both():
     pipe = SequentialPipeline(
         [Absorber(AbsorberCfg(name="cell")), Absorber(AbsorberCfg(name="cell"))], name="p"
     )
-    with pytest.raises(MetricError, match=r"p\.cell\.transmission"):
+    with pytest.raises(MetricKeyCollisionError, match=r"p\.cell\.transmission") as info:
         pipe.run(SimpleState(np.ones(2)))
+    assert (
+        info.value.first == info.value.second == "pipeline 'p' stage 'cell' metric 'transmission'"
+    )
 
 
 def test_same_named_stages_with_different_metric_keys_run():
@@ -415,6 +419,7 @@ ERROR_EXAMPLES: dict[type, tuple] = {
     errors.StageError: ("node 'md'", "solver", FloatingPointError("energy diverged")),
     errors.StageOutputError: ("node 'md'", "solver", 3.0, "a StageResult"),
     errors.MetricError: ("solver", "energy", np.ones(2), "metrics must be real scalars"),
+    errors.MetricKeyCollisionError: ("a.b.c", "node 'a' metric 'b.c'", "node 'a.b' metric 'c'"),
     errors.NotAStateError: ("initial state", [1, 2]),
     errors.MissingRecorderError: ("lab",),
     errors.StateMutationError: ("md", "solver"),
