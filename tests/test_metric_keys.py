@@ -192,26 +192,37 @@ def test_dotted_artifact_keys_collide_like_metrics():
 # --- SequentialPipeline -----------------------------------------------------------------------
 
 
-def test_pipeline_dotted_stage_name_collision_names_both_stages():
-    pipe = SequentialPipeline([readout("a", **{"b.c": 1.0}), readout("a.b", c=2.0)], name="p")
+def dotted_stage_names() -> SequentialPipeline:
+    return SequentialPipeline([readout("a", **{"b.c": 1.0}), readout("a.b", c=2.0)], name="p")
+
+
+def nested_pipeline_and_dotted_stage() -> SequentialPipeline:
+    inner = SequentialPipeline([readout("s", k=1.0)], name="i")
+    return SequentialPipeline([inner, readout("i.s", k=2.0)], name="o")
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "key", "first", "second"),
+    [
+        (dotted_stage_names, "p.a.b.c", "stage 'a' metric 'b.c'", "stage 'a.b' metric 'c'"),
+        (
+            nested_pipeline_and_dotted_stage,
+            "o.i.s.k",
+            "stage 'i' metric 's.k'",
+            "stage 'i.s' metric 'k'",
+        ),
+    ],
+    ids=["dotted stage name", "nested pipeline"],
+)
+def test_pipeline_collision_names_both_stages(pipeline, key, first, second):
+    pipe = pipeline()
     with pytest.raises(MetricKeyCollisionError) as info:
         pipe.run(SimpleState(None))
+    where = f"pipeline {pipe.name!r} "
     assert (info.value.key, info.value.first, info.value.second) == (
-        "p.a.b.c",
-        "pipeline 'p' stage 'a' metric 'b.c'",
-        "pipeline 'p' stage 'a.b' metric 'c'",
-    )
-
-
-def test_pipeline_nested_in_a_pipeline_collides_with_a_dotted_stage():
-    inner = SequentialPipeline([readout("s", k=1.0)], name="i")
-    outer = SequentialPipeline([inner, readout("i.s", k=2.0)], name="o")
-    with pytest.raises(MetricKeyCollisionError) as info:
-        outer.run(SimpleState(None))
-    assert (info.value.key, info.value.first, info.value.second) == (
-        "o.i.s.k",
-        "pipeline 'o' stage 'i' metric 's.k'",
-        "pipeline 'o' stage 'i.s' metric 'k'",
+        key,
+        where + first,
+        where + second,
     )
 
 
