@@ -1,23 +1,35 @@
-"""Canonical, typed hashing of configs, policies, arrays, states and code.
+"""Canonical, typed hashing of values: configs, policies, arrays and states.
 
 Every value is fed to the hash as a type tag followed by an unambiguous encoding, so values of
 different kinds can never collide (``1`` vs ``1.0`` vs ``"1"`` vs ``b"1"``), and arrays hash by
-dtype, shape and their C-order bytes, never by ``repr`` (numpy abbreviates large arrays there).
-Other values pydantic can serialise (datetimes, Decimals, UUIDs, ...) hash by their JSON form
-under their type's name.
+their full dtype description, shape and C-order bytes, never by ``repr`` (numpy abbreviates
+large arrays there). Configs (pydantic models, dataclasses) hash by their whole validated value:
+concrete class and every field's raw value, so neither ``Field(exclude=True)`` nor a rounding
+``field_serializer`` can make two configs share a key. A ``pathlib.Path`` hashes by its text and
+the content it names (see ``files``).
+
+Other types join through a registry modelled on ``dask.base.normalize_token``:
+``register_hasher(cls)`` maps a type (and its subclasses) to plain data that is then hashed
+under the value's qualified type name; ``register_lazy(library, installer)`` defers a
+library's registrations until a value of one of its types is met, so ``import phys_pipeline``
+never imports pandas, xarray, pint, astropy or scipy. Values pydantic can serialise (Decimal,
+UUID, ...) hash by their JSON form under their type's name.
+
 The hash is xxh3-128: non-cryptographic but fast (cache entries are authenticated separately).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import enum
 import math
 import operator
 import struct
+import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
-from pathlib import PurePath
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -26,15 +38,19 @@ from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from .errors import UnhashableValueError
+from .files import file_digest
 
 Hasher = Any  # xxhash.xxh3_128 instance
+Encoder = Callable[[Hasher, Any, str], None]
+Normalizer = Callable[[Any], Any]
 
 _pack_len = struct.Struct("<Q").pack
 _pack_float = struct.Struct("<d").pack
 
 
-def new_hasher() -> Hasher:
-    return xxhash.xxh3_128()
+def new_hasher(data: bytes = b"") -> Hasher:
+    """A fresh xxh3-128 hasher, optionally already fed ``data``."""
+    return xxhash.xxh3_128(data)
 
 
 def feed_bytes(h: Hasher, tag: bytes, data: bytes | memoryview) -> None:
@@ -49,23 +65,66 @@ def feed_bytes(h: Hasher, tag: bytes, data: bytes | memoryview) -> None:
 _CONCAT_MAX = 4096
 
 
+def _tagged(tag: bytes, text: str) -> bytes:
+    """What ``feed_bytes(h, tag, text.encode())`` feeds, for headers built once per type."""
+    data = text.encode("utf-8", "surrogatepass")
+    return tag + _pack_len(len(data)) + data
+
+
+def qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# --- arrays ---------------------------------------------------------------------------------
+
+
+def _dtype_description(dtype: np.dtype) -> Any:
+    """A dtype as plain data: ``dtype.str`` (kind, size, byte order, datetime unit) for plain
+    dtypes; for structured ones (whose ``str`` is only ``|V<size>``) every field's name,
+    offset, title and dtype, recursively, plus the itemsize and alignment."""
+    if dtype.fields is not None:
+        fields = [(name, *_field_layout(dtype.fields[name])) for name in dtype.names or ()]
+        return ("struct", dtype.itemsize, dtype.isalignedstruct, fields)
+    if dtype.subdtype is not None:
+        base, shape = dtype.subdtype
+        return ("subarray", _dtype_description(base), shape)
+    return dtype.str
+
+
+def _field_layout(field: tuple) -> tuple:
+    field_dtype, offset, *title = field
+    return (_dtype_description(field_dtype), offset, *title)
+
+
+_DTYPE_TAGS: dict[str, bytes] = {}  # dtype.str -> tag, for plain dtypes
+
+
+def _dtype_tag(dtype: np.dtype) -> bytes:
+    if dtype.fields is None:
+        tag = _DTYPE_TAGS.get(dtype.str)
+        if tag is None:
+            tag = _DTYPE_TAGS[dtype.str] = _tagged(b"t", dtype.str)
+        return tag
+    h = new_hasher()
+    feed(h, _dtype_description(dtype), "dtype")
+    return b"T" + h.digest()
+
+
 def _feed_array(h: Hasher, arr: np.ndarray, where: str) -> None:
-    if arr.dtype.hasobject:
-        h.update(b"O")
-        h.update(_pack_len(arr.ndim))
-        for dim in arr.shape:
-            h.update(_pack_len(dim))
-        for item in arr.ravel(order="C"):
-            feed(h, item, where)
-        return
-    h.update(b"A")
-    feed_bytes(h, b"t", arr.dtype.str.encode())
-    h.update(b"".join(map(_pack_len, (arr.ndim, *arr.shape))))
+    """dtype, shape and C-order bytes. Object arrays are refused: their elements may be any
+    object, mutable or without a canonical encoding, and a tuple of them hashes ambiguously."""
+    dtype = arr.dtype
+    if dtype.hasobject:
+        raise UnhashableValueError(where, arr)
+    h.update(b"A" + _dtype_tag(dtype) + b"".join(map(_pack_len, (arr.ndim, *arr.shape))))
     # a flat uint8 view, not memoryview(arr).cast: that fails for empty n-d arrays and for
     # dtypes the buffer protocol lacks (datetime64)
     raw = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
     h.update(_pack_len(raw.nbytes))
     h.update(raw)
+
+
+# --- plain values ---------------------------------------------------------------------------
 
 
 def _feed_float(h: Hasher, value: float, where: str = "") -> None:
@@ -115,10 +174,36 @@ def _feed_str(h: Hasher, obj: str, where: str) -> None:
     feed_bytes(h, b"s", obj.encode("utf-8", "surrogatepass"))
 
 
+def _feed_complex(h: Hasher, obj: complex, where: str) -> None:
+    h.update(b"c")
+    _feed_float(h, obj.real)
+    _feed_float(h, obj.imag)
+
+
+def _feed_set(h: Hasher, obj: set | frozenset, where: str) -> None:
+    members = sorted(digest(item, where) for item in obj)
+    h.update(b"S" + _pack_len(len(members)))
+    for member in members:
+        h.update(member)
+
+
+def _feed_jsonable(h: Hasher, obj: Any, where: str) -> None:
+    """Values pydantic can serialise (Decimal, UUID, ...): their JSON form, tagged with their
+    type so that ``Decimal("1.5")`` and ``"1.5"`` differ. Not other iterables: pydantic would
+    iterate them, reading a file or draining a generator."""
+    if isinstance(obj, Iterable):
+        raise UnhashableValueError(where, obj)
+    try:
+        data = to_jsonable_python(obj)
+    except PydanticSerializationError:
+        raise UnhashableValueError(where, obj) from None
+    feed_bytes(h, b"J", qualname(type(obj)).encode())
+    feed(h, data, where)
+
+
 # Encoders for the exact built-in types that make up nearly every config and state, looked
-# up by ``type(obj)`` before the general chain in ``feed``. Subclasses (np.float64, IntEnum,
-# ...) take the chain, which encodes them exactly as before.
-_EXACT: dict[type, Callable[[Hasher, Any, str], None]] = {
+# up by ``type(obj)`` first in ``feed``; every other type is resolved once (``_resolve``).
+_EXACT: dict[type, Encoder] = {
     type(None): lambda h, obj, where: h.update(b"N"),
     bool: lambda h, obj, where: h.update(b"T" if obj else b"F"),
     int: _feed_int,
@@ -133,69 +218,9 @@ _EXACT: dict[type, Callable[[Hasher, Any, str], None]] = {
 
 def feed(h: Hasher, obj: Any, where: str = "value") -> None:
     """Feed the canonical, tagged encoding of ``obj`` to ``h``; ``where`` names it in errors."""
-    exact = _EXACT.get(type(obj))
-    if exact is not None:
-        exact(h, obj, where)
-    elif obj is None:
-        h.update(b"N")
-    elif obj is True or obj is False:
-        h.update(b"T" if obj else b"F")
-    elif isinstance(obj, int) and not isinstance(obj, enum.Enum):
-        _feed_int(h, int(obj), where)
-    elif isinstance(obj, float):
-        _feed_float(h, float(obj))
-    elif isinstance(obj, complex):
-        h.update(b"c")
-        _feed_float(h, obj.real)
-        _feed_float(h, obj.imag)
-    elif isinstance(obj, str):
-        _feed_str(h, obj, where)
-    elif isinstance(obj, bytes | bytearray | memoryview):
-        feed_bytes(h, b"b", bytes(obj))
-    elif isinstance(obj, np.ndarray):
-        _feed_array(h, obj, where)
-    elif isinstance(obj, np.generic):
-        _feed_array(h, np.asarray(obj), where)
-    elif isinstance(obj, list | tuple):
-        _feed_sequence(h, obj, where)
-    elif isinstance(obj, Mapping):
-        _feed_dict(h, obj, where)
-    elif isinstance(obj, set | frozenset):
-        h.update(b"S")
-        members = sorted(digest(item, where) for item in obj)
-        h.update(_pack_len(len(members)))
-        for member in members:
-            h.update(member)
-    elif isinstance(obj, enum.Enum):
-        feed_bytes(h, b"E", qualname(type(obj)).encode())
-        feed(h, obj.value, where)
-    elif isinstance(obj, PurePath):
-        feed_bytes(h, b"P", str(obj).encode())
-    elif hasattr(obj, "hashable_repr") and callable(obj.hashable_repr):
-        feed_bytes(h, b"R", qualname(type(obj)).encode())
-        feed_bytes(h, b"r", bytes(obj.hashable_repr()))
-    elif hasattr(obj, "model_dump") and callable(obj.model_dump):
-        feed_bytes(h, b"M", qualname(type(obj)).encode())
-        feed(h, config_snapshot(obj), where)
-    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        feed_bytes(h, b"C", qualname(type(obj)).encode())
-        feed(h, {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, where)
-    else:
-        _feed_jsonable(h, obj, where)
-
-
-def _feed_jsonable(h: Hasher, obj: Any, where: str) -> None:
-    """Values pydantic can serialise (datetime, Decimal, UUID, timedelta, ...): their JSON
-    form, tagged with their type so that ``Decimal("1.5")`` and ``"1.5"`` differ. Not other
-    iterables: pydantic would iterate them, reading a file or draining a generator."""
-    if isinstance(obj, Iterable):
-        raise UnhashableValueError(where, obj)
-    try:
-        data = to_jsonable_python(obj)
-    except PydanticSerializationError:
-        raise UnhashableValueError(where, obj) from None
-    feed_bytes(h, b"J", qualname(type(obj)).encode())
-    feed(h, data, where)
+    cls = type(obj)
+    encoder = _EXACT.get(cls) or _RESOLVED.get(cls) or _resolve(cls)
+    encoder(h, obj, where)
 
 
 def digest(obj: Any, where: str = "value") -> bytes:
@@ -210,10 +235,14 @@ _PAIR_HEAD = b"U" + _pack_len(2)
 
 def digest_pair(first: Any, second: Any, where: str = "value") -> bytes:
     """``digest((first, second))`` without the tuple and one dispatch: states hash this way
-    before and after every stage (the executor's mutation check)."""
+    before and after every stage (the executor's mutation check). An unhashable value is
+    named by its path inside ``first`` or ``second``."""
     h = xxhash.xxh3_128(_PAIR_HEAD)
-    feed(h, first, where)
-    feed(h, second, where)
+    try:
+        feed(h, first, where)
+        feed(h, second, where)
+    except UnhashableValueError as exc:
+        raise _located(exc, where, [first, second], in_roots=True) from None
     return h.digest()
 
 
@@ -235,16 +264,301 @@ def hash_small(obj: Any) -> bytes:
     return digest(obj)
 
 
-def qualname(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
+# --- the registry ---------------------------------------------------------------------------
+
+_HASHERS: dict[type, Normalizer] = {}
+_LAZY: dict[str, Callable[[], None]] = {}  # top-level module name -> its installer
+# type -> its encoder, resolved once per type; emptied when full, so that classes redefined
+# in a notebook over and over are not all kept alive
+_RESOLVED: dict[type, Encoder] = {}
+_RESOLVED_MAX = 4096
+_LOCK = threading.RLock()  # a lazy installer runs once, and no type resolves half-installed
+
+
+def register_hasher(cls: type, fn: Normalizer | None = None) -> Any:
+    """Hash instances of ``cls`` (and its subclasses) as ``fn(value)``: plain data (numbers,
+    strings, bytes, tuples, lists, dicts, arrays, or other hashable values), fed under the
+    value's qualified type name so that two types never collide. Use as
+    ``register_hasher(cls, fn)`` or as a decorator ``@register_hasher(cls)``. The exact
+    built-in types ``feed`` encodes directly (None, bool, int, float, str, list, tuple, dict,
+    ndarray) cannot be overridden; register a subclass instead."""
+    if fn is None:
+        return lambda fn: register_hasher(cls, fn)
+    if cls in _EXACT:
+        raise TypeError(f"{qualname(cls)} hashes canonically already; register a subclass")
+    with _LOCK:
+        _HASHERS[cls] = fn
+        _RESOLVED.clear()
+    return fn
+
+
+def register_lazy(library: str, installer: Callable[[], None]) -> None:
+    """Run ``installer`` (which calls ``register_hasher``) the first time a value whose type
+    comes from the top-level module ``library`` is hashed: by then the library is imported,
+    and ``import phys_pipeline`` never imports it."""
+    with _LOCK:
+        _LAZY[library] = installer
+        _RESOLVED.clear()
+
+
+def _resolve(cls: type) -> Encoder:
+    with _LOCK:
+        encoder = _RESOLVED.get(cls)
+        if encoder is None:
+            for klass in cls.__mro__:
+                installer = _LAZY.pop(klass.__module__.partition(".")[0], None)
+                if installer is not None:
+                    installer()
+            if len(_RESOLVED) >= _RESOLVED_MAX:
+                _RESOLVED.clear()
+            encoder = _RESOLVED[cls] = _encoder_for(cls)
+        return encoder
+
+
+def _encoder_for(cls: type) -> Encoder:
+    """How to feed a value of type ``cls``: a registered hasher (nearest in the MRO) first,
+    then by what the type is."""
+    for klass in cls.__mro__:
+        if klass in _HASHERS:
+            return _registered_encoder(cls, _HASHERS[klass])
+    if issubclass(cls, int):
+        return lambda h, obj, where: _feed_int(h, int(obj), where)
+    if issubclass(cls, float):
+        return lambda h, obj, where: _feed_float(h, float(obj))
+    if issubclass(cls, complex):
+        return _feed_complex
+    if issubclass(cls, str):
+        return lambda h, obj, where: _feed_str(h, str(obj), where)
+    if issubclass(cls, bytes | bytearray | memoryview):
+        return lambda h, obj, where: feed_bytes(h, b"b", bytes(obj))
+    if issubclass(cls, np.ndarray):  # a subclass (np.matrix, ...) behaves differently
+        header = _tagged(b"a", qualname(cls))
+        return lambda h, obj, where: (h.update(header), _feed_array(h, np.asarray(obj), where))
+    if issubclass(cls, np.generic):
+        return lambda h, obj, where: _feed_array(h, np.asarray(obj), where)
+    if issubclass(cls, list | tuple):
+        return _feed_sequence
+    if issubclass(cls, Mapping):
+        return _feed_dict
+    if issubclass(cls, set | frozenset):
+        return _feed_set
+    if callable(getattr(cls, "hashable_repr", None)):  # states
+        header = _tagged(b"R", qualname(cls))
+        return lambda h, obj, where: feed_bytes(h, header, bytes(obj.hashable_repr()))
+    if issubclass(cls, BaseModel):
+        return _record_encoder(cls, tuple(cls.__pydantic_fields__), extra=True)
+    if dataclasses.is_dataclass(cls):
+        return _record_encoder(cls, tuple(f.name for f in dataclasses.fields(cls)), extra=False)
+    return _feed_jsonable
+
+
+def _registered_encoder(cls: type, fn: Normalizer) -> Encoder:
+    header = _tagged(b"X", qualname(cls))
+
+    def encode(h: Hasher, obj: Any, where: str) -> None:
+        h.update(header)
+        feed(h, fn(obj), where)
+
+    return encode
+
+
+def _record_encoder(cls: type, names: tuple[str, ...], *, extra: bool) -> Encoder:
+    """A model or dataclass by its concrete class and every field's raw value (read as an
+    attribute: no serializer, no ``exclude``), plus a pydantic model's extra fields."""
+    header = _tagged(b"M", qualname(cls)) + b"".join(_tagged(b"n", name) for name in names)
+
+    def encode(h: Hasher, obj: Any, where: str) -> None:
+        h.update(header)
+        for name in names:
+            feed(h, getattr(obj, name), where)
+        if extra:
+            _feed_dict(h, obj.__pydantic_extra__ or {}, where)
+
+    return encode
+
+
+# --- built-in registrations -----------------------------------------------------------------
+
+
+def _timezone(tz: dt.tzinfo | None) -> Any:
+    return None if tz is None else (qualname(type(tz)), str(tz))
+
+
+register_hasher(enum.Enum, operator.attrgetter("value"))
+register_hasher(dt.date, dt.date.isoformat)
+register_hasher(dt.datetime, lambda t: (t.isoformat(), t.fold, _timezone(t.tzinfo)))
+register_hasher(dt.time, lambda t: (t.isoformat(), t.fold, _timezone(t.tzinfo)))
+register_hasher(dt.timedelta, lambda t: (t.days, t.seconds, t.microseconds))
+register_hasher(PurePath, str)
+
+
+@register_hasher(Path)
+def _path_content(path: Path) -> tuple[str, bytes]:
+    """The path as written and the content it names now (a file, a tree, or 'missing')."""
+    try:
+        return str(path), file_digest(path)
+    except OSError:
+        raise UnhashableValueError(f"file {str(path)!r} (unreadable)", path) from None
+
+
+@register_hasher(np.ma.MaskedArray)
+def _masked_array(arr: np.ma.MaskedArray) -> tuple:
+    return arr.data, np.ma.getmaskarray(arr), arr.fill_value, arr.hardmask
+
+
+def _elementwise(values: Any) -> Any:
+    """A library container's values: a numeric array as it is; an object array (str, None,
+    numbers, timestamps, ...) element by element, each under its own type."""
+    if isinstance(values, np.ndarray) and values.dtype.hasobject:
+        return ("elements", values.shape, values.ravel().tolist())
+    return values
+
+
+def _install_pandas() -> None:
+    import pandas as pd
+
+    def column(values: pd.Series | pd.Index) -> tuple:
+        dtype = values.dtype
+        if isinstance(dtype, np.dtype) and not dtype.hasobject:
+            return str(dtype), values.to_numpy()
+        if isinstance(dtype, pd.CategoricalDtype):
+            return str(dtype), values.array
+        return str(dtype), values.to_numpy(dtype=object).tolist()
+
+    register_hasher(pd.Index, lambda index: (list(index.names), column(index)))
+    register_hasher(pd.RangeIndex, lambda r: (r.name, r.start, r.stop, r.step))
+    register_hasher(
+        pd.MultiIndex, lambda m: (list(m.names), list(m.levels), [np.asarray(c) for c in m.codes])
+    )
+    register_hasher(pd.Categorical, lambda c: (c.categories, c.ordered, np.asarray(c.codes)))
+    register_hasher(pd.Series, lambda s: (s.name, s.index, column(s), dict(s.attrs)))
+    register_hasher(
+        pd.DataFrame,
+        lambda df: (
+            df.columns,
+            df.index,
+            [column(df.iloc[:, i]) for i in range(df.shape[1])],
+            dict(df.attrs),
+        ),
+    )
+    register_hasher(pd.Timedelta, operator.attrgetter("value"))  # nanoseconds, not µs
+    register_hasher(type(pd.NaT), lambda _: "NaT")
+    register_hasher(type(pd.NA), lambda _: "NA")
+
+
+def _install_xarray() -> None:
+    import xarray as xr
+
+    register_hasher(
+        xr.Variable, lambda v: (v.dims, _elementwise(np.asarray(v.values)), dict(v.attrs))
+    )
+    register_hasher(
+        xr.DataArray,
+        lambda a: (
+            a.name,
+            a.variable,
+            {name: coord.variable for name, coord in a.coords.items()},
+        ),
+    )
+    register_hasher(
+        xr.Dataset,
+        lambda ds: (
+            dict(ds.sizes),
+            {name: var.variable for name, var in ds.data_vars.items()},
+            {name: coord.variable for name, coord in ds.coords.items()},
+            dict(ds.attrs),
+        ),
+    )
+
+
+def _install_pint() -> None:
+    from pint.facets.plain import PlainQuantity, PlainUnit
+
+    register_hasher(PlainQuantity, lambda q: (q.magnitude, str(q.units)))
+    register_hasher(PlainUnit, str)
+
+
+def _install_astropy() -> None:
+    from astropy import units
+
+    register_hasher(units.Quantity, lambda q: (np.asarray(q.value), q.unit.to_string()))
+    register_hasher(units.UnitBase, lambda u: u.to_string())
+
+
+def _install_scipy() -> None:
+    from scipy import sparse
+
+    def parts(m: Any) -> tuple:
+        if m.format in ("csr", "csc", "bsr"):
+            arrays = (m.data, m.indices, m.indptr)
+        elif m.format == "dia":
+            arrays = (m.data, m.offsets)
+        else:  # coo, and dok/lil through coo
+            coo = m.tocoo()
+            arrays = (coo.data, *getattr(coo, "coords", (coo.row, coo.col)))
+        return m.format, m.shape, str(m.dtype), [np.asarray(a) for a in arrays]
+
+    register_hasher(sparse.spmatrix, parts)
+    register_hasher(sparse.sparray, parts)
+
+
+register_lazy("pandas", _install_pandas)
+register_lazy("xarray", _install_xarray)
+register_lazy("pint", _install_pint)
+register_lazy("astropy", _install_astropy)
+register_lazy("scipy", _install_scipy)
+
+
+# --- finding an unhashable value ------------------------------------------------------------
+
+
+def _parts(value: Any) -> Iterator[tuple[str | int, Any]]:
+    """The named parts of a value that hashing walks into: a model's or dataclass's fields,
+    a mapping's items, a sequence's items."""
+    if isinstance(value, BaseModel):
+        yield from ((name, getattr(value, name)) for name in type(value).__pydantic_fields__)
+        yield from (value.__pydantic_extra__ or {}).items()
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        yield from ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+    elif isinstance(value, Mapping):
+        yield from value.items()
+    elif isinstance(value, list | tuple):
+        yield from enumerate(value)
+
+
+def _steps_to_failure(value: Any, target: Any) -> list[str | int]:
+    """The path to the first part of ``value`` that fails to hash, down to ``target`` or to
+    a part that cannot be walked into (a DataFrame holding ``target``, say). Looked for only
+    once hashing has failed, so the hot path carries no paths."""
+    if value is target:
+        return []
+    for key, part in _parts(value):
+        try:
+            digest(part)
+        except UnhashableValueError:
+            return [key, *_steps_to_failure(part, target)]
+    return []
+
+
+def _located(
+    exc: UnhashableValueError, where: str, root: Any, *, in_roots: bool = False
+) -> UnhashableValueError:
+    """``exc`` naming ``where`` and the path of its value inside ``root`` (inside one of the
+    values ``root`` lists, with ``in_roots``)."""
+    steps = _steps_to_failure(root, exc.value)
+    if in_roots and steps:
+        steps = steps[1:]
+    path = "".join(f"[{s}]" if type(s) is int else f".{s}" for s in steps)
+    return UnhashableValueError(where, exc.value, path.lstrip(".") or None)
 
 
 # --- configs --------------------------------------------------------------------------------
 
 
 def config_snapshot(cfg: Any) -> Any:
-    """Read a config as plain data: through ``model_dump`` (pydantic models and the stdlib
-    dataclasses that subclass them), else dataclass fields, else the object itself."""
+    """Read a config as plain data for editing: through ``model_dump`` (pydantic models and the
+    stdlib dataclasses that subclass them), else dataclass fields, else the object itself.
+    Not what its hash covers (see ``config_hash``)."""
     if cfg is None:
         return None
     if hasattr(cfg, "model_dump"):
@@ -257,48 +571,36 @@ def config_snapshot(cfg: Any) -> Any:
 
 
 def config_hash(cfg: Any, where: str = "config") -> str:
-    """Hex digest of a config's class and canonical content (arrays folded in by content)."""
+    """Hex digest of a config's whole validated value: its concrete class and every field's raw
+    value (nested models by their own concrete class, arrays by content, paths by the file
+    content they name)."""
     known = _CONFIG_DIGESTS.get(cfg)
     if known is not None:
         return known
-    h = new_hasher()
-    feed_bytes(h, b"K", qualname(type(cfg)).encode())
-    snapshot = config_snapshot(cfg)
+    h = xxhash.xxh3_128(b"K")
     try:
-        feed(h, snapshot, where)
+        feed(h, cfg, where)
     except UnhashableValueError as exc:
-        raise UnhashableValueError(where, exc.value, _field_path(snapshot, exc.value)) from None
+        raise _located(exc, where, cfg) from None
     hexdigest = h.hexdigest()
     _CONFIG_DIGESTS.put(cfg, hexdigest)
     return hexdigest
 
 
-def _field_path(snapshot: Any, target: Any) -> str | None:
-    """The path (``"sub.deep.k"``, ``"points[2]"``) of ``target`` inside a config snapshot;
-    looked for only once hashing has failed, so the hot path carries no paths."""
-    steps = _steps_to(snapshot, target)
-    path = "".join(f"[{s}]" if type(s) is int else f".{s}" for s in steps or ())
-    return path.lstrip(".") or None
+def config_field_digests(cfg: Any, where: str = "config") -> dict[str, str]:
+    """Each top-level field's hex digest, to say which field made ``config_hash`` change; worked
+    out only when explaining a stale node. A field naming a file digests the file as it is
+    now, so when ``config_hash`` changed but no field digest did, a file named by a field
+    changed (see ``file_references``)."""
+    return {str(name): hexdigest(value, f"{where} field {name!r}") for name, value in _parts(cfg)}
 
 
-def _steps_to(data: Any, target: Any) -> list | None:
-    if data is target:
-        return []
-    if isinstance(data, Mapping):
-        children: Any = data.items()
-    elif isinstance(data, list | tuple):
-        children = enumerate(data)
-    elif dataclasses.is_dataclass(data) and not isinstance(data, type):
-        children = ((f.name, getattr(data, f.name)) for f in dataclasses.fields(data))
-    elif isinstance(data, set | frozenset):
-        return [] if any(item is target for item in data) else None
-    else:
-        return None
-    for key, value in children:
-        below = _steps_to(value, target)
-        if below is not None:
-            return [key, *below]
-    return None
+def file_references(value: Any) -> list[Path]:
+    """The filesystem paths inside ``value`` (a config field, say), which hash by the content
+    of the files they name; empty when ``value`` names no file."""
+    if isinstance(value, Path):
+        return [value]
+    return [path for _, part in _parts(value) for path in file_references(part)]
 
 
 _IMMUTABLE_LEAVES = (type(None), bool, int, float, complex, str, bytes)
@@ -317,8 +619,8 @@ class _ConfigDigests:
     immutable value (numbers, strings, tuples of them) or an empty container such as the
     default ``tags={}``. Such a config is unchanged while its fields are the very same
     objects and those containers are still empty, which ``get`` checks. Configs holding
-    arrays, non-empty containers or nested models are hashed afresh every time. An entry
-    goes when its config is garbage collected."""
+    arrays, non-empty containers, nested models or paths (whose files may change) are hashed
+    afresh every time. An entry goes when its config is garbage collected."""
 
     def __init__(self) -> None:
         # id(cfg) -> (weak ref to cfg, its class, its field objects, its extra fields, its
@@ -343,7 +645,7 @@ class _ConfigDigests:
         return hexdigest
 
     def put(self, cfg: Any, hexdigest: str) -> None:
-        if not isinstance(cfg, BaseModel) or type(cfg).model_computed_fields:
+        if not isinstance(cfg, BaseModel):
             return
         fields, extra = tuple(cfg.__dict__.values()), cfg.__pydantic_extra__
         containers = tuple(v for v in (*fields, extra) if type(v) in _CONTAINERS)
