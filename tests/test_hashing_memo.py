@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
 import numpy as np
 
@@ -54,3 +55,17 @@ def test_entries_go_with_their_configs():
     del lens
     gc.collect()
     assert key not in _CONFIG_DIGESTS._entries
+
+
+class BeamCfg(StageConfig):
+    profile: Path = Path("beam.npy")
+
+
+def test_a_config_naming_a_file_is_hashed_afresh_every_time(tmp_path):
+    beam = tmp_path / "beam.npy"
+    beam.write_bytes(b"gaussian")
+    cfg = BeamCfg(profile=beam)
+    before = config_hash(cfg)
+    assert _CONFIG_DIGESTS.get(cfg) is None
+    beam.write_bytes(b"top-hat!")
+    assert config_hash(cfg) != before
