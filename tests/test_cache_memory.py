@@ -94,7 +94,7 @@ def test_result_larger_than_the_budget_is_not_kept() -> None:
     assert not store.contains(key(2)) and store.contains(key(1))
 
 
-def test_memory_keeps_lazy_artifacts_and_state_identity() -> None:
+def test_memory_keeps_lazy_artifacts_and_shares_arrays_read_only() -> None:
     state = SimpleState(np.ones(3))
 
     def plot() -> str:
@@ -103,7 +103,9 @@ def test_memory_keeps_lazy_artifacts_and_state_identity() -> None:
     store = MemoryStore()
     store.put(key(1), StageResult(state, artifacts={"plot": plot}))
     hit = store.get(key(1))
-    assert hit.state is state and hit.artifacts["plot"] is plot
+    assert hit.artifacts["plot"] is plot
+    assert hit.state is not state and np.shares_memory(hit.state.payload, state.payload)
+    assert not hit.state.payload.flags.writeable and not state.payload.flags.writeable
 
 
 def test_editing_a_hits_provenance_does_not_change_the_store() -> None:

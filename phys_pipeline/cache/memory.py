@@ -4,89 +4,41 @@ from __future__ import annotations
 
 import sys
 import threading
-import types
+import warnings
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
 from ..types import StageResult
-from .base import validate_key
+from .base import CacheWarning, validate_key
+from .frozen import UncopyableResult, freeze, hand_out, reachable
 
 __all__ = ["MemoryStore", "estimate_nbytes"]
 
 _OBJECT_OVERHEAD = 64
-# leaves: sized but not walked (code objects would drag in whole modules)
-_LEAVES = (
-    str,
-    bytes,
-    bytearray,
-    int,
-    float,
-    complex,
-    type,
-    types.ModuleType,
-    types.FunctionType,
-    types.MethodType,
-    types.BuiltinFunctionType,
-)
-
-
-def _attributes(obj: Any) -> list[Any]:
-    values = list(vars(obj).values()) if hasattr(obj, "__dict__") else []
-    for klass in type(obj).__mro__:
-        slots = klass.__dict__.get("__slots__", ())
-        for name in (slots,) if isinstance(slots, str) else slots:
-            if name not in ("__dict__", "__weakref__") and hasattr(obj, name):
-                values.append(getattr(obj, name))
-    return values
 
 
 def estimate_nbytes(obj: Any) -> int:
     """A deep size estimate: array buffers by ``nbytes``, containers and objects walked once
     each (by identity), code objects not walked. Good enough to budget memory, not exact."""
-    total, seen, stack = 0, set(), [obj]
-    while stack:
-        item = stack.pop()
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
+    total = 0
+    for item in reachable(obj):
         if isinstance(item, np.ndarray):
             total += item.nbytes + _OBJECT_OVERHEAD
-            if item.dtype.hasobject:
-                stack.extend(item.ravel().tolist())
             continue
         try:
             total += sys.getsizeof(item)
         except TypeError:
             total += _OBJECT_OVERHEAD
-        if isinstance(item, _LEAVES):
-            continue
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple | set | frozenset):
-            stack.extend(item)
-        else:
-            stack.extend(_attributes(item))
     return total
-
-
-def _shallow_copy(result: StageResult) -> StageResult:
-    """Fresh dicts around the same state, so a caller that adds provenance to a hit cannot
-    change what the store holds (states are never copied: stages copy before writing)."""
-    return StageResult(
-        state=result.state,
-        metrics=dict(result.metrics),
-        artifacts=dict(result.artifacts),
-        provenance=dict(result.provenance),
-    )
 
 
 class MemoryStore:
     """Keeps results as Python objects (lazy artifacts included) in LRU order, evicting the
     least recently used entries once their estimated size exceeds ``max_bytes``. Thread-safe.
-    A result larger than ``max_bytes`` on its own is not kept."""
+    A result larger than ``max_bytes`` on its own is not kept. Nothing stored is shared with a
+    caller that could change it: arrays are read-only and containers copied (see ``frozen``)."""
 
     def __init__(self, max_bytes: int = 2 * 1024**3) -> None:
         if max_bytes <= 0:
@@ -108,10 +60,23 @@ class MemoryStore:
             if entry is None:
                 return None
             self._entries.move_to_end(key)
-        return _shallow_copy(entry[0])
+        return hand_out(entry[0])
 
     def put(self, key: str, result: StageResult) -> None:
+        """Keep a private copy of ``result`` (see ``frozen``): its arrays become read-only,
+        in place where they own their memory, so the caller's later edits raise instead of
+        changing the entry. A result that cannot be copied is not kept (one CacheWarning)."""
         key = validate_key(key)
+        try:
+            result = freeze(result)
+        except UncopyableResult as exc:
+            self.delete(key)
+            warnings.warn(
+                f"memory cache: not keeping entry {key}, its state cannot be copied ({exc})",
+                CacheWarning,
+                stacklevel=2,
+            )
+            return
         size = estimate_nbytes(result)
         with self._lock:
             old = self._entries.pop(key, None)
@@ -119,7 +84,7 @@ class MemoryStore:
                 self._nbytes -= old[1]
             if size > self.max_bytes:
                 return
-            self._entries[key] = (_shallow_copy(result), size)
+            self._entries[key] = (result, size)
             self._nbytes += size
             while self._nbytes > self.max_bytes:
                 _, (_, evicted) = self._entries.popitem(last=False)
