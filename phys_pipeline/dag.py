@@ -8,6 +8,8 @@ config, the policy entries it sees and its parents' keys (root nodes: the initia
 from __future__ import annotations
 
 import heapq
+import uuid
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -23,11 +25,12 @@ from .errors import (
     MissingDependencyError,
     MissingStageError,
     NotAStateError,
+    UncacheableWarning,
     UnhashableValueError,
     UnknownNodeError,
 )
-from .fingerprint import code_version
-from .hashing import config_hash
+from .fingerprint import Fingerprint, Fingerprinter
+from .hashing import config_field_digests, config_hash, file_references
 from .policy import EMPTY_POLICY_HASH, PolicyBag, ScopedPolicy
 from .types import NodeSpec, stage_name
 
@@ -157,7 +160,8 @@ def policy_view_hash(node: NodeSpec, policy: PolicyBag | None) -> str:
 
 class NodePlan(NamedTuple):
     """Everything that went into one node's key, so a change can be explained. (A named
-    tuple: immutable, and plans make one per node on every run.)"""
+    tuple: immutable, and plans make one per node on every run.) ``uncacheable`` says why
+    the node cannot be cached (its key cannot cover something it reads), or is empty."""
 
     id: str
     deps: tuple[str, ...]
@@ -167,6 +171,8 @@ class NodePlan(NamedTuple):
     config_hash: str
     policy_hash: str
     label: str
+    fingerprint: Fingerprint
+    uncacheable: str = ""
 
 
 class Staleness(NamedTuple):
@@ -220,16 +226,22 @@ class Plan:
         return self._descendants[node_id]
 
     def explain(self, node_id: str, previous: Plan | None) -> tuple[str, ...]:
-        """Why ``node_id``'s key differs from the one it had in ``previous``."""
+        """Why ``node_id``'s key differs from the one it had in ``previous``, naming what
+        changed: ``global SCALE changed``, ``config field dt changed``, ..."""
         now = self.nodes[node_id]
+        if now.uncacheable:
+            return (now.uncacheable,)
         before = previous.nodes.get(node_id) if previous is not None else None
         if before is None:
             return ("new node",) if previous is not None else ("not cached",)
-        reasons = []
-        if now.stage_type != before.stage_type or now.code_version != before.code_version:
-            reasons.append("code changed")
+        reasons: list[str] = []
+        if now.stage_type != before.stage_type:
+            reasons.append(f"stage class changed ({before.stage_type} -> {now.stage_type})")
+        elif now.code_version != before.code_version:
+            reasons += now.fingerprint.changes(before.fingerprint) or ["code changed"]
         if now.config_hash != before.config_hash:
-            reasons.append("config changed")
+            cfg, old = self.specs[node_id].stage.cfg, previous.specs[node_id].stage.cfg
+            reasons += config_changes(cfg, old) or ["config changed"]
         if now.policy_hash != before.policy_hash:
             reasons.append("policy changed")
         if now.deps != before.deps:
@@ -242,13 +254,31 @@ class Plan:
 
     def stale(self, cache: Any = None, previous: Plan | None = None) -> dict[str, Staleness]:
         """Nodes whose key is not in ``cache`` (all, without a cache), in order, with reasons
-        relative to ``previous`` (the plan of the last run) where one is given."""
+        relative to ``previous`` (the plan of the last run) where one is given. A node that
+        cannot be cached is always stale."""
         contains = getattr(cache, "contains", None)
+        nodes = self.nodes
         return {
             nid: Staleness(nid, self.explain(nid, previous))
             for nid in self.order
-            if contains is None or not contains(self.nodes[nid].key)
+            if contains is None or nodes[nid].uncacheable or not contains(nodes[nid].key)
         }
+
+
+def config_changes(cfg: Any, before: Any) -> list[str]:
+    """``config field dt changed`` for each top-level field whose value hashes differently.
+    A file is digested as it is now, so when no field did, a file a field names changed:
+    ``file data/beam.npy changed``."""
+    if type(cfg) is not type(before):
+        return [f"config class changed ({type(before).__qualname__} -> {type(cfg).__qualname__})"]
+    now, old = config_field_digests(cfg), config_field_digests(before)
+    changed = sorted(name for name in now.keys() | old.keys() if now.get(name) != old.get(name))
+    if changed:
+        return [f"config field {name} changed" for name in changed]
+    files = [str(path) for name in now for path in file_references(getattr(cfg, name, None))]
+    if len(files) > 1:
+        return [f"one of the files {', '.join(files)} changed"]
+    return [f"file {path} changed" for path in files]
 
 
 def make_plan(
@@ -258,35 +288,46 @@ def make_plan(
     graph: nx.DiGraph | None = None,
 ) -> Plan:
     """Validate ``nodes`` and compute every node's cache key without running anything.
-    ``graph``: the graph ``build_graph`` made of ``nodes``, when the caller has it already."""
+    ``graph``: the graph ``build_graph`` made of ``nodes``, when the caller has it already.
+
+    A node whose code reads a value that cannot be hashed cannot be cached: it gets a key no
+    cache holds and a reason saying why, and so do the nodes below it (their keys cannot
+    cover what it will produce); a UncacheableWarning names the node and the value."""
     order = validate(nodes) if graph is None else topological_order(graph, nodes)
     specs = {node.id: node for node in nodes}
     if not callable(getattr(initial_state, "hashable_repr", None)):
         raise NotAStateError("initial state", initial_state)
     state_digest = bytes(initial_state.hashable_repr())
-    identities: dict[type, tuple[str, str]] = {}  # class -> (stage type, code digest)
+    classes: dict[type, tuple[str, Fingerprinter]] = {}  # stage class -> its type, walker
+    walkers: dict[tuple[str, ...], Fingerprinter] = {}  # one per set of untracked names
     planned: dict[str, NodePlan] = {}
+    not_cacheable: set[str] = set()
     for nid in order:
         spec = specs[nid]
         stage = spec.stage
         cls = type(stage)
-        identity = identities.get(cls)
-        if identity is None:
-            identity = identities[cls] = (f"{cls.__module__}.{cls.__qualname__}", "")
-        stage_type, version = identity
+        known = classes.get(cls)
+        if known is None:
+            untracked = _untracked(cls)
+            walker = walkers.get(untracked) or walkers.setdefault(
+                untracked, Fingerprinter(untracked)
+            )
+            known = classes[cls] = (f"{cls.__module__}.{cls.__qualname__}", walker)
+        stage_type, fingerprinter = known
         explicit = spec.version or getattr(stage, "version", None)
-        if isinstance(explicit, str) and explicit:
-            version = f"v:{explicit}"
-        elif not version:
-            version = code_version(cls)
-            identities[cls] = (stage_type, version)
+        pinned = f"v:{explicit}" if isinstance(explicit, str) and explicit else None
         try:
-            cfg_hash = config_hash(stage.cfg)
+            cfg = stage.cfg
+            cfg_hash = config_hash(cfg)
         except UnhashableValueError as exc:
             raise exc.at(f"node {nid!r} config") from None
+        fingerprint = fingerprinter.stage(stage, cfg, pinned)
+        version = pinned or fingerprint.digest
         pol_hash = policy_view_hash(spec, policy)
         # one buffer, one call: the same digest as feeding the parts in turn
         parts = [KEY_SCHEMA, "\0".join((stage_type, version, cfg_hash, pol_hash, "")).encode()]
+        if pinned:
+            parts.append(fingerprint.digest.encode())  # attributes beside cfg, still by value
         metadata = spec.metadata
         if metadata:
             gather, input_names = metadata.get("gather"), metadata.get("input_names")
@@ -298,6 +339,11 @@ def make_plan(
             parts.append("".join([f"{dep}\1{planned[dep].key}" for dep in deps]).encode())
         else:
             parts.append(b"root\0" + state_digest)
+        uncacheable = ""
+        if fingerprint.uncacheable or (not_cacheable and not not_cacheable.isdisjoint(deps)):
+            uncacheable = _uncacheable(nid, fingerprint, deps, not_cacheable)
+            not_cacheable.add(nid)
+            parts.append(uuid.uuid4().bytes)  # a key of its own: nothing is found or filed
         key = xxhash.xxh3_128_hexdigest(b"".join(parts))
         planned[nid] = NodePlan(
             nid,
@@ -308,8 +354,33 @@ def make_plan(
             cfg_hash,
             pol_hash,
             spec.op_name or stage_name(stage),
+            fingerprint,
+            uncacheable,
         )
     return Plan(specs, order, planned, state_digest, policy, _graph=graph)
+
+
+def _untracked(cls: type) -> tuple[str, ...]:
+    declared = getattr(cls, "untracked", ())
+    return (declared,) if isinstance(declared, str) else tuple(declared or ())
+
+
+def _uncacheable(
+    node_id: str, fingerprint: Fingerprint, deps: Sequence[str], not_cacheable: set[str]
+) -> str:
+    """Why a node cannot be cached, warning (once per node and plan) where it is the cause."""
+    if fingerprint.uncacheable:
+        culprits = ", ".join(fingerprint.uncacheable)
+        warnings.warn(
+            f"node {node_id!r} is not cached: its key cannot cover {culprits}, which cannot "
+            "be hashed; it reruns every time. If it does not affect the result, name it in "
+            "the stage's `untracked` class attribute (see docs/concepts.md).",
+            UncacheableWarning,
+            stacklevel=3,
+        )
+        return f"not cacheable: reads {culprits}, which cannot be hashed"
+    dep = next(dep for dep in deps if dep in not_cacheable)
+    return f"not cacheable: upstream node {dep!r} is not cacheable"
 
 
 def ancestors_closure(graph: nx.DiGraph, targets: Iterable[str]) -> set[str]:

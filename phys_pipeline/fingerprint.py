@@ -1,46 +1,375 @@
-"""Code fingerprints: what a stage's code is, so that an edited method, helper or constant
-changes the stage's cache key."""
+"""Code fingerprints: everything a stage's code reads, so that an edit that can change its
+result changes its key.
+
+A stage's fingerprint follows, transitively, the code its class reaches in **user code**
+(notebook cells, ``__main__``, and any module outside the standard library and
+site-packages): methods and base classes, the config's class, functions and classes named as
+globals, lambdas, ``functools.partial`` objects, decorated functions (``__wrapped__``), bound
+methods, callable instances and containers of callables. Every global that code reads
+(``LOAD_GLOBAL``, attributes read off a user module such as ``consts.C``, names bound by
+``from mod import C``, imports inside a function) is hashed **by value**, and so is every
+attribute the stage instance holds beside its ``cfg``. Values are hashed when a plan is made,
+so an in-place change (``PARAMS["k"] = 5``) is seen.
+
+Library code (site-packages) is not walked: it is identified by its distribution's name and
+version (``ignore_library_version`` opts a distribution out). Objects that carry no data a
+result depends on (modules, loggers, locks, pools, open files, sockets, clients, progress bars)
+are skipped by type. Anything else that cannot be hashed makes the node uncacheable: the
+fingerprint lists it in ``uncacheable`` and the plan reruns the node, with a warning, unless
+the stage names it in its ``untracked`` class attribute.
+
+Besides the key digest (Merkle: each object's digest folds in the digests of what it reads),
+a fingerprint keeps flat ``parts`` (label -> digest of that object alone), so a changed key
+can be explained as ``global SCALE changed`` or ``helper mypkg.physics.gain changed``.
+"""
 
 from __future__ import annotations
 
+import dis
 import functools
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import site
 import sys
+import sysconfig
 import types
-from typing import Any
+import typing
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from .errors import UnhashableValueError
 from .hashing import Hasher, digest, feed, feed_bytes, new_hasher, qualname
 
-# --- code -----------------------------------------------------------------------------------
+__all__ = [
+    "Fingerprint",
+    "Fingerprinter",
+    "code_version",
+    "ignore_library_version",
+    "skip_type",
+]
 
-# base classes whose code is ours, not the user's: a library upgrade is not a stage change
-_FRAMEWORK_MODULES = ("phys_pipeline.types", "phys_pipeline.pipeline", "abc", "typing")
-_LIBRARY_ROOTS = ("numpy", "scipy", "pydantic", *_FRAMEWORK_MODULES)
+# --- where code comes from ------------------------------------------------------------------
 
 
-def _feed_code(h: Hasher, code: types.CodeType, module: str, globals_: dict, seen: set) -> None:
-    feed_bytes(h, b"co", code.co_code)
-    feed_bytes(h, b"nm", "\0".join(code.co_names).encode())
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            _feed_code(h, const, module, globals_, seen)
+def _site_dirs() -> tuple[str, ...]:
+    dirs = {*site.getsitepackages(), site.getusersitepackages()}
+    paths = sysconfig.get_paths()
+    dirs |= {paths["purelib"], paths["platlib"]}
+    return tuple(sorted(os.path.realpath(d) + os.sep for d in dirs if d))
+
+
+def _stdlib_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    return tuple({os.path.realpath(paths[k]) + os.sep for k in ("stdlib", "platstdlib")})
+
+
+_SITE_DIRS = _site_dirs()
+_STDLIB_DIRS = _stdlib_dirs()
+_FRAMEWORK = "phys_pipeline"
+_UNVERSIONED: set[str] = set()
+
+
+def ignore_library_version(distribution: str) -> None:
+    """Key code from ``distribution`` (e.g. ``"scipy"``) by its name only, so that upgrading
+    it does not invalidate cached results. Its code is never walked either way."""
+    _UNVERSIONED.add(_normalise(distribution))
+    _library_label.cache_clear()
+
+
+def _normalise(distribution: str) -> str:
+    return distribution.lower().replace("_", "-")
+
+
+@functools.cache
+def _distributions() -> Mapping[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+@functools.cache
+def _library_label(top_level: str) -> str | None:
+    """``"numpy==2.1.0"`` for an importable top-level package installed by a distribution;
+    None when no distribution claims it (its code is then walked like the user's)."""
+    if top_level == _FRAMEWORK:
+        from . import __version__
+
+        names = ["phys-pipeline"]
+        versions = [__version__]
+    else:
+        names = sorted(_distributions().get(top_level, ()))
+        if not names:
+            return None
+        versions = []
+        for name in names:
+            try:
+                versions.append(importlib.metadata.version(name))
+            except importlib.metadata.PackageNotFoundError:
+                versions.append("?")
+    return " ".join(
+        _normalise(name) if _normalise(name) in _UNVERSIONED else f"{_normalise(name)}=={v}"
+        for name, v in zip(names, versions, strict=True)
+    )
+
+
+@functools.cache
+def _stdlib_module(top_level: str) -> bool:
+    return top_level in sys.stdlib_module_names or top_level == "builtins"
+
+
+_ORIGINS: dict[str, str | None] = {}  # module name -> library label ("" for stdlib), None: user
+
+
+def _origin(module: str | None, file: str | None = None) -> str | None:
+    """The library label of the code in ``module`` ("" for the standard library), or None
+    when it is user code that must be walked."""
+    if not module or module == "__main__":
+        return None
+    known = _ORIGINS.get(module, False)
+    if known is not False:
+        return known  # type: ignore[return-value]
+    top = module.partition(".")[0]
+    if top == _FRAMEWORK:
+        label: str | None = _library_label(top)
+    else:
+        if file is None:
+            file = getattr(sys.modules.get(module), "__file__", None)
+        if file is None:
+            # builtin and frozen modules, or code exec'd under a made-up module name
+            label = "" if _stdlib_module(top) else None
+            if label is None:
+                return None  # not memoised: the module may be imported properly later
         else:
-            _feed_or_repr(h, const, "code constant")
-    # same-module helpers the code calls are part of its behaviour
-    for name in code.co_names:
-        target = globals_.get(name)
-        if _is_user_code(target, module) and id(target) not in seen:
-            seen.add(id(target))
-            _feed_object_code(h, target, seen)
+            path = os.path.realpath(file)
+            if path.startswith(_SITE_DIRS):
+                label = _library_label(top)
+            elif path.startswith(_STDLIB_DIRS):
+                label = ""
+            else:
+                label = None
+    _ORIGINS[module] = label
+    return label
 
 
-def _feed_or_repr(h: Hasher, value: Any, where: str, tag: bytes = b"?") -> None:
-    """Feed ``value`` canonically, or its stable repr under ``tag`` when it cannot hash: code
-    constants and defaults may be any object, and must still version the code."""
+def _function_origin(fn: types.FunctionType) -> str | None:
+    """Where a function's code lives, read from its globals (``functools.wraps`` copies
+    ``__module__`` from the function it wraps; code exec'd without a module has no name)."""
+    namespace = fn.__globals__
+    name = namespace.get("__name__")
+    return None if name is None else _origin(name, namespace.get("__file__"))
+
+
+def _class_origin(cls: type) -> str | None:
+    """Where a class's code lives: that of the functions defined in its body, else its
+    ``__module__``."""
     try:
-        feed(h, value, where)
+        return _CLASS_ORIGINS[cls]
+    except KeyError:
+        origin = _CLASS_ORIGINS[cls] = _find_class_origin(cls)
+        return origin
+
+
+_CLASS_ORIGINS: weakref.WeakKeyDictionary[type, str | None] = weakref.WeakKeyDictionary()
+
+
+def _find_class_origin(cls: type) -> str | None:
+    prefix = f"{cls.__qualname__}."
+    for member in vars(cls).values():
+        function = _method_function(member)
+        if isinstance(function, types.FunctionType) and function.__qualname__.startswith(prefix):
+            return _function_origin(function)
+    return _origin(cls.__module__)
+
+
+# --- what carries no data -------------------------------------------------------------------
+
+# by qualified type name, so that optional libraries are never imported to check
+_SKIPPED_TYPE_NAMES = frozenset(
+    {
+        "logging.Logger",
+        "logging.LoggerAdapter",
+        "logging.Handler",
+        "_thread.lock",
+        "_thread.RLock",
+        "threading.Condition",
+        "threading.Event",
+        "threading.Semaphore",
+        "threading.Barrier",
+        "threading.Thread",
+        "multiprocessing.synchronize.SemLock",
+        "multiprocessing.synchronize.Condition",
+        "multiprocessing.synchronize.Event",
+        "multiprocessing.pool.Pool",
+        "concurrent.futures._base.Executor",
+        "_io._IOBase",
+        "_socket.socket",
+        "asyncio.events.AbstractEventLoop",
+        "tqdm.std.tqdm",
+        "distributed.client.Client",
+        "redis.client.Redis",
+        "redis.cluster.RedisCluster",
+        "redis.connection.ConnectionPool",
+    }
+)
+_SKIPPED_TYPES: set[type] = set()
+_SKIP_MEMO: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
+def skip_type(cls: type) -> type:
+    """Declare that values of ``cls`` (and its subclasses) carry no data a result depends on
+    (a client, a handle, a cache of your own): fingerprints skip them. Usable as a decorator."""
+    _SKIPPED_TYPES.add(cls)
+    _SKIP_MEMO.clear()
+    return cls
+
+
+def _skipped(cls: type) -> bool:
+    known = _SKIP_MEMO.get(cls)
+    if known is None:
+        known = _SKIP_MEMO[cls] = any(
+            klass in _SKIPPED_TYPES or qualname(klass) in _SKIPPED_TYPE_NAMES
+            for klass in cls.__mro__
+        )
+    return known
+
+
+# --- code objects ---------------------------------------------------------------------------
+
+_GLOBAL_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
+_ATTRIBUTE_LOADS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+_LOCAL_STORES = frozenset({"STORE_FAST", "STORE_NAME", "STORE_DEREF"})
+_LOCAL_LOADS = frozenset({"LOAD_FAST", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLOSURE"})
+
+
+class _Reference(NamedTuple):
+    """A name a code object reads: a global (``module`` None) or an imported module
+    (``module`` and its import ``level``), then the attributes read off it."""
+
+    name: str
+    chain: tuple[str, ...]
+    module: str | None = None
+    level: int = 0
+
+
+class _CodeFacts(NamedTuple):
+    """What a code object is (bytecode, constants, names, signature; its first constant apart,
+    since that is a function's docstring) and which globals and modules it reads."""
+
+    body: bytes
+    first_const: bytes
+    references: tuple[_Reference, ...]
+
+
+_CODE_FACTS: weakref.WeakKeyDictionary[types.CodeType, _CodeFacts] = weakref.WeakKeyDictionary()
+
+
+def _facts(code: types.CodeType) -> _CodeFacts:
+    known = _CODE_FACTS.get(code)
+    if known is None:
+        known = _CODE_FACTS[code] = _analyse(code)
+    return known
+
+
+def _attribute_chain(instructions: list[dis.Instruction], start: int) -> tuple[str, ...]:
+    chain = []
+    for ins in instructions[start:]:
+        if ins.opname not in _ATTRIBUTE_LOADS:
+            break
+        chain.append(ins.argval)
+    return tuple(chain)
+
+
+def _analyse(code: types.CodeType) -> _CodeFacts:
+    h = new_hasher()
+    feed_bytes(h, b"co", code.co_code)
+    feed_bytes(h, b"ex", getattr(code, "co_exceptiontable", b""))
+    feed_bytes(h, b"nm", "\0".join(code.co_names).encode())
+    n_args = code.co_argcount + code.co_kwonlyargcount
+    n_args += bool(code.co_flags & 0x04) + bool(code.co_flags & 0x08)  # *args, **kwargs
+    signature = (code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount, code.co_flags)
+    feed(h, signature)
+    feed_bytes(h, b"vn", "\0".join(code.co_varnames[:n_args]).encode())
+    feed_bytes(h, b"fv", "\0".join((*code.co_freevars, *code.co_cellvars)).encode())
+    references: dict[_Reference, None] = {}
+    consts = code.co_consts
+    for const in consts[1:]:
+        _feed_const(h, const, references)
+    first = new_hasher()
+    if consts:
+        _feed_const(first, consts[0], references)
+
+    instructions = list(dis.get_instructions(code))
+    imported: dict[str, _Reference] = {}  # local name -> the module (or member) it holds
+    for i, ins in enumerate(instructions):
+        op = ins.opname
+        if op in _GLOBAL_LOADS and ins.argval not in imported:
+            references[_Reference(ins.argval, _attribute_chain(instructions, i + 1))] = None
+        elif op in _LOCAL_LOADS and ins.argval in imported:
+            base = imported[ins.argval]
+            chain = base.chain + _attribute_chain(instructions, i + 1)
+            references[base._replace(chain=chain)] = None
+        elif op == "IMPORT_NAME":
+            level = instructions[i - 2].argval if i >= 2 else 0
+            module = _Reference(ins.argval, (), ins.argval, level if isinstance(level, int) else 0)
+            _bind_import(instructions, i + 1, module, imported, references)
+    return _CodeFacts(h.digest(), first.digest(), tuple(references))
+
+
+def _bind_import(
+    instructions: list[dis.Instruction],
+    start: int,
+    module: _Reference,
+    imported: dict[str, _Reference],
+    references: dict[_Reference, None],
+) -> None:
+    """Follow an import inside a function: the local names it binds read the module (or its
+    member) wherever they are loaded later. ``import a.b`` binds ``a``; ``import a.b as c``
+    binds ``c`` to ``a.b``; ``from m import x as y`` binds ``y`` to ``m.x``; ``from m import
+    *`` reads all of ``m``."""
+    fromlist = instructions[start - 2].argval if start >= 2 else None
+    following = instructions[start:]
+    if not following:
+        return
+    if following[0].opname == "IMPORT_STAR":
+        references[module] = None
+        return
+    if not fromlist:
+        store = next((ins for ins in following if ins.opname not in _IMPORT_PLUMBING), None)
+        aliased = following[0].opname == "IMPORT_FROM"
+        if store is not None and store.opname in _LOCAL_STORES | {"STORE_GLOBAL"}:
+            head = module.name if aliased else module.name.partition(".")[0]
+            bound = module._replace(name=head, module=head)
+            if store.opname == "STORE_GLOBAL":
+                references[bound] = None
+            else:
+                imported[store.argval] = bound
+        return
+    for ins, store in zip(following[::2], following[1::2], strict=False):
+        if ins.opname != "IMPORT_FROM":
+            break
+        member = module._replace(chain=(ins.argval,))
+        if store.opname in _LOCAL_STORES:
+            imported[store.argval] = member
+        else:
+            references[member] = None
+
+
+_IMPORT_PLUMBING = frozenset({"IMPORT_FROM", "SWAP", "POP_TOP", "ROT_TWO"})
+
+
+def _feed_const(h: Hasher, const: Any, references: dict[_Reference, None]) -> None:
+    if isinstance(const, types.CodeType):
+        facts = _facts(const)
+        h.update(facts.body)
+        h.update(facts.first_const)
+        references.update(dict.fromkeys(facts.references))
+        return
+    try:
+        feed(h, const, "code constant")
     except UnhashableValueError:
-        feed_bytes(h, tag, _stable_repr(value).encode())
+        feed_bytes(h, b"?", _stable_repr(const).encode())
 
 
 def _stable_repr(value: Any) -> str:
@@ -50,79 +379,454 @@ def _stable_repr(value: Any) -> str:
     return qualname(type(value)) if " at 0x" in text else text
 
 
-def _is_user_code(obj: Any, module: str) -> bool:
-    return (
-        isinstance(obj, types.FunctionType | type)
-        and getattr(obj, "__module__", None) == module
-        # code exec'd without a __name__ in its globals has __module__ None
-        and not (module or "").startswith(_LIBRARY_ROOTS)
-    )
+# --- fingerprints ---------------------------------------------------------------------------
 
 
-def _is_own_code(obj: Any) -> bool:
-    """A function or class from neither a known library nor the standard library: one whose
-    code a class attribute or closure cell brings into the behaviour being versioned."""
-    module = getattr(obj, "__module__", None) or ""
-    return (
-        isinstance(obj, types.FunctionType | type)
-        and not module.startswith(_LIBRARY_ROOTS)
-        and module.partition(".")[0] not in sys.stdlib_module_names
-    )
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """A stage's code and the values it reads: ``digest`` feeds the node's key; ``parts``
+    (label -> digest of that object alone) explain a change; ``uncacheable`` names what could
+    not be hashed (when not empty, the node is not cached)."""
+
+    digest: str
+    parts: Mapping[str, str]
+    uncacheable: tuple[str, ...] = ()
+
+    def changes(self, before: Fingerprint) -> list[str]:
+        """What differs from ``before``, as ``"<label> changed"`` (or added/removed)."""
+        reasons = [
+            f"{label} changed" if label in before.parts else f"{label} added"
+            for label, value in self.parts.items()
+            if before.parts.get(label) != value
+        ]
+        reasons += [f"{label} removed" for label in before.parts if label not in self.parts]
+        return sorted(reasons)
 
 
-def _feed_referenced(h: Hasher, value: Any, seen: set) -> None:
-    """A value a class attribute or closure cell holds: own functions and classes by their
-    code, other values by content, falling back to a stable repr when they cannot hash."""
-    if isinstance(value, types.FunctionType | type):
-        feed_bytes(h, b"ref", f"{value.__module__}.{value.__qualname__}".encode())
-        if _is_own_code(value) and id(value) not in seen:
-            seen.add(id(value))
-            _feed_object_code(h, value, seen)
-        return
-    try:
-        h.update(digest(value, "class attribute"))
-    except UnhashableValueError:
-        feed_bytes(h, b"?", _stable_repr(value).encode())
+class _Walked(NamedTuple):
+    """One object's Merkle digest, with the parts and unhashable values under it."""
+
+    digest: bytes
+    parts: Mapping[str, str]
+    problems: tuple[str, ...]
 
 
-def _feed_object_code(h: Hasher, obj: Any, seen: set) -> None:
-    if isinstance(obj, types.FunctionType):
-        feed_bytes(h, b"fn", obj.__qualname__.encode())
-        _feed_code(h, obj.__code__, obj.__module__, obj.__globals__, seen)
+_EMPTY: Mapping[str, str] = types.MappingProxyType({})
+# class members that are the interpreter's, abc's or pydantic's bookkeeping, not user code
+_CLASS_BOOKKEEPING = frozenset(
+    {"_abc_impl", "model_config", "model_fields", "model_computed_fields"}
+)
+_METHOD_WRAPPERS = (staticmethod, classmethod)
+_DESCRIPTORS = (types.MemberDescriptorType, types.GetSetDescriptorType)
+_BUILTIN_CALLABLES = (
+    types.BuiltinFunctionType,
+    types.BuiltinMethodType,
+    types.WrapperDescriptorType,
+    types.MethodDescriptorType,
+    types.ClassMethodDescriptorType,
+    types.MethodWrapperType,
+)
+_TYPING_TYPES = (types.GenericAlias, types.UnionType, typing.TypeVar)
+
+
+def _label(obj: Any) -> str:
+    module = getattr(obj, "__module__", None)
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", "?")
+    return name if module in (None, "__main__") else f"{module}.{name}"
+
+
+def _global_label(module: str | None, name: str) -> str:
+    return name if module in (None, "__main__") else f"{module}.{name}"
+
+
+class Fingerprinter:
+    """Fingerprints for one plan. Each function, class and global is walked once per plan
+    (a notebook may redefine any of them between plans), and values are hashed afresh."""
+
+    def __init__(self, untracked: Iterable[str] = ()) -> None:
+        self.untracked = frozenset(untracked)
+        self._done: dict[int, _Walked] = {}
+        self._active: dict[int, int] = {}  # id -> depth, for objects being walked
+        self._keep: list[Any] = []  # objects memoised by id stay alive for this plan
+        self._low = sys.maxsize  # the shallowest unfinished walk the current one leaned on
+        # (stage class, config class, pinned version) -> (fingerprint, has slots)
+        self._codes: dict[tuple[type, type, str | None], tuple[Fingerprint, bool]] = {}
+
+    # -- entry points --
+
+    def stage(self, stage: Any, cfg: Any, pinned: str | None = None) -> Fingerprint:
+        """The fingerprint of ``stage``: its class's code (unless ``pinned``, a version the
+        user set by hand), the class of its config ``cfg`` (hashed by value elsewhere), and
+        the attributes it holds beside ``cfg``."""
+        cls, cfg_class = type(stage), type(cfg)
+        known = self._codes.get((cls, cfg_class, pinned))
+        if known is None:
+            items: list[tuple[str, Any]] = []
+            if pinned is None:
+                items.append((_label(cls), cls))
+                if _class_origin(cfg_class) is None:
+                    items.append((_label(cfg_class), cfg_class))
+            slotted = any(klass.__dict__.get("__slots__") for klass in cls.__mro__)
+            fingerprint = self._fingerprint(("pin", pinned or ""), items, labelled=False)
+            known = self._codes[(cls, cfg_class, pinned)] = (fingerprint, slotted)
+        code, slotted = known
+        held = getattr(stage, "__dict__", None)
+        if held is not None and len(held) == 1 and "cfg" in held and not slotted:
+            return code  # most stages hold nothing but their cfg
+        attributes = [
+            (f"attribute {name}", value)
+            for name, value in _instance_attributes(stage, ("cfg",))
+            if name not in self.untracked
+        ]
+        if not attributes:
+            return code
+        with_attributes = self._fingerprint(("code", code.digest), attributes, labelled=True)
+        return Fingerprint(
+            with_attributes.digest,
+            {**code.parts, **with_attributes.parts},
+            tuple(dict.fromkeys((*code.uncacheable, *with_attributes.uncacheable))),
+        )
+
+    def _fingerprint(
+        self, head: tuple[str, str], items: list[tuple[str, Any]], *, labelled: bool
+    ) -> Fingerprint:
+        """Fold ``items`` (label, value) into one fingerprint; ``labelled``: each item's
+        digest is a part of its own, under its label."""
+        h = new_hasher()
+        feed(h, head)
+        parts: dict[str, str] = {}
+        problems: list[str] = []
+        for label, value in items:
+            walked = self._reference(value, label)
+            feed_bytes(h, b"item", label.encode())
+            h.update(walked.digest)
+            parts.update(walked.parts)
+            if labelled:
+                parts[label] = walked.digest.hex()
+            problems += walked.problems
+        return Fingerprint(h.hexdigest(), parts, tuple(dict.fromkeys(problems)))
+
+    def code(self, cls: type) -> Fingerprint:
+        walked = self._reference(cls, _label(cls))
+        return Fingerprint(walked.digest.hex(), walked.parts, walked.problems)
+
+    # -- the walk --
+
+    def _reference(self, obj: Any, where: str) -> _Walked:
+        """The digest of a value some code reads: code by what it is, data by value."""
+        if type(obj) in _PLAIN_DATA:
+            return _Walked(digest(obj, where), _EMPTY, ())
+        key = id(obj)
+        done = self._done.get(key)
+        if done is not None:
+            return done
+        depth = self._active.get(key)
+        if depth is not None:  # recursion: named here, its content is being hashed above
+            self._low = min(self._low, depth)
+            return _Walked(digest(("cycle", _label(obj))), _EMPTY, ())
+        depth = self._active[key] = len(self._active)
+        outer_low, self._low = self._low, sys.maxsize
+        try:
+            walked = self._walk(obj, where)
+        finally:
+            del self._active[key]
+        if self._low >= depth:  # nothing under it leaned on an unfinished walk above it
+            self._done[key] = walked
+            self._keep.append(obj)
+        self._low = min(outer_low, self._low)
+        return walked
+
+    def _walk(self, obj: Any, where: str) -> _Walked:
+        cls = type(obj)
+        if _skipped(cls):
+            return _Walked(digest(("skipped", qualname(cls))), _EMPTY, ())
+        if isinstance(obj, types.FunctionType):
+            return self._function(obj)
+        if isinstance(obj, type):
+            return self._class(obj)
+        if isinstance(obj, types.ModuleType):
+            return self._module(obj)
+        if isinstance(obj, functools.partial):
+            return self._combine(
+                "partial",
+                [("func", obj.func), ("args", obj.args), ("keywords", obj.keywords)],
+                where,
+            )
+        if isinstance(obj, types.MethodType):
+            return self._combine("method", [("func", obj.__func__), ("self", obj.__self__)], where)
+        wrapped = getattr(obj, "__wrapped__", None) if callable(obj) else None
+        if wrapped is not None and not isinstance(obj, type):
+            return self._combine(
+                "wrapped", [("wrapper", qualname(cls)), ("wrapped", wrapped)], where
+            )
+        if isinstance(obj, _BUILTIN_CALLABLES):
+            return self._builtin(obj, where)
+        if isinstance(obj, _TYPING_TYPES):
+            return _Walked(digest(("typing", repr(obj))), _EMPTY, ())
+        user_class = _class_origin(cls) is None
+        try:
+            value = digest(obj, where)
+        except UnhashableValueError:
+            value = None
+        if value is not None and not user_class:
+            return _Walked(value, _EMPTY, ())
+        if isinstance(obj, list | tuple | set | frozenset | dict):
+            return self._container(obj, where)
+        if user_class or _is_stage(obj):
+            # a callable instance, a material model, a stage held by another: code and data
+            items: list[tuple[str, Any]] = [("class", cls)]
+            items += [("data", value)] if value is not None else _instance_attributes(obj)
+            return self._combine("instance", items, where)
+        library = _class_origin(cls)
+        if library is not None and callable(obj) and _published(obj):  # np.exp, np.sum
+            return self._library(library, _label(obj))
+        problem = f"{where} (a {qualname(cls)})"
+        return _Walked(digest(("unhashable", where)), _EMPTY, (problem,))
+
+    def _combine(self, kind: str, items: list[tuple[str, Any]], where: str) -> _Walked:
+        h = new_hasher()
+        feed_bytes(h, b"kind", kind.encode())
+        parts: dict[str, str] = {}
+        problems: list[str] = []
+        for name, value in items:
+            walked = self._reference(value, f"{where}.{name}" if kind != "instance" else where)
+            feed_bytes(h, b"item", name.encode())
+            h.update(walked.digest)
+            parts.update(walked.parts)
+            problems += walked.problems
+        return _Walked(h.digest(), parts or _EMPTY, tuple(problems))
+
+    def _container(self, obj: Any, where: str) -> _Walked:
+        if isinstance(obj, dict):
+            entries = sorted(((digest(k, where), v) for k, v in obj.items()), key=lambda kv: kv[0])
+            items = [(k.hex(), v) for k, v in entries]
+        elif isinstance(obj, set | frozenset):
+            walked = sorted(self._reference(item, where).digest for item in obj)
+            items = [(str(i), d) for i, d in enumerate(walked)]
+        else:
+            items = [(str(i), item) for i, item in enumerate(obj)]
+        return self._combine(type(obj).__name__, items, where)
+
+    def _builtin(self, obj: Any, where: str) -> _Walked:
+        """``len``, ``math.sin``, ``RESULTS.append``: identified by name; a method bound to
+        data (``__self__`` not a module or type) also by that data."""
+        module = getattr(obj, "__module__", None) or qualname(type(getattr(obj, "__self__", None)))
+        h = new_hasher()
+        feed(h, ("builtin", _origin(module) or "", module, _label(obj)))
+        bound = getattr(obj, "__self__", None)
+        if bound is not None and not isinstance(bound, types.ModuleType | type):
+            walked = self._reference(bound, where)
+            h.update(walked.digest)
+            return _Walked(h.digest(), walked.parts, walked.problems)
+        return _Walked(h.digest(), _EMPTY, ())
+
+    def _module(self, module: types.ModuleType) -> _Walked:
+        """A user module read as a whole (``getattr(consts, name)``): every global in it.
+        A library module: its distribution and version."""
+        name = module.__name__
+        library = _origin(name, getattr(module, "__file__", None))
+        if library is not None:
+            return self._library(library, name)
+        items = [
+            (attr, value)
+            for attr, value in sorted(vars(module).items())
+            if not (attr.startswith("__") and attr.endswith("__"))
+            and not isinstance(value, types.ModuleType)
+        ]
+        walked = self._combine("module", items, name)
+        parts = {**walked.parts, f"module {name}": walked.digest.hex()}
+        return walked._replace(parts=parts)
+
+    def _library(self, library: str, name: str) -> _Walked:
+        if not library:  # the standard library: by name
+            return _Walked(digest(("stdlib", name)), _EMPTY, ())
+        return _Walked(digest(("library", library, name)), {f"library {library}": library}, ())
+
+    def _function(self, fn: types.FunctionType) -> _Walked:
+        library = _function_origin(fn)
+        if library is not None:
+            return self._library(library, _label(fn))
+        code = fn.__code__
+        facts = _facts(code)
+        h = new_hasher()
+        feed_bytes(h, b"fn", fn.__qualname__.encode())
+        h.update(facts.body)
+        if not (isinstance(fn.__doc__, str) and code.co_consts and fn.__doc__ is code.co_consts[0]):
+            h.update(facts.first_const)
+        label = _label(fn)
+        parts: dict[str, str] = {f"{_function_kind(fn)} {label}": h.copy().hexdigest()}
+        problems: list[str] = []
+
+        def read(name: str, value: Any, where: str, label: str | None) -> None:
+            walked = self._reference(value, where)
+            feed_bytes(h, b"ref", name.encode())
+            h.update(walked.digest)
+            parts.update(walked.parts)
+            if label is not None:
+                parts[label] = walked.digest.hex()
+            problems.extend(walked.problems)
+
         # positional and keyword-only defaults (``*, scale=2.0``) are part of the behaviour
-        for tag, defaults in ((b"?", obj.__defaults__), (b"?kw", obj.__kwdefaults__)):
-            if defaults:
-                _feed_or_repr(h, defaults, "defaults", tag)
-        if obj.__closure__:
-            for name, cell in zip(obj.__code__.co_freevars, obj.__closure__, strict=True):
-                if name == "__class__":  # the class super() refers to: being versioned
+        if fn.__defaults__:
+            read("defaults", fn.__defaults__, f"defaults of {label}", None)
+        if fn.__kwdefaults__:
+            read("kwdefaults", fn.__kwdefaults__, f"defaults of {label}", None)
+        if fn.__closure__:
+            for name, cell in zip(code.co_freevars, fn.__closure__, strict=True):
+                if name == "__class__":  # the class super() refers to: walked already
                     continue
                 try:
                     value = cell.cell_contents
                 except ValueError:  # a variable the enclosing function had not yet bound
                     continue
-                feed_bytes(h, b"cell", name.encode())
-                _feed_referenced(h, value, seen)
-    elif isinstance(obj, type):
-        _feed_class_code(h, obj, seen)
+                if name not in self.untracked:
+                    read(f"cell {name}", value, f"variable {name} of {label}", None)
+        for ref in facts.references:
+            target = self._resolve(ref, fn.__globals__)
+            if target is _UNRESOLVED:
+                continue
+            value, as_read, where = target
+            if ref.name in self.untracked or as_read in self.untracked:
+                continue
+            read(
+                f"{as_read}:{ref.module}:{ref.level}",
+                value,
+                f"global {where}",
+                None if _is_code(value) else f"global {where}",
+            )
+        return _Walked(h.digest(), parts, tuple(problems))
+
+    def _resolve(self, ref: _Reference, namespace: dict[str, Any]) -> Any:
+        """``(value, as_read, label)`` for a reference: the global (or imported module), then
+        the attributes read off it while they are read off a user module; ``as_read`` is the
+        dotted name the code uses, ``label`` where the value lives."""
+        if ref.module is None:
+            if ref.name not in namespace:
+                return _UNRESOLVED  # a builtin, or a name not defined yet
+            value = namespace[ref.name]
+            home = namespace.get("__name__")
+        else:
+            try:
+                name = importlib.util.resolve_name(
+                    "." * ref.level + ref.module, namespace.get("__package__")
+                )
+                value = importlib.import_module(name)
+            except (ImportError, ValueError):
+                return _UNRESOLVED  # the stage will fail to import it, and say so
+            home = None
+        steps = 0
+        for attr in ref.chain:
+            if not isinstance(value, types.ModuleType):
+                break
+            if _origin(value.__name__, getattr(value, "__file__", None)) is not None:
+                break  # a library module: its version stands for all of it
+            home = value.__name__
+            value = _module_member(value, attr)
+            if value is _UNRESOLVED:
+                return _UNRESOLVED
+            steps += 1
+        as_read = ".".join((ref.name, *ref.chain[:steps]))
+        name = ref.chain[steps - 1] if steps else ref.name
+        return value, as_read, _global_label(home, name)
+
+    def _class(self, cls: type) -> _Walked:
+        library = _class_origin(cls)
+        if library is not None:
+            return self._library(library, _label(cls))
+        h = new_hasher()
+        own = new_hasher()
+        parts: dict[str, str] = {}
+        problems: list[str] = []
+        for klass in cls.__mro__:
+            if klass is object:
+                continue
+            library = _class_origin(klass)
+            if library is not None:
+                walked = self._library(library, _label(klass))
+                h.update(walked.digest)
+                parts.update(walked.parts)
+                continue
+            feed_bytes(h, b"cls", _label(klass).encode())
+            feed_bytes(own, b"cls", _label(klass).encode())
+            for name, member in sorted(vars(klass).items()):
+                if name in _CLASS_BOOKKEEPING or isinstance(member, _DESCRIPTORS):
+                    continue
+                function = _method_function(member)
+                dunder = name.startswith("__") and name.endswith("__")
+                if function is None or (dunder and not isinstance(function, types.FunctionType)):
+                    continue
+                if name in self.untracked:
+                    continue
+                walked = self._reference(function, f"{_label(klass)}.{name}")
+                feed_bytes(h, b"m", name.encode())
+                h.update(walked.digest)
+                parts.update(walked.parts)
+                problems += walked.problems
+                if not _is_code(function):
+                    # class-level constants (FACTOR = 2.0)
+                    parts[f"constant {_label(klass)}.{name}"] = walked.digest.hex()
+                else:
+                    feed_bytes(own, b"m", name.encode())
+            feed_bytes(own, b"end", b"")
+        parts[f"class {_label(cls)}"] = own.hexdigest()
+        return _Walked(h.digest(), parts, tuple(problems))
 
 
-# names the interpreter, abc, dataclasses and pydantic set on a class: not the user's code
-_SKIPPED_ATTRIBUTES = frozenset({"_abc_impl", "model_config"})
-# method wrappers without a function, and the descriptors __slots__ and __dict__ create
-_NOT_CONSTANTS = (
-    staticmethod,
-    classmethod,
-    property,
-    functools.cached_property,
-    types.MemberDescriptorType,
-    types.GetSetDescriptorType,
-)
+_UNRESOLVED = object()
+
+
+def _module_member(module: types.ModuleType, attr: str) -> Any:
+    """``module.attr``, importing it first when it is a submodule not imported yet."""
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        pass
+    if hasattr(module, "__path__"):
+        try:
+            return importlib.import_module(f"{module.__name__}.{attr}")
+        except ImportError:
+            pass
+    return _UNRESOLVED
+
+
+def _function_kind(fn: types.FunctionType) -> str:
+    """``method`` for a function defined in a class body, else ``helper``."""
+    owner = fn.__qualname__.rpartition(".")[0]
+    return "method" if owner and not owner.endswith("<locals>") else "helper"
+
+
+def _published(obj: Any) -> bool:
+    """Whether ``obj`` is what its module exports under its name (``np.exp``, ``np.sum``):
+    a library's own function, not an object built at run time from user data."""
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    if module is None or not isinstance(name, str):
+        return False
+    target: Any = module
+    for part in name.split("."):
+        target = getattr(target, part, _UNRESOLVED)
+    return target is obj
+
+
+_PLAIN_DATA = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+def _is_stage(obj: Any) -> bool:
+    """A stage (``process`` and ``cfg``), such as one a pipeline holds: it holds user data
+    whatever library its class comes from."""
+    return callable(getattr(obj, "process", None)) and hasattr(obj, "cfg")
+
+
+def _is_code(value: Any) -> bool:
+    return isinstance(
+        value, types.FunctionType | type | types.MethodType | functools.partial | types.ModuleType
+    )
 
 
 def _method_function(member: Any) -> Any:
-    """The function behind a method-like class member (None for a property without getter)."""
-    if isinstance(member, staticmethod | classmethod):
+    """The function behind a method-like class member (None for a property without
+    getter); other members (constants) as they are."""
+    if isinstance(member, _METHOD_WRAPPERS):
         return member.__func__
     if isinstance(member, property):
         return member.fget
@@ -131,33 +835,21 @@ def _method_function(member: Any) -> Any:
     return member
 
 
-def _feed_class_code(h: Hasher, cls: type, seen: set) -> None:
-    for klass in cls.__mro__:
-        if klass is object or klass.__module__.startswith(_LIBRARY_ROOTS):
-            continue
-        feed_bytes(h, b"cls", qualname(klass).encode())
-        for name, member in sorted(vars(klass).items()):
-            function = _method_function(member)
-            if isinstance(function, types.FunctionType):
-                feed_bytes(h, b"m", name.encode())
-                _feed_object_code(h, function, seen)
-            elif not (
-                isinstance(member, _NOT_CONSTANTS)
-                or (name.startswith("__") and name.endswith("__"))
-                or name in _SKIPPED_ATTRIBUTES
-            ):
-                # class-level constants (FACTOR = 2.0) are part of the behaviour
-                feed_bytes(h, b"a", name.encode())
-                _feed_referenced(h, member, seen)
+def _instance_attributes(obj: Any, skip: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
+    """What an object holds (but ``skip``): its ``__dict__`` and ``__slots__`` values."""
+    values = getattr(obj, "__dict__", None)
+    items = [(k, v) for k, v in values.items() if k not in skip] if values else []
+    for klass in type(obj).__mro__[:-1]:
+        slots = klass.__dict__.get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if name not in ("__dict__", "__weakref__", *skip) and hasattr(obj, name):
+                items.append((name, getattr(obj, name)))
+    return sorted(items, key=lambda item: item[0])
 
 
 def code_version(obj: Any) -> str:
-    """A digest of the code behind ``obj``'s class: methods' bytecode, constants and names, the
-    same-module functions they call, class-level constants and closure cells. Works for classes
-    defined in notebook cells, which have no source file; a redefined class, constant or helper
-    gets a new digest. Not memoised globally, since a notebook may redefine a helper while the
-    class object stays the same."""
+    """A digest of the code behind ``obj``'s class and everything it reads (see the module
+    docstring). Computed afresh on every call: a notebook may redefine a helper or change a
+    global while the class object stays the same."""
     cls = obj if isinstance(obj, type) else type(obj)
-    h = new_hasher()
-    _feed_class_code(h, cls, {id(cls)})
-    return h.hexdigest()
+    return Fingerprinter(getattr(cls, "untracked", ())).code(cls).digest

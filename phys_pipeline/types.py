@@ -137,11 +137,15 @@ class PipelineStage(ABC, Generic[S, C]):
     Stages may be dataclasses that never call this ``__init__``, and may be unhashable: the
     library never uses a stage as a dict key. Set ``version`` to pin the code version by hand;
     set ``policy_keys`` to the policy keys the stage reads, so that other policy changes do not
-    invalidate its cache entries (by default, any policy change does).
+    invalidate its cache entries (by default, any policy change does). A stage's key covers
+    its code, the globals that code reads and the attributes the stage holds beside ``cfg``
+    (see ``phys_pipeline.fingerprint``); name in ``untracked`` the globals and attributes that
+    do not affect its result and cannot be hashed (a connection, a cache of your own).
     """
 
     version: ClassVar[str | None] = None
     policy_keys: ClassVar[tuple[str, ...] | None] = None
+    untracked: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: C) -> None:
         self.cfg = cfg

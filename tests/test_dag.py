@@ -211,7 +211,7 @@ def test_stale_set_against_a_cache_with_reasons():
     after = plan_of(with_stage(diamond(), "p2", PhaseStage(PhaseCfg(name="p2", gdd=5.0))))
     stale = after.stale(cache, previous=before)
     assert set(stale) == {"p2", "merge"}
-    assert stale["p2"].reasons == ("config changed",)
+    assert stale["p2"].reasons == ("config field gdd changed",)
     assert stale["merge"].reasons == ("upstream changed",)
 
 
@@ -231,7 +231,10 @@ def test_code_change_is_explained():
     after = plan_of(with_stage(diamond(), "grid", GridStageV2(GridCfg(name="grid"))))
     stale = after.stale(KeySet(before.keys.values()), previous=before)
     assert set(stale) == {"grid", "p1", "p2", "merge", "solo"}
-    assert stale["grid"].reasons == ("code changed",)
+    assert stale["grid"].reasons == (
+        "stage class changed (dag_stages.GridStage -> "
+        f"{GridStageV2.__module__}.{GridStageV2.__qualname__})",
+    )
     assert stale["solo"].reasons == ("upstream changed",)
 
 
@@ -240,4 +243,4 @@ def test_merge_reason_covers_its_own_config():
     after = plan_of(with_stage(diamond(), "merge", SumStage(SumCfg(name="merge", weight=2.0))))
     stale = after.stale(KeySet(before.keys.values()), previous=before)
     assert set(stale) == {"merge"}
-    assert stale["merge"].reasons == ("config changed",)
+    assert stale["merge"].reasons == ("config field weight changed",)

@@ -134,7 +134,7 @@ def test_config_change_reruns_exactly_the_node_and_descendants():
     edited = with_stage(diamond(), "p2", PhaseStage(PhaseCfg(name="p2", gdd=7.0)))
     out = executor.run(SimpleState(payload=None), edited)
     assert sorted(out.ran) == ["merge", "p2"]
-    assert out.runs["p2"].reason == "config changed"
+    assert out.runs["p2"].reason == "config field gdd changed"
     assert out.runs["merge"].reason == "upstream changed"
     assert out.runs["grid"].cache_hit
 
@@ -152,7 +152,7 @@ def test_code_change_reruns_that_node_and_descendants():
         SimpleState(payload=None), with_stage(diamond(), "grid", GridStageV2(GridCfg(name="grid")))
     )
     assert sorted(out.ran) == ["grid", "merge", "p1", "p2", "solo"]
-    assert out.runs["grid"].reason == "code changed"
+    assert out.runs["grid"].reason.startswith("stage class changed (dag_stages.GridStage -> ")
 
 
 def test_hits_across_executor_instances(tmp_path):

@@ -265,7 +265,7 @@ def test_an_edit_makes_exactly_the_node_and_its_descendants_stale(
 
     stale = executor.stale(state, nodes)
     assert set(stale) == expected
-    assert stale[f"n{edited}"].reasons == ("config changed",)
+    assert stale[f"n{edited}"].reasons == ("config field offset changed",)
     assert all(stale[nid].reasons == ("upstream changed",) for nid in expected - {f"n{edited}"})
 
     second = executor.run(state, nodes)

@@ -33,7 +33,7 @@ def test_first_run_runs_everything_then_nothing_is_stale(session):
 def test_update_marks_exactly_the_node_and_descendants_stale(session):
     stale = session.update("p1", gdd=42.0)
     assert set(stale) == {"p1", "merge"}
-    assert stale["p1"].reasons == ("config changed",)
+    assert stale["p1"].reasons == ("config field gdd changed",)
     assert stale["merge"].reasons == ("upstream changed",)
     assert session.status == {
         "grid": "ran",
@@ -95,7 +95,9 @@ def test_redefined_stage_class_makes_that_node_stale(session):
         namespace,
     )
     stale = session.set_stage("grid", namespace["GridStage"](GridCfg(name="grid")))
-    assert stale["grid"].reasons == ("code changed",)
+    assert stale["grid"].reasons == (
+        "stage class changed (dag_stages.GridStage -> __main__.GridStage)",
+    )
     assert set(stale) == {"grid", "p1", "p2", "merge", "solo"}
 
 
@@ -170,7 +172,7 @@ def test_grid_edit_invalidates_everything(session):
 
 def test_session_accepts_a_new_stage_instance(session):
     session.set_stage("grid", GridStage(GridCfg(name="grid", span=2.0)))
-    assert "config changed" in session.stale()["grid"].reasons
+    assert "config field span changed" in session.stale()["grid"].reasons
 
 
 def test_a_raising_listener_is_reported_and_the_run_completes():

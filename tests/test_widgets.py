@@ -437,7 +437,7 @@ def test_moving_a_log_slider_updates_the_config_through_the_model(
     assert value == pytest.approx(8000.0, rel=0.01)
     assert control.value == control.text.value == value
     assert set(demo_session.stale()) == set(demo_session.status)  # grid is every node's root
-    assert demo_session.stale()["grid"].reasons == ("config changed",)
+    assert demo_session.stale()["grid"].reasons == ("config field window_fs changed",)
 
 
 def test_out_of_range_text_beside_a_log_slider_is_rejected_not_clamped(
@@ -463,7 +463,7 @@ def test_slider_edit_updates_config_and_marks_node_and_descendants_stale(
     ConfigEditor(session, "pulse").controls["fwhm_ps"].value = 2.5
     assert session.config("pulse").fwhm_ps == 2.5
     assert set(session.stale()) == {"pulse", "fibre", "duration"}
-    assert session.stale()["pulse"].reasons == ("config changed",)
+    assert session.stale()["pulse"].reasons == ("config field fwhm_ps changed",)
 
 
 def test_below_lower_bound_shows_error_and_changes_nothing(session: LiveSession) -> None:
@@ -610,7 +610,7 @@ def test_run_button_reruns_only_stale_nodes_and_recolours_the_dag(app: PipelineA
     assert app.dag.statuses == dict.fromkeys(ALL, "ran")
     app.editor("fibre").controls["length_m"].value = 3.0
     assert app.dag.statuses["fibre"] == "stale"
-    assert app.dag.reasons["fibre"] == "config changed"
+    assert app.dag.reasons["fibre"] == "config field length_m changed"
     app.controls.run_button.click()
     result = app.session.last_result
     assert result is not None
@@ -718,7 +718,7 @@ def test_dag_view_follows_a_session_on_its_own(session: LiveSession) -> None:
     assert view.statuses == dict.fromkeys(ALL, "ran")
     svg = view.svg
     session.update("fibre", length_m=3.0)
-    assert view.statuses["fibre"] == "stale" and view.reasons["fibre"] == "config changed"
+    assert view.statuses["fibre"] == "stale" and view.reasons["fibre"] == "config field length_m changed"
     assert view.svg is svg  # same structure: no re-layout
     session.update("fibre", name="hollow-core fibre")
     assert "hollow-core fibre" in view.svg
