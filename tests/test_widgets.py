@@ -718,7 +718,10 @@ def test_dag_view_follows_a_session_on_its_own(session: LiveSession) -> None:
     assert view.statuses == dict.fromkeys(ALL, "ran")
     svg = view.svg
     session.update("fibre", length_m=3.0)
-    assert view.statuses["fibre"] == "stale" and view.reasons["fibre"] == "config field length_m changed"
+    assert (
+        view.statuses["fibre"] == "stale"
+        and view.reasons["fibre"] == "config field length_m changed"
+    )
     assert view.svg is svg  # same structure: no re-layout
     session.update("fibre", name="hollow-core fibre")
     assert "hollow-core fibre" in view.svg
