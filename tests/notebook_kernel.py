@@ -1,0 +1,93 @@
+"""A Jupyter kernel in miniature, for tests of edits made in a notebook.
+
+Cells are source strings, each compiled with a ``<cell-N>`` filename (N counts executions, as
+a kernel does) and exec'd into ONE namespace whose ``__name__`` is ``"__main__"``. An edit
+re-executes one cell; every other object keeps its identity, as in a real kernel. The "run
+cell" then runs the DAG named ``nodes`` in that namespace, in one of four ways: through a
+``DagExecutor`` over a ``DiskCache`` or a ``LiveSession`` (whose memory tier answers first),
+each either re-executing the cell that builds ``nodes`` first or running the same stage objects.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from phys_pipeline import DagExecutor, DiskCache, LocalScheduler, SimpleState, State
+from phys_pipeline.dag import Staleness
+from phys_pipeline.executor import DagRunResult
+from phys_pipeline.session import LiveSession
+
+# how the user re-runs the run cell: front end, and whether the `nodes` cell runs again first
+WAYS: dict[str, tuple[str, bool]] = {
+    "executor, nodes rebuilt": ("executor", True),
+    "executor, same stage objects": ("executor", False),
+    "session, nodes rebuilt": ("session", True),
+    "session, same stage objects": ("session", False),
+}
+REBUILT = [way for way, (_, rebuild) in WAYS.items() if rebuild]
+SAME_OBJECTS = [way for way, (_, rebuild) in WAYS.items() if not rebuild]
+
+
+class Notebook:
+    """Cells in notebook order, all executed once on creation; ``nodes`` must be built by a
+    cell named "nodes", and a cell may bind ``start`` (the initial state; default empty)."""
+
+    def __init__(self, cells: Mapping[str, str], way: str, cache_dir: Path) -> None:
+        self.cells = dict(cells)
+        self.namespace: dict[str, Any] = {"__name__": "__main__"}
+        self.execution_count = 0
+        for name in self.cells:
+            self.execute(name)
+        self.front_end, self.rebuild_nodes = WAYS[way]
+        self._default_start = SimpleState()
+        self.executor: DagExecutor | None = None
+        self.session: LiveSession | None = None
+        if self.front_end == "executor":
+            cache = DiskCache(cache_dir)
+            self.executor = DagExecutor(scheduler=LocalScheduler(max_workers=1), cache=cache)
+        else:
+            self.session = LiveSession(self["nodes"], self.start, cache=DiskCache(cache_dir))
+
+    def __getitem__(self, name: str) -> Any:
+        return self.namespace[name]
+
+    @property
+    def start(self) -> State:
+        return self.namespace.get("start", self._default_start)
+
+    def execute(self, name: str, source: str | None = None) -> None:
+        """Run one cell, first replacing its source when ``source`` is given (an edit); a new
+        name appends a cell."""
+        if source is not None:
+            self.cells[name] = source
+        self.execution_count += 1
+        filename = f"<cell-{self.execution_count}>"
+        exec(compile(textwrap.dedent(self.cells[name]), filename, "exec"), self.namespace)
+
+    def _prepare(self) -> None:
+        """What the user does before running: rebuild the nodes (or not), hand them over."""
+        if self.rebuild_nodes:
+            self.execute("nodes")
+        if self.session is not None:
+            if self.rebuild_nodes:
+                for node in self["nodes"]:
+                    self.session.set_stage(node.id, node.stage)
+            if self.session.state is not self.start:
+                self.session.set_state(self.start)
+
+    def run(self) -> DagRunResult:
+        """The run cell."""
+        self._prepare()
+        if self.session is not None:
+            return self.session.run()
+        return self.executor.run(self.start, self["nodes"])
+
+    def stale(self) -> dict[str, Staleness]:
+        """What a run would compute and why, asked the way the front end offers."""
+        self._prepare()
+        if self.session is not None:
+            return self.session.stale()
+        return self.executor.stale(self.start, self["nodes"])
