@@ -10,7 +10,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import ConfigError
-from .hashing import config_snapshot
 
 
 def config_fields(cfg: Any) -> set[str]:
@@ -19,7 +18,17 @@ def config_fields(cfg: Any) -> set[str]:
         return set(fields)
     if dataclasses.is_dataclass(cfg):
         return {f.name for f in dataclasses.fields(cfg)}
-    return set(config_snapshot(cfg) or {})
+    return set(cfg) if isinstance(cfg, Mapping) else set()
+
+
+def raw_values(cfg: Any) -> dict[str, Any]:
+    """A pydantic config's field values as they are, extra fields included: not
+    ``model_dump``, which drops ``exclude=True`` fields, applies serializers (one that rounds
+    would change a value the user did not edit) and turns a subclass held in a base-typed
+    field back into the base class."""
+    values = {name: getattr(cfg, name) for name in type(cfg).model_fields}
+    values.update(getattr(cfg, "__pydantic_extra__", None) or {})
+    return values
 
 
 def replace_config(cfg: Any, changes: Mapping[str, Any], where: str) -> Any:
@@ -35,7 +44,7 @@ def replace_config(cfg: Any, changes: Mapping[str, Any], where: str) -> Any:
             )
     if hasattr(type(cfg), "model_validate"):  # pydantic, and stdlib dataclass StageConfigs
         try:
-            return type(cfg).model_validate({**config_snapshot(cfg), **changes})
+            return type(cfg).model_validate({**raw_values(cfg), **changes})
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "?"

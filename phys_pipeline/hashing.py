@@ -555,21 +555,6 @@ def _located(
 # --- configs --------------------------------------------------------------------------------
 
 
-def config_snapshot(cfg: Any) -> Any:
-    """Read a config as plain data for editing: through ``model_dump`` (pydantic models and the
-    stdlib dataclasses that subclass them), else dataclass fields, else the object itself.
-    Not what its hash covers (see ``config_hash``)."""
-    if cfg is None:
-        return None
-    if hasattr(cfg, "model_dump"):
-        return cfg.model_dump()
-    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    if isinstance(cfg, Mapping):
-        return dict(cfg)
-    return cfg
-
-
 def config_hash(cfg: Any, where: str = "config") -> str:
     """Hex digest of a config's whole validated value: its concrete class and every field's raw
     value (nested models by their own concrete class, arrays by content, paths by the file

@@ -6,10 +6,12 @@ import warnings
 
 import pytest
 from dag_stages import GridCfg, GridStage, diamond
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
+from phys_pipeline.edit import replace_config
 from phys_pipeline.errors import ConfigError, UnknownNodeError
 from phys_pipeline.session import LiveSession
-from phys_pipeline.types import SimpleState
+from phys_pipeline.types import SimpleState, StageConfig
 
 
 @pytest.fixture
@@ -247,3 +249,36 @@ def test_editing_a_stdlib_dataclass_config_keeps_its_name_and_tags():
     assert live.run().metrics == {"d.gamma": 0.3}
     with pytest.raises(ConfigError, match="'gamma'"):
         live.update("d", gamma="strong")
+
+
+class Medium(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    index: float = 1.0
+
+
+class Glass(Medium):
+    dispersion_fs2_per_mm: float = 36.0
+
+
+class PropagateCfg(StageConfig):
+    """A config whose dump differs from its value: an excluded field, a rounding serializer,
+    a subclass held in a base-typed field."""
+
+    dt: float = 0.1
+    seed: int = Field(0, exclude=True)
+    medium: Medium = Medium()
+    length_mm: float = 1.0
+
+    @field_serializer("dt")
+    def _rounded(self, dt: float) -> float:
+        return round(dt, 1)
+
+
+def test_editing_one_field_keeps_the_others_exactly_as_they_were():
+    cfg = PropagateCfg(dt=0.104, seed=7, medium=Glass(dispersion_fs2_per_mm=44.0))
+    edited = replace_config(cfg, {"length_mm": 2.0}, "node 'glass'")
+    assert edited.dt == 0.104  # not the serializer's 0.1
+    assert edited.seed == 7  # not dropped by exclude=True
+    assert type(edited.medium) is Glass  # not turned back into the base class
+    assert edited.medium.dispersion_fs2_per_mm == 44.0
+    assert edited.length_mm == 2.0
