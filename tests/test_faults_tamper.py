@@ -43,6 +43,14 @@ pytestmark = pytest.mark.usefixtures("isolated_cache_key")
 # --- a small DAG with JSON entries and signed-pickle entries ----------------------------------
 
 
+def rewrite(path: Path, data: bytes | str) -> None:
+    """Replace an entry file's content, as its owner could (entry files are written read-only,
+    so this works as a normal user too)."""
+    path.unlink(missing_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    path.chmod(0o644)
+
+
 class Detector:
     def __init__(self, name: str, efficiency: float) -> None:
         self.name, self.efficiency = name, efficiency
@@ -156,20 +164,20 @@ class DiskSlots:
         doc = json.loads(meta.read_bytes())
         edit(doc)
         if blob is not None:
-            (meta.parent / "blob.pkl").write_bytes(blob)
-        meta.write_text(json.dumps(doc))
+            rewrite(meta.parent / "blob.pkl", blob)
+        rewrite(meta, json.dumps(doc))
 
     def flip_last_array_byte(self, key: str) -> None:
         npy = self.path(key) / "a0.npy"
         data = bytearray(npy.read_bytes())
         data[-1] ^= 0x40
-        npy.write_bytes(bytes(data))
+        rewrite(npy, bytes(data))
 
     def read_first_array(self, key: str) -> np.ndarray:
         return np.load(self.path(key) / "a0.npy", allow_pickle=False)
 
     def write_first_array(self, key: str, data: bytes) -> None:
-        (self.path(key) / "a0.npy").write_bytes(data)
+        rewrite(self.path(key) / "a0.npy", data)
 
     def copy(self, source: str, target: str) -> None:
         shutil.rmtree(self.path(target))

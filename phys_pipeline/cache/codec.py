@@ -28,6 +28,7 @@ import functools
 import io
 import json
 import math
+import mmap
 import pickle
 import struct
 from collections.abc import Callable, Iterator
@@ -54,7 +55,7 @@ __all__ = [
     "decode_entry",
     "entry_errors",
     "from_frame",
-    "load_npy_bytes",
+    "load_npy",
     "pack",
     "read_header",
     "seal",
@@ -62,7 +63,7 @@ __all__ = [
     "write_npy",
 ]
 
-FORMAT_VERSION = 2  # 2: every entry signed, arrays with keyed digests
+FORMAT_VERSION = 3  # 2: every entry signed, keyed array digests; 3: read-only entry files
 _FRAME_MAGIC = b"PPCACHE1"
 _frame_len = struct.Struct(">I")
 _MAX_JSON_INT_BITS = 10_000  # ~3000 digits, safely below Python's int->str digit limit
@@ -426,19 +427,36 @@ def check_digest(record: dict[str, Any], data: bytes | memoryview, what: str, se
         raise EntryRejected(f"{what} checksum mismatch")
 
 
-def load_npy_bytes(data: bytes | memoryview, record: dict[str, Any] | None = None) -> np.ndarray:
-    """A read-only array from checked ``.npy`` bytes (never unpickles). With the array's
-    ``record`` (see ``write_npy``), bytes that begin with exactly the header numpy writes for
-    that dtype and shape are viewed in place, skipping np.load's header parser (which costs
-    more than reading a small file)."""
-    if record is not None and isinstance(data, bytes):
-        header = _npy_header(record.get("dtype"), tuple(record.get("shape") or ()))
-        if header is not None and data.startswith(header):
-            arr = np.frombuffer(data, dtype=record["dtype"], offset=len(header))
-            return arr.reshape(record["shape"])  # read-only: it views immutable bytes
-    arr = np.load(io.BytesIO(data), allow_pickle=False)
-    arr.flags.writeable = False
+def load_npy(data: bytes | mmap.mmap, record: dict[str, Any]) -> np.ndarray:
+    """A read-only array viewing checked ``.npy`` data in place: immutable bytes, or the very
+    mapping whose digest was checked (never re-read, never unpickled). Data that begins with
+    exactly the header numpy writes for the ``record``'s dtype and shape (see ``write_npy``)
+    skips the header parser, which costs more than reading a small file."""
+    header = _npy_header(record.get("dtype"), tuple(record.get("shape") or ()))
+    if header is not None and data[: len(header)] == header:
+        dtype, shape, order, offset = np.dtype(record["dtype"]), record["shape"], "C", len(header)
+    else:
+        dtype, shape, order, offset = _parse_npy_header(data)
+    arr = np.ndarray(shape, dtype, buffer=data, offset=offset, order=order)
+    arr.flags.writeable = False  # already so for bytes and read-only maps; a promise either way
     return arr
+
+
+def _parse_npy_header(data: bytes | mmap.mmap) -> tuple[np.dtype, tuple, str, int]:
+    """dtype, shape, order and data offset from a ``.npy`` header (numpy's own parser)."""
+    fh: Any = io.BytesIO(data) if isinstance(data, bytes) else data
+    fh.seek(0)
+    version = np.lib.format.read_magic(fh)
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    if version not in readers:
+        raise EntryRejected(f".npy format {version} is not supported")
+    shape, fortran_order, dtype = readers[version](fh)
+    if dtype.hasobject:
+        raise EntryRejected("an array of Python objects is never loaded from .npy data")
+    return dtype, shape, "F" if fortran_order else "C", fh.tell()
 
 
 @functools.lru_cache(maxsize=256)
@@ -550,7 +568,7 @@ class _FrameSource(EntrySource):
     def array(self, index: int, record: dict[str, Any], seed: int) -> np.ndarray:
         data = self._data[self._offsets[index] : self._offsets[index + 1]]
         check_digest(record, data, f"array {index}", seed)
-        return load_npy_bytes(bytes(data), record)  # one copy, so the frame can be freed
+        return load_npy(bytes(data), record)  # one copy, so the frame can be freed
 
     def blob(self, record: dict[str, Any]) -> bytes:
         data = bytes(self._data[self._offsets[-1] :])

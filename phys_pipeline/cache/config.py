@@ -72,7 +72,7 @@ def build_cache_backend(cfg: CacheConfig | None = None) -> CacheStore:
                 f"a shared cache needs the {KEY_ENV_VAR} environment variable, set to a secret "
                 "that every user of the cache shares",
             )
-        store = DiskCache(cfg.disk_root, signer=EntrySigner(secret), strict=cfg.strict)
+        store = DiskCache(cfg.disk_root, signer=EntrySigner(secret), strict=cfg.strict, shared=True)
     elif cfg.backend == "memory":
         return MemoryStore(cfg.memory_max_bytes)
     else:

@@ -9,9 +9,28 @@ Layout::
 A writer fills a scratch directory under ``root/tmp`` (same filesystem) and renames it into
 place; if an entry is already there another writer won and the scratch copy is dropped. Readers
 only look under ``root/v1``, so a crashed writer's leftovers are never served; they are swept
-after an hour. Every entry is signed (see ``codec``); arrays come back memory-mapped and
-read-only, after the signature and their keyed digest are verified. The signing key file may
-not live under the cache's root (see ``signing``).
+after an hour. Every entry is signed (see ``codec``). The signing key file may not live under
+the cache's root (see ``signing``).
+
+**What is read is what was verified.** Each entry file is opened once, with ``O_NOFOLLOW`` (no
+symlinks) and ``O_NONBLOCK`` (a FIFO cannot hang the reader), and ``fstat`` must show a regular
+file, of the size the signed record gives, owned by the current user (any user in a
+``shared`` cache) and writable by neither group nor others; anything else is a miss with one
+:class:`CacheWarning`, and the entry is left alone (it was not put there by us, so it is not
+ours to delete). An array's digest is then checked on the bytes read from that descriptor, or
+on a read-only memory map of it (large files of ours), and the array is built on those very
+bytes or that very mapping: the path is never opened twice.
+
+**The trust boundary.** A read-only mapping is ``MAP_SHARED``: a later write to the file shows
+through it, and ``MAP_PRIVATE`` would not help (Linux shares untouched private pages with the
+file too). So entry files are written read-only (0o444, whatever the umask) and a file that
+others could write is refused: once verified, a mapped array can change only if *the same user*
+(or root) changes permissions and writes into, or truncates, their own cache file, which is
+as much as any process of theirs could do to their memory anyway. Another user's files (in a
+``shared`` cache, whose users all hold the signing secret) are read into private memory, so
+that their owner cannot change an array after it was verified. Entry directories stay
+writable by their owner: replacing a file makes a new inode, which never changes a mapping
+already made, and must pass all the checks above to be read.
 """
 
 from __future__ import annotations
@@ -21,10 +40,11 @@ import mmap
 import os
 import secrets
 import shutil
+import stat
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -35,72 +55,129 @@ from .codec import (
     EntryRejected,
     EntrySource,
     check_digest,
-    check_size,
     decode_entry,
     entry_errors,
-    load_npy_bytes,
+    load_npy,
     pack,
     read_header,
     seal,
     write_npy,
 )
+from .frozen import FrozenMapping
 from .signing import EntrySigner
 
-__all__ = ["DiskCache"]
+__all__ = ["DiskCache", "EntryUntrusted"]
 
 _LAYOUT = "v1"
 _STALE_AFTER_S = 3600.0
 _MMAP_MIN_BYTES = 256 * 1024  # smaller arrays are read into memory
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_ENTRY_FILE_MODE = 0o444  # read-only for everyone, the owner included
+
+
+class EntryUntrusted(EntryRejected):
+    """An entry file that is not a plain file of ours that only we can write (a FIFO, a
+    symlink, another user's file, a group-writable file). A miss with a warning; the entry is
+    left where it is, since whoever placed it is not us."""
+
+
+def _open_entry_file(path: str, expected: int | None, *, shared: bool) -> tuple[int, int, bool]:
+    """Open an entry file for reading without following a symlink or blocking on a FIFO, and
+    return ``(fd, size, ours)`` once fstat shows a regular file (of the ``expected`` size),
+    owned by us (by anyone when ``shared``), that neither group nor others can write."""
+    name = os.path.basename(path)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # what O_NOFOLLOW gives for a symlink
+            raise EntryUntrusted(f"{name} is a symbolic link") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise EntryUntrusted(f"{name} is not a regular file")
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise EntryUntrusted(f"{name} is writable by group or others")
+        ours = info.st_uid == os.geteuid()
+        if not (ours or shared):
+            raise EntryUntrusted(f"{name} belongs to uid {info.st_uid}, not to us")
+        if expected is not None and info.st_size != expected:
+            raise EntryRejected(f"{name} has {info.st_size} bytes, expected {expected}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info.st_size, ours
+
+
+def _read_fd(fd: int, size: int) -> bytes:
+    """Up to ``size`` bytes of an open file (callers check the length they got)."""
+    data = os.read(fd, size)  # a regular file gives it all at once
+    while len(data) < size and (more := os.read(fd, size - len(data))):
+        data += more
+    return data
+
+
+def _read_entry_file(path: str, expected: int | None, *, shared: bool) -> bytes:
+    fd, size, _ = _open_entry_file(path, expected, shared=shared)
+    try:
+        return _read_fd(fd, size)
+    finally:
+        os.close(fd)
 
 
 class _EntryDir(EntrySource):
-    """Reads one entry directory's arrays (memory-mapped) and blob, checking every digest."""
+    """Reads one entry directory's arrays and blob, checking every file and digest. An array
+    comes from the very bytes or mapping its digest was checked on: a large file of ours is
+    mapped read-only once and the array views that mapping; a small one (or, in a shared
+    cache, another user's) is read into private memory."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, shared: bool) -> None:
         self.path = path  # a str: pathlib costs more than the reads on this hot path
-
-    def _open_checked(self, name: str, record: dict[str, Any]) -> int:
-        fd = os.open(os.path.join(self.path, name), os.O_RDONLY)
-        size = os.fstat(fd).st_size
-        if size != record["nbytes"]:
-            os.close(fd)
-            raise EntryRejected(f"{name} has {size} bytes, expected {record['nbytes']}")
-        return fd
+        self.shared = shared
 
     def array(self, index: int, record: dict[str, Any], seed: int) -> np.ndarray:
         name = f"a{index}.npy"
+        path = os.path.join(self.path, name)
         try:
-            fd = self._open_checked(name, record)
-            with os.fdopen(fd, "rb") as fh:
-                if record["nbytes"] <= _MMAP_MIN_BYTES:  # mapping small files costs more
-                    data = fh.read()
-                    check_digest(record, data, name, seed)
-                    return load_npy_bytes(data, record)
-                with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
-                    check_digest(record, mapped, name, seed)
-            arr = np.load(os.path.join(self.path, name), mmap_mode="r", allow_pickle=False)
+            fd, size, ours = _open_entry_file(path, record["nbytes"], shared=self.shared)
+            try:
+                data: bytes | FrozenMapping
+                if size <= _MMAP_MIN_BYTES or not ours:
+                    data = _read_fd(fd, size)  # small, or another user's: private memory
+                else:
+                    data = FrozenMapping(fd, size, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)
+            check_digest(record, data, name, seed)
+            return load_npy(data, record)
         except OSError as exc:
             raise EntryRejected(f"cannot read {name}: {exc.strerror or exc}") from None
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:
             raise EntryRejected(f"{name} is not a plain .npy array: {exc}") from None
-        return arr.view(np.ndarray)
 
     def blob(self, record: dict[str, Any]) -> bytes:
         try:
-            fd = self._open_checked("blob.pkl", record)
-            with os.fdopen(fd, "rb") as fh:
-                data = fh.read()
+            path = os.path.join(self.path, "blob.pkl")
+            return _read_entry_file(path, record["nbytes"], shared=self.shared)
         except OSError as exc:
             raise EntryRejected(f"cannot read blob.pkl: {exc.strerror or exc}") from None
-        check_size(record, data, "blob.pkl")
-        return data
+
+
+def _entry_file(path: Path) -> BinaryIO:
+    """A new entry file, read-only for everyone from the start (whatever the umask): once
+    published, nobody without root rights writes to it in place, so a mapping of it that was
+    verified stays what was verified."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _ENTRY_FILE_MODE)
+    os.fchmod(fd, _ENTRY_FILE_MODE)  # the umask may have dropped read bits: shared caches read
+    return os.fdopen(fd, "wb")
 
 
 class DiskCache:
-    """A directory of cache entries that processes on one machine (or, with ``shared-disk``
-    config and a shared key, several users) can share. ``strict`` turns write failures into
-    CacheError; unreadable entries are always a miss plus one CacheWarning (and are removed).
-    A signing key that cannot be had is a CacheError when strict, else a miss and a warning."""
+    """A directory of cache entries that processes on one machine (or, with ``shared=True``,
+    the ``shared-disk`` config and a shared key, several users) can share. ``strict`` turns
+    write failures into CacheError; unreadable entries are always a miss plus one CacheWarning
+    (and are removed, unless a file is not ours to trust: see the module docs). A signing key
+    that cannot be had is a CacheError when strict, else a miss and a warning."""
 
     def __init__(
         self,
@@ -108,11 +185,13 @@ class DiskCache:
         *,
         signer: EntrySigner | None = None,
         strict: bool = False,
+        shared: bool = False,
     ) -> None:
         self.root = Path(root).expanduser().absolute()  # later chdir()s must not move it
         self.signer = signer if signer is not None else EntrySigner()
         self.signer.refuse_key_file_under(self.root)
         self.strict = strict
+        self.shared = shared
         self._swept = False
 
     def _entry_dir(self, key: str) -> Path:
@@ -127,8 +206,10 @@ class DiskCache:
         key = validate_key(key)
         path = self._entry_path(key)
         try:
-            with open(os.path.join(path, "meta.json"), "rb") as fh:
-                meta = fh.read()
+            meta = _read_entry_file(os.path.join(path, "meta.json"), None, shared=self.shared)
+        except EntryUntrusted as exc:
+            self._distrust(key, str(exc))
+            return None
         except (FileNotFoundError, NotADirectoryError):
             if os.path.isdir(path):
                 self._reject(key, Path(path), "meta.json is missing")
@@ -142,7 +223,10 @@ class DiskCache:
             return None
         try:
             with entry_errors():
-                return decode_entry(read_header(meta, key), _EntryDir(path), self.signer)
+                entry = _EntryDir(path, shared=self.shared)
+                return decode_entry(read_header(meta, key), entry, self.signer)
+        except EntryUntrusted as exc:
+            self._distrust(key, str(exc))
         except EntryRejected as exc:
             self._reject(key, Path(path), str(exc))
         except CacheError as exc:  # no usable key: the entry may be fine, so it stays
@@ -160,6 +244,14 @@ class DiskCache:
             stacklevel=3,
         )
         self._remove(path)
+
+    def _distrust(self, key: str, reason: str) -> None:
+        warnings.warn(
+            f"disk cache {self.root}: not trusting entry {key} ({reason}); it is left in place "
+            "and recomputed; remove it if you did not put it there",
+            CacheWarning,
+            stacklevel=3,
+        )
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -184,11 +276,13 @@ class DiskCache:
             tmp = self._scratch_dir(key)
             records = []
             for index, arr in enumerate(packed.arrays):
-                with open(tmp / f"a{index}.npy", "wb") as fh:
+                with _entry_file(tmp / f"a{index}.npy") as fh:
                     records.append(write_npy(arr, fh, seed))
             if packed.blob is not None:
-                (tmp / "blob.pkl").write_bytes(packed.blob)
-            (tmp / "meta.json").write_bytes(seal(packed, records, self.signer))
+                with _entry_file(tmp / "blob.pkl") as fh:
+                    fh.write(packed.blob)
+            with _entry_file(tmp / "meta.json") as fh:
+                fh.write(seal(packed, records, self.signer))
             self._publish(tmp, final)
         except (OSError, ValueError, CacheError) as exc:
             self._fail(f"cannot write entry {key}: {exc}")
