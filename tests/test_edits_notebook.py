@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -1249,3 +1250,80 @@ def test_stale_reason_names_what_changed_before_and_after_the_run(notebook, beam
     assert any(names_change_of(reason, name) for reason in stale["probe"].reasons), stale
     reason = nb.run().runs["probe"].reason
     assert names_change_of(reason, name), reason
+
+
+# --- globals reached in less obvious ways ---------------------------------------------------
+
+HIDDEN_READS = {
+    "generator expression": "return reading(sum(SCALE * m for m in [self.cfg.mass]))",
+    "nested function": (
+        "def energy(m):\n            return SCALE * m\n\n"
+        "        return reading(energy(self.cfg.mass))"
+    ),
+    "property": "return reading(self.scaled_mass)",
+}
+HIDDEN_ENERGY = """
+class ProbeCfg(StageConfig):
+    mass: float = 1.5
+
+
+class Probe(PipelineStage[SimpleState, ProbeCfg]):
+    '''Energy of the mass scaled by SCALE, read where a quick look would miss it.'''
+
+    @property
+    def scaled_mass(self):
+        return SCALE * self.cfg.mass
+
+    def process(self, state, *, policy=None):
+        {body}
+"""
+
+
+@pytest.mark.parametrize("read_in", list(HIDDEN_READS))
+def test_global_read_inside_nested_code_gives_the_new_answer(notebook, read_in):
+    stages = HIDDEN_ENERGY.replace("{body}", HIDDEN_READS[read_in])
+    nb = notebook({"scale": "SCALE = 2.0", "stages": stages})
+    assert answer(nb.run()) == pytest.approx(3.0)
+    nb.execute("scale", "SCALE = 3.0")
+    assert answer(nb.run()) == pytest.approx(4.5)
+
+
+def test_attribute_of_an_imported_user_module_set_in_a_cell_gives_the_new_answer(
+    notebook, tmp_path, monkeypatch
+):
+    (tmp_path / "beamline_consts.py").write_text("SCALE = 2.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "beamline_consts", raising=False)
+    stages = KINETIC_ENERGY.replace("SCALE *", "consts.SCALE *")
+    nb = notebook({"consts": "import beamline_consts as consts", "stages": stages})
+    assert answer(nb.run()) == pytest.approx(3.0)
+    nb.execute("heavier", "consts.SCALE = 3.0")
+    assert answer(nb.run()) == pytest.approx(4.5)
+
+
+SLOTTED_HEATER = HEATER.replace("@dataclasses.dataclass", "@dataclasses.dataclass(slots=True)")
+
+
+@pytest.mark.parametrize("notebook", REBUILT, indirect=True)
+def test_slotted_dataclass_stage_field_changed_gives_the_new_answer(notebook):
+    nb = notebook({"stages": SLOTTED_HEATER}, nodes=HEATER_NODES.format(10.0))
+    assert answer(nb.run()) == pytest.approx(30.0)
+    nb.execute("nodes", HEATER_NODES.format(20.0))
+    assert answer(nb.run()) == pytest.approx(60.0)
+
+
+TWO_AMPLIFIERS = """
+nodes = [
+    NodeSpec(id="grid", stage=Grid(GridCfg())),
+    NodeSpec(id="low", deps=["grid"], stage=Probe(ProbeCfg(), gain=2.0)),
+    NodeSpec(id="high", deps=["grid"], stage=Probe(ProbeCfg(), gain=3.0)),
+]
+"""
+
+
+def test_two_stages_of_one_class_differing_only_in_attributes_keep_their_own_answers(notebook):
+    nb = notebook({"stages": AMPLIFIER}, nodes=TWO_AMPLIFIERS)
+    for _ in range(2):
+        result = nb.run()
+        assert answer(result, "low") == pytest.approx(3.0)
+        assert answer(result, "high") == pytest.approx(4.5)
