@@ -14,12 +14,13 @@ unpickled before that; the blob is written by cloudpickle (so classes defined in
 function, and lambdas, are kept) and read by plain pickle.
 
 What is kept: a :class:`SimpleState` whose payload and meta are JSON data (nested
-dict/list/tuple/str/int/float/bool/None/complex/bytes, numpy scalars, ndarrays) is stored as
-JSON + arrays with no pickle; any other state (user classes, ``DagState``, SimpleState
-subclasses) is pickled, its ndarrays moved out of the pickle. Metrics and provenance are JSON
-when they can be, else pickled. Artifacts: lazy (callable) artifacts are dropped, as are
-materialised values JSON cannot describe (e.g. figures); arrays, bytes, str and JSON data are
-kept. Decoded arrays are read-only.
+dict/list/tuple/str/int/float/bool/None/complex/bytes, numpy scalars, ndarrays, and the physics
+data types of ``datatypes``: masked and record arrays, pandas, xarray, pint and astropy
+quantities, scipy.sparse) is stored as JSON + arrays with no pickle; any other state (user
+classes, ``DagState``, SimpleState subclasses) is pickled, its ndarrays moved out of the
+pickle. Metrics and provenance are JSON when they can be, else pickled. Artifacts: lazy
+(callable) artifacts are dropped, as are materialised values JSON cannot describe (e.g.
+figures); arrays, bytes, str and JSON data are kept. Decoded arrays are read-only.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import xxhash
 
 from ..errors import CacheError
 from ..types import SimpleState, StageResult, State
+from .datatypes import NotJsonable, decode_data, encode_data
 from .signing import EntrySigner
 
 __all__ = [
@@ -86,10 +88,6 @@ def entry_errors() -> Iterator[None]:
         raise
     except Exception as exc:  # noqa: BLE001 - the protocol: a bad entry never raises
         raise EntryRejected(f"undecodable entry ({type(exc).__name__})") from None
-
-
-class _NotJsonable(Exception):
-    """The value needs pickle (raised while trying the JSON encoding)."""
 
 
 def _xxh3(data: bytes | memoryview, seed: int = 0) -> str:
@@ -147,7 +145,7 @@ def _to_tree(obj: Any, table: _ArrayTable) -> Any:
         return obj
     if kind is int:
         if obj.bit_length() > _MAX_JSON_INT_BITS:
-            raise _NotJsonable(kind)
+            raise NotJsonable(kind)
         return obj
     if kind is float:
         return obj if math.isfinite(obj) else {"$float": repr(obj)}
@@ -168,19 +166,22 @@ def _to_tree(obj: Any, table: _ArrayTable) -> Any:
     if isinstance(obj, np.generic):
         dtype = obj.dtype
         if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
-            raise _NotJsonable(kind)
+            raise NotJsonable(kind)
         return {"$scalar": dtype.str, "hex": obj.tobytes().hex()}
-    raise _NotJsonable(kind)
+    data = encode_data(obj, lambda child: _to_tree(child, table))
+    if data is None:
+        raise NotJsonable(kind)
+    return data
 
 
 def _try_tree(obj: Any, table: _ArrayTable) -> Any:
-    """The JSON tree of ``obj``, or raise _NotJsonable leaving ``table`` as it was."""
+    """The JSON tree of ``obj``, or raise NotJsonable leaving ``table`` as it was."""
     size = len(table.arrays)
     try:
         return _to_tree(obj, table)
-    except (_NotJsonable, RecursionError) as exc:
+    except (NotJsonable, RecursionError) as exc:
         table.rollback(size)
-        raise _NotJsonable(type(obj)) from exc
+        raise NotJsonable(type(obj)) from exc
 
 
 def _index(value: Any, arrays: list[np.ndarray]) -> np.ndarray:
@@ -220,6 +221,8 @@ def _from_tree(node: Any, arrays: list[np.ndarray]) -> Any:
         if dtype.hasobject or dtype.fields is not None or len(data) != dtype.itemsize:
             raise EntryRejected(f"bad numpy scalar {node!r:.80}")
         return np.frombuffer(data, dtype=dtype)[0]
+    if tag == "$data":
+        return decode_data(value, node.get("v"), lambda child: _from_tree(child, arrays))
     raise EntryRejected(f"unknown tag {tag!r}")
 
 
@@ -273,7 +276,7 @@ def pack(key: str, result: StageResult) -> PackedResult:
         size = len(table.arrays)
         try:
             return as_tree()
-        except _NotJsonable:
+        except NotJsonable:
             table.rollback(size)
             pickled.append(value)
             return {"$pickled": len(pickled) - 1}
@@ -282,7 +285,7 @@ def pack(key: str, result: StageResult) -> PackedResult:
 
     def state_tree() -> Any:
         if type(state) is not SimpleState:
-            raise _NotJsonable(type(state))
+            raise NotJsonable(type(state))
         return {
             "$simple": {
                 "payload": _try_tree(state.payload, table),
@@ -297,7 +300,7 @@ def pack(key: str, result: StageResult) -> PackedResult:
             try:
                 artifacts[name] = _try_tree(value, table)
                 continue
-            except _NotJsonable:
+            except NotJsonable:
                 pass
         dropped.append(str(name))
 
