@@ -32,7 +32,7 @@ from .errors import (
 from .fingerprint import Fingerprint, Fingerprinter
 from .hashing import config_field_digests, config_hash, file_references
 from .policy import EMPTY_POLICY_HASH, PolicyBag, ScopedPolicy
-from .types import NodeSpec, stage_name
+from .types import NodeSpec, name_of
 
 KEY_SCHEMA = b"phys-pipeline/node-key/1"
 
@@ -323,7 +323,7 @@ def make_plan(
             raise exc.at(f"node {nid!r} config") from None
         fingerprint = fingerprinter.stage(stage, cfg, pinned)
         version = pinned or fingerprint.digest
-        pol_hash = policy_view_hash(spec, policy)
+        pol_hash = EMPTY_POLICY_HASH if not policy else policy_view_hash(spec, policy)
         # one buffer, one call: the same digest as feeding the parts in turn
         parts = [KEY_SCHEMA, "\0".join((stage_type, version, cfg_hash, pol_hash, "")).encode()]
         if pinned:
@@ -353,7 +353,7 @@ def make_plan(
             version,
             cfg_hash,
             pol_hash,
-            spec.op_name or stage_name(stage),
+            spec.op_name or name_of(cfg, cls),
             fingerprint,
             uncacheable,
         )

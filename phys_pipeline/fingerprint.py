@@ -30,6 +30,7 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import operator
 import os
 import site
 import sys
@@ -78,6 +79,9 @@ def ignore_library_version(distribution: str) -> None:
     it does not invalidate cached results. Its code is never walked either way."""
     _UNVERSIONED.add(_normalise(distribution))
     _library_label.cache_clear()
+    _ORIGINS.clear()
+    _CLASS_ORIGINS.clear()
+    _REUSABLE.clear()
 
 
 def _normalise(distribution: str) -> str:
@@ -404,11 +408,61 @@ class Fingerprint:
 
 
 class _Walked(NamedTuple):
-    """One object's Merkle digest, with the parts and unhashable values under it."""
+    """One object's Merkle digest, with the parts and unhashable values under it. ``stable``:
+    it depends only on code and immutable values, so a later plan may reuse it as long as the
+    bindings it read still hold (see ``_Reusable``)."""
 
     digest: bytes
     parts: Mapping[str, str]
     problems: tuple[str, ...]
+    stable: bool = False
+
+
+class _ClassCode(NamedTuple):
+    """A stage class's code fingerprint in one plan, for stages holding a ``cfg_class``
+    config and pinned to ``pinned`` (``slotted``: its instances may hold slot attributes)."""
+
+    cfg_class: type
+    pinned: str | None
+    fingerprint: Fingerprint
+    slotted: bool
+
+
+class _Reusable(NamedTuple):
+    """A stable walk of a function or class kept between plans, with what must still hold for
+    it to stand: ``checks`` (each binding it read is still the same object) and ``children``
+    (the functions and classes it read, themselves still valid)."""
+
+    walked: _Walked
+    checks: tuple[tuple, ...]
+    children: tuple[Any, ...]
+
+
+_MISSING = object()
+# reusable walks, one table per set of untracked names; an entry goes with its function or class
+_REUSABLE: dict[frozenset[str], weakref.WeakKeyDictionary[Any, _Reusable]] = {}
+
+
+def _holds(check: tuple) -> bool:
+    """Whether a binding read during a walk is still the same object."""
+    kind, where, name, expected = check
+    if kind == "key":
+        return where.get(name, _MISSING) is expected
+    if kind == "attr":
+        return getattr(where, name, _MISSING) is expected
+    if kind == "cell":
+        try:
+            return where.cell_contents is expected
+        except ValueError:
+            return expected is _MISSING
+    # "items": a mapping (a class's members, keyword defaults) with the same keys and values
+    return tuple(where) == name and all(map(operator.is_, where.values(), expected))
+
+
+def _immutable(value: Any) -> bool:
+    if type(value) in _PLAIN_DATA:
+        return True
+    return type(value) in (tuple, frozenset) and all(_immutable(item) for item in value)
 
 
 _EMPTY: Mapping[str, str] = types.MappingProxyType({})
@@ -449,8 +503,9 @@ class Fingerprinter:
         self._active: dict[int, int] = {}  # id -> depth, for objects being walked
         self._keep: list[Any] = []  # objects memoised by id stay alive for this plan
         self._low = sys.maxsize  # the shallowest unfinished walk the current one leaned on
-        # (stage class, config class, pinned version) -> (fingerprint, has slots)
-        self._codes: dict[tuple[type, type, str | None], tuple[Fingerprint, bool]] = {}
+        self._codes: dict[type, _ClassCode] = {}  # stage class -> the fingerprint of its code
+        self._reusable = _REUSABLE.setdefault(self.untracked, weakref.WeakKeyDictionary())
+        self._valid: dict[int, bool] = {}  # id -> whether its reusable walk still stands
 
     # -- entry points --
 
@@ -459,20 +514,13 @@ class Fingerprinter:
         user set by hand), the class of its config ``cfg`` (hashed by value elsewhere), and
         the attributes it holds beside ``cfg``."""
         cls, cfg_class = type(stage), type(cfg)
-        known = self._codes.get((cls, cfg_class, pinned))
-        if known is None:
-            items: list[tuple[str, Any]] = []
-            if pinned is None:
-                items.append((_label(cls), cls))
-                if _class_origin(cfg_class) is None:
-                    items.append((_label(cfg_class), cfg_class))
-            slotted = any(klass.__dict__.get("__slots__") for klass in cls.__mro__)
-            fingerprint = self._fingerprint(("pin", pinned or ""), items, labelled=False)
-            known = self._codes[(cls, cfg_class, pinned)] = (fingerprint, slotted)
-        code, slotted = known
+        known = self._codes.get(cls)
+        if known is None or known.cfg_class is not cfg_class or known.pinned != pinned:
+            known = self._codes[cls] = self._class_code(cls, cfg_class, pinned)
         held = getattr(stage, "__dict__", None)
-        if held is not None and len(held) == 1 and "cfg" in held and not slotted:
-            return code  # most stages hold nothing but their cfg
+        if held is not None and len(held) == 1 and "cfg" in held and not known.slotted:
+            return known.fingerprint  # most stages hold nothing but their cfg
+        code = known.fingerprint
         attributes = [
             (f"attribute {name}", value)
             for name, value in _instance_attributes(stage, ("cfg",))
@@ -486,6 +534,16 @@ class Fingerprinter:
             {**code.parts, **with_attributes.parts},
             tuple(dict.fromkeys((*code.uncacheable, *with_attributes.uncacheable))),
         )
+
+    def _class_code(self, cls: type, cfg_class: type, pinned: str | None) -> _ClassCode:
+        items: list[tuple[str, Any]] = []
+        if pinned is None:
+            items.append((_label(cls), cls))
+            if _class_origin(cfg_class) is None:
+                items.append((_label(cfg_class), cfg_class))
+        slotted = any(klass.__dict__.get("__slots__") for klass in cls.__mro__)
+        fingerprint = self._fingerprint(("pin", pinned or ""), items, labelled=False)
+        return _ClassCode(cfg_class, pinned, fingerprint, slotted)
 
     def _fingerprint(
         self, head: tuple[str, str], items: list[tuple[str, Any]], *, labelled: bool
@@ -515,7 +573,7 @@ class Fingerprinter:
     def _reference(self, obj: Any, where: str) -> _Walked:
         """The digest of a value some code reads: code by what it is, data by value."""
         if type(obj) in _PLAIN_DATA:
-            return _Walked(digest(obj, where), _EMPTY, ())
+            return _Walked(digest(obj, where), _EMPTY, (), True)
         key = id(obj)
         done = self._done.get(key)
         if done is not None:
@@ -524,6 +582,12 @@ class Fingerprinter:
         if depth is not None:  # recursion: named here, its content is being hashed above
             self._low = min(self._low, depth)
             return _Walked(digest(("cycle", _label(obj))), _EMPTY, ())
+        if isinstance(obj, types.FunctionType | type):
+            entry = self._reusable.get(obj)
+            if entry is not None and self._still_valid(obj):
+                self._done[key] = entry.walked
+                self._keep.append(obj)
+                return entry.walked
         depth = self._active[key] = len(self._active)
         outer_low, self._low = self._low, sys.maxsize
         try:
@@ -533,13 +597,41 @@ class Fingerprinter:
         if self._low >= depth:  # nothing under it leaned on an unfinished walk above it
             self._done[key] = walked
             self._keep.append(obj)
+        elif walked.stable:
+            walked = walked._replace(stable=False)
         self._low = min(outer_low, self._low)
+        return walked
+
+    def _still_valid(self, obj: Any) -> bool:
+        """Whether a walk of ``obj`` kept from an earlier plan still stands: every binding it
+        read is the same object, and so (recursively) for the code it read."""
+        known = self._valid.get(id(obj))
+        if known is None:
+            entry = self._reusable.get(obj)
+            if entry is None:
+                known = _library_code(obj)
+            else:
+                known = all(map(_holds, entry.checks)) and all(
+                    map(self._still_valid, entry.children)
+                )
+                if not known:
+                    del self._reusable[obj]
+            self._valid[id(obj)] = known
+        return known
+
+    def _keep_for_later(
+        self, obj: Any, walked: _Walked, checks: list[tuple], children: list[Any]
+    ) -> _Walked:
+        """Keep a stable walk for later plans, with what must still hold for it to stand."""
+        if walked.stable:
+            self._reusable[obj] = _Reusable(walked, tuple(checks), tuple(children))
+            self._valid[id(obj)] = True
         return walked
 
     def _walk(self, obj: Any, where: str) -> _Walked:
         cls = type(obj)
         if _skipped(cls):
-            return _Walked(digest(("skipped", qualname(cls))), _EMPTY, ())
+            return _Walked(digest(("skipped", qualname(cls))), _EMPTY, (), True)
         if isinstance(obj, types.FunctionType):
             return self._function(obj)
         if isinstance(obj, type):
@@ -562,14 +654,14 @@ class Fingerprinter:
         if isinstance(obj, _BUILTIN_CALLABLES):
             return self._builtin(obj, where)
         if isinstance(obj, _TYPING_TYPES):
-            return _Walked(digest(("typing", repr(obj))), _EMPTY, ())
+            return _Walked(digest(("typing", repr(obj))), _EMPTY, (), True)
         user_class = _class_origin(cls) is None
         try:
             value = digest(obj, where)
         except UnhashableValueError:
             value = None
         if value is not None and not user_class:
-            return _Walked(value, _EMPTY, ())
+            return _Walked(value, _EMPTY, (), _immutable(obj))
         if isinstance(obj, list | tuple | set | frozenset | dict):
             return self._container(obj, where)
         if user_class or _is_stage(obj):
@@ -618,7 +710,7 @@ class Fingerprinter:
             walked = self._reference(bound, where)
             h.update(walked.digest)
             return _Walked(h.digest(), walked.parts, walked.problems)
-        return _Walked(h.digest(), _EMPTY, ())
+        return _Walked(h.digest(), _EMPTY, (), True)
 
     def _module(self, module: types.ModuleType) -> _Walked:
         """A user module read as a whole (``getattr(consts, name)``): every global in it.
@@ -637,10 +729,14 @@ class Fingerprinter:
         parts = {**walked.parts, f"module {name}": walked.digest.hex()}
         return walked._replace(parts=parts)
 
-    def _library(self, library: str, name: str) -> _Walked:
-        if not library:  # the standard library: by name
-            return _Walked(digest(("stdlib", name)), _EMPTY, ())
-        return _Walked(digest(("library", library, name)), {f"library {library}": library}, ())
+    @staticmethod
+    @functools.lru_cache(maxsize=4096)
+    def _library(library: str, name: str) -> _Walked:
+        """Library code by its distribution and version; the standard library by name."""
+        if not library:
+            return _Walked(digest(("stdlib", name)), _EMPTY, (), True)
+        parts = types.MappingProxyType({f"library {library}": library})
+        return _Walked(digest(("library", library, name)), parts, (), True)
 
     def _function(self, fn: types.FunctionType) -> _Walked:
         library = _function_origin(fn)
@@ -656,8 +752,15 @@ class Fingerprinter:
         label = _label(fn)
         parts: dict[str, str] = {f"{_function_kind(fn)} {label}": h.copy().hexdigest()}
         problems: list[str] = []
+        checks: list[tuple] = [
+            ("attr", fn, attr, getattr(fn, attr))
+            for attr in ("__code__", "__defaults__", "__kwdefaults__", "__closure__")
+        ]
+        children: list[Any] = []
+        stable = True
 
         def read(name: str, value: Any, where: str, label: str | None) -> None:
+            nonlocal stable
             walked = self._reference(value, where)
             feed_bytes(h, b"ref", name.encode())
             h.update(walked.digest)
@@ -665,24 +768,39 @@ class Fingerprinter:
             if label is not None:
                 parts[label] = walked.digest.hex()
             problems.extend(walked.problems)
+            stable = stable and walked.stable
+            if isinstance(value, types.FunctionType | type):
+                children.append(value)
 
         # positional and keyword-only defaults (``*, scale=2.0``) are part of the behaviour
         if fn.__defaults__:
             read("defaults", fn.__defaults__, f"defaults of {label}", None)
-        if fn.__kwdefaults__:
-            read("kwdefaults", fn.__kwdefaults__, f"defaults of {label}", None)
+        keyword_defaults = fn.__kwdefaults__
+        if keyword_defaults:
+            checks.append(
+                (
+                    "items",
+                    keyword_defaults,
+                    tuple(keyword_defaults),
+                    tuple(keyword_defaults.values()),
+                )
+            )
+            read("kwdefaults", tuple(keyword_defaults.items()), f"defaults of {label}", None)
         if fn.__closure__:
             for name, cell in zip(code.co_freevars, fn.__closure__, strict=True):
                 if name == "__class__":  # the class super() refers to: walked already
                     continue
+                if name in self.untracked:
+                    continue
                 try:
                     value = cell.cell_contents
                 except ValueError:  # a variable the enclosing function had not yet bound
+                    checks.append(("cell", cell, name, _MISSING))
                     continue
-                if name not in self.untracked:
-                    read(f"cell {name}", value, f"variable {name} of {label}", None)
+                checks.append(("cell", cell, name, value))
+                read(f"cell {name}", value, f"variable {name} of {label}", None)
         for ref in facts.references:
-            target = self._resolve(ref, fn.__globals__)
+            target = self._resolve(ref, fn.__globals__, checks)
             if target is _UNRESOLVED:
                 continue
             value, as_read, where = target
@@ -694,16 +812,20 @@ class Fingerprinter:
                 f"global {where}",
                 None if _is_code(value) else f"global {where}",
             )
-        return _Walked(h.digest(), parts, tuple(problems))
+        walked = _Walked(h.digest(), parts, tuple(problems), stable and not problems)
+        return self._keep_for_later(fn, walked, checks, children)
 
-    def _resolve(self, ref: _Reference, namespace: dict[str, Any]) -> Any:
+    @staticmethod
+    def _resolve(ref: _Reference, namespace: dict[str, Any], checks: list[tuple]) -> Any:
         """``(value, as_read, label)`` for a reference: the global (or imported module), then
         the attributes read off it while they are read off a user module; ``as_read`` is the
-        dotted name the code uses, ``label`` where the value lives."""
+        dotted name the code uses, ``label`` where the value lives. Each binding it reads
+        (a missing one too: a builtin may be shadowed later) goes to ``checks``."""
         if ref.module is None:
-            if ref.name not in namespace:
+            value = namespace.get(ref.name, _MISSING)
+            checks.append(("key", namespace, ref.name, value))
+            if value is _MISSING:
                 return _UNRESOLVED  # a builtin, or a name not defined yet
-            value = namespace[ref.name]
             home = namespace.get("__name__")
         else:
             try:
@@ -713,6 +835,7 @@ class Fingerprinter:
                 value = importlib.import_module(name)
             except (ImportError, ValueError):
                 return _UNRESOLVED  # the stage will fail to import it, and say so
+            checks.append(("key", sys.modules, name, value))
             home = None
         steps = 0
         for attr in ref.chain:
@@ -721,7 +844,9 @@ class Fingerprinter:
             if _origin(value.__name__, getattr(value, "__file__", None)) is not None:
                 break  # a library module: its version stands for all of it
             home = value.__name__
+            module_vars = vars(value)
             value = _module_member(value, attr)
+            checks.append(("key", module_vars, attr, module_vars.get(attr, _MISSING)))
             if value is _UNRESOLVED:
                 return _UNRESOLVED
             steps += 1
@@ -737,6 +862,9 @@ class Fingerprinter:
         own = new_hasher()
         parts: dict[str, str] = {}
         problems: list[str] = []
+        checks: list[tuple] = [("attr", cls, "__mro__", cls.__mro__)]
+        children: list[Any] = []
+        stable = True
         for klass in cls.__mro__:
             if klass is object:
                 continue
@@ -748,7 +876,9 @@ class Fingerprinter:
                 continue
             feed_bytes(h, b"cls", _label(klass).encode())
             feed_bytes(own, b"cls", _label(klass).encode())
-            for name, member in sorted(vars(klass).items()):
+            members = vars(klass)
+            checks.append(("items", members, tuple(members), tuple(members.values())))
+            for name, member in sorted(members.items()):
                 if name in _CLASS_BOOKKEEPING or isinstance(member, _DESCRIPTORS):
                     continue
                 function = _method_function(member)
@@ -762,6 +892,9 @@ class Fingerprinter:
                 h.update(walked.digest)
                 parts.update(walked.parts)
                 problems += walked.problems
+                stable = stable and walked.stable
+                if isinstance(function, types.FunctionType | type):
+                    children.append(function)
                 if not _is_code(function):
                     # class-level constants (FACTOR = 2.0)
                     parts[f"constant {_label(klass)}.{name}"] = walked.digest.hex()
@@ -769,10 +902,18 @@ class Fingerprinter:
                     feed_bytes(own, b"m", name.encode())
             feed_bytes(own, b"end", b"")
         parts[f"class {_label(cls)}"] = own.hexdigest()
-        return _Walked(h.digest(), parts, tuple(problems))
+        walked = _Walked(h.digest(), parts, tuple(problems), stable and not problems)
+        return self._keep_for_later(cls, walked, checks, children)
 
 
 _UNRESOLVED = object()
+
+
+def _library_code(obj: types.FunctionType | type) -> bool:
+    """A library's function or class: keyed by its distribution, never walked."""
+    if isinstance(obj, types.FunctionType):
+        return _function_origin(obj) is not None
+    return _class_origin(obj) is not None
 
 
 def _module_member(module: types.ModuleType, attr: str) -> Any:

@@ -76,7 +76,8 @@ class SequentialPipeline(Generic[S]):
     @property
     def cfg(self) -> PipelineConfig:
         """Derived afresh from the inner stages (they may be replaced or edited), so a DAG
-        node holding this pipeline goes stale, as "config changed", when any of them does."""
+        node holding this pipeline goes stale ("config field stages changed") when any of them
+        does."""
         stages = []
         for stage in self.stages:
             cls = type(stage)
@@ -95,7 +96,7 @@ class SequentialPipeline(Generic[S]):
     @property
     def version(self) -> str:
         """The inner stages' code versions combined, so a DAG node holding this pipeline goes
-        stale, as "code changed", when any of their code does."""
+        stale, naming the method or helper that changed, when any of their code does."""
         memo: dict[type, str] = {}
         return hexdigest([_stage_version(stage, memo) for stage in self.stages], self.name)
 

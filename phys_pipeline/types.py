@@ -228,5 +228,11 @@ class NodeSpec:
 
 def stage_name(stage: Any) -> str:
     """The name a stage goes by in metric keys and messages: ``cfg.name``, else its class."""
-    name = getattr(getattr(stage, "cfg", None), "name", None)
-    return name if isinstance(name, str) and name else type(stage).__name__
+    return name_of(getattr(stage, "cfg", None), type(stage))
+
+
+def name_of(cfg: Any, stage_class: type) -> str:
+    """``stage_name`` of a stage of ``stage_class`` holding ``cfg``, for callers that have
+    read ``cfg`` already (a pipeline derives its ``cfg`` afresh on every read)."""
+    name = getattr(cfg, "name", None)
+    return name if isinstance(name, str) and name else stage_class.__name__

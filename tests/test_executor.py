@@ -521,9 +521,10 @@ def test_stage_reading_an_undeclared_policy_key_fails_naming_node_and_key():
     assert out.ok is False and out.runs["p2"].status == "ran"
 
 
-def test_a_stage_mutating_a_cached_input_leaves_no_corrupted_entry():
-    """The memory tier holds the very state object a child receives: after a mutation is
-    caught, neither the parent nor a sibling that read the corrupted state is served again."""
+def test_a_stage_writing_into_a_cached_input_is_refused_and_corrupts_nothing():
+    """The memory tier makes the arrays of a result it keeps read-only, and the run hands that
+    result to the children: a stage writing into its input array fails at the write, naming
+    itself, and neither the parent nor a sibling is corrupted."""
 
     class Vandal(PipelineStage):
         def process(self, state, *, policy=None):
@@ -541,7 +542,34 @@ def test_a_stage_mutating_a_cached_input_leaves_no_corrupted_entry():
     honest = run([grid, peak], cache=DagCache(MemoryStore())).metrics["peak.peak"]
 
     out = run([grid, vandal, peak], cache=cache, raise_on_error=False)
-    assert isinstance(out.failures["vandal"], StateMutationError)
+    error = out.failures["vandal"]
+    assert "node 'vandal'" in str(error) and "read-only" in str(error)
+    assert out.metrics["peak.peak"] == honest
     again = run([grid, peak], cache=cache)
-    assert statuses(again) == {"grid": "ran", "peak": "ran"}
+    assert statuses(again) == {"grid": "hit", "peak": "hit"}
+    assert again.metrics["peak.peak"] == honest != 99.0
+
+
+def test_a_stage_changing_its_input_containers_is_caught_and_corrupts_nothing():
+    """What read-only arrays cannot stop (a new key in the input's meta) the mutation check
+    catches: the node fails with StateMutationError and the cached parent is unchanged."""
+
+    class Scribbler(PipelineStage):
+        def process(self, state, *, policy=None):
+            state.meta["omega"] = np.full(8, 99.0)
+            return StageResult(state=state.deepcopy())
+
+    class Peak(PipelineStage):
+        def process(self, state, *, policy=None):
+            return StageResult(state=state, metrics={"peak": float(np.max(state.meta["omega"]))})
+
+    grid = NodeSpec(id="grid", stage=GridStage(GridCfg(N=8)))
+    scribbler = NodeSpec(id="scribbler", deps=["grid"], stage=Scribbler(StageConfig()))
+    peak = NodeSpec(id="peak", deps=["grid"], stage=Peak(StageConfig()))
+    cache = DagCache(MemoryStore())
+    honest = run([grid, peak], cache=DagCache(MemoryStore())).metrics["peak.peak"]
+
+    out = run([grid, scribbler, peak], cache=cache, raise_on_error=False)
+    assert isinstance(out.failures["scribbler"], StateMutationError)
+    again = run([grid, peak], cache=cache)
     assert again.metrics["peak.peak"] == honest != 99.0
