@@ -24,7 +24,8 @@ class EarlyCutoff:
 
     A node qualifies when its only reason to run is "upstream changed" (same stage, code,
     config, policy and dependencies as in ``previous``) and every parent whose key changed
-    produced an output whose ``hashable_repr()`` equals that of the parent's previous output.
+    kept its code and produced an output whose ``hashable_repr()`` equals that of the
+    parent's previous output.
     Called from scheduler worker threads: it only reads the plans and uses the (thread-safe)
     cache and a dict of digests.
     """
@@ -59,9 +60,14 @@ class EarlyCutoff:
         if node_id not in self.candidates:
             return None
         for dep in self.plan.nodes[node_id].deps:
-            key, old_key = self.plan.nodes[dep].key, self.previous.nodes[dep].key
+            parent, before = self.plan.nodes[dep], self.previous.nodes[dep]
+            key, old_key = parent.key, before.key
             if key == old_key:
                 continue
+            if parent.code_version != before.code_version:
+                # equal bytes from new code may be a state whose class (and so what its
+                # methods return to this node) changed: only data edits are cut off
+                return None
             old_output = self._previous_output(old_key)
             if old_output is None:
                 return None

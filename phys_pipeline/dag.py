@@ -297,9 +297,11 @@ def make_plan(
     specs = {node.id: node for node in nodes}
     if not callable(getattr(initial_state, "hashable_repr", None)):
         raise NotAStateError("initial state", initial_state)
-    state_digest = bytes(initial_state.hashable_repr())
+    walkers: dict[tuple[str, ...], Fingerprinter] = {(): Fingerprinter()}  # per untracked set
+    # the state's class too: root stages call its methods (a library state: by version)
+    state_code = walkers[()].code(type(initial_state)).digest.encode()
+    state_digest = bytes(initial_state.hashable_repr()) + state_code
     classes: dict[type, tuple[str, Fingerprinter]] = {}  # stage class -> its type, walker
-    walkers: dict[tuple[str, ...], Fingerprinter] = {}  # one per set of untracked names
     planned: dict[str, NodePlan] = {}
     not_cacheable: set[str] = set()
     for nid in order:

@@ -1,7 +1,8 @@
 """Files by content: what a ``pathlib.Path`` in a config or state stands for in a cache key.
 
 A file digests its bytes, streamed in chunks (a 1 GB file is never loaded whole); a directory
-its tree (sorted relative names, each file's content); a missing path a 'missing' marker.
+its tree (sorted relative names, each file's content; ``__pycache__`` and
+``.ipynb_checkpoints`` left out); a missing path a 'missing' marker.
 Symlinks are followed: a link digests its target's content, so retargeting a link or editing
 its target both change the digest. Sockets, FIFOs and devices digest their kind only (reading a
 FIFO would block).
@@ -81,10 +82,16 @@ def _read_chunks(handle: io.BufferedReader) -> Iterator[memoryview]:
         yield view[:n]
 
 
+# written by tools as a side effect of running, never data a result depends on
+_GENERATED = frozenset({"__pycache__", ".ipynb_checkpoints"})
+
+
 def _tree_digest(path: str, ancestors: frozenset[tuple[int, int]]) -> bytes:
     """Each entry's name (sorted) and digest; subdirectories fold in their own trees."""
     h = xxhash.xxh3_128(b"dir\0")
     for name in sorted(os.listdir(path)):
+        if name in _GENERATED:
+            continue
         encoded = name.encode("utf-8", "surrogateescape")
         h.update(len(encoded).to_bytes(8, "little") + encoded)
         h.update(_digest(os.path.join(path, name), ancestors))

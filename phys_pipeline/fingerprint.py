@@ -25,6 +25,7 @@ can be explained as ``global SCALE changed`` or ``helper mypkg.physics.gain chan
 
 from __future__ import annotations
 
+import dataclasses
 import dis
 import functools
 import importlib
@@ -40,7 +41,11 @@ import typing
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any, NamedTuple
+
+import numpy as np
+from pydantic import BaseModel
 
 from .errors import UnhashableValueError
 from .hashing import Hasher, digest, feed, feed_bytes, new_hasher, qualname
@@ -173,6 +178,8 @@ def _class_origin(cls: type) -> str | None:
     except KeyError:
         origin = _CLASS_ORIGINS[cls] = _find_class_origin(cls)
         return origin
+    except TypeError:  # a metaclass that makes its classes unhashable
+        return _find_class_origin(cls)
 
 
 _CLASS_ORIGINS: weakref.WeakKeyDictionary[type, str | None] = weakref.WeakKeyDictionary()
@@ -184,7 +191,15 @@ def _find_class_origin(cls: type) -> str | None:
         function = _method_function(member)
         if isinstance(function, types.FunctionType) and function.__qualname__.startswith(prefix):
             return _function_origin(function)
-    return _origin(cls.__module__)
+    # no code of its own to tell: a type written in C (generator, ndarray) is its module's;
+    # a class written in Python is a library's only if that library exports it (a class can
+    # claim any __module__)
+    if not cls.__flags__ & _HEAP_TYPE or _published(cls):
+        return _origin(cls.__module__)
+    return None
+
+
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: set on classes created at run time, unset on C's
 
 
 # --- what carries no data -------------------------------------------------------------------
@@ -318,6 +333,15 @@ def _analyse(code: types.CodeType) -> _CodeFacts:
             level = instructions[i - 2].argval if i >= 2 else 0
             module = _Reference(ins.argval, (), ins.argval, level if isinstance(level, int) else 0)
             _bind_import(instructions, i + 1, module, imported, references)
+        elif op == "LOAD_CONST" and isinstance(ins.argval, str) and i:
+            caller = instructions[i - 1]  # importlib.import_module("pkg.mod"), __import__(...)
+            if caller.argval in ("import_module", "__import__") and caller.opname in (
+                *_GLOBAL_LOADS,
+                *_ATTRIBUTE_LOADS,
+            ):
+                name = ins.argval.lstrip(".")
+                level = len(ins.argval) - len(name)
+                references[_Reference(name, (), name, level)] = None  # all of it is read
     return _CodeFacts(h.digest(), first.digest(), tuple(references))
 
 
@@ -420,12 +444,14 @@ class _Walked(NamedTuple):
 
 class _ClassCode(NamedTuple):
     """A stage class's code fingerprint in one plan, for stages holding a ``cfg_class``
-    config and pinned to ``pinned`` (``slotted``: its instances may hold slot attributes)."""
+    config and pinned to ``pinned`` (``slotted``: its instances may hold slot attributes;
+    ``nested``: the config fields that may hold models whose code the stage may call)."""
 
     cfg_class: type
     pinned: str | None
     fingerprint: Fingerprint
     slotted: bool
+    nested: tuple[str, ...]
 
 
 class _Reusable(NamedTuple):
@@ -518,7 +544,8 @@ class Fingerprinter:
         if known is None or known.cfg_class is not cfg_class or known.pinned != pinned:
             known = self._codes[cls] = self._class_code(cls, cfg_class, pinned)
         held = getattr(stage, "__dict__", None)
-        if held is not None and len(held) == 1 and "cfg" in held and not known.slotted:
+        nested = known.nested
+        if held is not None and len(held) == 1 and "cfg" in held and not (known.slotted or nested):
             return known.fingerprint  # most stages hold nothing but their cfg
         code = known.fingerprint
         attributes = [
@@ -526,6 +553,8 @@ class Fingerprinter:
             for name, value in _instance_attributes(stage, ("cfg",))
             if name not in self.untracked
         ]
+        if nested and pinned is None:  # cfg.medium.index(w): the code of the models it holds
+            attributes += _config_models(cfg, nested)
         if not attributes:
             return code
         with_attributes = self._fingerprint(("code", code.digest), attributes, labelled=True)
@@ -543,7 +572,7 @@ class Fingerprinter:
                 items.append((_label(cfg_class), cfg_class))
         slotted = any(klass.__dict__.get("__slots__") for klass in cls.__mro__)
         fingerprint = self._fingerprint(("pin", pinned or ""), items, labelled=False)
-        return _ClassCode(cfg_class, pinned, fingerprint, slotted)
+        return _ClassCode(cfg_class, pinned, fingerprint, slotted, _model_fields(cfg_class))
 
     def _fingerprint(
         self, head: tuple[str, str], items: list[tuple[str, Any]], *, labelled: bool
@@ -629,9 +658,20 @@ class Fingerprinter:
         return walked
 
     def _walk(self, obj: Any, where: str) -> _Walked:
+        """Any failure while looking at an odd object (a mock, a proxy, a half-built
+        dataclass) makes it a value that cannot be hashed: it never fails the plan."""
+        try:
+            return self._walk_object(obj, where)
+        except Exception as exc:  # noqa: BLE001 - whatever the object raises
+            problem = f"{where} (a {qualname(type(obj))}: {type(exc).__name__} when read)"
+            return _Walked(digest(("unhashable", where)), _EMPTY, (problem,))
+
+    def _walk_object(self, obj: Any, where: str) -> _Walked:
         cls = type(obj)
         if _skipped(cls):
             return _Walked(digest(("skipped", qualname(cls))), _EMPTY, (), True)
+        if cls is _Uncoverable:
+            return _Walked(digest(("outside", obj.what)), _EMPTY, (f"{where}: {obj.what}",))
         if isinstance(obj, types.FunctionType):
             return self._function(obj)
         if isinstance(obj, type):
@@ -646,11 +686,6 @@ class Fingerprinter:
             )
         if isinstance(obj, types.MethodType):
             return self._combine("method", [("func", obj.__func__), ("self", obj.__self__)], where)
-        wrapped = getattr(obj, "__wrapped__", None) if callable(obj) else None
-        if wrapped is not None and not isinstance(obj, type):
-            return self._combine(
-                "wrapped", [("wrapper", qualname(cls)), ("wrapped", wrapped)], where
-            )
         if isinstance(obj, _BUILTIN_CALLABLES):
             return self._builtin(obj, where)
         if isinstance(obj, _TYPING_TYPES):
@@ -662,13 +697,26 @@ class Fingerprinter:
             value = None
         if value is not None and not user_class:
             return _Walked(value, _EMPTY, (), _immutable(obj))
-        if isinstance(obj, list | tuple | set | frozenset | dict):
-            return self._container(obj, where)
+        container = isinstance(obj, list | tuple | set | frozenset | Mapping)
         if user_class or _is_stage(obj):
-            # a callable instance, a material model, a stage held by another: code and data
+            # a callable instance, a material model, a decorator object, a stage held by
+            # another, a dict subclass: its code, its content and the attributes beside it
+            # (a State: its hashable_repr)
             items: list[tuple[str, Any]] = [("class", cls)]
-            items += [("data", value)] if value is not None else _instance_attributes(obj)
+            if value is None and container:
+                value = self._container(obj, where).digest
+            if value is not None:
+                items.append(("data", value))
+            if value is None or not hasattr(obj, "hashable_repr"):
+                items += _instance_attributes(obj)
             return self._combine("instance", items, where)
+        if container:
+            return self._container(obj, where)
+        wrapped = getattr(obj, "__wrapped__", None) if callable(obj) else None
+        if wrapped is not None:  # a library's wrapper (functools.lru_cache) around user code
+            return self._combine(
+                "wrapped", [("wrapper", qualname(cls)), ("wrapped", wrapped)], where
+            )
         library = _class_origin(cls)
         if library is not None and callable(obj) and _published(obj):  # np.exp, np.sum
             return self._library(library, _label(obj))
@@ -689,8 +737,11 @@ class Fingerprinter:
         return _Walked(h.digest(), parts or _EMPTY, tuple(problems))
 
     def _container(self, obj: Any, where: str) -> _Walked:
-        if isinstance(obj, dict):
-            entries = sorted(((digest(k, where), v) for k, v in obj.items()), key=lambda kv: kv[0])
+        if isinstance(obj, Mapping):  # keys may be classes (a dispatch table) or functions
+            entries = sorted(
+                ((self._reference(k, where).digest, v) for k, v in obj.items()),
+                key=lambda entry: entry[0],
+            )
             items = [(k.hex(), v) for k, v in entries]
         elif isinstance(obj, set | frozenset):
             walked = sorted(self._reference(item, where).digest for item in obj)
@@ -723,7 +774,7 @@ class Fingerprinter:
             (attr, value)
             for attr, value in sorted(vars(module).items())
             if not (attr.startswith("__") and attr.endswith("__"))
-            and not isinstance(value, types.ModuleType)
+            and not (isinstance(value, types.ModuleType) and _origin(value.__name__) is not None)
         ]
         walked = self._combine("module", items, name)
         parts = {**walked.parts, f"module {name}": walked.digest.hex()}
@@ -741,7 +792,15 @@ class Fingerprinter:
     def _function(self, fn: types.FunctionType) -> _Walked:
         library = _function_origin(fn)
         if library is not None:
-            return self._library(library, _label(fn))
+            outside = _outside_state(fn.__module__ or "", fn.__name__)
+            if outside:  # from os import getenv
+                return _Walked(digest(("outside", outside)), _EMPTY, (f"{_label(fn)}: {outside}",))
+            held = _function_attributes(fn)
+            if not held:
+                return self._library(library, _label(fn))
+            # a library's wrapper around user code (functools.singledispatch and its
+            # registry, contextlib.contextmanager): the library, and what it holds
+            return self._combine("library function", [("code", (library, _label(fn))), *held], "")
         code = fn.__code__
         facts = _facts(code)
         h = new_hasher()
@@ -775,6 +834,10 @@ class Fingerprinter:
         # positional and keyword-only defaults (``*, scale=2.0``) are part of the behaviour
         if fn.__defaults__:
             read("defaults", fn.__defaults__, f"defaults of {label}", None)
+        held = _function_attributes(fn)  # attributes set on the function (gain.factor = 3)
+        if held:
+            checks.append(("items", fn.__dict__, tuple(fn.__dict__), tuple(fn.__dict__.values())))
+            read("attributes", tuple(held), f"attributes of {label}", None)
         keyword_defaults = fn.__kwdefaults__
         if keyword_defaults:
             checks.append(
@@ -802,6 +865,9 @@ class Fingerprinter:
         for ref in facts.references:
             target = self._resolve(ref, fn.__globals__, checks)
             if target is _UNRESOLVED:
+                if ref.module is None and ref.name in _BY_NAME and ref.name not in self.untracked:
+                    # globals()["X"], eval("X"): which globals it reads cannot be known
+                    problems.append(f"{label} reads globals by name ({ref.name})")
                 continue
             value, as_read, where = target
             if ref.name in self.untracked or as_read in self.untracked:
@@ -842,7 +908,12 @@ class Fingerprinter:
             if not isinstance(value, types.ModuleType):
                 break
             if _origin(value.__name__, getattr(value, "__file__", None)) is not None:
-                break  # a library module: its version stands for all of it
+                # a library module: its version stands for all of it, except the process
+                # state some of its functions read (os.environ, numpy's global random state)
+                outside = _outside_read(value, ref.chain[steps:])
+                if outside:
+                    return _Uncoverable(outside), ".".join((ref.name, *ref.chain)), outside
+                break
             home = value.__name__
             module_vars = vars(value)
             value = _module_member(value, attr)
@@ -865,6 +936,16 @@ class Fingerprinter:
         checks: list[tuple] = [("attr", cls, "__mro__", cls.__mro__)]
         children: list[Any] = []
         stable = True
+        metaclass = type(cls)
+        if _class_origin(metaclass) is None:  # its __call__, __init_subclass__ run too
+            walked = self._reference(metaclass, f"metaclass of {_label(cls)}")
+            feed_bytes(h, b"meta", b"")
+            h.update(walked.digest)
+            parts.update(walked.parts)
+            problems += walked.problems
+            stable = walked.stable
+            checks.append(("attr", cls, "__class__", metaclass))
+            children.append(metaclass)
         for klass in cls.__mro__:
             if klass is object:
                 continue
@@ -885,8 +966,8 @@ class Fingerprinter:
                 dunder = name.startswith("__") and name.endswith("__")
                 if function is None or (dunder and not isinstance(function, types.FunctionType)):
                     continue
-                if name in self.untracked:
-                    continue
+                if name in self.untracked and not _is_code(function):
+                    continue  # an untracked class attribute (never code: that is always read)
                 walked = self._reference(function, f"{_label(klass)}.{name}")
                 feed_bytes(h, b"m", name.encode())
                 h.update(walked.digest)
@@ -907,6 +988,125 @@ class Fingerprinter:
 
 
 _UNRESOLVED = object()
+
+
+class _Uncoverable(NamedTuple):
+    """Something a stage reads that no key can cover (environment variables, a global random
+    state, a config whose models cannot be read): it makes the node uncacheable."""
+
+    what: str
+
+
+_BY_NAME = frozenset({"globals", "eval", "exec"})  # builtins that read globals by name
+_ENVIRONMENT = frozenset({"environ", "environb", "getenv", "getenvb"})
+_SEEDED_RANDOM = {
+    "numpy.random": frozenset(
+        {"default_rng", "Generator", "SeedSequence", "BitGenerator", "RandomState"}
+        | {"PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"}
+    ),
+    "random": frozenset({"Random", "SystemRandom"}),
+}
+
+
+def _outside_state(module: str, attr: str) -> str:
+    """What ``module.attr`` reads outside the program, or ""."""
+    if module == "os" and attr in _ENVIRONMENT:
+        return f"the environment (os.{attr})"
+    seeded = _SEEDED_RANDOM.get(module)
+    if seeded is not None and attr not in seeded and not attr.startswith("_"):
+        return f"the global random state ({module}.{attr})"
+    return ""
+
+
+def _outside_read(module: types.ModuleType, chain: tuple[str, ...]) -> str:
+    """What reading ``chain`` off a library ``module`` reads outside the program, or ""."""
+    for attr in chain:
+        what = _outside_state(module.__name__, attr)
+        if what:
+            return what
+        module = getattr(module, attr, None)
+        if not isinstance(module, types.ModuleType):
+            return ""
+    return ""
+
+
+_DATA_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None), np.ndarray, PurePath})
+_LABEL_FIELDS = frozenset({"name", "tags"})  # StageConfig's own: labels, never models
+
+
+def _model_fields(cfg_class: type) -> tuple[str, ...]:
+    """The fields of a config class whose type admits a model or a dataclass (whose methods
+    a stage may call), as opposed to plain data (numbers, strings, arrays, paths)."""
+    fields = getattr(cfg_class, "model_fields", None)
+    if isinstance(fields, Mapping):
+        annotations = {name: info.annotation for name, info in fields.items()}
+    elif dataclasses.is_dataclass(cfg_class):
+        annotations = {f.name: f.type for f in dataclasses.fields(cfg_class)}
+    else:
+        return ()
+    return tuple(
+        name
+        for name, annotation in annotations.items()
+        if name not in _LABEL_FIELDS and not _plain_data_type(annotation)
+    )
+
+
+def _plain_data_type(annotation: Any) -> bool:
+    if isinstance(annotation, type):
+        return annotation in _DATA_TYPES or issubclass(annotation, np.ndarray | PurePath)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return True
+    if origin is None:
+        return False
+    arguments = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _plain_data_type(arguments[0])
+    return origin in (typing.Union, types.UnionType, list, tuple, dict, set, frozenset) and all(
+        argument is Ellipsis or _plain_data_type(argument) for argument in arguments
+    )
+
+
+def _config_models(cfg: Any, fields: tuple[str, ...]) -> list[tuple[str, Any]]:
+    """The user classes of the models and dataclasses held in ``cfg``'s ``fields``."""
+    found: dict[type, None] = {}
+    try:
+        for name in fields:
+            _model_classes(getattr(cfg, name, None), found)
+    except Exception as exc:  # noqa: BLE001 - an odd value must not fail the plan
+        return [("config models", _Uncoverable(f"{type(exc).__name__} reading them"))]
+    return [(f"config model {_label(model)}", model) for model in found]
+
+
+def _model_classes(value: Any, found: dict[type, None]) -> None:
+    """The user classes of the models and dataclasses inside a config value, into ``found``."""
+    if isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            _model_classes(item, found)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _model_classes(item, found)
+    elif isinstance(value, BaseModel) or (
+        dataclasses.is_dataclass(value) and not isinstance(value, type)
+    ):
+        cls = type(value)
+        if _class_origin(cls) is None:
+            found[cls] = None
+        fields = vars(value) if hasattr(value, "__dict__") else {}
+        for item in fields.values():
+            _model_classes(item, found)
+
+
+def _function_attributes(fn: types.FunctionType) -> list[tuple[str, Any]]:
+    """What a function holds in its ``__dict__`` beyond what ``functools.wraps`` copies."""
+    held = getattr(fn, "__dict__", None)
+    if not held:
+        return []
+    return [
+        (name, value)
+        for name, value in sorted(held.items())
+        if name == "__wrapped__" or not (name.startswith("__") and name.endswith("__"))
+    ]
 
 
 def _library_code(obj: types.FunctionType | type) -> bool:
