@@ -1,0 +1,45 @@
+"""The whole test session, notebooks included, runs with a throwaway home: no test (and no
+tutorial kernel nbval starts) reads or writes the developer's ``$HOME``, such as the cache
+signing key in ``~/.config/phys-pipeline``. Tests that need a key file of their own take the
+``isolated_cache_key`` fixture (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+_ISOLATED = ("HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "IPYTHONDIR")
+_saved: dict[str, str | None] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    home = tempfile.mkdtemp(prefix="phys-pipeline-tests-home-")
+    places = {
+        "HOME": home,
+        "XDG_CONFIG_HOME": os.path.join(home, ".config"),
+        "XDG_CACHE_HOME": os.path.join(home, ".cache"),
+        "XDG_DATA_HOME": os.path.join(home, ".local", "share"),
+        "IPYTHONDIR": os.path.join(home, ".ipython"),
+    }
+    for name in (*_ISOLATED, "PHYS_PIPELINE_CACHE_KEY"):
+        _saved[name] = os.environ.get(name)
+    os.environ.update(places)
+    os.environ.pop("PHYS_PIPELINE_CACHE_KEY", None)  # a developer's own key is not the tests'
+    config.stash[_HOME] = home
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for name, value in _saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    home = config.stash.get(_HOME, None)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+_HOME = pytest.StashKey[str]()
