@@ -14,7 +14,7 @@ from .errors import MetricKeyCollisionError, NodeFailedError, StateMutationError
 from .invoke import NamespacedKeys
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .scheduler import DEFAULT_RESOURCES, LocalScheduler, NodeTask, Scheduler
-from .types import NodeSpec, StageResult, State
+from .types import NodeSpec, NodeStatus, StageResult, State
 
 
 @dataclass(slots=True)
@@ -22,7 +22,7 @@ class NodeRun:
     """What happened to one node in one run, and why."""
 
     node_id: str
-    status: str  # "hit" | "ran" | "failed" | "skipped"
+    status: NodeStatus  # HIT, RAN, FAILED or SKIPPED
     cache_key: str
     reason: str
     duration_s: float = 0.0
@@ -30,7 +30,7 @@ class NodeRun:
 
     @property
     def cache_hit(self) -> bool:
-        return self.status == "hit"
+        return self.status is NodeStatus.HIT
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,11 +67,11 @@ class DagRunResult:
 
     @property
     def ran(self) -> list[str]:
-        return [nid for nid, r in self.runs.items() if r.status == "ran"]
+        return [nid for nid, r in self.runs.items() if r.status is NodeStatus.RAN]
 
     @property
     def hits(self) -> list[str]:
-        return [nid for nid, r in self.runs.items() if r.status == "hit"]
+        return [nid for nid, r in self.runs.items() if r.status is NodeStatus.HIT]
 
     @property
     def sinks(self) -> list[str]:
@@ -96,7 +96,7 @@ class DagRunResult:
         parts = [f"ran {len(self.ran)}", f"hit {len(self.hits)}"]
         if self.failures:
             parts.append(f"failed {len(self.failures)}")
-        skipped = sum(r.status == "skipped" for r in self.runs.values())
+        skipped = sum(r.status is NodeStatus.SKIPPED for r in self.runs.values())
         if skipped:
             parts.append(f"skipped {skipped}")
         return f"{', '.join(parts)}, {seconds:.2f} s"
@@ -140,7 +140,7 @@ class _RunRecorder:
     ) -> None:
         self.results[node_id] = result
         key = self.plan.nodes[node_id].key
-        self.runs[node_id] = NodeRun(node_id, "hit", key, reason, seconds)
+        self.runs[node_id] = NodeRun(node_id, NodeStatus.HIT, key, reason, seconds)
         self._notify("on_done", node_id, result, True)
 
     def on_reused(self, node_id: str, result: StageResult) -> None:
@@ -165,7 +165,9 @@ class _RunRecorder:
         if self.cache is not None:
             self.cache.put(key, result)
         self.results[node_id] = result
-        self.runs[node_id] = NodeRun(node_id, "ran", key, self._reason(node_id), duration_s)
+        self.runs[node_id] = NodeRun(
+            node_id, NodeStatus.RAN, key, self._reason(node_id), duration_s
+        )
         if self.listeners["on_done"]:
             self._notify("on_done", node_id, result, False)
 
@@ -173,14 +175,18 @@ class _RunRecorder:
         key = self.plan.nodes[node_id].key
         self.failures[node_id] = error
         self.runs[node_id] = NodeRun(
-            node_id, "failed", key, self._reason(node_id), error=f"{type(error).__name__}: {error}"
+            node_id,
+            NodeStatus.FAILED,
+            key,
+            self._reason(node_id),
+            error=f"{type(error).__name__}: {error}",
         )
         self._notify("on_error", node_id, error)
 
     def on_skip(self, node_id: str, failed_dep: str) -> None:
         key = self.plan.nodes[node_id].key
         reason = f"skipped: upstream node {failed_dep!r} failed"
-        self.runs[node_id] = NodeRun(node_id, "skipped", key, reason)
+        self.runs[node_id] = NodeRun(node_id, NodeStatus.SKIPPED, key, reason)
         self._notify("on_skip", node_id, failed_dep)
 
 
@@ -331,7 +337,7 @@ class DagExecutor:
                 # "a" metric "b.c" and "a.b" metric "c": the later node in plan order fails
                 # (its result stays cached and in ``results``), so the run is never silent
                 run = recorder.runs[nid]
-                run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"
+                run.status, run.error = NodeStatus.FAILED, f"{type(exc).__name__}: {exc}"
                 recorder.failures[nid] = exc
                 recorder._notify("on_error", nid, exc)
         runs = {nid: recorder.runs[nid] for nid in order if nid in recorder.runs}

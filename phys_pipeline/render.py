@@ -20,22 +20,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .types import NodeSpec, stage_name
+from .types import NodeSpec, NodeStatus, stage_name
 
 Engine = Literal["auto", "pygraphviz", "graphviz", "layered"]
 
-STATUS_COLOURS: dict[str, tuple[str, str]] = {  # status -> (fill, stroke)
-    "not run": ("#e5e7eb", "#6b7280"),
-    "stale": ("#fcd34d", "#b45309"),
-    "running": ("#93c5fd", "#1d4ed8"),
-    "ran": ("#86efac", "#15803d"),
-    "cached": ("#ccfbf1", "#0f766e"),  # in the cache, not loaded by a run yet
-    "hit": ("#5eead4", "#0f766e"),
-    "failed": ("#fca5a5", "#b91c1c"),
-    "skipped": ("#f3f4f6", "#9ca3af"),
+STATUS_COLOURS: dict[NodeStatus, tuple[str, str]] = {  # status -> (fill, stroke)
+    NodeStatus.NOT_RUN: ("#e5e7eb", "#6b7280"),
+    NodeStatus.STALE: ("#fcd34d", "#b45309"),
+    NodeStatus.RUNNING: ("#93c5fd", "#1d4ed8"),
+    NodeStatus.RAN: ("#86efac", "#15803d"),
+    NodeStatus.CACHED: ("#ccfbf1", "#0f766e"),
+    NodeStatus.HIT: ("#5eead4", "#0f766e"),
+    NodeStatus.FAILED: ("#fca5a5", "#b91c1c"),
+    NodeStatus.SKIPPED: ("#f3f4f6", "#9ca3af"),
 }
-LEGEND_TEXT = {"hit": "cache hit"}
-DEFAULT_STATUS = "not run"
+LEGEND_TEXT = {NodeStatus.HIT: "cache hit"}
+DEFAULT_STATUS = NodeStatus.NOT_RUN
 
 _PT = 72.0  # Graphviz works in inches; SVG user units here are points
 _ID_FONT, _LABEL_FONT = 12.0, 10.0
@@ -354,7 +354,7 @@ def _static_parts(lay: Layout) -> tuple[str, str, str]:
     items = []
     for i, (status, (fill, stroke)) in enumerate(STATUS_COLOURS.items()):
         y = 6 + 16 * i
-        dash = ' stroke-dasharray="3 2"' if status == "skipped" else ""
+        dash = ' stroke-dasharray="3 2"' if status == NodeStatus.SKIPPED else ""
         items.append(
             f'<g class="pp-legend-item legend-{status_slug(status)}" transform="translate(0,{y})">'
             f'<rect width="14" height="11" rx="3" fill="{fill}" stroke="{stroke}"{dash}/>'

@@ -19,9 +19,7 @@ from .errors import UnknownNodeError
 from .executor import DagExecutor, DagRunResult
 from .policy import PolicyBag, PolicyLike, as_policy
 from .scheduler import LocalScheduler, Scheduler
-from .types import NodeSpec, State
-
-STATUSES = ("not run", "stale", "running", "ran", "cached", "hit", "failed", "skipped")
+from .types import NodeSpec, NodeStatus, State
 
 Listener = Callable[[str, "LiveSession"], None]
 
@@ -64,7 +62,7 @@ class LiveSession:
             callbacks=[self],
         )
         self.last_result: DagRunResult | None = None
-        self.status: dict[str, str] = {}
+        self.status: dict[str, NodeStatus] = {}
         self._listeners: list[Listener] = []
         self._lock = threading.RLock()
         plan = self.plan()
@@ -140,7 +138,7 @@ class LiveSession:
         if self.last_result is None:
             return None
         run = self.last_result.runs.get(node_id)
-        if run is None or run.status not in ("failed", "skipped"):
+        if run is None or run.status not in (NodeStatus.FAILED, NodeStatus.SKIPPED):
             return None
         return run if run.cache_key == plan.nodes[node_id].key else None
 
@@ -152,29 +150,29 @@ class LiveSession:
                 if failure is not None:
                     self.status[nid] = failure.status
                 elif nid in stale:
-                    self.status[nid] = "stale" if nid in previous else "not run"
-                else:  # "cached": in the cache but not loaded by a run with this key yet
+                    self.status[nid] = NodeStatus.STALE if nid in previous else NodeStatus.NOT_RUN
+                else:  # CACHED: in the cache but not loaded by a run with this key yet
                     last = previous.get(nid)
                     same = last is not None and last.cache_key == plan.nodes[nid].key
-                    self.status[nid] = last.status if same else "cached"
+                    self.status[nid] = last.status if same else NodeStatus.CACHED
 
-    def _set_status(self, node_id: str, status: str) -> None:
+    def _set_status(self, node_id: str, status: NodeStatus) -> None:
         with self._lock:
             self.status[node_id] = status
         self._emit("status")
 
     # executor callbacks
     def on_start(self, node_id: str) -> None:
-        self._set_status(node_id, "running")
+        self._set_status(node_id, NodeStatus.RUNNING)
 
     def on_done(self, node_id: str, result: Any, cache_hit: bool) -> None:
-        self._set_status(node_id, "hit" if cache_hit else "ran")
+        self._set_status(node_id, NodeStatus.HIT if cache_hit else NodeStatus.RAN)
 
     def on_error(self, node_id: str, error: BaseException) -> None:
-        self._set_status(node_id, "failed")
+        self._set_status(node_id, NodeStatus.FAILED)
 
     def on_skip(self, node_id: str, failed_dep: str) -> None:
-        self._set_status(node_id, "skipped")
+        self._set_status(node_id, NodeStatus.SKIPPED)
 
     # --- running -----------------------------------------------------------------------------
 

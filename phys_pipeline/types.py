@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import enum
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ __all__ = [
     "DagState",
     "NodeResources",
     "NodeSpec",
+    "NodeStatus",
     "PipelineStage",
     "SimpleState",
     "StageConfig",
@@ -179,6 +181,28 @@ class StageResult(Generic[S]):
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+
+
+class NodeStatus(enum.StrEnum):
+    """Where a node stands: one vocabulary for runs, sessions, views and run controls. Each
+    member is its text (``NodeStatus.HIT == "hit"``), which is also what views show."""
+
+    NOT_RUN = "not run"  # never run, nothing cached for its key
+    STALE = "stale"  # its key changed since the last run
+    RUNNING = "running"
+    RAN = "ran"
+    CACHED = "cached"  # in the cache under its current key, not loaded by a run yet
+    HIT = "hit"  # loaded from the cache by the last run
+    FAILED = "failed"
+    SKIPPED = "skipped"  # a node it depends on failed
+
+    @property
+    def settled(self) -> bool:
+        """Whether a run is done with the node (ran, hit, failed or skipped)."""
+        return self in _SETTLED
+
+
+_SETTLED = frozenset({NodeStatus.RAN, NodeStatus.HIT, NodeStatus.FAILED, NodeStatus.SKIPPED})
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from ..executor import DagRunResult
 from ..record import resolve_artifact
 from ..render import figure_png, metrics_html, sweep_png, table_html
 from ..session import LiveSession
+from ..types import NodeStatus
 from ._subscribe import SessionView, closed_on_failure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -50,7 +51,7 @@ def _cached_without_plots(result: DagRunResult, node_ids: list[str]) -> list[str
         nid
         for nid in node_ids
         if nid in result.results
-        and result.runs[nid].status == "hit"
+        and result.runs[nid].status is NodeStatus.HIT
         and not result.results[nid].artifacts
     ]
 

@@ -17,10 +17,11 @@ import ipywidgets as w
 from ..executor import DagRunResult
 from ..render import failures_html
 from ..session import LiveSession
+from ..types import NodeStatus
 from ._subscribe import SessionView, closed_on_failure
 
-DONE_STATUSES = frozenset({"ran", "hit", "failed", "skipped"})
-WAITING_STATUSES = frozenset({"stale", "not run", "running"})
+# nodes a run has still to settle
+_WAITING = frozenset({NodeStatus.STALE, NodeStatus.NOT_RUN, NodeStatus.RUNNING})
 
 
 class RunControls(SessionView, w.VBox):
@@ -123,9 +124,9 @@ class RunControls(SessionView, w.VBox):
     def _count_progress(self) -> None:
         if self._pending is None:  # a run started elsewhere (session.run() in a cell)
             status = self.session.status
-            self._start_progress([n for n, s in status.items() if s in WAITING_STATUSES])
+            self._start_progress([n for n, s in status.items() if s in _WAITING])
         status = self.session.status
-        done = sum(status.get(nid) in DONE_STATUSES for nid in self._pending or ())
+        done = sum(NodeStatus(status[nid]).settled for nid in self._pending or () if nid in status)
         self.progress.value = done
         self.progress.description = f"{done}/{len(self._pending or ())}"
 
@@ -141,7 +142,7 @@ class RunControls(SessionView, w.VBox):
 
     def _show_stale(self) -> None:
         """How much a run would compute, in the button's tooltip (its text stays "Run")."""
-        stale = sum(s in WAITING_STATUSES for s in self.session.status.values())
+        stale = sum(s in _WAITING for s in self.session.status.values())
         self.run_button.tooltip = f"run the {stale} stale node(s)" if stale else "nothing is stale"
 
     def _on_session(self, event: str, session: LiveSession) -> None:
