@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ._version import __version__
 from .pipeline import SequentialPipeline
 from .policy import PolicyBag
 from .record import ArtifactRecorder
@@ -18,8 +19,6 @@ from .types import (
     StageResult,
     State,
 )
-
-__version__ = "0.1.0"
 
 # heavier parts load on first use, so `import phys_pipeline` stays quick
 _LAZY = {

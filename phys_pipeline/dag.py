@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Protocol
 import networkx as nx
 import xxhash
 
+from . import display
 from .errors import (
     CycleError,
     DagError,
@@ -209,11 +210,9 @@ class Plan:
     def keys(self) -> dict[str, str]:
         return {nid: p.key for nid, p in self.nodes.items()}
 
-    def _repr_svg_(self) -> str:
-        """Notebooks and docs show the DAG itself (see phys_pipeline.render)."""
-        from .render import dag_svg
-
-        return dag_svg(self)
+    def _repr_svg_(self) -> str | None:
+        """Notebooks and docs show the DAG itself (drawn by the view layer, see ``display``)."""
+        return display.draw(self, display.SVG)
 
     def roots(self) -> list[str]:
         return [nid for nid in self.order if not self.nodes[nid].deps]

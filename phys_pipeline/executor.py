@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import display
 from .cutoff import EarlyCutoff
 from .dag import Plan, Staleness, ancestors_closure, make_plan, policy_seen_by
 from .errors import MetricKeyCollisionError, NodeFailedError, StateMutationError
@@ -85,11 +86,10 @@ class DagRunResult:
             raise ValueError(f"the DAG has {len(sinks)} sinks ({sinks}); use results[node_id]")
         return self.results[sinks[0]].state
 
-    def _repr_html_(self) -> str:
-        """Notebooks and docs show the coloured DAG, summary and metrics (no widget needed)."""
-        from .render import result_html
-
-        return result_html(self)
+    def _repr_html_(self) -> str | None:
+        """Notebooks and docs show the coloured DAG, summary and metrics (no widget needed;
+        drawn by the view layer, see ``display``)."""
+        return display.draw(self, display.HTML)
 
     def summary(self) -> str:
         seconds = self.provenance.get("duration_s", 0.0)

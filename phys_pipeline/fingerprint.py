@@ -103,7 +103,7 @@ def _library_label(top_level: str) -> str | None:
     """``"numpy==2.1.0"`` for an importable top-level package installed by a distribution;
     None when no distribution claims it (its code is then walked like the user's)."""
     if top_level == _FRAMEWORK:
-        from . import __version__
+        from ._version import __version__
 
         names = ["phys-pipeline"]
         versions = [__version__]

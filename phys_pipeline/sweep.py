@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from . import display
 from .dag import build_graph, topological_order
 from .edit import config_fields, replace_config, replace_stage_config
 from .errors import SweepError
@@ -27,10 +28,8 @@ Formats = Mapping[str, Callable[[Any], str]]  # parameter label -> how its value
 class NodeList(list[NodeSpec]):
     """The expanded nodes: a plain list that notebooks draw as its DAG."""
 
-    def _repr_svg_(self) -> str:
-        from .render import nodes_svg
-
-        return nodes_svg(self)
+    def _repr_svg_(self) -> str | None:
+        return display.draw(self, display.SVG)
 
 
 @dataclass(frozen=True)

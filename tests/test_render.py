@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from pydantic import Field
 
-from phys_pipeline import render
+from phys_pipeline import views as render
 from phys_pipeline.dag import make_plan
 from phys_pipeline.executor import DagExecutor
 from phys_pipeline.policy import PolicyBag

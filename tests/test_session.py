@@ -208,7 +208,7 @@ def test_rerun_recomputes_one_cached_node_and_loads_the_rest(session):
 
 def test_cached_nodes_are_cached_not_hit_until_a_run_loads_them(tmp_path):
     from phys_pipeline.cache import DiskCache
-    from phys_pipeline.render import LEGEND_TEXT, STATUS_COLOURS
+    from phys_pipeline.views import LEGEND_TEXT, STATUS_COLOURS
 
     LiveSession(diamond(), SimpleState(None), cache=DiskCache(tmp_path)).run()
     live = LiveSession(diamond(), SimpleState(None), cache=DiskCache(tmp_path))

@@ -805,7 +805,7 @@ def test_sweeps_show_a_sweep_table(app: PipelineApp) -> None:
 
 
 def test_a_one_parameter_sweep_is_plotted_metric_against_parameter() -> None:
-    from phys_pipeline.render import sweep_series
+    from phys_pipeline.views import sweep_series
     from phys_pipeline.widgets.artifact_view import PNG_MAGIC
 
     nodes = expand_sweep(optics_nodes(), [SweepSpec("pulse", {"fwhm_ps": [0.5, 2.0, 1.0]})])

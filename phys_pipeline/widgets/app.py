@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 
 import ipywidgets as w
 
-from ..render import Engine
 from ..scheduler import Scheduler
 from ..session import LiveSession
 from ..types import NodeSpec, State
+from ..views import Engine
 from ._subscribe import closed_on_failure
 from .artifact_view import ArtifactView
 from .config_editor import ConfigEditor

@@ -15,9 +15,9 @@ import ipywidgets as w
 
 from ..executor import DagRunResult
 from ..record import resolve_artifact
-from ..render import figure_png, metrics_html, sweep_png, table_html
 from ..session import LiveSession
 from ..types import NodeStatus
+from ..views import figure_png, metrics_html, sweep_png, table_html
 from ._subscribe import SessionView, closed_on_failure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

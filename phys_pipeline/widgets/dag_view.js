@@ -7,7 +7,7 @@ function slug(status) {
   return String(status).toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") || "unknown";
 }
 
-// same text as phys_pipeline.render.node_title
+// same text as phys_pipeline.views.node_title
 function titleText(id, label, status, reason) {
   const head = !label || label === id ? id : `${id} (${label})`;
   const lines = [head, `status: ${status}`];

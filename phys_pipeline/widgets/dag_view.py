@@ -9,8 +9,8 @@ from typing import Any
 import anywidget
 import traitlets
 
-from ..render import Engine, Structure, dag_svg, structure_of
 from ..session import LiveSession
+from ..views import Engine, Structure, dag_svg, structure_of
 from ._subscribe import SessionView, closed_on_failure
 
 _HERE = Path(__file__).parent

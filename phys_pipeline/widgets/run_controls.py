@@ -15,9 +15,9 @@ from typing import Any
 import ipywidgets as w
 
 from ..executor import DagRunResult
-from ..render import failures_html
 from ..session import LiveSession
 from ..types import NodeStatus
+from ..views import failures_html
 from ._subscribe import SessionView, closed_on_failure
 
 # nodes a run has still to settle
