@@ -300,21 +300,23 @@ def make_plan(
     # the state's class too: root stages call its methods (a library state: by version)
     state_code = walkers[()].code(type(initial_state)).digest.encode()
     state_digest = bytes(initial_state.hashable_repr()) + state_code
-    classes: dict[type, tuple[str, Fingerprinter]] = {}  # stage class -> its type, walker
+    # id of a stage class (not the class: a metaclass may make two classes equal) -> the
+    # class, its name and its walker; the classes stay alive for the plan, in its nodes
+    classes: dict[int, tuple[type, str, Fingerprinter]] = {}
     planned: dict[str, NodePlan] = {}
     not_cacheable: set[str] = set()
     for nid in order:
         spec = specs[nid]
         stage = spec.stage
         cls = type(stage)
-        known = classes.get(cls)
-        if known is None:
+        known = classes.get(id(cls))
+        if known is None or known[0] is not cls:
             untracked = _untracked(cls)
             walker = walkers.get(untracked) or walkers.setdefault(
                 untracked, Fingerprinter(untracked)
             )
-            known = classes[cls] = (f"{cls.__module__}.{cls.__qualname__}", walker)
-        stage_type, fingerprinter = known
+            known = classes[id(cls)] = (cls, f"{cls.__module__}.{cls.__qualname__}", walker)
+        _, stage_type, fingerprinter = known
         explicit = spec.version or getattr(stage, "version", None)
         pinned = f"v:{explicit}" if isinstance(explicit, str) and explicit else None
         try:

@@ -162,7 +162,7 @@ class _RunRecorder:
             "config_hash": planned.config_hash,
             "duration_s": duration_s,
         }
-        if self.cache is not None:
+        if self.cache is not None and not planned.uncacheable:  # its key covers too little
             self.cache.put(key, result)
         self.results[node_id] = result
         self.runs[node_id] = NodeRun(

@@ -31,7 +31,6 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
-import operator
 import os
 import site
 import sys
@@ -39,7 +38,7 @@ import sysconfig
 import types
 import typing
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, NamedTuple
@@ -85,7 +84,7 @@ def ignore_library_version(distribution: str) -> None:
     _UNVERSIONED.add(_normalise(distribution))
     _library_label.cache_clear()
     _ORIGINS.clear()
-    _CLASS_ORIGINS.clear()
+    _class_origin.clear()
     _REUSABLE.clear()
 
 
@@ -170,22 +169,35 @@ def _function_origin(fn: types.FunctionType) -> str | None:
     return None if name is None else _origin(name, namespace.get("__file__"))
 
 
-def _class_origin(cls: type) -> str | None:
-    """Where a class's code lives: that of the functions defined in its body, else its
-    ``__module__``."""
-    try:
-        return _CLASS_ORIGINS[cls]
-    except KeyError:
-        origin = _CLASS_ORIGINS[cls] = _find_class_origin(cls)
-        return origin
-    except TypeError:  # a metaclass that makes its classes unhashable
-        return _find_class_origin(cls)
+class _PerClass:
+    """A memo of something about classes, by identity (never by equality: a metaclass may
+    make a new class equal to an old one, or unhashable); an entry goes with its class."""
 
+    def __init__(self, compute: Callable[[type], Any]) -> None:
+        self._compute = compute
+        self._entries: dict[int, tuple[weakref.ref, Any]] = {}
 
-_CLASS_ORIGINS: weakref.WeakKeyDictionary[type, str | None] = weakref.WeakKeyDictionary()
+    def __call__(self, cls: type) -> Any:
+        entry = self._entries.get(id(cls))
+        if entry is not None and entry[0]() is cls:
+            return entry[1]
+        value = self._compute(cls)
+        key, entries = id(cls), self._entries
+
+        def forget(reference: weakref.ref) -> None:
+            if entries.get(key, (None,))[0] is reference:
+                entries.pop(key, None)
+
+        entries[key] = (weakref.ref(cls, forget), value)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 def _find_class_origin(cls: type) -> str | None:
+    """Where a class's code lives: that of the functions defined in its body, else its
+    ``__module__``."""
     prefix = f"{cls.__qualname__}."
     for member in vars(cls).values():
         function = _method_function(member)
@@ -200,6 +212,7 @@ def _find_class_origin(cls: type) -> str | None:
 
 
 _HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: set on classes created at run time, unset on C's
+_class_origin = _PerClass(_find_class_origin)
 
 
 # --- what carries no data -------------------------------------------------------------------
@@ -233,25 +246,23 @@ _SKIPPED_TYPE_NAMES = frozenset(
     }
 )
 _SKIPPED_TYPES: set[type] = set()
-_SKIP_MEMO: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 
 
 def skip_type(cls: type) -> type:
     """Declare that values of ``cls`` (and its subclasses) carry no data a result depends on
     (a client, a handle, a cache of your own): fingerprints skip them. Usable as a decorator."""
     _SKIPPED_TYPES.add(cls)
-    _SKIP_MEMO.clear()
+    _skipped.clear()
     return cls
 
 
-def _skipped(cls: type) -> bool:
-    known = _SKIP_MEMO.get(cls)
-    if known is None:
-        known = _SKIP_MEMO[cls] = any(
-            klass in _SKIPPED_TYPES or qualname(klass) in _SKIPPED_TYPE_NAMES
-            for klass in cls.__mro__
-        )
-    return known
+def _skips(cls: type) -> bool:
+    return any(
+        klass in _SKIPPED_TYPES or qualname(klass) in _SKIPPED_TYPE_NAMES for klass in cls.__mro__
+    )
+
+
+_skipped = _PerClass(_skips)
 
 
 # --- code objects ---------------------------------------------------------------------------
@@ -444,45 +455,99 @@ class _Walked(NamedTuple):
 
 class _ClassCode(NamedTuple):
     """A stage class's code fingerprint in one plan, for stages holding a ``cfg_class``
-    config and pinned to ``pinned`` (``slotted``: its instances may hold slot attributes;
-    ``nested``: the config fields that may hold models whose code the stage may call)."""
+    config and pinned to ``pinned`` (``nested``: the config fields that may hold models whose
+    code the stage may call)."""
 
+    stage_class: type
     cfg_class: type
     pinned: str | None
     fingerprint: Fingerprint
-    slotted: bool
+    plain: bool  # no slots on its instances, no models in its config: only __dict__ to look at
     nested: tuple[str, ...]
 
 
 class _Reusable(NamedTuple):
     """A stable walk of a function or class kept between plans, with what must still hold for
-    it to stand: ``checks`` (each binding it read is still the same object) and ``children``
-    (the functions and classes it read, themselves still valid)."""
+    it to stand: ``checks`` (each binding it read is still the same object, see ``_holds``)
+    and ``children`` (the functions and classes it read, themselves still valid). It holds
+    its object and what it read weakly where it can, so a redefined helper or class is freed
+    with its entry."""
 
+    owner: weakref.ref
     walked: _Walked
     checks: tuple[tuple, ...]
     children: tuple[Any, ...]
 
 
-_MISSING = object()
-# reusable walks, one table per set of untracked names; an entry goes with its function or class
-_REUSABLE: dict[frozenset[str], weakref.WeakKeyDictionary[Any, _Reusable]] = {}
+_MISSING, _DEAD = object(), object()
+# reusable walks by id of the function or class walked (never by equality: a metaclass may make
+# a new class equal to an old one), one table per set of untracked names
+_REUSABLE: dict[frozenset[str], dict[int, _Reusable]] = {}
 
 
-def _holds(check: tuple) -> bool:
-    """Whether a binding read during a walk is still the same object."""
-    kind, where, name, expected = check
-    if kind == "key":
-        return where.get(name, _MISSING) is expected
-    if kind == "attr":
-        return getattr(where, name, _MISSING) is expected
+class _Strong(NamedTuple):
+    """A value that cannot be weakly referenced (numbers, strings, tuples), held as is."""
+
+    value: Any
+
+    def __call__(self) -> Any:
+        return self.value
+
+
+def _pin(value: Any) -> Any:
+    """A reference to ``value`` for a check: weak where it can be."""
+    if value is _MISSING:
+        return _Strong(_MISSING)
+    try:
+        return weakref.ref(value)
+    except TypeError:
+        return _Strong(value)
+
+
+def _pinned(reference: Any) -> Any:
+    value = reference()
+    return _DEAD if value is None and type(reference) is not _Strong else value
+
+
+def _holds(check: tuple, owner: Any) -> bool:
+    """Whether a binding read during a walk of ``owner`` is still the same object."""
+    kind = check[0]
+    if kind == "own":  # an attribute of the object walked: its code, defaults, mro, ...
+        return getattr(owner, check[1], _MISSING) is _pinned(check[2])
+    if kind == "key":  # a name in a namespace (globals, a module, sys.modules, a dict)
+        return check[1].get(check[2], _MISSING) is _pinned(check[3])
     if kind == "cell":
         try:
-            return where.cell_contents is expected
+            return check[1].cell_contents is _pinned(check[2])
         except ValueError:
-            return expected is _MISSING
-    # "items": a mapping (a class's members, keyword defaults) with the same keys and values
-    return tuple(where) == name and all(map(operator.is_, where.values(), expected))
+            return _pinned(check[2]) is _MISSING
+    if kind == "items":  # a mapping's keys and values (a function's __dict__, kwdefaults)
+        mapping = check[1]
+        return tuple(mapping) == check[2] and _same(mapping.values(), check[3])
+    if kind == "members":  # a class's own members, the class held weakly
+        klass = _pinned(check[1])
+        if klass is _DEAD:
+            return False
+        members = vars(klass)
+        return tuple(members) == check[2] and _same(members.values(), check[3])
+    if kind == "attr":  # an attribute of something the walk read (a cached_property's func)
+        holder = _pinned(check[1])
+        return holder is not _DEAD and getattr(holder, check[2], _MISSING) is _pinned(check[3])
+    if kind == "mro":
+        return _same(owner.__mro__, check[1])
+    return False  # "never": a read no binding check can cover (a module's __getattr__)
+
+
+def _same(objects: Iterable[Any], pins: tuple) -> bool:
+    """Whether ``objects`` are, one by one, the very objects ``pins`` refer to."""
+    objects = tuple(objects)
+    return len(objects) == len(pins) and all(
+        obj is _pinned(pin) for obj, pin in zip(objects, pins, strict=True)
+    )
+
+
+def _items_check(mapping: Mapping[str, Any]) -> tuple:
+    return ("items", mapping, tuple(mapping), tuple(map(_pin, mapping.values())))
 
 
 def _immutable(value: Any) -> bool:
@@ -529,8 +594,10 @@ class Fingerprinter:
         self._active: dict[int, int] = {}  # id -> depth, for objects being walked
         self._keep: list[Any] = []  # objects memoised by id stay alive for this plan
         self._low = sys.maxsize  # the shallowest unfinished walk the current one leaned on
-        self._codes: dict[type, _ClassCode] = {}  # stage class -> the fingerprint of its code
-        self._reusable = _REUSABLE.setdefault(self.untracked, weakref.WeakKeyDictionary())
+        # id of a stage class -> the fingerprint of its code (by id: a metaclass may make two
+        # classes equal); the classes stay alive for the plan, in its nodes
+        self._codes: dict[int, _ClassCode] = {}
+        self._reusable = _REUSABLE.setdefault(self.untracked, {})
         self._valid: dict[int, bool] = {}  # id -> whether its reusable walk still stands
 
     # -- entry points --
@@ -540,14 +607,14 @@ class Fingerprinter:
         user set by hand), the class of its config ``cfg`` (hashed by value elsewhere), and
         the attributes it holds beside ``cfg``."""
         cls, cfg_class = type(stage), type(cfg)
-        known = self._codes.get(cls)
-        if known is None or known.cfg_class is not cfg_class or known.pinned != pinned:
-            known = self._codes[cls] = self._class_code(cls, cfg_class, pinned)
-        held = getattr(stage, "__dict__", None)
-        nested = known.nested
-        if held is not None and len(held) == 1 and "cfg" in held and not (known.slotted or nested):
-            return known.fingerprint  # most stages hold nothing but their cfg
-        code = known.fingerprint
+        known = self._codes.get(id(cls))
+        if known is None or known[0] is not cls or known[1] is not cfg_class or known[2] != pinned:
+            known = self._codes[id(cls)] = self._class_code(cls, cfg_class, pinned)
+        _, _, _, code, plain, nested = known  # one unpacking: this runs for every node
+        if plain:
+            held = getattr(stage, "__dict__", None)
+            if held is not None and len(held) == 1 and "cfg" in held:
+                return code  # most stages hold nothing but their cfg
         attributes = [
             (f"attribute {name}", value)
             for name, value in _instance_attributes(stage, ("cfg",))
@@ -572,7 +639,8 @@ class Fingerprinter:
                 items.append((_label(cfg_class), cfg_class))
         slotted = any(klass.__dict__.get("__slots__") for klass in cls.__mro__)
         fingerprint = self._fingerprint(("pin", pinned or ""), items, labelled=False)
-        return _ClassCode(cfg_class, pinned, fingerprint, slotted, _model_fields(cfg_class))
+        nested = _model_fields(cfg_class)
+        return _ClassCode(cls, cfg_class, pinned, fingerprint, not (slotted or nested), nested)
 
     def _fingerprint(
         self, head: tuple[str, str], items: list[tuple[str, Any]], *, labelled: bool
@@ -611,12 +679,11 @@ class Fingerprinter:
         if depth is not None:  # recursion: named here, its content is being hashed above
             self._low = min(self._low, depth)
             return _Walked(digest(("cycle", _label(obj))), _EMPTY, ())
-        if isinstance(obj, types.FunctionType | type):
-            entry = self._reusable.get(obj)
-            if entry is not None and self._still_valid(obj):
-                self._done[key] = entry.walked
-                self._keep.append(obj)
-                return entry.walked
+        kept = self._kept_walk(obj) if isinstance(obj, types.FunctionType | type) else None
+        if kept is not None:
+            self._done[key] = kept
+            self._keep.append(obj)
+            return kept
         depth = self._active[key] = len(self._active)
         outer_low, self._low = self._low, sys.maxsize
         try:
@@ -631,30 +698,51 @@ class Fingerprinter:
         self._low = min(outer_low, self._low)
         return walked
 
+    def _kept_walk(self, obj: Any) -> _Walked | None:
+        """The walk of ``obj`` kept from an earlier plan, if it still stands."""
+        entry = self._reusable.get(id(obj))
+        if entry is None or entry.owner() is not obj or not self._still_valid(obj):
+            return None
+        return entry.walked
+
     def _still_valid(self, obj: Any) -> bool:
         """Whether a walk of ``obj`` kept from an earlier plan still stands: every binding it
-        read is the same object, and so (recursively) for the code it read."""
+        read is the same object, and so (recursively) for the code it read. Library code,
+        never walked, always stands; user code with no kept walk does not."""
         known = self._valid.get(id(obj))
         if known is None:
-            entry = self._reusable.get(obj)
-            if entry is None:
+            entry = self._reusable.get(id(obj))
+            if entry is None or entry.owner() is not obj:
                 known = _library_code(obj)
             else:
-                known = all(map(_holds, entry.checks)) and all(
-                    map(self._still_valid, entry.children)
+                children = [_pinned(child) for child in entry.children]
+                known = (
+                    all(_holds(check, obj) for check in entry.checks)
+                    and _DEAD not in children
+                    and all(map(self._still_valid, children))
                 )
+                self._keep += children  # ids in self._valid must stay theirs for this plan
                 if not known:
-                    del self._reusable[obj]
+                    self._reusable.pop(id(obj), None)  # another plan may drop it too
             self._valid[id(obj)] = known
         return known
 
     def _keep_for_later(
         self, obj: Any, walked: _Walked, checks: list[tuple], children: list[Any]
     ) -> _Walked:
-        """Keep a stable walk for later plans, with what must still hold for it to stand."""
+        """Keep a stable walk for later plans, with what must still hold for it to stand; the
+        entry goes when its function or class does."""
         if walked.stable:
-            self._reusable[obj] = _Reusable(walked, tuple(checks), tuple(children))
-            self._valid[id(obj)] = True
+            table, key = self._reusable, id(obj)
+
+            def forget(reference: weakref.ref) -> None:
+                entry = table.get(key)
+                if entry is not None and entry.owner is reference:
+                    table.pop(key, None)
+
+            entry = _Reusable(weakref.ref(obj, forget), walked, tuple(checks), ())
+            self._reusable[key] = entry._replace(children=tuple(map(_pin, children)))
+            self._valid[key] = True
         return walked
 
     def _walk(self, obj: Any, where: str) -> _Walked:
@@ -801,7 +889,23 @@ class Fingerprinter:
             # a library's wrapper around user code (functools.singledispatch and its
             # registry, contextlib.contextmanager): the library, and what it holds
             return self._combine("library function", [("code", (library, _label(fn))), *held], "")
-        code = fn.__code__
+        # each binding is read once: what is hashed is what the checks hold (a concurrent edit
+        # between the two would otherwise keep a walk of the old code under the new binding)
+        code, defaults, keyword_defaults, closure = (
+            fn.__code__,
+            fn.__defaults__,
+            fn.__kwdefaults__,
+            fn.__closure__,
+        )
+        attributes = fn.__dict__
+        checks: list[tuple] = [
+            ("own", "__code__", _pin(code)),
+            ("own", "__defaults__", _pin(defaults)),
+            ("own", "__kwdefaults__", _pin(keyword_defaults)),
+            ("own", "__closure__", _pin(closure)),
+            ("own", "__dict__", _pin(attributes)),
+            _items_check(attributes),
+        ]
         facts = _facts(code)
         h = new_hasher()
         feed_bytes(h, b"fn", fn.__qualname__.encode())
@@ -811,10 +915,6 @@ class Fingerprinter:
         label = _label(fn)
         parts: dict[str, str] = {f"{_function_kind(fn)} {label}": h.copy().hexdigest()}
         problems: list[str] = []
-        checks: list[tuple] = [
-            ("attr", fn, attr, getattr(fn, attr))
-            for attr in ("__code__", "__defaults__", "__kwdefaults__", "__closure__")
-        ]
         children: list[Any] = []
         stable = True
 
@@ -832,25 +932,16 @@ class Fingerprinter:
                 children.append(value)
 
         # positional and keyword-only defaults (``*, scale=2.0``) are part of the behaviour
-        if fn.__defaults__:
-            read("defaults", fn.__defaults__, f"defaults of {label}", None)
-        held = _function_attributes(fn)  # attributes set on the function (gain.factor = 3)
+        if defaults:
+            read("defaults", defaults, f"defaults of {label}", None)
+        held = _held_attributes(attributes)  # attributes set on the function (gain.factor = 3)
         if held:
-            checks.append(("items", fn.__dict__, tuple(fn.__dict__), tuple(fn.__dict__.values())))
             read("attributes", tuple(held), f"attributes of {label}", None)
-        keyword_defaults = fn.__kwdefaults__
         if keyword_defaults:
-            checks.append(
-                (
-                    "items",
-                    keyword_defaults,
-                    tuple(keyword_defaults),
-                    tuple(keyword_defaults.values()),
-                )
-            )
+            checks.append(_items_check(keyword_defaults))
             read("kwdefaults", tuple(keyword_defaults.items()), f"defaults of {label}", None)
-        if fn.__closure__:
-            for name, cell in zip(code.co_freevars, fn.__closure__, strict=True):
+        if closure:
+            for name, cell in zip(code.co_freevars, closure, strict=True):
                 if name == "__class__":  # the class super() refers to: walked already
                     continue
                 if name in self.untracked:
@@ -858,9 +949,9 @@ class Fingerprinter:
                 try:
                     value = cell.cell_contents
                 except ValueError:  # a variable the enclosing function had not yet bound
-                    checks.append(("cell", cell, name, _MISSING))
+                    checks.append(("cell", cell, _pin(_MISSING)))
                     continue
-                checks.append(("cell", cell, name, value))
+                checks.append(("cell", cell, _pin(value)))
                 read(f"cell {name}", value, f"variable {name} of {label}", None)
         for ref in facts.references:
             target = self._resolve(ref, fn.__globals__, checks)
@@ -889,7 +980,7 @@ class Fingerprinter:
         (a missing one too: a builtin may be shadowed later) goes to ``checks``."""
         if ref.module is None:
             value = namespace.get(ref.name, _MISSING)
-            checks.append(("key", namespace, ref.name, value))
+            checks.append(("key", namespace, ref.name, _pin(value)))
             if value is _MISSING:
                 return _UNRESOLVED  # a builtin, or a name not defined yet
             home = namespace.get("__name__")
@@ -901,7 +992,7 @@ class Fingerprinter:
                 value = importlib.import_module(name)
             except (ImportError, ValueError):
                 return _UNRESOLVED  # the stage will fail to import it, and say so
-            checks.append(("key", sys.modules, name, value))
+            checks.append(("key", sys.modules, name, _pin(value)))
             home = None
         steps = 0
         for attr in ref.chain:
@@ -916,10 +1007,17 @@ class Fingerprinter:
                 break
             home = value.__name__
             module_vars = vars(value)
-            value = _module_member(value, attr)
-            checks.append(("key", module_vars, attr, module_vars.get(attr, _MISSING)))
-            if value is _UNRESOLVED:
-                return _UNRESOLVED
+            bound = module_vars.get(attr, _MISSING)  # read once: hashed and checked alike
+            if bound is _MISSING:
+                # a submodule not imported yet, or what a module __getattr__ returns: no
+                # binding to check, so the walk is not kept (a "never" check)
+                value = _module_member(value, attr)
+                checks.append(("never",))
+                if value is _UNRESOLVED:
+                    return _UNRESOLVED
+            else:
+                value = bound
+                checks.append(("key", module_vars, attr, _pin(bound)))
             steps += 1
         as_read = ".".join((ref.name, *ref.chain[:steps]))
         name = ref.chain[steps - 1] if steps else ref.name
@@ -933,7 +1031,8 @@ class Fingerprinter:
         own = new_hasher()
         parts: dict[str, str] = {}
         problems: list[str] = []
-        checks: list[tuple] = [("attr", cls, "__mro__", cls.__mro__)]
+        mro = cls.__mro__  # each binding read once: what is hashed is what the checks hold
+        checks: list[tuple] = [("mro", tuple(map(_pin, mro)))]
         children: list[Any] = []
         stable = True
         metaclass = type(cls)
@@ -944,9 +1043,9 @@ class Fingerprinter:
             parts.update(walked.parts)
             problems += walked.problems
             stable = walked.stable
-            checks.append(("attr", cls, "__class__", metaclass))
+            checks.append(("own", "__class__", _pin(metaclass)))
             children.append(metaclass)
-        for klass in cls.__mro__:
+        for klass in mro:
             if klass is object:
                 continue
             library = _class_origin(klass)
@@ -957,12 +1056,15 @@ class Fingerprinter:
                 continue
             feed_bytes(h, b"cls", _label(klass).encode())
             feed_bytes(own, b"cls", _label(klass).encode())
-            members = vars(klass)
-            checks.append(("items", members, tuple(members), tuple(members.values())))
-            for name, member in sorted(members.items()):
+            members = tuple(vars(klass).items())
+            names = tuple(name for name, _ in members)
+            checks.append(("members", _pin(klass), names, tuple(_pin(m) for _, m in members)))
+            for name, member in sorted(members, key=lambda item: item[0]):
                 if name in _CLASS_BOOKKEEPING or isinstance(member, _DESCRIPTORS):
                     continue
                 function = _method_function(member)
+                if isinstance(member, functools.cached_property):  # its func may be replaced
+                    checks.append(("attr", _pin(member), "func", _pin(function)))
                 dunder = name.startswith("__") and name.endswith("__")
                 if function is None or (dunder and not isinstance(function, types.FunctionType)):
                     continue
@@ -1099,7 +1201,10 @@ def _model_classes(value: Any, found: dict[type, None]) -> None:
 
 def _function_attributes(fn: types.FunctionType) -> list[tuple[str, Any]]:
     """What a function holds in its ``__dict__`` beyond what ``functools.wraps`` copies."""
-    held = getattr(fn, "__dict__", None)
+    return _held_attributes(getattr(fn, "__dict__", None) or {})
+
+
+def _held_attributes(held: Mapping[str, Any]) -> list[tuple[str, Any]]:
     if not held:
         return []
     return [

@@ -253,10 +253,13 @@ def test_edit_landing_mid_walk_is_not_hidden_by_the_kept_walk(notebook, user_mod
         nb.execute("stages")  # re-executed unchanged: a new class, walked afresh
 
         def edit(frame: types.FrameType) -> bool:
-            consts.C = 3.0
+            if frame.f_locals.get("ref") is None or frame.f_locals["ref"].name != consts.__name__:
+                return False
+            consts.C = 3.0  # the binding has just been read: the walk goes on with the old one
             return True
 
-        hook = _once_on_return(fingerprint_module._module_member, edit)
+        hook = _once_on_return(fingerprint_module.Fingerprinter._resolve, edit)
+        expected = 3.0 * 1.0 * 1.5  # C = 3.0, helper() = 1.0, mass = 1.5
     else:
         nb.execute("helpers")  # re-executed unchanged: a new helper, walked afresh
         helper, patched = nb["helper"], nb["patched"]
@@ -268,6 +271,7 @@ def test_edit_landing_mid_walk_is_not_hidden_by_the_kept_walk(notebook, user_mod
             return True
 
         hook = _once_on_return(fingerprint_module._facts, edit)
+        expected = 2.0 * 3.0 * 1.5  # C = 2.0, helper() = 3.0, mass = 1.5
     sys.setprofile(hook)
     try:
         nb.stale()
@@ -275,7 +279,8 @@ def test_edit_landing_mid_walk_is_not_hidden_by_the_kept_walk(notebook, user_mod
         sys.setprofile(None)
     assert hook.done, "the edit never landed mid-walk"
     # the edit is done: the run (and every run after it) must use the new value
-    assert answer(nb.run()) == pytest.approx(4.5)
+    assert answer(nb.run()) == pytest.approx(expected)
+    assert answer(nb.run()) == pytest.approx(expected)
 
 
 def test_two_threads_planning_after_an_edit_never_raise():
