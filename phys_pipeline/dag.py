@@ -53,8 +53,9 @@ def validate(nodes: Sequence[NodeSpec]) -> list[str]:
     ties keep the order the user listed nodes in, so the order is stable and readable)."""
     if not nodes:
         raise EmptyDagError()
-    seen: set[str] = set()
+    seen: set[str] = set()  # ids so far: while nodes are listed in order, what deps may name
     duplicates = []
+    listed_in_order = True  # every node after its dependencies: that is the order itself
     for node in nodes:
         if not isinstance(node, NodeSpec):
             raise MissingStageError(repr(node), node)
@@ -63,12 +64,12 @@ def validate(nodes: Sequence[NodeSpec]) -> list[str]:
             raise DagError(f"node id {node_id!r}: node ids must be non-empty strings")
         if node_id in seen:
             duplicates.append(node_id)
+        if listed_in_order and node.deps:
+            listed_in_order = all(dep in seen for dep in node.deps)
         seen.add(node_id)
     if duplicates:
         raise DuplicateNodeError(duplicates)
-    earlier: set[str] = set()
-    listed_in_order = True  # every node after its dependencies: that is the order itself
-    for node in nodes:
+    for node in nodes:  # in the order listed, so the first culprit is the one named
         stage = node.stage
         # the class first: a property such as a pipeline's cfg is not evaluated just to check
         has_cfg = hasattr(type(stage), "cfg") or hasattr(stage, "cfg")
@@ -76,14 +77,12 @@ def validate(nodes: Sequence[NodeSpec]) -> list[str]:
             raise MissingStageError(node.id, stage)
         deps = node.deps
         if deps:
-            missing = [dep for dep in deps if dep not in seen]
-            if missing:
-                raise MissingDependencyError(node.id, missing)
+            if not listed_in_order:  # listed in order, every dep named an earlier node
+                missing = [dep for dep in deps if dep not in seen]
+                if missing:
+                    raise MissingDependencyError(node.id, missing)
             if len(deps) > 1 and len(set(deps)) != len(deps):
                 raise DuplicateNodeError([f"{node.id}.deps: {d}" for d in deps])
-            if listed_in_order:
-                listed_in_order = all(dep in earlier for dep in deps)
-        earlier.add(node.id)
     if listed_in_order:  # what Kahn's algorithm below would return for such a list
         return [node.id for node in nodes]
     order = _kahn_order(nodes)

@@ -524,12 +524,14 @@ def _holds(check: tuple, owner: Any) -> bool:
     if kind == "items":  # a mapping's keys and values (a function's __dict__, kwdefaults)
         mapping = check[1]
         return tuple(mapping) == check[2] and _same(mapping.values(), check[3])
-    if kind == "members":  # a class's own members, the class held weakly
+    if kind == "members":  # a class's member names, and the members the walk read
         klass = _pinned(check[1])
         if klass is _DEAD:
             return False
         members = vars(klass)
-        return tuple(members) == check[2] and _same(members.values(), check[3])
+        return tuple(members) == check[2] and all(
+            members.get(name, _MISSING) is _pinned(pin) for name, pin in check[3]
+        )
     if kind == "attr":  # an attribute of something the walk read (a cached_property's func)
         holder = _pinned(check[1])
         return holder is not _DEAD and getattr(holder, check[2], _MISSING) is _pinned(check[3])
@@ -637,10 +639,10 @@ class Fingerprinter:
             items.append((_label(cls), cls))
             if _class_origin(cfg_class) is None:
                 items.append((_label(cfg_class), cfg_class))
-        slotted = any(klass.__dict__.get("__slots__") for klass in cls.__mro__)
         fingerprint = self._fingerprint(("pin", pinned or ""), items, labelled=False)
         nested = _model_fields(cfg_class)
-        return _ClassCode(cls, cfg_class, pinned, fingerprint, not (slotted or nested), nested)
+        plain = not (_slotted(cls) or nested)
+        return _ClassCode(cls, cfg_class, pinned, fingerprint, plain, nested)
 
     def _fingerprint(
         self, head: tuple[str, str], items: list[tuple[str, Any]], *, labelled: bool
@@ -740,8 +742,11 @@ class Fingerprinter:
                 if entry is not None and entry.owner is reference:
                     table.pop(key, None)
 
-            entry = _Reusable(weakref.ref(obj, forget), walked, tuple(checks), ())
-            self._reusable[key] = entry._replace(children=tuple(map(_pin, children)))
+            # library code never changes under a binding that holds: only user code is rechecked
+            own_code = tuple(_pin(child) for child in children if not _library_code(child))
+            self._reusable[key] = _Reusable(
+                weakref.ref(obj, forget), walked, tuple(checks), own_code
+            )
             self._valid[key] = True
         return walked
 
@@ -1057,8 +1062,7 @@ class Fingerprinter:
             feed_bytes(h, b"cls", _label(klass).encode())
             feed_bytes(own, b"cls", _label(klass).encode())
             members = tuple(vars(klass).items())
-            names = tuple(name for name, _ in members)
-            checks.append(("members", _pin(klass), names, tuple(_pin(m) for _, m in members)))
+            read: list[tuple[str, Any]] = []  # the members this walk reads, pinned below
             for name, member in sorted(members, key=lambda item: item[0]):
                 if name in _CLASS_BOOKKEEPING or isinstance(member, _DESCRIPTORS):
                     continue
@@ -1070,6 +1074,7 @@ class Fingerprinter:
                     continue
                 if name in self.untracked and not _is_code(function):
                     continue  # an untracked class attribute (never code: that is always read)
+                read.append((name, _pin(member)))
                 walked = self._reference(function, f"{_label(klass)}.{name}")
                 feed_bytes(h, b"m", name.encode())
                 h.update(walked.digest)
@@ -1084,6 +1089,8 @@ class Fingerprinter:
                 else:
                     feed_bytes(own, b"m", name.encode())
             feed_bytes(own, b"end", b"")
+            names = tuple(name for name, _ in members)  # one added or removed: walked afresh
+            checks.append(("members", _pin(klass), names, tuple(read)))
         parts[f"class {_label(cls)}"] = own.hexdigest()
         walked = _Walked(h.digest(), parts, tuple(problems), stable and not problems)
         return self._keep_for_later(cls, walked, checks, children)
@@ -1136,7 +1143,7 @@ _DATA_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None), np.n
 _LABEL_FIELDS = frozenset({"name", "tags"})  # StageConfig's own: labels, never models
 
 
-def _model_fields(cfg_class: type) -> tuple[str, ...]:
+def _find_model_fields(cfg_class: type) -> tuple[str, ...]:
     """The fields of a config class whose type admits a model or a dataclass (whose methods
     a stage may call), as opposed to plain data (numbers, strings, arrays, paths)."""
     fields = getattr(cfg_class, "model_fields", None)
@@ -1151,6 +1158,10 @@ def _model_fields(cfg_class: type) -> tuple[str, ...]:
         for name, annotation in annotations.items()
         if name not in _LABEL_FIELDS and not _plain_data_type(annotation)
     )
+
+
+_model_fields = _PerClass(_find_model_fields)
+_slotted = _PerClass(lambda cls: any(klass.__dict__.get("__slots__") for klass in cls.__mro__))
 
 
 def _plain_data_type(annotation: Any) -> bool:

@@ -10,17 +10,15 @@ file, runs once more and checks the answer against the physics worked out by han
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from user_project import run_fresh_process
 
 PACKAGE = {
     "mypkg/__init__.py": '"""A toy beamline: constants, physics helpers, stages."""\n',
@@ -239,31 +237,12 @@ FIRST_ANSWERS = {
     "gas": 24.8,  # (28 + 32 + 40 + 4 + 20) / 5
 }
 NODES = list(FIRST_ANSWERS)
-SECRET = "edits-package-test-secret-0123456789"[:32]
 BASELINE_HASH_SEED = "0"
 
 
 def run_fresh_kernel(root: Path, hash_seed: str = BASELINE_HASH_SEED) -> dict[str, Any]:
     """One run in a new ``python`` process, as after a kernel restart."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-        "PYTHONDONTWRITEBYTECODE": "1",  # an edit of the same size in the same second
-        "PYTHONHASHSEED": hash_seed,
-        "PHYS_PIPELINE_CACHE_KEY": SECRET,
-        "XDG_CONFIG_HOME": str(root / "config"),
-    }
-    done = subprocess.run(
-        [sys.executable, "run.py"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_fresh_process(root / "run.py", paths=[str(root)], cwd=root, PYTHONHASHSEED=hash_seed)
 
 
 def write_project(root: Path) -> None:

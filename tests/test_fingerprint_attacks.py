@@ -10,11 +10,7 @@ package tests run a user package in fresh ``python`` processes, as after a kerne
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 import warnings
 from collections.abc import Callable
@@ -24,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 from notebook_kernel import Notebook
+from user_project import run_fresh_process
 
 from phys_pipeline.errors import UncacheableWarning
 from phys_pipeline.executor import DagRunResult
@@ -561,31 +558,10 @@ class Project:
     def run(
         self, *, cwd: Path | None = None, path_first: bool = True, **env: str | None
     ) -> dict[str, Any]:
-        inherited = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
-        paths = [str(self.root), *inherited]
-        if not path_first:  # the project last, behind a directory that holds nothing
-            paths = [str(self.root.parent / "empty"), *inherited, str(self.root)]
-        environ = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(paths),
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONHASHSEED": "0",
-            "PHYS_PIPELINE_CACHE_KEY": "fingerprint-attacks-key-0123456"[:32].ljust(32, "x"),
-            "XDG_CONFIG_HOME": str(self.root / "config"),
-            **env,
-        }
-        environ = {k: v for k, v in environ.items() if v is not None}
-        done = subprocess.run(
-            [sys.executable, str(self.root / "run.py")],
-            cwd=cwd or self.root,
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        paths = [str(self.root)]
+        if not path_first:  # the project behind a directory that holds nothing
+            paths = [str(self.root.parent / "empty"), str(self.root)]
+        return run_fresh_process(self.root / "run.py", paths=paths, cwd=cwd or self.root, **env)
 
     def replace(self, name: str, old: str, new: str) -> None:
         path = self.root / name
