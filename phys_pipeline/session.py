@@ -66,7 +66,10 @@ class LiveSession:
         self._listeners: list[Listener] = []
         self._lock = threading.RLock()
         plan = self.plan()
-        self._refresh_status(plan, self._stale_in(plan))
+        # the plan and stale nodes as of the last edit or run: what views draw, without
+        # planning again on every event (a run always plans afresh)
+        self._current = (plan, self._stale_in(plan))
+        self._refresh_status(*self._current)
 
     # --- the spec -----------------------------------------------------------------------------
 
@@ -119,6 +122,7 @@ class LiveSession:
     def _edited(self) -> dict[str, Staleness]:
         plan = self.plan()
         stale = self._stale_in(plan)
+        self._current = (plan, stale)
         self._refresh_status(plan, stale)
         self._emit("edit")
         return stale
@@ -126,8 +130,19 @@ class LiveSession:
     # --- status ------------------------------------------------------------------------------
 
     def stale(self) -> dict[str, Staleness]:
-        """Nodes a run would compute, each with the reasons (config/code/policy/upstream)."""
+        """Nodes a run would compute, each with the reasons (config/code/policy/upstream):
+        planned now, so it sees globals changed since the last edit."""
         return self._stale_in(self.plan())
+
+    @property
+    def current_plan(self) -> Plan:
+        """The plan as of the last edit or run (what the DAG view draws)."""
+        return self._current[0]
+
+    @property
+    def current_stale(self) -> dict[str, Staleness]:
+        """The stale nodes as of the last edit or run; ``stale()`` plans afresh."""
+        return self._current[1]
 
     def _stale_in(self, plan: Plan) -> dict[str, Staleness]:
         return plan.stale(self.executor.cache, self.executor.last_plan)
@@ -183,6 +198,7 @@ class LiveSession:
             self.state, self.nodes, self.policy, targets=targets, raise_on_error=False
         )
         self.last_result = result
+        self._current = (result.plan, self._stale_in(result.plan))
         with self._lock:
             for nid, run in result.runs.items():
                 self.status[nid] = run.status
@@ -200,9 +216,9 @@ class LiveSession:
         return self.run()
 
     def reasons(self) -> dict[str, str]:
-        """A one-line explanation per node, for tooltips."""
-        plan = self.plan()
-        stale = self._stale_in(plan)
+        """A one-line explanation per node, for tooltips, as of the last edit or run (views
+        ask on every event: no planning)."""
+        plan, stale = self._current
         out = {}
         for nid in self._order_hint:
             failure = self._unchanged_failure(nid, plan)

@@ -282,3 +282,29 @@ def test_editing_one_field_keeps_the_others_exactly_as_they_were():
     assert type(edited.medium) is Glass  # not turned back into the base class
     assert edited.medium.dispersion_fs2_per_mm == 44.0
     assert edited.length_mm == 2.0
+
+
+def test_an_edit_plans_once_and_what_views_read_plans_nothing(session, monkeypatch):
+    import phys_pipeline.session as session_module
+
+    plans = []
+    make_plan = session_module.make_plan
+    monkeypatch.setattr(
+        session_module, "make_plan", lambda *args: plans.append(args) or make_plan(*args)
+    )
+    stale = session.update("p1", gdd=42.0)
+    reasons = session.reasons()
+    assert session.current_stale == stale and set(session.current_plan.nodes) == set(stale) | {
+        "grid",
+        "p2",
+        "solo",
+    }
+    assert reasons["p1"] == "config field gdd changed" and reasons["grid"] == "cached"
+    assert len(plans) == 1
+
+
+def test_after_a_run_the_kept_plan_is_the_runs(session):
+    session.update("p1", gdd=42.0)
+    result = session.run()
+    assert session.current_plan is result.plan
+    assert session.current_stale == {}

@@ -58,7 +58,8 @@ class DagView(SessionView, anywidget.AnyWidget):
     def redraw(self) -> None:
         """Draw the followed session's plan with its statuses and reasons."""
         if self.session is not None:
-            self.show(self.session.plan(), self.session.status, self.session.reasons())
+            session = self.session
+            self.show(session.current_plan, session.status, session.reasons())
 
     def show(
         self,

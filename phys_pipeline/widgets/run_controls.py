@@ -73,7 +73,7 @@ class RunControls(SessionView, w.VBox):
         raised into the kernel. Returns the result, or None if the run could not start."""
         with self._run_lock:
             try:
-                self._start_progress(list(self.session.stale()))
+                self._start_progress(list(self.session.current_stale))
                 return self.session.run()  # the "run" event shows the result
             except Exception as exc:  # noqa: BLE001 - a button callback: show, never raise
                 self.errors.value = (
