@@ -2,11 +2,13 @@
 
 It wraps any cache store, counts hits, misses and puts, and makes sure a cache problem never
 fails a run: a store that raises is reported with a CacheWarning and treated as a miss (or a
-dropped put), unless ``strict=True``, where it raises CacheError.
+dropped put), unless ``strict=True``, where it raises CacheError. Hits, misses, stores and
+evictions are logged (``logging``, logger ``phys_pipeline.cache``, DEBUG level).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from collections.abc import Iterator
@@ -18,6 +20,8 @@ from .errors import CacheError
 from .types import StageResult
 
 __all__ = ["DagCache", "as_dag_cache"]
+
+_log = logging.getLogger("phys_pipeline.cache")
 
 
 class DagCache:
@@ -62,6 +66,7 @@ class DagCache:
         with self._guard("read", key):
             result = self.backend.get(key)
         self._count("hits" if result is not None else "misses")
+        _log.debug("%s %s", "hit" if result is not None else "miss", key)
         return result
 
     def put(self, key: str, result: StageResult) -> None:
@@ -69,6 +74,7 @@ class DagCache:
         with self._guard("write", key):
             self.backend.put(key, result)
             self._count("puts")
+            _log.debug("store %s", key)
 
     def contains(self, key: str) -> bool:
         """A cheap hint: ``get`` may still miss (e.g. a corrupt or expired entry)."""
@@ -82,6 +88,7 @@ class DagCache:
         key = validate_key(key)
         with self._guard("delete", key):
             self.backend.delete(key)
+            _log.debug("evict %s", key)
 
     def clear(self) -> None:
         """Empty the store (the counters keep counting; see ``reset_stats``)."""

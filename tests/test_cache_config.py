@@ -205,3 +205,23 @@ def test_as_dag_cache_accepts_none_stores_dag_caches_and_configs(tmp_path: Path)
     assert isinstance(built.backend, MemoryStore) and built.strict
     with pytest.raises(TypeError, match="not a cache store"):
         as_dag_cache({"not": "a store"})
+
+
+def test_cache_traffic_is_logged_at_debug_level(caplog):
+    from phys_pipeline.cache import MemoryStore
+    from phys_pipeline.dag_cache import DagCache
+    from phys_pipeline.types import SimpleState, StageResult
+
+    cache = DagCache(MemoryStore())
+    key = "ab" * 16
+    with caplog.at_level("DEBUG", logger="phys_pipeline.cache"):
+        cache.get(key)
+        cache.put(key, StageResult(state=SimpleState(payload=1.0)))
+        cache.get(key)
+        cache.delete(key)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"miss {key}",
+        f"store {key}",
+        f"hit {key}",
+        f"evict {key}",
+    ]
