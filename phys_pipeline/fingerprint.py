@@ -107,15 +107,18 @@ def _library_label(top_level: str) -> str | None:
         names = ["phys-pipeline"]
         versions = [__version__]
     else:
-        names = sorted(_distributions().get(top_level, ()))
-        if not names:
-            return None
-        versions = []
-        for name in names:
-            try:
-                versions.append(importlib.metadata.version(name))
-            except importlib.metadata.PackageNotFoundError:
-                versions.append("?")
+        try:  # most distributions are named as their package: no scan of every installed one
+            names, versions = [top_level], [importlib.metadata.version(top_level)]
+        except importlib.metadata.PackageNotFoundError:
+            names = sorted(_distributions().get(top_level, ()))
+            if not names:
+                return None
+            versions = []
+            for name in names:
+                try:
+                    versions.append(importlib.metadata.version(name))
+                except importlib.metadata.PackageNotFoundError:
+                    versions.append("?")
     return " ".join(
         _normalise(name) if _normalise(name) in _UNVERSIONED else f"{_normalise(name)}=={v}"
         for name, v in zip(names, versions, strict=True)
