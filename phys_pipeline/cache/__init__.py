@@ -14,24 +14,28 @@ miss plus one :class:`CacheWarning`.
 
 from __future__ import annotations
 
-from .base import CacheStore, CacheWarning, validate_key
-from .config import CacheConfig, build_cache_backend
-from .disk import DiskCache
-from .memory import MemoryStore
-from .redis import RedisStore
-from .signing import KEY_ENV_VAR, EntrySigner
-from .tiered import TieredStore
+import importlib
+from typing import Any
 
-__all__ = [
-    "KEY_ENV_VAR",
-    "CacheConfig",
-    "CacheStore",
-    "CacheWarning",
-    "DiskCache",
-    "EntrySigner",
-    "MemoryStore",
-    "RedisStore",
-    "TieredStore",
-    "build_cache_backend",
-    "validate_key",
-]
+# each store loads on first use, so importing one (or the package) stays light
+_LAZY = {
+    "CacheStore": "base",
+    "CacheWarning": "base",
+    "validate_key": "base",
+    "CacheConfig": "config",
+    "build_cache_backend": "config",
+    "DiskCache": "disk",
+    "MemoryStore": "memory",
+    "RedisStore": "redis",
+    "KEY_ENV_VAR": "signing",
+    "EntrySigner": "signing",
+    "TieredStore": "tiered",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'phys_pipeline.cache' has no attribute {name!r}")
