@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from redis_server import RedisServer, redis_server_binary
+from stages.optics import optics_nodes
+
+from phys_pipeline.session import LiveSession
+from phys_pipeline.types import SimpleState
+
+if TYPE_CHECKING:
+    from phys_pipeline.widgets import PipelineApp
 
 
 @pytest.fixture
@@ -34,3 +42,22 @@ def redis_url(redis_binary: str) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+# --- the widget tests' session and app (tests/test_widget_*.py) ------------------------------
+
+
+@pytest.fixture
+def session() -> LiveSession:
+    """A live session over the small optics DAG of ``stages.optics``."""
+    return LiveSession(optics_nodes(), SimpleState(), policy={"dispersion_scale": 1.0})
+
+
+@pytest.fixture
+def app(session: LiveSession) -> Iterator[PipelineApp]:
+    """The notebook app over ``session``; needs ipywidgets, imported only when asked for."""
+    from phys_pipeline.widgets import PipelineApp
+
+    app = PipelineApp.from_session(session, debounce_s=0.05)
+    yield app
+    app.close()

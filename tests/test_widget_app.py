@@ -1,0 +1,69 @@
+"""PipelineApp: the views put together; selecting a node, closing, and the cache it uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("anywidget")
+
+from stages.optics import ALL, optics_nodes
+
+from phys_pipeline.session import LiveSession
+from phys_pipeline.types import SimpleState
+from phys_pipeline.widgets import ConfigEditor, PipelineApp
+
+
+def test_an_editor_that_cannot_be_built_shows_an_error_box(
+    app: PipelineApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import phys_pipeline.widgets.app as app_module
+
+    class BrokenEditor(ConfigEditor):
+        def _build(self) -> None:
+            raise ValueError("no control for a tensor field")
+
+    monkeypatch.setattr(app_module, "ConfigEditor", BrokenEditor)
+    app.dag.selected = "fibre"  # must not raise into the kernel
+    (box,) = app._editor_box.children
+    assert "pp-editor-error" in box._dom_classes
+    assert "fibre" in box.value and "no control for a tensor field" in box.value
+    assert "fibre" not in app.editors
+    assert app.artifacts.node_id == "fibre"  # the rest of the selection still happens
+
+
+def test_selecting_a_node_shows_its_editor_and_artifacts(app: PipelineApp) -> None:
+    app.controls.run()
+    app.dag.selected = "fibre"  # what a click in the browser does
+    assert app._editor_box.children == (app.editors["fibre"],)
+    assert app.node_picker.value == "fibre"
+    assert app.artifacts.node_id == "fibre"
+    assert any("image/png" in o["data"] for o in app.artifacts.output.outputs)
+    app.node_picker.value = ""
+    assert app.dag.selected == "" and app.artifacts.node_id is None
+
+
+def test_closing_the_app_unsubscribes_its_views(session: LiveSession) -> None:
+    app = PipelineApp.from_session(session)
+    app.editor("grid")
+    app.close()
+    app.close()  # closing twice is harmless
+    assert session._listeners == []
+
+
+def test_app_uses_the_cache_a_cache_config_describes(tmp_path: Path) -> None:
+    import warnings
+
+    from phys_pipeline.cache import CacheConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a CacheWarning would mean the cache is not used
+        first = PipelineApp(optics_nodes(), SimpleState(), cache=CacheConfig(disk_root=tmp_path))
+        first.controls.run()
+        first.close()
+        second = PipelineApp(optics_nodes(), SimpleState(), cache=CacheConfig(disk_root=tmp_path))
+        result = second.controls.run()
+        second.close()
+    assert result is not None and result.ran == [] and set(result.hits) == ALL
