@@ -11,7 +11,7 @@ each either re-executing the cell that builds ``nodes`` first or running the sam
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +91,39 @@ class Notebook:
         if self.session is not None:
             return self.session.stale()
         return self.executor.stale(self.start, self["nodes"])
+
+
+# --- what the notebook tests' cells share: a probe stage reads one number -------------------
+
+Opener = Callable[..., Notebook]
+"""A test's way to open a notebook of the given cells."""
+
+READING = """
+def reading(value):
+    '''A probe's result: its value as the state and as the metric "value".'''
+    return StageResult(state=SimpleState(float(value)), metrics={"value": float(value)})
+"""
+"""Source of the helper every probe stage returns through; goes in a notebook's imports cell."""
+
+PROBE_CFG = """
+class ProbeCfg(StageConfig):
+    mass: float = 1.5
+"""
+
+PROBE_NODES = 'nodes = [NodeSpec(id="probe", stage=Probe(ProbeCfg()))]\n'
+"""The one-node DAG of a notebook whose cells define ``Probe``."""
+
+
+def probe(body: str) -> str:
+    """A stage whose answer is ``body`` (an expression that may use ``self`` and ``state``)."""
+    return f"""
+class Probe(PipelineStage[SimpleState, ProbeCfg]):
+    def process(self, state, *, policy=None):
+        return reading({body})
+"""
+
+
+def answer(result: DagRunResult, node: str = "probe") -> float:
+    """The probe's reading after a run that must have succeeded."""
+    assert result.ok, result.failures
+    return result.metrics[f"{node}.value"]

@@ -17,17 +17,16 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from notebook_kernel import REBUILT, SAME_OBJECTS, WAYS, Notebook
+from notebook_kernel import READING, REBUILT, SAME_OBJECTS, WAYS, Notebook, Opener, answer
 
 from phys_pipeline.errors import UncacheableWarning
-from phys_pipeline.executor import DagRunResult
 
-IMPORTS = """
+IMPORTS = (
+    """
 import dataclasses
 import functools
 from pathlib import Path
@@ -38,11 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from phys_pipeline import NodeSpec, PipelineStage, SimpleState, StageConfig, StageResult
 
-
-def reading(value):
-    '''A probe's result: its value as the state and as the metric "value".'''
-    return StageResult(state=SimpleState(float(value)), metrics={"value": float(value)})
 """
+    + READING
+)
 
 GRID = """
 class GridCfg(StageConfig):
@@ -64,8 +61,6 @@ nodes = [
 ]
 """
 
-Opener = Callable[..., Notebook]
-
 
 @pytest.fixture(params=list(WAYS))
 def notebook(request, tmp_path, isolated_cache_key, monkeypatch) -> Opener:
@@ -78,11 +73,6 @@ def notebook(request, tmp_path, isolated_cache_key, monkeypatch) -> Opener:
         return Notebook(all_cells, request.param, tmp_path / "cache")
 
     return open_notebook
-
-
-def answer(result: DagRunResult, node: str = "probe") -> float:
-    assert result.ok, result.failures
-    return result.metrics[f"{node}.value"]
 
 
 # --- edits to globals ----------------------------------------------------------------------

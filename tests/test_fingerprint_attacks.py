@@ -13,19 +13,18 @@ from __future__ import annotations
 import shutil
 import textwrap
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from notebook_kernel import Notebook
+from notebook_kernel import PROBE_CFG, PROBE_NODES, READING, Notebook, Opener, answer, probe
 from user_project import run_fresh_process
 
 from phys_pipeline.errors import UncacheableWarning
-from phys_pipeline.executor import DagRunResult
 
-IMPORTS = """
+IMPORTS = (
+    """
 import contextlib
 import dataclasses
 import functools
@@ -38,22 +37,15 @@ from pydantic import BaseModel
 
 from phys_pipeline import NodeSpec, PipelineStage, SimpleState, StageConfig, StageResult
 
-
-def reading(value):
-    '''A probe's result: its value as the state and as the metric "value".'''
-    return StageResult(state=SimpleState(float(value)), metrics={"value": float(value)})
-
-
-class ProbeCfg(StageConfig):
-    mass: float = 1.5
 """
+    + READING
+    + "\n"
+    + PROBE_CFG
+)
 
-NODES = 'nodes = [NodeSpec(id="probe", stage=Probe(ProbeCfg()))]\n'
 
 REBUILT = "executor, nodes rebuilt"
 SAME_OBJECTS = "executor, same stage objects"
-
-Opener = Callable[..., Notebook]
 
 
 @pytest.fixture
@@ -62,25 +54,13 @@ def notebook(tmp_path, isolated_cache_key, monkeypatch) -> Opener:
     run through a DagExecutor over a DiskCache; data files live in its cwd."""
     monkeypatch.chdir(tmp_path)
 
-    def open_notebook(cells: dict[str, str], nodes: str = NODES, way: str = REBUILT) -> Notebook:
+    def open_notebook(
+        cells: dict[str, str], nodes: str = PROBE_NODES, way: str = REBUILT
+    ) -> Notebook:
         all_cells = {"imports": IMPORTS, **cells, "nodes": nodes}
         return Notebook(all_cells, way, tmp_path / "cache")
 
     return open_notebook
-
-
-def answer(result: DagRunResult, node: str = "probe") -> float:
-    assert result.ok, result.failures
-    return result.metrics[f"{node}.value"]
-
-
-def probe(body: str) -> str:
-    """A stage whose answer is ``body`` (an expression that may use ``self`` and ``state``)."""
-    return f"""
-class Probe(PipelineStage[SimpleState, ProbeCfg]):
-    def process(self, state, *, policy=None):
-        return reading({body})
-"""
 
 
 def assert_edit_reaches_the_run(nb: Notebook, cell: str, source: str, before: float, after: float):

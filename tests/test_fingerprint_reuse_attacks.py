@@ -23,33 +23,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from notebook_kernel import Notebook
+from notebook_kernel import PROBE_CFG, PROBE_NODES, READING, Notebook, Opener, answer, probe
 
 import phys_pipeline.fingerprint as fingerprint_module
 from phys_pipeline import DagExecutor, DiskCache, LocalScheduler, NodeSpec, SimpleState
 from phys_pipeline.cache import MemoryStore
 from phys_pipeline.dag import make_plan
-from phys_pipeline.executor import DagRunResult
 
-IMPORTS = """
+IMPORTS = (
+    """
 import abc
 import functools
 
 from phys_pipeline import NodeSpec, PipelineStage, SimpleState, StageConfig, StageResult
 
-
-def reading(value):
-    '''A probe's result: its value as the state and as the metric "value".'''
-    return StageResult(state=SimpleState(float(value)), metrics={"value": float(value)})
-
-
-class ProbeCfg(StageConfig):
-    mass: float = 1.5
 """
-
-NODES = 'nodes = [NodeSpec(id="probe", stage=Probe(ProbeCfg()))]\n'
-
-Opener = Callable[..., Notebook]
+    + READING
+    + "\n"
+    + PROBE_CFG
+)
 
 
 @pytest.fixture
@@ -59,7 +51,7 @@ def notebook(tmp_path, isolated_cache_key, monkeypatch) -> Opener:
     monkeypatch.chdir(tmp_path)
 
     def open_notebook(
-        cells: dict[str, str], nodes: str = NODES, way: str = "executor, nodes rebuilt"
+        cells: dict[str, str], nodes: str = PROBE_NODES, way: str = "executor, nodes rebuilt"
     ) -> Notebook:
         return Notebook({"imports": IMPORTS, **cells, "nodes": nodes}, way, tmp_path / "cache")
 
@@ -79,20 +71,6 @@ def user_module(monkeypatch) -> Callable[[str, str], types.ModuleType]:
         return module
 
     return make
-
-
-def answer(result: DagRunResult, node: str = "probe") -> float:
-    assert result.ok, result.failures
-    return result.metrics[f"{node}.value"]
-
-
-def probe(body: str) -> str:
-    """A stage whose answer is ``body`` (an expression that may use ``self`` and ``state``)."""
-    return f"""
-class Probe(PipelineStage[SimpleState, ProbeCfg]):
-    def process(self, state, *, policy=None):
-        return reading({body})
-"""
 
 
 def assert_edit_reaches_the_run(nb: Notebook, edit: Callable[[], None], before, after):
