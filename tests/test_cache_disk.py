@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xxhash
+from tripwire import Tripwire
 
 from phys_pipeline.cache import CacheWarning, DiskCache
 from phys_pipeline.cache.frozen import FrozenMapping
@@ -49,16 +50,6 @@ def rewrite(path: Path, data: bytes | str) -> None:
     path.unlink(missing_ok=True)
     path.write_bytes(data.encode() if isinstance(data, str) else data)
     path.chmod(0o644)
-
-
-class Tripwire:
-    """Unpickling this creates ``path``: a stand-in for an attacker's code running."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Callable[..., object], tuple[object, ...]]:
-        return (Path.touch, (self.path,))
 
 
 def json_result() -> StageResult:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import redis
 from redis_server import RedisServer, free_port
+from tripwire import Tripwire
 
 from phys_pipeline.cache import CacheWarning, RedisStore
 from phys_pipeline.cache.signing import EntrySigner
@@ -24,16 +25,6 @@ pytestmark = pytest.mark.usefixtures("isolated_cache_key")
 
 KEY = "0123456789abcdef0123456789abcdef"
 OTHER_KEY = "fedcba9876543210fedcba9876543210"
-
-
-class Tripwire:
-    """Unpickling this creates ``path``."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-        return (Path.touch, (self.path,))
 
 
 @dataclass(slots=True)
