@@ -11,6 +11,7 @@ from .policy import PolicyBag
 from .record import ArtifactRecorder
 from .types import (
     DagState,
+    NodeInputs,
     NodeResources,
     NodeSpec,
     PipelineStage,
@@ -37,6 +38,7 @@ _LAZY = {
 __all__ = [
     "ArtifactRecorder",
     "DagState",
+    "NodeInputs",
     "NodeResources",
     "NodeSpec",
     "PipelineStage",

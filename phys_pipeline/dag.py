@@ -136,7 +136,9 @@ def topological_order(graph: nx.DiGraph, nodes: Sequence[NodeSpec]) -> list[str]
 
 def policy_keys_of(node: NodeSpec) -> tuple[str, ...] | None:
     """The policy keys a node declares it reads (None: it may read any)."""
-    declared = node.metadata.get("policy_keys", getattr(node.stage, "policy_keys", None))
+    declared = node.policy_keys
+    if declared is None:
+        declared = getattr(node.stage, "policy_keys", None)
     return None if declared is None else tuple(declared)
 
 
@@ -330,12 +332,11 @@ def make_plan(
         parts = [KEY_SCHEMA, "\0".join((stage_type, version, cfg_hash, pol_hash, "")).encode()]
         if pinned:
             parts.append(fingerprint.digest.encode())  # attributes beside cfg, still by value
-        metadata = spec.metadata
-        if metadata:
-            gather, input_names = metadata.get("gather"), metadata.get("input_names")
-            if gather or input_names:
-                # the shape of the input (DagState keys) is part of what the stage sees
-                parts.append(repr((gather, input_names)).encode())
+        inputs = spec.inputs
+        if inputs is not None and (inputs.gather or inputs.names):
+            # the shape of the input (DagState keys) is part of what the stage sees; spelled
+            # as when it was metadata["gather"] and ["input_names"], so keys stay the same
+            parts.append(repr((inputs.gather or None, inputs.names)).encode())
         deps = spec.deps
         if deps:
             parts.append("".join([f"{dep}\1{planned[dep].key}" for dep in deps]).encode())

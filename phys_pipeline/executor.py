@@ -301,8 +301,8 @@ class DagExecutor:
             self.cache.delete(plan.nodes[node_id].key)
 
     def _task(self, spec: NodeSpec, policy: PolicyBag | None, state: State) -> NodeTask:
-        metadata = spec.metadata
-        aliases = metadata.get("input_names") if metadata else None
+        inputs = spec.inputs
+        names = inputs.names if inputs else None
         return NodeTask(
             spec.id,
             tuple(spec.deps),
@@ -311,8 +311,8 @@ class DagExecutor:
             None if spec.deps else state,
             spec.resources or DEFAULT_RESOURCES,
             self.check_mutation,
-            tuple(aliases.get(d, d) for d in spec.deps) if aliases else None,
-            bool(metadata.get("gather")) if metadata else False,
+            tuple(names.get(d, d) for d in spec.deps) if names else None,
+            inputs.gather if inputs else False,
         )
 
     def _assemble(

@@ -10,6 +10,7 @@ Values print short (``dt=0.1``) unless two values of one parameter would then lo
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from . import display
 from .dag import build_graph, topological_order
 from .edit import config_fields, replace_config, replace_stage_config
 from .errors import SweepError
-from .types import NodeSpec
+from .types import NodeInputs, NodeSpec, SweepOrigin
 
 Assignment = tuple[tuple[str, Any], ...]  # ((label, value), ...) sorted by label
 Formats = Mapping[str, Callable[[Any], str]]  # parameter label -> how its values print in ids
@@ -98,10 +99,10 @@ def _check_unique_ids(nodes: Sequence[NodeSpec]) -> None:
     for node in nodes:
         first = seen.setdefault(node.id, node)
         if first is not node:
-            a, b = (n.metadata.get("sweep", {"base_id": n.id, "params": {}}) for n in (first, node))
+            a, b = (n.sweep or SweepOrigin(n.id) for n in (first, node))
             raise SweepError(
-                f"sweep: node {a['base_id']!r} with {a['params']} and node {b['base_id']!r} "
-                f"with {b['params']} both get the id {node.id!r}; make the swept values distinct"
+                f"sweep: node {a.base_id!r} with {a.params} and node {b.base_id!r} "
+                f"with {b.params} both get the id {node.id!r}; make the swept values distinct"
             )
 
 
@@ -122,8 +123,8 @@ def expand_sweep(
     gather: Iterable[str] = (),
 ) -> NodeList:
     """Expand ``specs`` over ``nodes``: swept nodes and their descendants are cloned per grid
-    point; ``gather`` nodes receive all variants of their parents. Clones carry
-    ``metadata["sweep"] = {"base_id": ..., "params": {...}}`` for tables and views. A bad spec
+    point; ``gather`` nodes receive all variants of their parents. Clones carry their
+    :class:`SweepOrigin` in ``NodeSpec.sweep`` for tables and views. A bad spec
     is a :class:`SweepError` naming node, field and value; a value the config rejects is the
     config's own :class:`ConfigError` (with ``.field`` and ``.value``)."""
     graph = build_graph(nodes)
@@ -177,9 +178,8 @@ def expand_sweep(
         spec = by_id[nid]
         if nid in gather:
             deps = [vid for dep in spec.deps for vid, _ in variants[dep]]
-            gathered = _clone(spec, nid, deps, {}, {}, None)
-            gathered.metadata = {**gathered.metadata, "gather": True}
-            expanded.append(gathered)
+            inputs = dataclasses.replace(spec.inputs or NodeInputs(), gather=True)
+            expanded.append(_clone(spec, nid, deps, inputs, {}, None))
             variants[nid] = [(nid, ())]
             continue
         parent_choices = [variants[dep] for dep in spec.deps]
@@ -199,7 +199,10 @@ def expand_sweep(
                 names = {
                     parent_vid: dep for (parent_vid, _), dep in zip(combo, spec.deps, strict=True)
                 }
-                expanded.append(_clone(spec, vid, deps, names, params, point))
+                inputs = spec.inputs
+                if any(parent != name for parent, name in names.items()):
+                    inputs = dataclasses.replace(inputs or NodeInputs(), names=names)
+                expanded.append(_clone(spec, vid, deps, inputs, params, point))
                 mine.append((vid, assignment))
         variants[nid] = mine
     _check_unique_ids(expanded)
@@ -210,34 +213,33 @@ def _clone(
     spec: NodeSpec,
     vid: str,
     deps: list[str],
-    input_names: dict[str, str],
+    inputs: NodeInputs | None,
     params: dict[str, Any],
     point: dict[str, Any] | None,
 ) -> NodeSpec:
+    """``spec`` as variant ``vid`` of it (itself when nothing changes)."""
+    if vid == spec.id:  # no swept values: a gather node, or a node no sweep reaches
+        if deps == spec.deps and inputs == spec.inputs:
+            return spec
+        return spec.replace(deps=deps, inputs=inputs)
     stage = spec.stage
     if point:
         cfg = replace_config(stage.cfg, point, f"sweep over node {spec.id!r}")
         stage = replace_stage_config(stage, cfg)
-    metadata = dict(spec.metadata)
-    if params or vid != spec.id:
-        metadata["sweep"] = {"base_id": spec.id, "params": params}
-    if any(parent != name for parent, name in input_names.items()):
-        metadata["input_names"] = input_names
-    if vid == spec.id and deps == spec.deps and stage is spec.stage:
-        return spec if metadata == spec.metadata else spec.replace(metadata=metadata)
-    return spec.replace(id=vid, deps=deps, stage=stage, metadata=metadata)
+    sweep = SweepOrigin(spec.id, params)
+    return spec.replace(id=vid, deps=deps, stage=stage, inputs=inputs, sweep=sweep)
 
 
 def sweep_variants(
     result: Any, node: str | None = None
-) -> list[tuple[str, dict[str, Any], dict[str, float]]]:
-    """``(node id, its metadata["sweep"], its metrics)`` for each swept variant a run
+) -> list[tuple[str, SweepOrigin, dict[str, float]]]:
+    """``(node id, its sweep origin, its metrics)`` for each swept variant a run
     completed (of base node ``node``, or all), in execution order: what tables and plots of a
     sweep read."""
     picked = []
     for nid in result.execution_order:
-        sweep = result.plan.specs[nid].metadata.get("sweep")
-        if sweep is not None and (node is None or sweep["base_id"] == node):
+        sweep = result.plan.specs[nid].sweep
+        if sweep is not None and (node is None or sweep.base_id == node):
             picked.append((nid, sweep, result.results[nid].metrics))
     return picked
 
@@ -253,13 +255,13 @@ def sweep_table(result: Any, node: str | None = None) -> Any:
     the stage reported."""
     picked = sweep_variants(result, node)
     taken = {"node", "base_id"}
-    params = _columns([k for _, sweep, _ in picked for k in sweep["params"]], "param", taken)
+    params = _columns([k for _, sweep, _ in picked for k in sweep.params], "param", taken)
     metrics = _columns([k for _, _, values in picked for k in values], "metric", taken)
     rows = [
         {
             "node": nid,
-            "base_id": sweep["base_id"],
-            **{params[k]: v for k, v in sweep["params"].items()},
+            "base_id": sweep.base_id,
+            **{params[k]: v for k, v in sweep.params.items()},
             **{metrics[k]: v for k, v in values.items()},
         }
         for nid, sweep, values in picked

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DagState",
+    "NodeInputs",
     "NodeResources",
     "NodeSpec",
     "NodeStatus",
@@ -28,6 +30,7 @@ __all__ = [
     "StageConfig",
     "StageResult",
     "State",
+    "SweepOrigin",
     "hash_ndarray",
     "hash_small",
 ]
@@ -222,12 +225,63 @@ class NodeResources:
                 )
 
 
+@dataclass(frozen=True)
+class NodeInputs:
+    """How a node receives its parents' states; part of its key, since the stage sees it.
+
+    ``gather``: always a DagState, even with one parent (a sweep's gather node, whatever the
+    number of variants). ``names``: parent id -> the name its state has in the DagState, for
+    parents whose ids are not the names the stage reads (a sweep clone's parents are variants).
+    """
+
+    gather: bool = False
+    names: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        # a copy of its own, so that a caller's later edit cannot change a planned key
+        object.__setattr__(self, "names", dict(self.names) if self.names else None)
+
+
+@dataclass(frozen=True)
+class SweepOrigin:
+    """The node a sweep cloned a node from, and the swept values it was cloned with (labelled
+    as in the clone's id): what sweep tables and plots read. Outside the key: the clone's config
+    and parents already say everything the values change."""
+
+    base_id: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+_DEPRECATED_METADATA = frozenset({"gather", "input_names", "policy_keys", "sweep"})
+_deprecations_given: set[str] = set()  # each deprecated spelling warns once per process
+
+
+def _deprecated(spelling: str, stacklevel: int) -> None:
+    """Warn, once, that metadata key ``spelling`` is deprecated; ``stacklevel``: how many
+    frames above this one the user's code is."""
+    if spelling not in _deprecations_given:
+        _deprecations_given.add(spelling)
+        warnings.warn(
+            f"NodeSpec metadata[{spelling!r}] is deprecated: {_INSTEAD[spelling]}",
+            DeprecationWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
 @dataclass
 class NodeSpec:
     """One DAG node: an id, the ids it depends on and the stage that computes it.
 
     ``version`` pins the node's code version (overriding the stage's); ``op_name`` labels the
-    operation in views; ``metadata`` is free-form and not part of the cache key.
+    operation in views; ``inputs`` says how it receives its parents' states (see
+    :class:`NodeInputs`); ``policy_keys``, when set, are the policy keys it reads, overriding
+    the stage's; ``sweep`` is set on the clones ``expand_sweep`` makes. ``metadata`` is
+    free-form user data: the library never reads it, and it is not part of the cache key.
+
+    Deprecated: the metadata keys ``gather``, ``input_names``, ``policy_keys`` and ``sweep``
+    that these fields replace are moved onto them (a field given too wins), and a clone's
+    ``metadata["sweep"]`` still reads as ``{"base_id": ..., "params": {...}}``; each spelling
+    warns once with a DeprecationWarning.
     """
 
     id: str
@@ -237,10 +291,40 @@ class NodeSpec:
     version: str | None = None
     resources: NodeResources | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    inputs: NodeInputs | None = None
+    policy_keys: tuple[str, ...] | None = None
+    sweep: SweepOrigin | None = None
 
     def __post_init__(self) -> None:
-        # one dependency may be given as a plain id; list("grid") would be its characters
+        if not _DEPRECATED_METADATA.isdisjoint(self.metadata):
+            self._adopt_deprecated_metadata()
+        # one dependency or policy key may be given as a plain string; list("grid") would be
+        # its characters
         self.deps = [self.deps] if isinstance(self.deps, str) else list(self.deps)
+        if self.policy_keys is not None:
+            keys = self.policy_keys
+            self.policy_keys = (keys,) if isinstance(keys, str) else tuple(keys)
+        if self.sweep is not None:
+            self.metadata = _CloneMetadata(self.metadata, self.sweep)
+        elif isinstance(self.metadata, _CloneMetadata):
+            self.metadata = dict(self.metadata)  # replaced with sweep=None: no longer a clone
+
+    def _adopt_deprecated_metadata(self) -> None:
+        metadata = dict(self.metadata)
+        gather, names = metadata.pop("gather", None), metadata.pop("input_names", None)
+        policy_keys, sweep = metadata.pop("policy_keys", None), metadata.pop("sweep", None)
+        for spelling in sorted(_DEPRECATED_METADATA & self.metadata.keys()):
+            _deprecated(spelling, stacklevel=4)  # here, __post_init__, __init__, the user
+        if self.inputs is None and (gather or names):
+            self.inputs = NodeInputs(bool(gather), names)
+        if self.policy_keys is None:
+            self.policy_keys = policy_keys
+        if self.sweep is None and sweep is not None:
+            if not isinstance(sweep, Mapping) or "base_id" not in sweep:
+                reason = "must be {'base_id': ..., 'params': {...}}"
+                raise ConfigError(f"node {self.id!r}", "metadata['sweep']", sweep, reason)
+            self.sweep = SweepOrigin(sweep["base_id"], dict(sweep.get("params", {})))
+        self.metadata = metadata
 
     def replace(self, **changes: Any) -> NodeSpec:
         return dataclasses.replace(self, **changes)
@@ -248,6 +332,43 @@ class NodeSpec:
     @property
     def label(self) -> str:
         return self.op_name or type(self.stage).__name__
+
+
+_INSTEAD = {
+    "gather": "pass NodeSpec(inputs=NodeInputs(gather=True))",
+    "input_names": "pass NodeSpec(inputs=NodeInputs(names=...))",
+    "policy_keys": "pass NodeSpec(policy_keys=...)",
+    "sweep": "read or pass NodeSpec.sweep (a SweepOrigin)",
+}
+
+
+class _CloneMetadata(dict[str, Any]):
+    """A sweep clone's metadata: a plain dict of the user's data that still answers the
+    deprecated read of ``"sweep"`` from the clone's ``SweepOrigin`` (warning once)."""
+
+    def __init__(self, data: Mapping[str, Any], origin: SweepOrigin) -> None:
+        super().__init__(data)
+        self.origin = origin
+
+    def _sweep(self) -> dict[str, Any]:
+        _deprecated("sweep", stacklevel=3)  # here, get or __missing__, the user
+        return {"base_id": self.origin.base_id, "params": dict(self.origin.params)}
+
+    def __missing__(self, key: str) -> Any:
+        if key == "sweep":
+            return self._sweep()
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key == "sweep" and not dict.__contains__(self, key):
+            return self._sweep()
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if key == "sweep" and not dict.__contains__(self, key):
+            _deprecated("sweep", stacklevel=2)
+            return True
+        return super().__contains__(key)
 
 
 def stage_name(stage: Any) -> str:

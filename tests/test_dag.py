@@ -163,7 +163,7 @@ class Scale(PipelineStage):
 
 def test_policy_change_invalidates_only_nodes_that_read_it():
     nodes = diamond()
-    nodes[0] = nodes[0].replace(metadata={"policy_keys": []})  # the grid reads no policy
+    nodes[0] = nodes[0].replace(policy_keys=())  # the grid reads no policy
     base = plan_of(nodes, policy=PolicyBag({"phase.scale": 1.0}))
     scaled = plan_of(nodes, policy=PolicyBag({"phase.scale": 2.0}))
     assert {n for n in base.keys if base.keys[n] != scaled.keys[n]} == {"p1", "p2", "solo", "merge"}
@@ -177,8 +177,8 @@ def test_undeclared_stage_sees_the_whole_policy():
     assert base.keys["grid"] != other.keys["grid"]
 
 
-def test_node_metadata_can_declare_policy_keys():
-    nodes = [NodeSpec(id="g", stage=GridStage(GridCfg()), metadata={"policy_keys": []})]
+def test_node_can_declare_policy_keys():
+    nodes = [NodeSpec(id="g", stage=GridStage(GridCfg()), policy_keys=())]
     a = plan_of(nodes, policy=PolicyBag({"x": 1}))
     b = plan_of(nodes, policy=PolicyBag({"x": 2}))
     assert a.keys == b.keys

@@ -22,18 +22,18 @@ def sweep_series(
     base node ``node``, or all) vary exactly one numeric parameter; numeric metrics only,
     points sorted by x. None when there is nothing to plot that way."""
     variants = [(sweep, metrics) for _, sweep, metrics in sweep_variants(result, node)]
-    names = {name for sweep, _ in variants for name in sweep["params"]}
+    names = {name for sweep, _ in variants for name in sweep.params}
     if len(names) != 1:
         return None
     (param,) = names
     series: dict[str, list[tuple[float, float]]] = {}
     for sweep, metrics in variants:
-        x = sweep["params"][param]
+        x = sweep.params[param]
         if not _is_number(x):
             return None
         for key, y in metrics.items():
             if _is_number(y):
-                series.setdefault(f"{sweep['base_id']}.{key}", []).append((float(x), float(y)))
+                series.setdefault(f"{sweep.base_id}.{key}", []).append((float(x), float(y)))
     series = {key: sorted(points) for key, points in series.items() if len(points) > 1}
     return (param, series) if series else None
 

@@ -196,10 +196,11 @@ class ArtifactView(SessionView, w.VBox):
     def _sweep_base(self, result: DagRunResult) -> str | None:
         """The base node whose variants to show (None: all); "" when the DAG has no sweep."""
         specs = result.plan.specs
-        if not any("sweep" in spec.metadata for spec in specs.values()):
+        if not any(spec.sweep is not None for spec in specs.values()):
             return ""
         if self.node_id and self.node_id in specs:
-            return specs[self.node_id].metadata.get("sweep", {}).get("base_id")
+            sweep = specs[self.node_id].sweep
+            return sweep.base_id if sweep else None
         return None
 
     def _sweep_html(self, result: DagRunResult, base: str | None) -> str:
