@@ -10,7 +10,6 @@ Values print short (``dt=0.1``) unless two values of one parameter would then lo
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -178,7 +177,7 @@ def expand_sweep(
         spec = by_id[nid]
         if nid in gather:
             deps = [vid for dep in spec.deps for vid, _ in variants[dep]]
-            inputs = dataclasses.replace(spec.inputs or NodeInputs(), gather=True)
+            inputs = NodeInputs(True, spec.inputs.names if spec.inputs else None)
             expanded.append(_clone(spec, nid, deps, inputs, {}, None))
             variants[nid] = [(nid, ())]
             continue
@@ -201,7 +200,7 @@ def expand_sweep(
                 }
                 inputs = spec.inputs
                 if any(parent != name for parent, name in names.items()):
-                    inputs = dataclasses.replace(inputs or NodeInputs(), names=names)
+                    inputs = NodeInputs(inputs is not None and inputs.gather, names)
                 expanded.append(_clone(spec, vid, deps, inputs, params, point))
                 mine.append((vid, assignment))
         variants[nid] = mine
