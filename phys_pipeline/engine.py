@@ -1,0 +1,445 @@
+"""The run engine: which nodes are ready, which are skipped, which are reused, and what the hooks
+hear, written once for every scheduler.
+
+A scheduler hands :meth:`RunEngine.run` a ``submit(task, parents)`` that starts computing one
+node somewhere (on this thread, a thread pool, worker processes, a Dask cluster), and reports the
+node's outcome back with :meth:`RunEngine.finish_task`, from any thread. The engine does the
+rest, as ``dask.local.get_async`` does for Dask's local schedulers.
+
+The state of one run, all of it guarded by ``lock`` (nodes are numbered by their position in
+the topologically ordered ``tasks``):
+
+- ``states``: node id -> state, for every available parent and finished node: what children read.
+- ``waiting[i]``: how many of node ``i``'s parents in this run are not finished yet.
+- ``children[i]``: the nodes that read node ``i``.
+- ``ready``: a heap of nodes whose parents are all finished, lowest position first, so that one
+  worker runs the nodes in plan order and hooks hear them in that order.
+- ``failed``: node -> the failed node it descends from (itself when its own stage failed). A
+  ready node in ``failed`` is skipped instead of taken, naming that node.
+- ``free``: the slots (workers, cpu, gpu, mem_gb) the running nodes leave.
+- ``running``: nodes taken and not finished.
+- ``unclaimed`` (only with ``release``): node id -> children not yet submitted or skipped; at
+  zero the backend may drop its copy of the node's state.
+
+One readiness update, ``_settle``, for every way a node ends (done, reused, failed, skipped):
+its children lose a parent to wait for and inherit its failure, if any; those with none left
+become ready. ``finish_task`` (any thread) frees the node's slots, records its state or its
+failure, settles it and reports it; a worker thread that finished a node takes the next ready
+one in the same turn of the lock and goes straight on with it (``work``), because a thread
+hand-off costs tens of microseconds, many times a trivial node.
+
+Before a taken node is submitted, the hooks' ``reuse`` (early cutoff, see ``cutoff``) may
+supply its result; the node is then reported ``on_reused`` and never starts. Hooks are only
+ever called on the thread that called ``run``: straight away when every node runs on that
+thread, otherwise through the ``events`` queue.
+
+Designed for retries, timeouts and cancel (not built yet): a retried node goes back on
+``ready`` instead of into ``failed``; a timed-out or cancelled node is settled here and its late
+outcome ignored (``finish_task`` drops outcomes of nodes that are not running).
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from heapq import heappop, heappush
+from typing import Any, NamedTuple, Protocol
+
+from .errors import StateMutationError
+from .invoke import call_stage
+from .policy import PolicyBag
+from .types import DagState, NodeResources, StageResult, State, stage_name
+
+__all__ = [
+    "DEFAULT_RESOURCES",
+    "NodeTask",
+    "Outcome",
+    "Reused",
+    "RunEngine",
+    "RunHooks",
+    "Scheduler",
+    "Slots",
+    "node_input",
+    "run_node",
+]
+
+DEFAULT_RESOURCES = NodeResources()
+
+
+@dataclass(slots=True)
+class NodeTask:
+    """What a worker needs to compute one node; picklable when the stage is."""
+
+    node_id: str
+    deps: tuple[str, ...]
+    stage: Any
+    policy: PolicyBag | None
+    root_state: Any = None
+    resources: NodeResources = DEFAULT_RESOURCES
+    check_mutation: bool = True
+    input_names: tuple[str, ...] | None = None  # DagState keys, when not the dep ids
+    gather: bool = False  # always hand a DagState, even with one parent
+
+
+def node_input(task: NodeTask, parent_states: Mapping[str, State]) -> Any:
+    """Roots get the initial state, one parent its state, several a DagState by parent id."""
+    if not task.deps:
+        return task.root_state
+    if len(task.deps) == 1 and not task.gather:
+        return parent_states[task.deps[0]]
+    names = task.input_names or task.deps
+    return DagState({name: parent_states[dep] for name, dep in zip(names, task.deps, strict=True)})
+
+
+def run_node(task: NodeTask, parent_states: Mapping[str, State]) -> tuple[StageResult, float]:
+    """Compute one node: returns its validated result and the stage's wall time in seconds.
+
+    With ``check_mutation``, the input is re-hashed after the run (as Pydra does), because a
+    stage that writes to its input would silently corrupt its parent's cached result.
+    """
+    state = node_input(task, parent_states)
+    before = state.hashable_repr() if task.check_mutation else None
+    started = time.perf_counter()
+    result = call_stage(task.stage, state, task.policy, where=f"node {task.node_id!r}")
+    duration = time.perf_counter() - started
+    if before is not None and state.hashable_repr() != before:
+        raise StateMutationError(task.node_id, stage_name(task.stage))
+    return result, duration
+
+
+Outcome = tuple[StageResult, float] | BaseException
+"""What a backend reports for a node: ``(result, seconds)`` or the exception it failed with."""
+
+
+class Reused(NamedTuple):
+    """The outcome of a node that early cutoff supplied instead of running."""
+
+    result: StageResult
+
+
+class RunHooks(Protocol):
+    """What a scheduler reports to. ``reuse`` (None, or thread-safe, called just before a node
+    would run) may return the node's result without running it (early cutoff); the scheduler
+    then reports ``on_reused`` instead of ``on_start`` and ``on_done``."""
+
+    reuse: Callable[[str, Mapping[str, State]], StageResult | None] | None
+
+    def on_start(self, node_id: str) -> None: ...
+
+    def on_reused(self, node_id: str, result: StageResult) -> None: ...
+
+    def on_done(self, node_id: str, result: StageResult, duration_s: float) -> None: ...
+
+    def on_error(self, node_id: str, error: BaseException) -> None: ...
+
+    def on_skip(self, node_id: str, failed_dep: str) -> None: ...
+
+
+class Scheduler(Protocol):
+    def execute(
+        self, tasks: Sequence[NodeTask], available: Mapping[str, State], hooks: RunHooks
+    ) -> None: ...
+
+
+@dataclass(slots=True)
+class Slots:
+    """How many nodes may run at once and the cpu/gpu/mem_gb their resources may add up to."""
+
+    workers: float = math.inf
+    cpu: float = math.inf
+    gpu: float = math.inf
+    mem_gb: float = math.inf
+
+    def fits(self, res: NodeResources) -> bool:
+        return res.cpu <= self.cpu and res.gpu <= self.gpu and res.mem_gb <= self.mem_gb
+
+    def take(self, res: NodeResources) -> None:
+        self.cpu -= res.cpu
+        self.gpu -= res.gpu
+        self.mem_gb -= res.mem_gb
+
+    def give(self, res: NodeResources) -> None:
+        self.cpu += res.cpu
+        self.gpu += res.gpu
+        self.mem_gb += res.mem_gb
+
+
+Submit = Callable[[NodeTask, Mapping[str, State]], Any]
+"""Starts computing a node somewhere; the outcome comes back through ``finish_task``. The
+mapping holds (at least) the states of the task's ``deps``: read them, never change it."""
+Compute = Callable[[NodeTask, Mapping[str, State]], tuple[StageResult, float]]
+"""Computes a node on the calling thread (``run_node``, or a hand-over to a process)."""
+
+
+class _Deferred:
+    """Hooks as seen from other threads: each call becomes an event for the calling thread."""
+
+    def __init__(self, events: queue.SimpleQueue[tuple[Any, ...]]) -> None:
+        self.put = events.put
+
+    def on_start(self, node_id: str) -> None:
+        self.put(("on_start", node_id))
+
+    def on_reused(self, node_id: str, result: StageResult) -> None:
+        self.put(("on_reused", node_id, result))
+
+    def on_done(self, node_id: str, result: StageResult, duration_s: float) -> None:
+        self.put(("on_done", node_id, result, duration_s))
+
+    def on_error(self, node_id: str, error: BaseException) -> None:
+        self.put(("on_error", node_id, error))
+
+    def on_skip(self, node_id: str, failed_dep: str) -> None:
+        self.put(("on_skip", node_id, failed_dep))
+
+
+class RunEngine:
+    """One run of ``tasks`` (topologically ordered) on top of the ``available`` states.
+
+    ``slots`` bound what runs at once (None: unbounded, as on a cluster that places work
+    itself). ``threaded=False`` promises that every node runs and finishes on the calling
+    thread, so hooks are called on the spot. ``release(node_id)`` (optional) is told when no
+    child will ask for a node's state any more. The module docstring describes the state.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[NodeTask],
+        available: Mapping[str, State],
+        hooks: RunHooks,
+        *,
+        slots: Slots | None = None,
+        threaded: bool = True,
+        release: Callable[[str], None] | None = None,
+    ) -> None:
+        self.tasks = tasks
+        self.hooks = hooks
+        self.reuse = getattr(hooks, "reuse", None)
+        # one pass, as ``tasks`` come parents first
+        self.position: dict[str, int] = {}
+        self.waiting: list[int] = []
+        self.children: list[list[int]] = []
+        self.ready: list[int] = []  # in order, so already a heap
+        position, waiting, children = self.position, self.waiting, self.children
+        for i, task in enumerate(tasks):
+            count = 0
+            for dep in task.deps:
+                parent = position.get(dep)
+                if parent is not None:
+                    count += 1
+                    children[parent].append(i)
+            position[task.node_id] = i
+            waiting.append(count)
+            children.append([])
+            if not count:
+                self.ready.append(i)
+        self.states: dict[str, State] = dict(available)
+        self.failed: dict[int, str] = {}
+        self.free = slots if slots is not None else Slots()
+        # with one node at a time, each node fitting alone (the scheduler checks), slots cannot
+        # be oversubscribed: skip their arithmetic
+        self.count_slots = slots is not None and slots.workers > 1
+        self.running: set[int] = set()
+        self.release = release
+        self.unclaimed: dict[str, int] = {}
+        if release is not None:
+            for task in tasks:
+                for dep in task.deps:
+                    self.unclaimed[dep] = self.unclaimed.get(dep, 0) + 1
+        self.stopped = False
+        self.lock = threading.Lock()
+        self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.threaded = threaded
+        self.report: RunHooks | _Deferred = _Deferred(self.events) if threaded else hooks
+        self.submit: Submit | None = None
+
+    # --- the calling thread -----------------------------------------------------------------
+
+    def run(self, submit: Submit) -> None:
+        """Submit ready nodes until every node is settled, calling the hooks on this thread.
+        On any exception (a hook raising, KeyboardInterrupt) nothing more is submitted."""
+        self.submit = submit
+        try:
+            self._fire()
+            if not self.threaded:
+                return
+            hooks, events, settled = self.hooks, self.events, 0
+            while settled < len(self.tasks):
+                event, *details = events.get()
+                if event == "crash":
+                    raise details[0]
+                getattr(hooks, event)(*details)
+                if event != "on_start":
+                    settled += 1
+                    if self.ready and len(self.running) < self.free.workers:
+                        self._fire()
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Take no more nodes; those running finish, and their outcomes are dropped."""
+        with self.lock:
+            self.stopped = True
+
+    def _fire(self) -> None:
+        """Take and submit ready nodes while slots allow."""
+        while True:
+            with self.lock:
+                taken = self._take()
+            if taken is None:
+                return
+            task, parents = taken
+            if self._begin(task, parents):
+                self.submit(task, parents)  # type: ignore[misc]
+            if self.release is not None:
+                self._claim(task)
+
+    # --- any thread ---------------------------------------------------------------------------
+
+    def work(self, task: NodeTask, parents: Mapping[str, State], compute: Compute) -> None:
+        """Compute ``task`` on this thread, then go on with the next ready node, taken in the
+        same turn of the lock that finishes this one, until none is left to take."""
+        taken: tuple[NodeTask, Mapping[str, State]] | None = (task, parents)
+        plain = self.reuse is None and self.release is None  # nothing to do between nodes
+        lock, threaded, finish = self.lock, self.threaded, self._finish
+        try:
+            while taken is not None:
+                task, parents = taken
+                try:
+                    outcome: Outcome = compute(task, parents)
+                except Exception as exc:  # noqa: BLE001 - the node's failure; siblings go on
+                    outcome = exc
+                if threaded:
+                    with lock:
+                        taken = finish(task, outcome, True)
+                else:  # only this thread: no lock needed
+                    taken = finish(task, outcome, True)
+                if plain:
+                    if taken is not None:
+                        self.report.on_start(taken[0].node_id)
+                    continue
+                while taken is not None and not self._begin(*taken):
+                    with lock:  # reused: finished already; take another
+                        taken = self._take()
+        except BaseException as exc:  # a bug, or an interrupt: it must reach the caller
+            if not threaded:
+                raise
+            self.events.put(("crash", exc))
+
+    def finish_task(self, task: NodeTask, outcome: Outcome | Reused) -> None:
+        """Report a submitted node's outcome, from any thread: ``(result, seconds)``, the
+        exception it failed with, or ``Reused(result)``."""
+        with self.lock:
+            self._finish(task, outcome, False)
+
+    # --- under the lock -----------------------------------------------------------------------
+
+    def _finish(
+        self, task: NodeTask, outcome: Outcome | Reused, take_next: bool
+    ) -> tuple[NodeTask, Mapping[str, State]] | None:
+        """The readiness update: settle a running node with its outcome, release its
+        children, and with ``take_next`` take the next ready node in the same turn of the
+        lock. Outcomes of nodes not running (the run stopped) are dropped."""
+        node_id = task.node_id
+        i = self.position[node_id]
+        running = self.running
+        if i not in running or self.stopped:
+            return None
+        running.remove(i)
+        if self.count_slots:
+            self.free.give(task.resources)
+        if isinstance(outcome, BaseException):
+            self.failed[i] = node_id
+            self._settle(i, node_id)
+            self.report.on_error(node_id, outcome)
+        else:
+            result = outcome[0]
+            self.states[node_id] = result.state
+            self._settle(i, None)
+            if type(outcome) is Reused:
+                self.report.on_reused(node_id, result)
+            else:
+                self.report.on_done(node_id, result, outcome[1])
+        return self._take() if take_next else None
+
+    def _settle(self, i: int, culprit: str | None) -> None:
+        """Node ``i`` is finished: its children lose a parent to wait for (and inherit the
+        failure, if any); those with none left become ready."""
+        waiting = self.waiting
+        for child in self.children[i]:
+            if culprit is not None:
+                self.failed.setdefault(child, culprit)
+            waiting[child] -= 1
+            if not waiting[child]:
+                heappush(self.ready, child)
+
+    def _take(self) -> tuple[NodeTask, Mapping[str, State]] | None:
+        """The first ready node whose slots are free, its slots taken, with its parents'
+        states; ready nodes below a failure are skipped on the way. None if none."""
+        ready, failed, free = self.ready, self.failed, self.free
+        if not ready or self.stopped:
+            return None
+        if not failed:  # the common case, kept short
+            if len(self.running) >= free.workers:
+                return None
+            if not self.count_slots:
+                i = heappop(ready)
+                self.running.add(i)
+                return self.tasks[i], self.states
+        passed_over: list[int] = []
+        taken = None
+        while ready:
+            i = ready[0]
+            task = self.tasks[i]
+            if i in failed:
+                heappop(ready)
+                self._settle(i, failed[i])
+                self.report.on_skip(task.node_id, failed[i])
+                if self.release is not None:
+                    self._claim_locked(task)
+                continue
+            if len(self.running) >= free.workers:
+                break
+            heappop(ready)
+            if self.count_slots:
+                if not free.fits(task.resources):
+                    passed_over.append(i)
+                    continue
+                free.take(task.resources)
+            self.running.add(i)
+            taken = (task, self.states)
+            break
+        for i in passed_over:
+            heappush(ready, i)
+        return taken
+
+    def _begin(self, task: NodeTask, parents: Mapping[str, State]) -> bool:
+        """Early cutoff, or the node starts: False when ``reuse`` supplied (and so finished)
+        the node. Not under the lock: ``reuse`` reads the cache and hashes states."""
+        if self.reuse is not None:
+            try:
+                reused = self.reuse(task.node_id, parents)
+            except Exception as exc:  # noqa: BLE001 - a cache that fails fails this node
+                self.finish_task(task, exc)
+                return False
+            if reused is not None:
+                self.finish_task(task, Reused(reused))
+                return False
+        self.report.on_start(task.node_id)
+        return True
+
+    def _claim(self, task: NodeTask) -> None:
+        """``task`` was submitted, reused or skipped: it never asks for its parents' states
+        again; tell ``release`` about the parents no other child will ask for."""
+        with self.lock:
+            self._claim_locked(task)
+
+    def _claim_locked(self, task: NodeTask) -> None:
+        for dep in task.deps:
+            self.unclaimed[dep] -= 1
+            if not self.unclaimed[dep]:
+                self.release(dep)  # type: ignore[misc]
