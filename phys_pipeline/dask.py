@@ -1,8 +1,9 @@
 """DaskScheduler: run the stale part of a plan on a ``dask.distributed`` cluster.
 
-Same protocol and semantics as :class:`~phys_pipeline.scheduler.LocalScheduler`, so the executor
+Same protocol and semantics as :class:`~phys_pipeline.scheduler.LocalScheduler`, and the same
+run engine (``phys_pipeline.engine``: readiness, skipping, early cutoff, hooks), so the executor
 and its cache do not change: the executor does every cache read and write in the driver, this
-scheduler only computes. Each node is one Dask task submitted once all of its parents succeeded;
+scheduler only submits. Each node is one Dask task submitted once all of its parents succeeded;
 parents reach it as futures, so states move worker to worker and the driver fetches each result
 exactly once (for the cache and the run result). Hooks run in the thread that called
 ``execute``. Stages are shipped with cloudpickle, so classes defined in ``__main__`` or a
@@ -16,8 +17,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
-from collections import deque
 from collections.abc import Mapping, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -25,15 +26,15 @@ import cloudpickle
 
 try:
     import dask.system
-    from distributed import Client, Future, LocalCluster, as_completed
+    from distributed import Client, Future, LocalCluster
 except ImportError as exc:
     raise ImportError(
         "phys_pipeline.dask needs dask.distributed; install it with "
         'pip install "phys-pipeline[dask]"'
     ) from exc
 
+from .engine import NodeTask, Outcome, RunEngine, RunHooks, run_node
 from .errors import DagError
-from .scheduler import NodeTask, RunHooks, run_node
 from .types import NodeResources, StageResult, State
 
 __all__ = ["RESOURCE_NAMES", "DaskScheduler", "dask_resources"]
@@ -95,7 +96,7 @@ def _detached(exc: BaseException) -> BaseException:
     return exc
 
 
-def _outcome(future: Future) -> tuple[StageResult, float] | BaseException:
+def _outcome(future: Future) -> Outcome:
     """A finished node's ``(result, seconds)``, or its exception with the worker's traceback.
 
     A failed task's exception is taken, not re-raised: raising would tie this run's frames
@@ -237,89 +238,56 @@ class DaskScheduler:
                     )
         declared = self._declared_resources(client)
         requests = {t.node_id: dask_resources(t.node_id, t.resources, declared) for t in tasks}
-        _DaskRun(client, by_id, requests, hooks).run(available)
+        submitter = _DaskSubmitter(client, tasks, requests)
+        engine = RunEngine(tasks, available, hooks, release=submitter.release)
+        submitter.engine = engine
+        try:
+            submitter.scatter_inputs(available)
+            engine.run(submitter.submit)
+        finally:
+            # on an interrupt or a failing hook, stop the work still queued on the cluster
+            submitter.close()
 
 
-class _DaskRun:
-    """One ``execute`` call: submits nodes as their parents succeed and reports the outcomes.
+class _DaskSubmitter:
+    """Submits one run's nodes to the cluster for the run engine, and reports each back to
+    it (``finish_task``, from Dask's callback thread) once the driver has its result.
 
-    A node is submitted only once every parent succeeded, so a failure never reaches Dask's
-    own error propagation: its descendants are skipped here, each naming the failed ancestor,
-    exactly as LocalScheduler does, and ``on_start`` is only called for nodes that run. Before
-    submitting a node, the hooks' ``reuse`` (early cutoff) may supply its result instead: the
-    parents' states it compares are the ones the driver holds anyway (cache hits and fetched
-    results).
+    The engine submits a node only once every parent succeeded, so a failure never reaches
+    Dask's own error propagation, and a node early cutoff reused is never submitted. Parents
+    reach a node as futures: a computed parent's state future, cache hits and initial states
+    scattered together before the run, a reused node's state shipped once on first need. The
+    driver drops its hold on a state future once the engine says no child will ask for it, so
+    the cluster frees each intermediate state as soon as Dask no longer needs it.
     """
+
+    engine: RunEngine  # set once the engine, which calls ``release``, is made
 
     def __init__(
         self,
         client: Client,
-        tasks: dict[str, NodeTask],
+        tasks: Sequence[NodeTask],
         requests: dict[str, dict[str, float] | None],
-        hooks: RunHooks,
     ) -> None:
-        self.client, self.tasks, self.requests, self.hooks = client, tasks, requests, hooks
+        self.client, self.requests = client, requests
         self.token = uuid.uuid4().hex[:8]  # fresh keys per run: reruns never collide
-        self.waiting_on = {nid: {d for d in t.deps if d in tasks} for nid, t in tasks.items()}
-        self.children: dict[str, list[str]] = {}
-        for nid, deps in self.waiting_on.items():
-            for dep in deps:
-                self.children.setdefault(dep, []).append(nid)
-        # consumers not yet submitted or skipped; a state future is dropped at zero, so the
-        # cluster frees each intermediate state as soon as Dask no longer needs it
-        self.consumers: dict[str, int] = {}
-        for task in tasks.values():
-            for dep in task.deps:
-                self.consumers[dep] = self.consumers.get(dep, 0) + 1
+        self.tasks = tasks
+        self.has_children = {dep for task in tasks for dep in task.deps}
         self.state_futures: dict[str, Future] = {}
-        self.failed: dict[str, str] = {}
-        self.running: dict[str, tuple[str, Future]] = {}  # future key -> (node id, future)
-        self.ready: deque[str] = deque()
-        self.completed = as_completed()
-        self.root_futures: dict[int, Future] = {}
-        self.reuse = getattr(hooks, "reuse", None)
-        self.local_states: dict[str, State] = {}  # what ``reuse`` compares, when there is one
+        self.running: dict[str, Future] = {}  # future key -> future, to cancel on an abort
+        self.root_futures: dict[int, Future] = {}  # id(root state) -> its data on the cluster
+        self.roots_left: dict[int, int] = {}  # id(root state) -> roots not yet submitted
 
-    def run(self, available: Mapping[str, State]) -> None:
-        """Submit the roots, then react to each completion until every node is resolved."""
-        if self.reuse is not None:
-            self.local_states.update(available)
-        try:
-            self._scatter_inputs(available)
-            self.ready.extend(nid for nid, deps in self.waiting_on.items() if not deps)
-            self._submit_ready()
-            self.root_futures.clear()  # every root is submitted; Dask keeps what they need
-            for future in self.completed:
-                node_id = self.running.pop(future.key)[0]
-                outcome = _outcome(future)
-                # a hook may raise, and its traceback keeps this frame: it must not pin a future
-                del future
-                self._report(node_id, outcome)
-                self._submit_ready()
-        finally:
-            # on an interrupt or a failing hook, stop the work still queued on the cluster
-            if self.running:
-                self.client.cancel([future for _, future in self.running.values()])
-            self.running.clear()
-            self.state_futures.clear()
-
-    def _report(self, node_id: str, outcome: tuple[StageResult, float] | BaseException) -> None:
-        """Tell the hooks, then release the node's children (to run, or to be skipped)."""
-        if isinstance(outcome, BaseException):
-            self.failed[node_id] = node_id
-            self.hooks.on_error(node_id, outcome)
-            self._resolve(node_id, node_id)
-        else:
-            result, duration = outcome
-            if self.reuse is not None:
-                self.local_states[node_id] = result.state
-            self.hooks.on_done(node_id, result, duration)
-            self._resolve(node_id, None)
-
-    def _scatter_inputs(self, available: Mapping[str, State]) -> None:
+    def scatter_inputs(self, available: Mapping[str, State]) -> None:
         """Ship cache-hit parents and initial states to the workers once each, as futures."""
-        needed = sorted({d for t in self.tasks.values() for d in t.deps if d not in self.tasks})
-        roots = {id(t.root_state): t.root_state for t in self.tasks.values() if self._is_root(t)}
+        names = {t.node_id for t in self.tasks}
+        needed = sorted({d for t in self.tasks for d in t.deps if d not in names})
+        roots: dict[int, State] = {}
+        for task in self.tasks:
+            if _is_root(task):
+                root_id = id(task.root_state)
+                roots[root_id] = task.root_state
+                self.roots_left[root_id] = self.roots_left.get(root_id, 0) + 1
         values = [available[d] for d in needed] + list(roots.values())
         if not values:
             return
@@ -327,87 +295,69 @@ class _DaskRun:
         self.state_futures.update(zip(needed, futures[: len(needed)], strict=True))
         self.root_futures = dict(zip(roots, futures[len(needed) :], strict=True))
 
-    @staticmethod
-    def _is_root(task: NodeTask) -> bool:
-        return not task.deps and task.root_state is not None
-
-    def _submit_ready(self) -> None:
-        """Submit (or skip) every node whose parents are all resolved."""
-        while self.ready:
-            node_id = self.ready.popleft()
-            task = self.tasks[node_id]
-            culprit = self.failed.get(node_id)
-            if culprit is not None:
-                self._release_parents(task)
-                self.hooks.on_skip(node_id, culprit)
-                self._resolve(node_id, culprit)
-                continue
-            reused = self._reused(task)
-            if reused is not None:
-                self._release_parents(task)
-                self.hooks.on_reused(node_id, reused)
-                self._resolve(node_id, None)
-                continue
-            self.hooks.on_start(node_id)
-            try:
-                self._launch(task)
-            except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable stage: this node fails
-                self.failed[node_id] = node_id
-                self.hooks.on_error(node_id, _detached(exc))
-                self._resolve(node_id, node_id)
-            finally:
-                self._release_parents(task)
-
-    def _reused(self, task: NodeTask) -> StageResult | None:
-        """Early cutoff: the node's previous result when its inputs are unchanged; its state
-        is shipped to the workers once if children will run on it."""
-        if self.reuse is None:
-            return None
-        reused = self.reuse(task.node_id, self.local_states)
-        if reused is not None:
-            self.local_states[task.node_id] = reused.state
-            if self.consumers.get(task.node_id):
-                [future] = self.client.scatter([reused.state], hash=False)
-                self.state_futures[task.node_id] = future
-        return reused
-
-    def _launch(self, task: NodeTask) -> None:
+    def submit(self, task: NodeTask, parents: Mapping[str, State]) -> None:
         """Submit one node, plus a task extracting its state when children will need it."""
-        # pickled here first, so an unpicklable stage fails its node with pickle's own message,
-        # rather than Dask's opaque one logged along with a traceback that pins this run
-        cloudpickle.dumps(dataclasses.replace(task, root_state=None))
-        future = self._submit(task)
-        self.running[future.key] = (task.node_id, future)
-        self.completed.add(future)
-        if self.consumers.get(task.node_id):
+        try:
+            # pickled here first, so an unpicklable stage fails its node with pickle's own
+            # message, rather than Dask's opaque one logged along with a traceback that pins
+            # this run
+            cloudpickle.dumps(dataclasses.replace(task, root_state=None))
+            future = self._submit(task, parents)
+        except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable stage: this node fails
+            self.engine.finish_task(task, _detached(exc))
+            return
+        self.running[future.key] = future
+        if task.node_id in self.has_children:
             self.state_futures[task.node_id] = self.client.submit(
                 _state_of, future, key=f"{task.node_id}-state-{self.token}", pure=False
             )
+        future.add_done_callback(partial(self._finished, task))
 
-    def _submit(self, task: NodeTask) -> Future:
+    def _submit(self, task: NodeTask, parents: Mapping[str, State]) -> Future:
         key = f"{task.node_id}-{self.token}"
         resources = self.requests[task.node_id]
-        if self._is_root(task):
-            root = self.root_futures[id(task.root_state)]
+        if _is_root(task):
+            root_id = id(task.root_state)
+            root = self.root_futures[root_id]
+            self.roots_left[root_id] -= 1
+            if not self.roots_left[root_id]:  # Dask keeps it for the tasks that need it
+                del self.root_futures[root_id]
             bare = dataclasses.replace(task, root_state=None)
             return self.client.submit(
                 _run_root, bare, root, key=key, pure=False, resources=resources
             )
-        parents = {dep: self.state_futures[dep] for dep in task.deps}
-        return self.client.submit(run_node, task, parents, key=key, pure=False, resources=resources)
+        inputs = {dep: self._state_future(dep, parents) for dep in task.deps}
+        return self.client.submit(run_node, task, inputs, key=key, pure=False, resources=resources)
 
-    def _release_parents(self, task: NodeTask) -> None:
-        """Drop the driver's hold on parent states this node was the last consumer of; Dask
-        keeps them alive for the submitted task, then frees them."""
-        for dep in task.deps:
-            self.consumers[dep] -= 1
-            if self.consumers[dep] == 0:
-                self.state_futures.pop(dep, None)
+    def _state_future(self, dep: str, parents: Mapping[str, State]) -> Future:
+        """A parent's state on the cluster; a reused parent's state is shipped on first need."""
+        future = self.state_futures.get(dep)
+        if future is None:
+            [future] = self.client.scatter([parents[dep]], hash=False)
+            self.state_futures[dep] = future
+        return future
 
-    def _resolve(self, node_id: str, culprit: str | None) -> None:
-        for child in self.children.get(node_id, ()):
-            if culprit is not None:
-                self.failed.setdefault(child, culprit)
-            self.waiting_on[child].discard(node_id)
-            if not self.waiting_on[child]:
-                self.ready.append(child)
+    def _finished(self, task: NodeTask, future: Future) -> None:
+        """Dask's callback thread: fetch the outcome, hand it to the engine."""
+        self.running.pop(future.key, None)
+        try:
+            outcome = _outcome(future)
+        except BaseException as exc:  # noqa: BLE001 - the engine's thread must hear of it
+            outcome = _detached(exc)
+        del future  # the outcome is all the driver keeps; the future must not stay pinned
+        self.engine.finish_task(task, outcome)
+
+    def release(self, node_id: str) -> None:
+        """No child will ask for this state again: drop the driver's hold on it."""
+        self.state_futures.pop(node_id, None)
+
+    def close(self) -> None:
+        if self.running:
+            self.client.cancel(list(self.running.values()))
+        self.running.clear()
+        self.state_futures.clear()
+        self.root_futures.clear()
+
+
+def _is_root(task: NodeTask) -> bool:
+    return not task.deps and task.root_state is not None
