@@ -289,12 +289,12 @@ class RunEngine:
         """Take and submit ready nodes while slots allow."""
         while True:
             with self.lock:
-                taken = self._take()
-            if taken is None:
+                i = self._take()
+            if i < 0:
                 return
-            task, parents = taken
-            if self._begin(task, parents):
-                self.submit(task, parents)  # type: ignore[misc]
+            task = self.tasks[i]
+            if self._begin(i):
+                self.submit(task, self.states)  # type: ignore[misc]
             if self.release is not None:
                 self._claim(task)
 
@@ -303,28 +303,34 @@ class RunEngine:
     def work(self, task: NodeTask, parents: Mapping[str, State], compute: Compute) -> None:
         """Compute ``task`` on this thread, then go on with the next ready node, taken in the
         same turn of the lock that finishes this one, until none is left to take."""
-        taken: tuple[NodeTask, Mapping[str, State]] | None = (task, parents)
+        tasks, states, lock, threaded = self.tasks, self.states, self.lock, self.threaded
         plain = self.reuse is None and self.release is None  # nothing to do between nodes
-        lock, threaded, finish = self.lock, self.threaded, self._finish
+        i = self.position[task.node_id]
         try:
-            while taken is not None:
-                task, parents = taken
+            while i >= 0:
                 try:
-                    outcome: Outcome = compute(task, parents)
+                    outcome: Outcome = compute(task, states)
                 except Exception as exc:  # noqa: BLE001 - the node's failure; siblings go on
                     outcome = exc
                 if threaded:
                     with lock:
-                        taken = finish(task, outcome, True)
+                        i = self._finish(i, outcome, True)
                 else:  # only this thread: no lock needed
-                    taken = finish(task, outcome, True)
+                    i = self._finish(i, outcome, True)
                 if plain:
-                    if taken is not None:
-                        self.report.on_start(taken[0].node_id)
+                    if i >= 0:
+                        task = tasks[i]
+                        self.report.on_start(task.node_id)
                     continue
-                while taken is not None and not self._begin(*taken):
+                while i >= 0:
+                    task = tasks[i]
+                    started = self._begin(i)
+                    if self.release is not None:
+                        self._claim(task)
+                    if started:
+                        break
                     with lock:  # reused: finished already; take another
-                        taken = self._take()
+                        i = self._take()
         except BaseException as exc:  # a bug, or an interrupt: it must reach the caller
             if not threaded:
                 raise
@@ -334,24 +340,22 @@ class RunEngine:
         """Report a submitted node's outcome, from any thread: ``(result, seconds)``, the
         exception it failed with, or ``Reused(result)``."""
         with self.lock:
-            self._finish(task, outcome, False)
+            self._finish(self.position[task.node_id], outcome, False)
 
     # --- under the lock -----------------------------------------------------------------------
 
-    def _finish(
-        self, task: NodeTask, outcome: Outcome | Reused, take_next: bool
-    ) -> tuple[NodeTask, Mapping[str, State]] | None:
-        """The readiness update: settle a running node with its outcome, release its
-        children, and with ``take_next`` take the next ready node in the same turn of the
-        lock. Outcomes of nodes not running (the run stopped) are dropped."""
-        node_id = task.node_id
-        i = self.position[node_id]
+    def _finish(self, i: int, outcome: Outcome | Reused, take_next: bool) -> int:
+        """The outcome of running node ``i``: free its slots, record its state or failure,
+        settle and report it; with ``take_next``, take the next ready node in the same turn
+        of the lock (-1: none). Outcomes of nodes not running (the run stopped) are dropped."""
         running = self.running
         if i not in running or self.stopped:
-            return None
+            return -1
         running.remove(i)
+        task = self.tasks[i]
         if self.count_slots:
             self.free.give(task.resources)
+        node_id = task.node_id
         if isinstance(outcome, BaseException):
             self.failed[i] = node_id
             self._settle(i, node_id)
@@ -364,11 +368,11 @@ class RunEngine:
                 self.report.on_reused(node_id, result)
             else:
                 self.report.on_done(node_id, result, outcome[1])
-        return self._take() if take_next else None
+        return self._take() if take_next else -1
 
     def _settle(self, i: int, culprit: str | None) -> None:
-        """Node ``i`` is finished: its children lose a parent to wait for (and inherit the
-        failure, if any); those with none left become ready."""
+        """The readiness update. Node ``i`` is finished: its children lose a parent to wait
+        for (and inherit the failure, if any); those with none left become ready."""
         waiting = self.waiting
         for child in self.children[i]:
             if culprit is not None:
@@ -377,21 +381,21 @@ class RunEngine:
             if not waiting[child]:
                 heappush(self.ready, child)
 
-    def _take(self) -> tuple[NodeTask, Mapping[str, State]] | None:
-        """The first ready node whose slots are free, its slots taken, with its parents'
-        states; ready nodes below a failure are skipped on the way. None if none."""
+    def _take(self) -> int:
+        """The first ready node whose slots are free, with its slots taken (-1: none); ready
+        nodes below a failure are skipped on the way."""
         ready, failed, free = self.ready, self.failed, self.free
         if not ready or self.stopped:
-            return None
+            return -1
         if not failed:  # the common case, kept short
             if len(self.running) >= free.workers:
-                return None
+                return -1
             if not self.count_slots:
                 i = heappop(ready)
                 self.running.add(i)
-                return self.tasks[i], self.states
+                return i
         passed_over: list[int] = []
-        taken = None
+        taken = -1
         while ready:
             i = ready[0]
             task = self.tasks[i]
@@ -411,25 +415,28 @@ class RunEngine:
                     continue
                 free.take(task.resources)
             self.running.add(i)
-            taken = (task, self.states)
+            taken = i
             break
         for i in passed_over:
             heappush(ready, i)
         return taken
 
-    def _begin(self, task: NodeTask, parents: Mapping[str, State]) -> bool:
+    def _begin(self, i: int) -> bool:
         """Early cutoff, or the node starts: False when ``reuse`` supplied (and so finished)
         the node. Not under the lock: ``reuse`` reads the cache and hashes states."""
+        node_id = self.tasks[i].node_id
         if self.reuse is not None:
             try:
-                reused = self.reuse(task.node_id, parents)
+                reused = self.reuse(node_id, self.states)
             except Exception as exc:  # noqa: BLE001 - a cache that fails fails this node
-                self.finish_task(task, exc)
+                with self.lock:
+                    self._finish(i, exc, False)
                 return False
             if reused is not None:
-                self.finish_task(task, Reused(reused))
+                with self.lock:
+                    self._finish(i, Reused(reused), False)
                 return False
-        self.report.on_start(task.node_id)
+        self.report.on_start(node_id)
         return True
 
     def _claim(self, task: NodeTask) -> None:
