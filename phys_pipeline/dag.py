@@ -8,6 +8,7 @@ config, the policy entries it sees and its parents' keys (root nodes: the initia
 from __future__ import annotations
 
 import heapq
+import logging
 import uuid
 import warnings
 from collections.abc import Iterable, Sequence
@@ -35,6 +36,7 @@ from .hashing import config_field_digests, config_hash, file_references
 from .policy import EMPTY_POLICY_HASH, PolicyBag, ScopedPolicy
 from .types import NodeSpec, name_of
 
+_log = logging.getLogger("phys_pipeline.plan")
 KEY_SCHEMA = b"phys-pipeline/node-key/1"
 
 
@@ -360,6 +362,7 @@ def make_plan(
             fingerprint,
             uncacheable,
         )
+    _log.debug("plan: %d nodes, %d not cacheable", len(planned), len(not_cacheable))
     return Plan(specs, order, planned, state_digest, policy, _graph=graph)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,8 @@ from .invoke import NamespacedKeys
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .scheduler import DEFAULT_RESOURCES, LocalScheduler, NodeTask, Scheduler
 from .types import NodeSpec, NodeStatus, StageResult, State
+
+_log = logging.getLogger("phys_pipeline.run")
 
 
 @dataclass(slots=True)
@@ -265,6 +268,7 @@ class DagExecutor:
             self._evict_corrupted(plan, recorder)
         self.last_plan = plan
         result = self._assemble(plan, order, recorder, bag, time.perf_counter() - started)
+        _log.debug("run %s: %s", result.provenance["run_id"], result.summary())
         recorder._notify("on_finish", result)
         if result.failures and raise_on_error:
             raise NodeFailedError(result.failures, partial=result)

@@ -225,3 +225,16 @@ def test_cache_traffic_is_logged_at_debug_level(caplog):
         f"hit {key}",
         f"evict {key}",
     ]
+
+
+def test_plans_and_runs_are_logged_at_debug_level(caplog):
+    from dag_stages import diamond
+
+    from phys_pipeline.executor import DagExecutor
+    from phys_pipeline.types import SimpleState
+
+    with caplog.at_level("DEBUG", logger="phys_pipeline"):
+        DagExecutor().run(SimpleState(payload=None), diamond())
+    messages = [(r.name, r.getMessage()) for r in caplog.records]
+    assert ("phys_pipeline.plan", "plan: 5 nodes, 0 not cacheable") in messages
+    assert any(name == "phys_pipeline.run" and "ran 5, hit 0" in text for name, text in messages)
