@@ -47,7 +47,16 @@ import numpy as np
 from pydantic import BaseModel
 
 from .errors import UnhashableValueError
-from .hashing import Hasher, digest, feed, feed_bytes, new_hasher, qualname
+from .hashing import (
+    IMMUTABLE_LEAVES,
+    Hasher,
+    digest,
+    feed,
+    feed_bytes,
+    immutable,
+    new_hasher,
+    qualname,
+)
 
 __all__ = [
     "Fingerprint",
@@ -555,12 +564,6 @@ def _items_check(mapping: Mapping[str, Any]) -> tuple:
     return ("items", mapping, tuple(mapping), tuple(map(_pin, mapping.values())))
 
 
-def _immutable(value: Any) -> bool:
-    if type(value) in _PLAIN_DATA:
-        return True
-    return type(value) in (tuple, frozenset) and all(_immutable(item) for item in value)
-
-
 _EMPTY: Mapping[str, str] = types.MappingProxyType({})
 # class members that are the interpreter's, abc's or pydantic's bookkeeping, not user code
 _CLASS_BOOKKEEPING = frozenset(
@@ -674,7 +677,7 @@ class Fingerprinter:
 
     def _reference(self, obj: Any, where: str) -> _Walked:
         """The digest of a value some code reads: code by what it is, data by value."""
-        if type(obj) in _PLAIN_DATA:
+        if type(obj) in IMMUTABLE_LEAVES:
             return _Walked(digest(obj, where), _EMPTY, (), True)
         key = id(obj)
         done = self._done.get(key)
@@ -792,7 +795,7 @@ class Fingerprinter:
         except UnhashableValueError:
             value = None
         if value is not None and not user_class:
-            return _Walked(value, _EMPTY, (), _immutable(obj))
+            return _Walked(value, _EMPTY, (), immutable(obj))
         container = isinstance(obj, list | tuple | set | frozenset | Mapping)
         if user_class or _is_stage(obj):
             # a callable instance, a material model, a decorator object, a stage held by
@@ -1266,9 +1269,6 @@ def _published(obj: Any) -> bool:
     for part in name.split("."):
         target = getattr(target, part, _UNRESOLVED)
     return target is obj
-
-
-_PLAIN_DATA = frozenset({type(None), bool, int, float, complex, str, bytes})
 
 
 def _is_stage(obj: Any) -> bool:

@@ -588,14 +588,16 @@ def file_references(value: Any) -> list[Path]:
     return [path for _, part in _parts(value) for path in file_references(part)]
 
 
-_IMMUTABLE_LEAVES = (type(None), bool, int, float, complex, str, bytes)
+IMMUTABLE_LEAVES = frozenset({type(None), bool, int, float, complex, str, bytes})
 _CONTAINERS = (dict, list, set)
 
 
-def _immutable(value: Any) -> bool:
-    if type(value) in _IMMUTABLE_LEAVES:
+def immutable(value: Any) -> bool:
+    """Whether ``value`` can never change: a number, string or bytes, or a tuple or frozenset
+    of such values (so a digest of it stays true as long as the object is the same)."""
+    if type(value) in IMMUTABLE_LEAVES:
         return True
-    return type(value) in (tuple, frozenset) and all(_immutable(item) for item in value)
+    return type(value) in (tuple, frozenset) and all(immutable(item) for item in value)
 
 
 class _ConfigDigests:
@@ -635,7 +637,7 @@ class _ConfigDigests:
         fields, extra = tuple(cfg.__dict__.values()), cfg.__pydantic_extra__
         containers = tuple(v for v in (*fields, extra) if type(v) in _CONTAINERS)
         if any(containers) or not all(
-            _immutable(v) for v in (*fields, extra) if type(v) not in _CONTAINERS
+            immutable(v) for v in (*fields, extra) if type(v) not in _CONTAINERS
         ):
             return  # its content may change in place: no memo
         key = id(cfg)
