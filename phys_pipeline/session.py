@@ -67,9 +67,10 @@ class LiveSession:
         self._lock = threading.RLock()
         plan = self.plan()
         # the plan and stale nodes as of the last edit or run: what views draw, without
-        # planning again on every event (a run always plans afresh)
-        self._current = (plan, self._stale_in(plan))
-        self._refresh_status(*self._current)
+        # planning again on every event (a run always plans afresh); after a run the stale
+        # nodes are worked out when first asked for
+        self._current: tuple[Plan, dict[str, Staleness] | None] = (plan, self._stale_in(plan))
+        self._refresh_status(plan, self.current_stale)
 
     # --- the spec -----------------------------------------------------------------------------
 
@@ -142,7 +143,11 @@ class LiveSession:
     @property
     def current_stale(self) -> dict[str, Staleness]:
         """The stale nodes as of the last edit or run; ``stale()`` plans afresh."""
-        return self._current[1]
+        plan, stale = self._current
+        if stale is None:
+            stale = self._stale_in(plan)
+            self._current = (plan, stale)
+        return stale
 
     def _stale_in(self, plan: Plan) -> dict[str, Staleness]:
         return plan.stale(self.executor.cache, self.executor.last_plan)
@@ -198,7 +203,7 @@ class LiveSession:
             self.state, self.nodes, self.policy, targets=targets, raise_on_error=False
         )
         self.last_result = result
-        self._current = (result.plan, self._stale_in(result.plan))
+        self._current = (result.plan, None)
         with self._lock:
             for nid, run in result.runs.items():
                 self.status[nid] = run.status
@@ -218,7 +223,7 @@ class LiveSession:
     def reasons(self) -> dict[str, str]:
         """A one-line explanation per node, for tooltips, as of the last edit or run (views
         ask on every event: no planning)."""
-        plan, stale = self._current
+        plan, stale = self.current_plan, self.current_stale
         out = {}
         for nid in self._order_hint:
             failure = self._unchanged_failure(nid, plan)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Protocol, runtime_checkable
 
@@ -23,13 +24,19 @@ class CacheWarning(UserWarning):
 def validate_key(key: object) -> str:
     """Return ``key`` in lowercase if it is a hex digest (16-128 hex digits), else ValueError."""
     if isinstance(key, str):
-        lowered = key.lower()
-        if _KEY_RE.fullmatch(lowered):
-            return lowered
+        checked = _checked(key)
+        if checked is not None:
+            return checked
     raise ValueError(
         f"invalid cache key {key!r}: expected a hex digest of 16 to 128 hex digits "
         "(e.g. the 32-digit xxh3-128 hexdigest of a node)"
     )
+
+
+@functools.lru_cache(maxsize=8192)  # every cache operation of a run checks its key, twice
+def _checked(key: str) -> str | None:
+    lowered = key.lower()
+    return lowered if _KEY_RE.fullmatch(lowered) else None
 
 
 @runtime_checkable
