@@ -16,6 +16,10 @@ from typing import Any
 from .dag import Plan, Staleness
 from .types import StageResult, State
 
+__all__ = [
+    "EarlyCutoff",
+]
+
 _MAX_REMEMBERED = 4096  # output digests kept between runs (16 bytes each, plus the key)
 
 

@@ -13,7 +13,7 @@ import uuid
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import networkx as nx
 import xxhash
@@ -36,14 +36,24 @@ from .hashing import config_field_digests, config_hash, file_references
 from .policy import EMPTY_POLICY_HASH, PolicyBag, ScopedPolicy
 from .types import NodeSpec, name_of
 
+__all__ = [
+    "KEY_SCHEMA",
+    "NodePlan",
+    "Plan",
+    "Staleness",
+    "ancestors_closure",
+    "build_graph",
+    "config_changes",
+    "make_plan",
+    "policy_keys_of",
+    "policy_seen_by",
+    "policy_view_hash",
+    "topological_order",
+    "validate",
+]
+
 _log = logging.getLogger("phys_pipeline.plan")
 KEY_SCHEMA = b"phys-pipeline/node-key/1"
-
-
-class StageLike(Protocol):
-    cfg: Any
-
-    def process(self, state: Any, *, policy: Any = None) -> Any: ...
 
 
 # --- graph building and validation ----------------------------------------------------------

@@ -11,6 +11,13 @@ from pydantic import ValidationError
 
 from .errors import ConfigError
 
+__all__ = [
+    "config_fields",
+    "raw_values",
+    "replace_config",
+    "replace_stage_config",
+]
+
 
 def config_fields(cfg: Any) -> set[str]:
     fields = getattr(type(cfg), "model_fields", None)

@@ -9,6 +9,32 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+__all__ = [
+    "CacheConfigError",
+    "CacheError",
+    "ConfigError",
+    "CycleError",
+    "DagError",
+    "DuplicateNodeError",
+    "EmptyDagError",
+    "MetricError",
+    "MetricKeyCollisionError",
+    "MissingDependencyError",
+    "MissingRecorderError",
+    "MissingStageError",
+    "NodeFailedError",
+    "NotAStateError",
+    "PhysPipelineError",
+    "PolicyError",
+    "StageError",
+    "StageOutputError",
+    "StateMutationError",
+    "SweepError",
+    "UncacheableWarning",
+    "UnhashableValueError",
+    "UnknownNodeError",
+]
+
 
 def _rebuild(cls: type[PhysPipelineError], args: tuple, attributes: dict) -> PhysPipelineError:
     """Unpickle an error without calling its ``__init__`` (whose signature is not its args)."""

@@ -18,6 +18,12 @@ from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .scheduler import DEFAULT_RESOURCES, LocalScheduler, NodeTask, Scheduler
 from .types import NodeSpec, NodeStatus, StageResult, State
 
+__all__ = [
+    "DagExecutor",
+    "DagRunResult",
+    "NodeRun",
+]
+
 _log = logging.getLogger("phys_pipeline.run")
 
 

@@ -23,6 +23,12 @@ from collections.abc import Iterator
 
 import xxhash
 
+__all__ = [
+    "CHUNK_BYTES",
+    "RACY_WINDOW_NS",
+    "file_digest",
+]
+
 CHUNK_BYTES = 1 << 20
 RACY_WINDOW_NS = 2_000_000_000  # coarser than any filesystem's timestamp granularity
 

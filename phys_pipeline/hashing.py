@@ -40,6 +40,29 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 from .errors import UnhashableValueError
 from .files import file_digest
 
+__all__ = [
+    "Encoder",
+    "Hasher",
+    "IMMUTABLE_LEAVES",
+    "Normalizer",
+    "callable_name",
+    "config_field_digests",
+    "config_hash",
+    "digest",
+    "digest_pair",
+    "feed",
+    "feed_bytes",
+    "file_references",
+    "hash_ndarray",
+    "hash_small",
+    "hexdigest",
+    "immutable",
+    "new_hasher",
+    "qualname",
+    "register_hasher",
+    "register_lazy",
+]
+
 Hasher = Any  # xxhash.xxh3_128 instance
 Encoder = Callable[[Hasher, Any, str], None]
 Normalizer = Callable[[Any], Any]

@@ -19,6 +19,14 @@ from .errors import (
 from .policy import PolicyBag
 from .types import DagState, SimpleState, StageResult, State, stage_name
 
+__all__ = [
+    "NamespacedKeys",
+    "call_stage",
+    "check_metrics",
+    "is_state",
+    "scalar_metric",
+]
+
 _CORE_STATES = (SimpleState, DagState)  # checked by exact type first: isinstance on an ABC is slow
 
 

@@ -15,6 +15,11 @@ from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .record import ArtifactRecorder
 from .types import S, StageConfig, StageResult, stage_name
 
+__all__ = [
+    "PipelineConfig",
+    "SequentialPipeline",
+]
+
 
 def _record_artifacts(
     record: dict[str, Any],

@@ -8,6 +8,14 @@ from typing import Any, TypeAlias
 from .errors import PolicyError, UnhashableValueError
 from .hashing import digest, new_hasher
 
+__all__ = [
+    "EMPTY_POLICY_HASH",
+    "PolicyBag",
+    "PolicyLike",
+    "ScopedPolicy",
+    "as_policy",
+]
+
 
 class PolicyBag(Mapping[str, Any]):
     """An immutable mapping of policy keys to values with a stable content hash.

@@ -20,6 +20,11 @@ except ImportError:  # Windows: only recorders within one process are kept apart
 
 import numpy as np
 
+__all__ = [
+    "ArtifactRecorder",
+    "resolve_artifact",
+]
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=\-\[\]]+")
 
 

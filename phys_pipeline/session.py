@@ -21,6 +21,12 @@ from .policy import PolicyBag, PolicyLike, as_policy
 from .scheduler import LocalScheduler, Scheduler
 from .types import NodeSpec, NodeStatus, State
 
+__all__ = [
+    "Listener",
+    "LiveSession",
+    "default_session_cache",
+]
+
 Listener = Callable[[str, "LiveSession"], None]
 
 

@@ -21,6 +21,16 @@ from .edit import config_fields, replace_config, replace_stage_config
 from .errors import SweepError
 from .types import NodeInputs, NodeSpec, SweepOrigin
 
+__all__ = [
+    "Assignment",
+    "Formats",
+    "NodeList",
+    "SweepSpec",
+    "expand_sweep",
+    "sweep_table",
+    "sweep_variants",
+]
+
 Assignment = tuple[tuple[str, Any], ...]  # ((label, value), ...) sorted by label
 Formats = Mapping[str, Callable[[Any], str]]  # parameter label -> how its values print in ids
 

@@ -97,3 +97,23 @@ def test_the_old_render_module_still_works_and_says_it_is_deprecated():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "phys_pipeline.render is deprecated: import from phys_pipeline.views" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "module", [m for m in sorted(MODULES) if not m.rpartition(".")[2].startswith("_")]
+)
+def test_a_public_module_says_what_it_exports(module):
+    import importlib.util
+
+    if module.endswith((".demo", ".render")):
+        pytest.skip("a script, and a deprecated re-export of views")
+    loaded = importlib.import_module(module)
+    exported = getattr(loaded, "__all__", None)
+    assert exported is not None, f"{module} has no __all__"
+    missing = [
+        name
+        for name in exported
+        if not hasattr(loaded, name)
+        and importlib.util.find_spec(f"{module}.{name}") is None  # a submodule loaded on demand
+    ]
+    assert missing == []

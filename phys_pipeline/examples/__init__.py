@@ -10,3 +10,5 @@ Every stage reads and writes ``SimpleState.meta``, copies the incoming state, re
 metrics and lazy matplotlib figures. Submodules are imported on demand, so this package stays
 as light as the core.
 """
+
+__all__ = ["soliton", "ultrafast"]  # submodules, imported on demand

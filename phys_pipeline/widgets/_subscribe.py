@@ -9,6 +9,12 @@ from typing import Any
 
 from ..session import Listener, LiveSession
 
+__all__ = [
+    "SessionView",
+    "closed_on_failure",
+    "subscribe",
+]
+
 
 def subscribe(session: LiveSession, listener: Listener) -> Callable[[], None]:
     """Subscribe ``listener``; the returned unsubscribe is idempotent because

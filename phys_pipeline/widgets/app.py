@@ -20,6 +20,10 @@ from .dag_view import DagView
 from .policy_editor import PolicyEditor
 from .run_controls import RunControls
 
+__all__ = [
+    "PipelineApp",
+]
+
 V = TypeVar("V", bound=w.Widget)
 
 

@@ -20,6 +20,12 @@ from ..types import NodeStatus
 from ..views import figure_png, metrics_html, sweep_png, table_html
 from ._subscribe import SessionView, closed_on_failure
 
+__all__ = [
+    "ArtifactView",
+    "PNG_MAGIC",
+    "display_data",
+]
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -24,6 +24,29 @@ from ..errors import ConfigError
 from ..session import LiveSession
 from ._subscribe import SessionView, closed_on_failure
 
+__all__ = [
+    "ConfigEditor",
+    "FieldControl",
+    "FieldRow",
+    "Kind",
+    "LOG_SLIDER_DECADES",
+    "LogSlider",
+    "MAX_SLID_DIGITS",
+    "SKIPPED_FIELDS",
+    "config_controls",
+    "config_fields",
+    "field_control",
+    "log_slider_step",
+    "make_control",
+    "proposed_value",
+    "readout_format",
+    "significant_digits",
+    "skipped_note",
+    "slider_step",
+    "snap_log_value",
+    "widget_value",
+]
+
 SKIPPED_FIELDS = frozenset({"name", "tags"})
 
 Kind = Literal[

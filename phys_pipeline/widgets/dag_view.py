@@ -13,6 +13,10 @@ from ..session import LiveSession
 from ..views import Engine, Structure, dag_svg, structure_of
 from ._subscribe import SessionView, closed_on_failure
 
+__all__ = [
+    "DagView",
+]
+
 _HERE = Path(__file__).parent
 
 

@@ -24,6 +24,13 @@ from ..session import LiveSession
 from ._subscribe import SessionView, closed_on_failure
 from .config_editor import FieldControl, FieldRow, config_fields, skipped_note
 
+__all__ = [
+    "PolicyEditor",
+    "parse_policy_value",
+    "policy_text",
+    "value_control",
+]
+
 _MISSING: Any = object()
 _SCALARS = (bool, int, float)
 _VALUE_KINDS: dict[type, Any] = {bool: "checkbox", int: "int", float: "float", str: "text"}

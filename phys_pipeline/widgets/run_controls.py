@@ -20,6 +20,10 @@ from ..types import NodeStatus
 from ..views import failures_html
 from ._subscribe import SessionView, closed_on_failure
 
+__all__ = [
+    "RunControls",
+]
+
 # nodes a run has still to settle
 _WAITING = frozenset({NodeStatus.STALE, NodeStatus.NOT_RUN, NodeStatus.RUNNING})
 
