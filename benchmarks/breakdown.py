@@ -1,5 +1,7 @@
 """Where the per-node time of a cold DAG run goes (ours only): the phases of
-``DagExecutor.run`` timed one by one on a chain of trivial stages.
+``DagExecutor.run`` timed one by one on a chain of trivial stages, through its public steps
+(``prepare``: plan, staleness, cache lookups and task specs; ``execute``: the scheduler and
+the result).
 
     python benchmarks/breakdown.py [NODES]
 
@@ -18,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 from phys_pipeline.dag import make_plan
-from phys_pipeline.executor import _RunRecorder
 from phys_pipeline.invoke import call_stage
 from phys_pipeline.scheduler import NodeTask, run_node
 
@@ -40,30 +41,22 @@ def cpu_us(fn: Callable[[], Any], per: int, runs: int = RUNS) -> float:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 500
     nodes, state = w.trivial_chain(n), w.trivial_state()
-    executor = w.executor(1)
-    plan = make_plan(nodes, state)
     stage = nodes[1].stage
     task = NodeTask(node_id="n1", deps=("n0",), stage=stage, policy=None)
     unchecked = NodeTask(node_id="n1", deps=("n0",), stage=stage, policy=None, check_mutation=False)
     parents = {"n0": state}
 
-    def stale_and_tasks() -> None:
-        reasons = plan.stale(executor.cache, None)
-        recorder = _RunRecorder(plan, reasons, None, [])
-        executor._load_hits(plan, plan.order, reasons, recorder)
-        [executor._task(plan.specs[nid], None, state) for nid in plan.order]
-
-    def scheduled() -> None:
-        reasons = plan.stale(executor.cache, None)
-        recorder = _RunRecorder(plan, reasons, None, [])
-        tasks = [executor._task(plan.specs[nid], None, state) for nid in plan.order]
-        executor.scheduler.execute(tasks, {}, recorder)
-        executor._assemble(plan, plan.order, recorder, None, 0.0)
-
+    # a new executor for each run, as for the whole run: no previous plan to explain against
     whole = cpu_us(lambda: w.executor(1).run(state, nodes), n)
     planning = cpu_us(lambda: make_plan(nodes, state), n)
-    bookkeeping = cpu_us(stale_and_tasks, n)
-    after_plan = cpu_us(scheduled, n)
+    prepared = cpu_us(lambda: w.executor(1).prepare(state, nodes), n)  # plan, staleness, tasks
+    bookkeeping = prepared - planning
+
+    def prepare_and_execute() -> None:
+        executor = w.executor(1)
+        executor.execute(executor.prepare(state, nodes))
+
+    after_plan = cpu_us(prepare_and_execute, n) - prepared
     checked_node = cpu_us(lambda: [run_node(task, parents) for _ in range(n)], n)
     unchecked_node = cpu_us(lambda: [run_node(unchecked, parents) for _ in range(n)], n)
     stage_call = cpu_us(lambda: [call_stage(stage, state, None, "n1") for _ in range(n)], n)
@@ -72,7 +65,7 @@ def main() -> None:
         ("whole run (DagExecutor.run)", whole),
         ("  plan: validation, order, Merkle keys", planning),
         ("  staleness, cache lookups, task specs", bookkeeping),
-        ("  scheduling, hooks, recording, result", after_plan - bookkeeping - checked_node),
+        ("  scheduling, hooks, recording, result", after_plan - checked_node),
         ("  mutation check: input hashed twice", checked_node - unchecked_node),
         ("  run_node without the check, less the call", unchecked_node - stage_call),
         ("  stage call and result validation", stage_call - bare),

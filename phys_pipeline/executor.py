@@ -22,6 +22,7 @@ __all__ = [
     "DagExecutor",
     "DagRunResult",
     "NodeRun",
+    "PreparedRun",
 ]
 
 _log = logging.getLogger("phys_pipeline.run")
@@ -199,6 +200,20 @@ class _RunRecorder:
         self._notify("on_skip", node_id, failed_dep)
 
 
+@dataclass(slots=True)
+class PreparedRun:
+    """A run ``DagExecutor.prepare`` has planned and loaded, ready for ``execute``: the plan,
+    the node ids it covers in order, its policy, the recorder holding the cached results and
+    the tasks of the nodes that must compute."""
+
+    plan: Plan
+    order: list[str]
+    policy: PolicyBag | None
+    recorder: _RunRecorder
+    tasks: list[NodeTask]
+    started: float  # perf_counter at the start of prepare
+
+
 class DagExecutor:
     """Runs a DAG of ``NodeSpec``s: nodes whose key is cached load, the rest run on
     ``scheduler``. Reusable: interactive sessions rerun the same executor constantly, and it
@@ -255,6 +270,23 @@ class DagExecutor:
         """Run the DAG (or only what ``targets`` need). On failure, raises NodeFailedError
         naming the failed nodes (``.partial`` holds the result; completed nodes stay cached),
         or with ``raise_on_error=False`` returns the result with ``.failures`` set."""
+        prepared = self.prepare(state, nodes, policy, targets=targets, callbacks=callbacks)
+        result = self.execute(prepared)
+        if result.failures and raise_on_error:
+            raise NodeFailedError(result.failures, partial=result)
+        return result
+
+    def prepare(
+        self,
+        state: State,
+        nodes: Sequence[NodeSpec],
+        policy: PolicyLike = None,
+        *,
+        targets: Iterable[str] | None = None,
+        callbacks: Iterable[Any] = (),
+    ) -> PreparedRun:
+        """The first half of ``run``: plan, staleness, cached nodes loaded, tasks for the rest
+        (what profilers time apart; nothing is computed yet)."""
         started = time.perf_counter()
         bag = as_policy(policy)
         plan = make_plan(nodes, state, bag)
@@ -268,16 +300,21 @@ class DagExecutor:
         recorder._notify("on_plan", plan, reasons)
         to_run = self._load_hits(plan, order, reasons, recorder)
         tasks = [self._task(plan.specs[nid], bag, state) for nid in to_run]
+        return PreparedRun(plan, order, bag, recorder, tasks, started)
+
+    def execute(self, prepared: PreparedRun) -> DagRunResult:
+        """The second half of ``run``: compute the prepared tasks on the scheduler and
+        assemble the result (failures are in it, never raised)."""
+        plan, recorder = prepared.plan, prepared.recorder
         available = {nid: r.state for nid, r in recorder.results.items()}
-        self.scheduler.execute(tasks, available, recorder)
+        self.scheduler.execute(prepared.tasks, available, recorder)
         if self.cache is not None and recorder.failures:
             self._evict_corrupted(plan, recorder)
         self.last_plan = plan
-        result = self._assemble(plan, order, recorder, bag, time.perf_counter() - started)
+        seconds = time.perf_counter() - prepared.started
+        result = self._assemble(plan, prepared.order, recorder, prepared.policy, seconds)
         _log.debug("run %s: %s", result.provenance["run_id"], result.summary())
         recorder._notify("on_finish", result)
-        if result.failures and raise_on_error:
-            raise NodeFailedError(result.failures, partial=result)
         return result
 
     def _load_hits(

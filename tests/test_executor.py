@@ -573,3 +573,19 @@ def test_a_stage_changing_its_input_containers_is_caught_and_corrupts_nothing():
     assert isinstance(out.failures["scribbler"], StateMutationError)
     again = run([grid, peak], cache=cache)
     assert again.metrics["peak.peak"] == honest != 99.0
+
+
+def test_a_run_is_prepare_then_execute():
+    """The two public halves of ``run``: prepare plans, loads what is cached and makes the
+    tasks without computing anything; execute computes them and reports failures in the
+    result instead of raising."""
+    cache = DagCache(MemoryStore(max_bytes=1 << 26))
+    executor = DagExecutor(cache=cache)
+    executor.run(SimpleState(payload=None), diamond())
+    edited = with_stage(diamond(), "p2", PhaseStage(PhaseCfg(name="p2", gdd=7.0)))
+    prepared = executor.prepare(SimpleState(payload=None), edited)
+    assert sorted(task.node_id for task in prepared.tasks) == ["merge", "p2"]
+    assert sorted(prepared.recorder.results) == ["grid", "p1", "solo"]  # loaded, not run
+    result = executor.execute(prepared)
+    assert sorted(result.ran) == ["merge", "p2"] and sorted(result.hits) == ["grid", "p1", "solo"]
+    assert executor.last_plan is prepared.plan
