@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -193,9 +192,9 @@ def test_straight_edges_run_through_the_node_centres(engine_name: str) -> None:
         assert abs(x0 - centre) < 1.0 and abs(x1 - centre) < 1.0, (src, dst, x0, x1, centre)
 
 
-def test_warm_rerender_of_a_100_node_dag_after_a_status_change_is_fast() -> None:
-    """A regression guard, not a benchmark: the layout is memoised, so a status change only
-    rewrites the node groups (well under a millisecond per node)."""
+def test_a_status_change_on_a_100_node_dag_reuses_its_layout() -> None:
+    """The layout is memoised per structure, so a status change only rewrites the node groups:
+    no layout engine runs again (its speed is a benchmark's business, not a test's)."""
     rng = np.random.default_rng(7)
     nodes = [NodeSpec("n0", [], GainStage(GainCfg()))]
     nodes += [
@@ -203,15 +202,13 @@ def test_warm_rerender_of_a_100_node_dag_after_a_status_change_is_fast() -> None
     ]
     plan = make_plan(nodes, SimpleState(payload=1.0))
     render.dag_svg(plan, {})  # cold: lays out once
-    timings = []
+    laid_out = render.layout.cache_info().misses
     for run in range(5):
         statuses = {n.id: "ran" for n in nodes} | {f"n{run * 10}": "running"}
         reasons = {n.id: "config changed" for n in nodes}
-        start = time.perf_counter()
         svg = render.dag_svg(plan, statuses, reasons)
-        timings.append(time.perf_counter() - start)
         assert "status-running" in classes(svg)[f"n{run * 10}"]
-    assert min(timings) < 0.050, f"warm re-render took {min(timings) * 1e3:.1f} ms"
+    assert render.layout.cache_info().misses == laid_out
 
 
 def test_layout_is_memoised_per_structure() -> None:
