@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from phys_pipeline._invoke import call_stage
 from phys_pipeline.dag import make_plan
-from phys_pipeline.invoke import call_stage
 from phys_pipeline.scheduler import NodeTask, run_node
 
 import workloads as w

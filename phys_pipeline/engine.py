@@ -49,8 +49,8 @@ from dataclasses import dataclass
 from heapq import heappop, heappush
 from typing import Any, NamedTuple, Protocol
 
+from ._invoke import call_stage
 from .errors import StateMutationError
-from .invoke import call_stage
 from .policy import PolicyBag
 from .types import DagState, NodeResources, StageResult, State, stage_name
 

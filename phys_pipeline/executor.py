@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import display
+from ._invoke import NamespacedKeys
 from .cutoff import EarlyCutoff
 from .dag import Plan, Staleness, ancestors_closure, make_plan, policy_seen_by
 from .errors import MetricKeyCollisionError, NodeFailedError, StateMutationError
-from .invoke import NamespacedKeys
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .scheduler import DEFAULT_RESOURCES, LocalScheduler, NodeTask, Scheduler
 from .types import NodeSpec, NodeStatus, StageResult, State

@@ -7,10 +7,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Generic
 
+from ._invoke import NamespacedKeys, call_stage, is_state
 from .errors import MissingRecorderError, NotAStateError, UnhashableValueError
 from .fingerprint import code_version
 from .hashing import config_hash, hexdigest
-from .invoke import NamespacedKeys, call_stage, is_state
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .record import ArtifactRecorder
 from .types import S, StageConfig, StageResult, stage_name
