@@ -36,7 +36,7 @@ from phys_pipeline.errors import (
     StageOutputError,
     StateMutationError,
 )
-from phys_pipeline.executor import DagExecutor
+from phys_pipeline.executor import DagExecutor, DagRunResult
 from phys_pipeline.pipeline import SequentialPipeline
 from phys_pipeline.scheduler import LocalScheduler
 from phys_pipeline.types import (
@@ -168,7 +168,7 @@ def test_hits_across_processes(tmp_path):
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from dag_stages import diamond
         from phys_pipeline.cache import DiskCache
-        from phys_pipeline.executor import DagExecutor
+        from phys_pipeline.executor import DagExecutor, DagRunResult
         from phys_pipeline.types import SimpleState
         out = DagExecutor(cache=DiskCache({str(tmp_path)!r})).run(SimpleState(None), diamond())
         print(",".join(sorted(out.ran)))
@@ -521,6 +521,25 @@ def test_stage_reading_an_undeclared_policy_key_fails_naming_node_and_key():
     assert out.ok is False and out.runs["p2"].status == "ran"
 
 
+class Peak(PipelineStage):
+    """The largest frequency of the grid it reads: what a corrupted grid would change."""
+
+    def process(self, state, *, policy=None):
+        return StageResult(state=state, metrics={"peak": float(np.max(state.meta["omega"]))})
+
+
+def run_beside_a_peak(culprit: PipelineStage) -> tuple[float, DagRunResult, DagRunResult]:
+    """Run ``culprit`` beside a Peak node on one cached grid, then the grid and Peak again from
+    that cache; returns the peak of an untouched grid and both runs (failures kept in them)."""
+    grid = NodeSpec(id="grid", stage=GridStage(GridCfg(N=8)))
+    peak = NodeSpec(id="peak", deps=["grid"], stage=Peak(StageConfig()))
+    honest = run([grid, peak], cache=DagCache(MemoryStore())).metrics["peak.peak"]
+    cache = DagCache(MemoryStore())
+    culprit_node = NodeSpec(id="culprit", deps=["grid"], stage=culprit)
+    out = run([grid, culprit_node, peak], cache=cache, raise_on_error=False)
+    return honest, out, run([grid, peak], cache=cache)
+
+
 def test_a_stage_writing_into_a_cached_input_is_refused_and_corrupts_nothing():
     """The memory tier makes the arrays of a result it keeps read-only, and the run hands that
     result to the children: a stage writing into its input array fails at the write, naming
@@ -531,21 +550,10 @@ def test_a_stage_writing_into_a_cached_input_is_refused_and_corrupts_nothing():
             state.meta["omega"][:] = 99.0
             return StageResult(state=state.deepcopy())
 
-    class Peak(PipelineStage):
-        def process(self, state, *, policy=None):
-            return StageResult(state=state, metrics={"peak": float(np.max(state.meta["omega"]))})
-
-    grid = NodeSpec(id="grid", stage=GridStage(GridCfg(N=8)))
-    vandal = NodeSpec(id="vandal", deps=["grid"], stage=Vandal(StageConfig()))
-    peak = NodeSpec(id="peak", deps=["grid"], stage=Peak(StageConfig()))
-    cache = DagCache(MemoryStore())
-    honest = run([grid, peak], cache=DagCache(MemoryStore())).metrics["peak.peak"]
-
-    out = run([grid, vandal, peak], cache=cache, raise_on_error=False)
-    error = out.failures["vandal"]
-    assert "node 'vandal'" in str(error) and "read-only" in str(error)
+    honest, out, again = run_beside_a_peak(Vandal(StageConfig()))
+    error = out.failures["culprit"]
+    assert "node 'culprit'" in str(error) and "read-only" in str(error)
     assert out.metrics["peak.peak"] == honest
-    again = run([grid, peak], cache=cache)
     assert statuses(again) == {"grid": "hit", "peak": "hit"}
     assert again.metrics["peak.peak"] == honest != 99.0
 
@@ -559,19 +567,8 @@ def test_a_stage_changing_its_input_containers_is_caught_and_corrupts_nothing():
             state.meta["omega"] = np.full(8, 99.0)
             return StageResult(state=state.deepcopy())
 
-    class Peak(PipelineStage):
-        def process(self, state, *, policy=None):
-            return StageResult(state=state, metrics={"peak": float(np.max(state.meta["omega"]))})
-
-    grid = NodeSpec(id="grid", stage=GridStage(GridCfg(N=8)))
-    scribbler = NodeSpec(id="scribbler", deps=["grid"], stage=Scribbler(StageConfig()))
-    peak = NodeSpec(id="peak", deps=["grid"], stage=Peak(StageConfig()))
-    cache = DagCache(MemoryStore())
-    honest = run([grid, peak], cache=DagCache(MemoryStore())).metrics["peak.peak"]
-
-    out = run([grid, scribbler, peak], cache=cache, raise_on_error=False)
-    assert isinstance(out.failures["scribbler"], StateMutationError)
-    again = run([grid, peak], cache=cache)
+    honest, out, again = run_beside_a_peak(Scribbler(StageConfig()))
+    assert isinstance(out.failures["culprit"], StateMutationError)
     assert again.metrics["peak.peak"] == honest != 99.0
 
 
