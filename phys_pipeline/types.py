@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from ._deprecation import warn_once
 from .errors import ConfigError
 from .hashing import digest, digest_pair, hash_ndarray, hash_small
 
@@ -253,19 +253,10 @@ class SweepOrigin:
 
 
 _DEPRECATED_METADATA = frozenset({"gather", "input_names", "policy_keys", "sweep"})
-_deprecations_given: set[str] = set()  # each deprecated spelling warns once per process
-
-
 def _deprecated(spelling: str, stacklevel: int) -> None:
     """Warn, once, that metadata key ``spelling`` is deprecated; ``stacklevel``: how many
     frames above this one the user's code is."""
-    if spelling not in _deprecations_given:
-        _deprecations_given.add(spelling)
-        warnings.warn(
-            f"NodeSpec metadata[{spelling!r}] is deprecated: {_INSTEAD[spelling]}",
-            DeprecationWarning,
-            stacklevel=stacklevel + 1,
-        )
+    warn_once(f"NodeSpec metadata[{spelling!r}]", _INSTEAD[spelling], stacklevel=stacklevel)
 
 
 @dataclass

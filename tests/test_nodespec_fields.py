@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 
-from phys_pipeline import types
+from phys_pipeline import _deprecation
 from phys_pipeline.dag import make_plan, policy_keys_of
 from phys_pipeline.errors import ConfigError, NodeFailedError, PolicyError
 from phys_pipeline.executor import DagExecutor
@@ -75,7 +75,7 @@ def keys(nodes: list[NodeSpec], policy: PolicyBag | None = None) -> dict[str, st
 @pytest.fixture
 def fresh_deprecations(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every deprecated spelling warns again, as in a fresh process."""
-    monkeypatch.setattr(types, "_deprecations_given", set())
+    monkeypatch.setattr(_deprecation, "_given", set())
 
 
 SWEEP = SweepSpec("excited", {"energy": [-3.4, -1.5]})
