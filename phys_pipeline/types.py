@@ -256,7 +256,7 @@ _DEPRECATED_METADATA = frozenset({"gather", "input_names", "policy_keys", "sweep
 def _deprecated(spelling: str, stacklevel: int) -> None:
     """Warn, once, that metadata key ``spelling`` is deprecated; ``stacklevel``: how many
     frames above this one the user's code is."""
-    warn_once(f"NodeSpec metadata[{spelling!r}]", _INSTEAD[spelling], stacklevel=stacklevel)
+    warn_once(f"NodeSpec metadata[{spelling!r}]", _INSTEAD[spelling], stacklevel=stacklevel + 1)
 
 
 @dataclass
