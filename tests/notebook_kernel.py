@@ -4,7 +4,7 @@ Cells are source strings, each compiled with a ``<cell-N>`` filename (N counts e
 a kernel does) and exec'd into ONE namespace whose ``__name__`` is ``"__main__"``. An edit
 re-executes one cell; every other object keeps its identity, as in a real kernel. The "run
 cell" then runs the DAG named ``nodes`` in that namespace, in one of four ways: through a
-``DagExecutor`` over a ``DiskCache`` or a ``LiveSession`` (whose memory tier answers first),
+``DagExecutor`` over a ``DiskStore`` or a ``LiveSession`` (whose memory tier answers first),
 each either re-executing the cell that builds ``nodes`` first or running the same stage objects.
 """
 
@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from phys_pipeline import DagExecutor, DiskCache, LocalScheduler, SimpleState, State
+from phys_pipeline import DagExecutor, LocalScheduler, SimpleState, State
+from phys_pipeline.cache import DiskStore
 from phys_pipeline.dag import Staleness
 from phys_pipeline.executor import DagRunResult
 from phys_pipeline.session import LiveSession
@@ -46,10 +47,10 @@ class Notebook:
         self.executor: DagExecutor | None = None
         self.session: LiveSession | None = None
         if self.front_end == "executor":
-            cache = DiskCache(cache_dir)
+            cache = DiskStore(cache_dir)
             self.executor = DagExecutor(scheduler=LocalScheduler(max_workers=1), cache=cache)
         else:
-            self.session = LiveSession(self["nodes"], self.start, cache=DiskCache(cache_dir))
+            self.session = LiveSession(self["nodes"], self.start, cache=DiskStore(cache_dir))
 
     def __getitem__(self, name: str) -> Any:
         return self.namespace[name]

@@ -23,7 +23,7 @@ from dag_stages import (
 )
 from pydantic import ValidationError
 
-from phys_pipeline.cache import CacheConfig, CacheWarning, DiskCache
+from phys_pipeline.cache import CacheConfig, CacheWarning, DiskStore
 from phys_pipeline.dag import build_graph
 from phys_pipeline.errors import (
     CacheConfigError,
@@ -400,7 +400,7 @@ def test_unwritable_cache_directory_warns_and_the_run_still_completes(tmp_path: 
     root = not_a_file_dir(tmp_path)
     with warnings.catch_warnings(record=True) as recorded:
         warnings.simplefilter("always")
-        out = DagExecutor(cache=DiskCache(root)).run(SimpleState(None), diamond())
+        out = DagExecutor(cache=DiskStore(root)).run(SimpleState(None), diamond())
     messages = [str(w.message) for w in recorded if issubclass(w.category, CacheWarning)]
     assert messages and all(str(root) in m and "cannot write entry" in m for m in messages)
     assert len(messages) == len(out.ran) == 5

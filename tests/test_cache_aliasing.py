@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from dag_stages import GridCfg, GridStage, PhaseCfg, PhaseStage
 
-from phys_pipeline.cache import CacheWarning, DiskCache, MemoryStore, TieredStore
+from phys_pipeline.cache import CacheWarning, DiskStore, MemoryStore, TieredStore
 from phys_pipeline.errors import NodeFailedError, StageError
 from phys_pipeline.executor import DagExecutor
 from phys_pipeline.session import LiveSession
@@ -218,7 +218,7 @@ def test_lazy_artifacts_are_kept_and_array_artifacts_read_only() -> None:
 
 def test_a_backfilled_hit_cannot_be_edited_into_the_memory_tier(tmp_path: Path) -> None:
     fast = MemoryStore()
-    tiers = TieredStore([fast, DiskCache(tmp_path / "cache")])
+    tiers = TieredStore([fast, DiskStore(tmp_path / "cache")])
     tiers.put(KEY, StageResult(SimpleState({"f": spectrum()}, {"n": 16})))
     fast.clear()
     hit = stored(tiers)  # from disk, backfilled into memory

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from phys_pipeline.cache import CacheWarning, DiskCache, MemoryStore, RedisStore
+from phys_pipeline.cache import CacheWarning, DiskStore, MemoryStore, RedisStore
 from phys_pipeline.cache.codec import from_frame, to_frame
 from phys_pipeline.cache.signing import EntrySigner
 from phys_pipeline.types import DagState, SimpleState, StageResult, State
@@ -67,8 +67,8 @@ class FrameStore:
         return from_frame(key, self.frames[key], self.signer) if key in self.frames else None
 
 
-def make_disk(tmp_path: Path) -> DiskCache:
-    return DiskCache(tmp_path / "cache")
+def make_disk(tmp_path: Path) -> DiskStore:
+    return DiskStore(tmp_path / "cache")
 
 
 def make_frames(tmp_path: Path) -> FrameStore:
@@ -256,7 +256,7 @@ class TaggedState(SimpleState):
 def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """The stores another process reads back from: a directory and a real redis-server."""
     if request.param == "disk":
-        yield DiskCache(tmp_path / "cache")
+        yield DiskStore(tmp_path / "cache")
         return
     made = RedisStore(request.getfixturevalue("redis_url"), prefix=f"codec-{uuid.uuid4().hex}")
     yield made
@@ -322,7 +322,7 @@ def test_state_class_from_a_notebook_cell_round_trips(shared_store: Any) -> None
     np.testing.assert_array_equal(back.state.samples, np.arange(5.0))
 
 
-def entry_dir(cache: DiskCache, key: str = KEY) -> Path:
+def entry_dir(cache: DiskStore, key: str = KEY) -> Path:
     return cache._entry_dir(key)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from phys_pipeline.cache import DiskCache
+from phys_pipeline.cache import DiskStore
 from phys_pipeline.cache.codec import from_frame, to_frame
 from phys_pipeline.cache.signing import EntrySigner
 from phys_pipeline.types import SimpleState, StageResult
@@ -119,7 +119,7 @@ def assert_equal(got: Any, want: Any) -> None:
 
 @pytest.mark.parametrize("make", VALUES.values(), ids=VALUES.keys())
 def test_disk_round_trip_is_equal_and_pickle_free(make: Callable[[], Any], tmp_path: Path) -> None:
-    cache = DiskCache(tmp_path / "cache")
+    cache = DiskStore(tmp_path / "cache")
     cache.put(KEY, StageResult(SimpleState({"v": make()}, {"also": make()})))
     entry = cache.root / "v1" / KEY[:2] / KEY[2:4] / KEY
     assert not (entry / "blob.pkl").exists()
@@ -138,7 +138,7 @@ def test_frame_round_trip_is_equal_and_pickle_free(make: Callable[[], Any]) -> N
 
 
 def test_decoded_arrays_stay_read_only(tmp_path: Path) -> None:
-    cache = DiskCache(tmp_path / "cache")
+    cache = DiskStore(tmp_path / "cache")
     cache.put(KEY, StageResult(SimpleState(VALUES["dataarray"]())))
     with pytest.raises(ValueError, match="read-only"):
         cache.get(KEY).state.payload.values[0, 0] = 99.0
@@ -146,7 +146,7 @@ def test_decoded_arrays_stay_read_only(tmp_path: Path) -> None:
 
 def test_what_these_encodings_cannot_hold_is_still_pickled(tmp_path: Path) -> None:
     tz_aware = pd.Series(pd.date_range("2024-01-01", periods=2, tz="Europe/Paris"))
-    cache = DiskCache(tmp_path / "cache")
+    cache = DiskStore(tmp_path / "cache")
     cache.put(KEY, StageResult(SimpleState(tz_aware)))
     assert (cache.root / "v1" / KEY[:2] / KEY[2:4] / KEY / "blob.pkl").exists()
     pd.testing.assert_series_equal(cache.get(KEY).state.payload, tz_aware)

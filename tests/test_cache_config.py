@@ -16,13 +16,13 @@ from phys_pipeline.cache import (
     CacheConfig,
     CacheStore,
     CacheWarning,
-    DiskCache,
+    DiskStore,
     MemoryStore,
     RedisStore,
     TieredStore,
     build_cache_backend,
 )
-from phys_pipeline.dag_cache import DagCache, as_dag_cache
+from phys_pipeline.dag_cache import DagCache
 from phys_pipeline.errors import CacheConfigError, CacheError
 from phys_pipeline.types import SimpleState, StageResult
 
@@ -80,7 +80,7 @@ def test_seed_guide_snippet_builds_both_backends_without_a_server(
         )
     )
     assert time.monotonic() - start < 0.5
-    assert isinstance(disk_cache, DiskCache) and disk_cache.root == tmp_path / ".cache/phys"
+    assert isinstance(disk_cache, DiskStore) and disk_cache.root == tmp_path / ".cache/phys"
     assert isinstance(redis_cache, RedisStore) and redis_cache.ttl_s == 3600
     assert list(tmp_path.iterdir()) == []  # building touches nothing
 
@@ -93,7 +93,7 @@ def test_memory_backend_and_memory_tier(tmp_path: Path) -> None:
     assert isinstance(tiered, TieredStore)
     fast, slow = tiered.tiers
     assert isinstance(fast, MemoryStore) and fast.max_bytes == 1000
-    assert isinstance(slow, DiskCache) and slow.root == tmp_path
+    assert isinstance(slow, DiskStore) and slow.root == tmp_path
 
 
 def test_shared_disk_needs_the_key_in_the_environment(tmp_path: Path) -> None:
@@ -133,7 +133,7 @@ def test_config_is_frozen() -> None:
 
 
 def test_every_store_satisfies_the_protocol(tmp_path: Path) -> None:
-    stores = [MemoryStore(), DiskCache(tmp_path), RedisStore(), TieredStore([MemoryStore()])]
+    stores = [MemoryStore(), DiskStore(tmp_path), RedisStore(), TieredStore([MemoryStore()])]
     assert all(isinstance(store, CacheStore) for store in stores)
 
 
@@ -154,14 +154,14 @@ def result() -> StageResult:
 
 
 def test_dag_cache_counts_hits_misses_and_puts(tmp_path: Path) -> None:
-    cache = DagCache(DiskCache(tmp_path / "cache"))
+    cache = DagCache(DiskStore(tmp_path / "cache"))
     assert cache.get(KEY) is None
     cache.put(KEY, result())
     assert cache.contains(KEY)
     assert cache.get(KEY).metrics == {"e": 1.0}
     stats = cache.stats()
     assert (stats["hits"], stats["misses"], stats["puts"], stats["errors"]) == (1, 1, 1, 0)
-    assert stats["hit_rate"] == 0.5 and "DiskCache" in stats["backend"]
+    assert stats["hit_rate"] == 0.5 and "DiskStore" in stats["backend"]
     cache.clear()
     assert cache.get(KEY) is None and (cache.hits, cache.misses) == (1, 2)
     cache.reset_stats()
@@ -193,18 +193,6 @@ def test_dag_cache_refuses_bad_keys_before_the_backend_sees_them() -> None:
     cache = DagCache(BrokenStore())
     with pytest.raises(ValueError, match="invalid cache key"):
         cache.get("../../etc/passwd")
-
-
-def test_as_dag_cache_accepts_none_stores_dag_caches_and_configs(tmp_path: Path) -> None:
-    assert as_dag_cache(None) is None
-    wrapped = as_dag_cache(MemoryStore())
-    assert isinstance(wrapped, DagCache) and isinstance(wrapped.backend, MemoryStore)
-    assert as_dag_cache(wrapped) is wrapped
-    assert DagCache(wrapped).backend is wrapped.backend  # no double wrapping
-    built = as_dag_cache(CacheConfig(backend="memory", strict=True))
-    assert isinstance(built.backend, MemoryStore) and built.strict
-    with pytest.raises(TypeError, match="not a cache store"):
-        as_dag_cache({"not": "a store"})
 
 
 def test_cache_traffic_is_logged_at_debug_level(caplog):

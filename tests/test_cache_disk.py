@@ -1,4 +1,4 @@
-"""DiskCache: layout, corruption, forgery and concurrent writers."""
+"""DiskStore: layout, corruption, forgery and concurrent writers."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 import xxhash
 from tripwire import Tripwire
 
-from phys_pipeline.cache import CacheWarning, DiskCache
+from phys_pipeline.cache import CacheWarning, DiskStore
 from phys_pipeline.cache.frozen import FrozenMapping
 from phys_pipeline.cache.signing import EntrySigner
 from phys_pipeline.errors import CacheError
@@ -61,7 +61,7 @@ def pickle_result() -> StageResult:
     return StageResult(FieldState(np.arange(6.0), {"unit": ("V", "m")}), metrics={"peak": 5.0})
 
 
-def entry(cache: DiskCache, key: str = KEY) -> Path:
+def entry(cache: DiskStore, key: str = KEY) -> Path:
     return cache.root / "v1" / key[:2] / key[2:4] / key
 
 
@@ -96,7 +96,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_entries_are_sharded_directories_of_meta_and_npy(root: Path) -> None:
-    cache = DiskCache(root)
+    cache = DiskStore(root)
     cache.put(KEY, json_result())
     path = entry(cache)
     assert path.relative_to(root).parts == ("v1", "01", "23", KEY)
@@ -105,7 +105,7 @@ def test_entries_are_sharded_directories_of_meta_and_npy(root: Path) -> None:
 
 
 def test_contains_delete_clear_and_len(root: Path) -> None:
-    cache = DiskCache(root)
+    cache = DiskStore(root)
     assert not cache.contains(KEY) and cache.get(KEY) is None and len(cache) == 0
     cache.put(KEY, json_result())
     cache.put(OTHER_KEY, pickle_result())
@@ -122,7 +122,7 @@ def test_root_is_fixed_at_construction_and_the_store_pickles(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    cache = DiskCache("cache")
+    cache = DiskStore("cache")
     monkeypatch.chdir("/")
     cache.put(KEY, pickle_result())
     assert entry(cache).is_relative_to(tmp_path / "cache")
@@ -131,14 +131,14 @@ def test_root_is_fixed_at_construction_and_the_store_pickles(
 
 
 def test_large_arrays_come_back_memory_mapped(root: Path) -> None:
-    cache = DiskCache(root)
+    cache = DiskStore(root)
     cache.put(KEY, json_result())
     psi = cache.get(KEY).state.payload["psi"]
     assert type(psi) is np.ndarray and isinstance(psi.base, FrozenMapping)
 
 
 def test_put_keeps_the_first_entry_for_a_key(root: Path) -> None:
-    cache = DiskCache(root)
+    cache = DiskStore(root)
     cache.put(KEY, StageResult(SimpleState(1.0)))
     cache.put(KEY, StageResult(SimpleState(2.0)))
     assert cache.get(KEY).state.payload == 1.0
@@ -148,9 +148,9 @@ def test_write_failure_warns_or_raises_when_strict(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.warns(CacheWarning, match="cannot write entry"):
-        DiskCache(blocker / "cache").put(KEY, json_result())
+        DiskStore(blocker / "cache").put(KEY, json_result())
     with pytest.raises(CacheError, match="cannot write entry"):
-        DiskCache(blocker / "cache", strict=True).put(KEY, json_result())
+        DiskStore(blocker / "cache", strict=True).put(KEY, json_result())
 
 
 # --- corruption: a miss, one warning, never an exception or a wrong result -------------------
@@ -212,7 +212,7 @@ CORRUPTIONS = {
 def test_corrupt_entry_is_a_miss_with_one_warning(
     corrupt: Callable[[Path], None], root: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
-    cache = DiskCache(root)
+    cache = DiskStore(root)
     cache.put(KEY, json_result())
     corrupt(entry(cache))
     assert cache.get(KEY) is None
@@ -226,7 +226,7 @@ def test_corrupt_entry_is_a_miss_with_one_warning(
 def test_missing_blob_is_a_miss_with_one_warning(
     root: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
-    cache = DiskCache(root)
+    cache = DiskStore(root)
     cache.put(KEY, pickle_result())
     (entry(cache) / "blob.pkl").unlink()
     assert cache.get(KEY) is None
@@ -236,7 +236,7 @@ def test_missing_blob_is_a_miss_with_one_warning(
 def test_entry_copied_to_another_keys_path_is_foreign(
     root: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
-    cache = DiskCache(root)
+    cache = DiskStore(root)
     cache.put(KEY, pickle_result())
     foreign = entry(cache, OTHER_KEY)
     foreign.parent.mkdir(parents=True)
@@ -257,7 +257,7 @@ def tripwire_result(marker: Path) -> StageResult:
 def test_tripwire_fires_when_a_genuine_entry_is_read(tmp_path: Path) -> None:
     """Control for the forgery tests: reading this entry does run the tripwire."""
     marker = tmp_path / "pwned"
-    cache = DiskCache(tmp_path / "cache")
+    cache = DiskStore(tmp_path / "cache")
     cache.put(KEY, tripwire_result(marker))
     assert not marker.exists()  # pickling only recorded the call
     assert cache.get(KEY) is not None
@@ -268,9 +268,9 @@ def test_entry_signed_with_another_key_is_never_unpickled(
     tmp_path: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
     marker = tmp_path / "pwned"
-    DiskCache(tmp_path / "cache", signer=EntrySigner("attacker")).put(KEY, tripwire_result(marker))
+    DiskStore(tmp_path / "cache", signer=EntrySigner("attacker")).put(KEY, tripwire_result(marker))
     assert not marker.exists()
-    assert DiskCache(tmp_path / "cache").get(KEY) is None
+    assert DiskStore(tmp_path / "cache").get(KEY) is None
     [message] = cache_warnings(recwarn.list)
     assert "signature" in message
     assert not marker.exists()
@@ -283,7 +283,7 @@ def test_blob_replaced_by_malicious_pickle_runs_only_if_re_signed(
     """Checksums are public, so the attacker fixes them; only the HMAC, which needs the
     secret, stands between the blob and pickle (the control shows the blob would run)."""
     marker = tmp_path / "pwned"
-    cache = DiskCache(tmp_path / "cache")
+    cache = DiskStore(tmp_path / "cache")
     cache.put(KEY, pickle_result())
     blob = pickle.dumps([Tripwire(marker)])
 
@@ -302,7 +302,7 @@ def test_json_entry_turned_into_a_pickle_is_never_unpickled(
     signature: str, tmp_path: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
     marker = tmp_path / "pwned"
-    cache = DiskCache(tmp_path / "cache")
+    cache = DiskStore(tmp_path / "cache")
     cache.put(KEY, json_result())
 
     def point_state_at_pickle(doc: dict) -> None:
@@ -325,7 +325,7 @@ def test_keyboard_interrupt_while_decoding_is_not_swallowed(
     def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
-    cache = DiskCache(root)
+    cache = DiskStore(root)
     cache.put(KEY, json_result())
     monkeypatch.setattr(disk, "read_header", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -341,16 +341,16 @@ def test_key_file_readable_by_others_is_refused_and_nothing_is_unpickled(
     root: Path, isolated_cache_key: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
     marker = root.parent / "pwned"
-    DiskCache(root).put(KEY, tripwire_result(marker))  # a genuine entry, made with the key
+    DiskStore(root).put(KEY, tripwire_result(marker))  # a genuine entry, made with the key
     isolated_cache_key.chmod(0o644)
-    assert DiskCache(root).get(KEY) is None
+    assert DiskStore(root).get(KEY) is None
     [message] = cache_warnings(recwarn.list)
     assert str(isolated_cache_key) in message and "0o644" in message
     assert not marker.exists()
     with pytest.raises(CacheError, match="0o644"):
-        DiskCache(root, strict=True).get(KEY)
+        DiskStore(root, strict=True).get(KEY)
     isolated_cache_key.chmod(0o600)
-    assert DiskCache(root).get(KEY) is not None  # the entry was kept: it was not at fault
+    assert DiskStore(root).get(KEY) is not None  # the entry was kept: it was not at fault
     assert marker.exists()
 
 
@@ -358,30 +358,30 @@ def test_key_file_inside_the_cache_directory_is_refused(
     tmp_path: Path, isolated_cache_key: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
     around_the_key = tmp_path  # the key file lives in tmp_path/config/...
-    DiskCache(around_the_key).put(KEY, json_result())
+    DiskStore(around_the_key).put(KEY, json_result())
     [message] = cache_warnings(recwarn.list)
     assert str(isolated_cache_key) in message and "inside the cache directory" in message
     assert not isolated_cache_key.exists()  # and none was created there
     with pytest.raises(CacheError, match="inside the cache directory"):
-        DiskCache(around_the_key, strict=True).put(KEY, json_result())
-    assert len(DiskCache(around_the_key)) == 0
+        DiskStore(around_the_key, strict=True).put(KEY, json_result())
+    assert len(DiskStore(around_the_key)) == 0
 
 
 def test_signer_that_read_its_key_inside_the_cache_directory_is_refused(
     tmp_path: Path, isolated_cache_key: Path
 ) -> None:
     signer = EntrySigner()
-    DiskCache(tmp_path / "cache", signer=signer).put(KEY, json_result())
+    DiskStore(tmp_path / "cache", signer=signer).put(KEY, json_result())
     assert isolated_cache_key.exists()
     with pytest.raises(CacheError, match=str(isolated_cache_key)):
-        DiskCache(tmp_path, signer=signer)
+        DiskStore(tmp_path, signer=signer)
 
 
 def test_key_from_the_environment_may_serve_any_cache_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PHYS_PIPELINE_CACHE_KEY", "shared team secret")
-    cache = DiskCache(tmp_path)
+    cache = DiskStore(tmp_path)
     cache.put(KEY, json_result())
     assert cache.get(KEY).metrics == {"norm": 1.0}
 
@@ -390,7 +390,7 @@ def test_key_from_the_environment_may_serve_any_cache_directory(
 
 
 def test_leftover_scratch_dir_of_a_crashed_writer_is_not_served(root: Path) -> None:
-    cache = DiskCache(root)
+    cache = DiskStore(root)
     cache.put(KEY, json_result())
     scratch = root / "tmp" / f"{OTHER_KEY}.4242.deadbeef"
     shutil.copytree(entry(cache), scratch)  # complete content, never renamed into place
@@ -406,7 +406,7 @@ def test_stale_scratch_dirs_are_swept_fresh_ones_kept(root: Path) -> None:
         rewrite(path / "a0.npy", b"partial")
     two_hours_ago = time.time() - 7200
     os.utime(stale, (two_hours_ago, two_hours_ago))
-    DiskCache(root).put(KEY, json_result())
+    DiskStore(root).put(KEY, json_result())
     assert not stale.exists() and fresh.exists()
 
 
@@ -419,7 +419,7 @@ def test_writer_failing_midway_leaves_nothing_behind(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(disk, "seal", crash)
-    cache = DiskCache(root)
+    cache = DiskStore(root)
     with pytest.raises(KeyboardInterrupt):
         cache.put(KEY, json_result())
     assert not cache.contains(KEY) and list((root / "tmp").iterdir()) == []
@@ -438,7 +438,7 @@ def key_of(index: int) -> str:
 
 def hammer(root: str, rounds: int) -> tuple[int, int, list[str]]:
     """Child process: read-or-write the same keys as its sibling; count hits and wrong hits."""
-    cache = DiskCache(root)
+    cache = DiskStore(root)
     hits = wrong = 0
     with warnings.catch_warnings(record=True) as recorded:
         warnings.simplefilter("always")
@@ -468,7 +468,7 @@ def test_two_processes_sharing_a_cache_only_see_correct_hits(
     for hits, wrong, messages in outcomes:
         assert wrong == 0 and messages == []
         assert hits >= 12 * 3  # every key was written by round 1 at the latest
-    cache = DiskCache(tmp_path)
+    cache = DiskStore(tmp_path)
     assert len(cache) == 12
     assert cache.get(key_of(3)).metrics == {"i": 3}
     assert list((tmp_path / "tmp").iterdir()) == []

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phys_pipeline.cache import DiskCache, MemoryStore, TieredStore
+from phys_pipeline.cache import DiskStore, MemoryStore, TieredStore
 from phys_pipeline.cache.memory import estimate_nbytes
 from phys_pipeline.types import DagState, SimpleState, StageResult, State
 
@@ -146,7 +146,7 @@ def test_concurrent_puts_and_gets_keep_the_budget_and_the_books() -> None:
 
 
 def test_tiered_hit_in_a_slow_tier_backfills_the_fast_tier(tmp_path: Path) -> None:
-    fast, slow = MemoryStore(), DiskCache(tmp_path / "cache")
+    fast, slow = MemoryStore(), DiskStore(tmp_path / "cache")
     tiers = TieredStore([fast, slow])
     slow.put(key(1), result_of(1000, 7))
     assert not fast.contains(key(1))
@@ -157,7 +157,7 @@ def test_tiered_hit_in_a_slow_tier_backfills_the_fast_tier(tmp_path: Path) -> No
 
 
 def test_tiered_put_writes_every_tier_and_misses_fall_through(tmp_path: Path) -> None:
-    fast, slow = MemoryStore(), DiskCache(tmp_path / "cache")
+    fast, slow = MemoryStore(), DiskStore(tmp_path / "cache")
     tiers = TieredStore([fast, slow])
     assert tiers.get(key(2)) is None and not tiers.contains(key(2))
     tiers.put(key(2), result_of(1000, 2))

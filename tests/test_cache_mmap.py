@@ -1,4 +1,4 @@
-"""DiskCache serves the bytes it verified: arrays are built on the very descriptor and mapping
+"""DiskStore serves the bytes it verified: arrays are built on the very descriptor and mapping
 whose digest was checked, entry files are read-only, and files that are not plain files of ours
 that only we can write (FIFOs, symlinks, group-writable or foreign files) are a miss with one
 warning, without hanging and without being deleted.
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phys_pipeline.cache import CacheWarning, DiskCache
+from phys_pipeline.cache import CacheWarning, DiskStore
 from phys_pipeline.cache import disk as disk_module
 from phys_pipeline.cache.frozen import FrozenMapping
 from phys_pipeline.types import SimpleState, StageResult
@@ -35,18 +35,18 @@ def result() -> StageResult:
     return StageResult(SimpleState({"big": BIG, "small": SMALL}), metrics={"norm": 1.0})
 
 
-def entry(cache: DiskCache) -> Path:
+def entry(cache: DiskStore) -> Path:
     return cache.root / "v1" / KEY[:2] / KEY[2:4] / KEY
 
 
-def array_file(cache: DiskCache, name: str) -> Path:
+def array_file(cache: DiskStore, name: str) -> Path:
     """The .npy file holding the payload array ``name`` (arrays are numbered as met)."""
     return entry(cache) / {"big": "a0.npy", "small": "a1.npy"}[name]
 
 
 @pytest.fixture
-def cache(tmp_path: Path) -> DiskCache:
-    store = DiskCache(tmp_path / "cache")
+def cache(tmp_path: Path) -> DiskStore:
+    store = DiskStore(tmp_path / "cache")
     store.put(KEY, result())
     return store
 
@@ -55,7 +55,7 @@ def cache_warnings(recorded: list[warnings.WarningMessage]) -> list[str]:
     return [str(w.message) for w in recorded if issubclass(w.category, CacheWarning)]
 
 
-def assert_refused_and_left(cache: DiskCache, recwarn: pytest.WarningsRecorder, why: str) -> None:
+def assert_refused_and_left(cache: DiskStore, recwarn: pytest.WarningsRecorder, why: str) -> None:
     assert cache.get(KEY) is None
     messages = cache_warnings(recwarn.list)
     assert len(messages) == 1 and why in messages[0], messages
@@ -77,7 +77,7 @@ def owner_copy(path: Path) -> None:
 def test_entry_files_are_written_read_only_whatever_the_umask(tmp_path: Path, umask: int) -> None:
     old = os.umask(umask)
     try:
-        store = DiskCache(tmp_path / "cache")
+        store = DiskStore(tmp_path / "cache")
         store.put(KEY, result())
     finally:
         os.umask(old)
@@ -92,7 +92,7 @@ def test_entry_files_are_written_read_only_whatever_the_umask(tmp_path: Path, um
 
 
 def test_a_large_array_views_the_mapping_its_digest_was_checked_on(
-    cache: DiskCache, monkeypatch: pytest.MonkeyPatch
+    cache: DiskStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checked: list[object] = []
     real_check = disk_module.check_digest
@@ -111,7 +111,7 @@ def test_a_large_array_views_the_mapping_its_digest_was_checked_on(
 
 @pytest.mark.parametrize("name", ["big", "small"])
 def test_a_file_swapped_after_its_digest_check_never_reaches_the_array(
-    cache: DiskCache, monkeypatch: pytest.MonkeyPatch, name: str
+    cache: DiskStore, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     target = array_file(cache, name)
     forged = np.full_like(BIG if name == "big" else SMALL, 666.0)
@@ -129,7 +129,7 @@ def test_a_file_swapped_after_its_digest_check_never_reaches_the_array(
 
 
 def test_a_later_in_place_write_is_caught_by_the_next_get(
-    cache: DiskCache, recwarn: pytest.WarningsRecorder
+    cache: DiskStore, recwarn: pytest.WarningsRecorder
 ) -> None:
     assert cache.get(KEY) is not None
     target = array_file(cache, "big")
@@ -142,7 +142,7 @@ def test_a_later_in_place_write_is_caught_by_the_next_get(
 
 
 def test_a_file_others_can_write_is_refused_even_after_a_hit(
-    cache: DiskCache, recwarn: pytest.WarningsRecorder
+    cache: DiskStore, recwarn: pytest.WarningsRecorder
 ) -> None:
     assert cache.get(KEY) is not None
     array_file(cache, "big").chmod(0o664)  # someone in the group could now write into it
@@ -155,7 +155,7 @@ def test_a_file_others_can_write_is_refused_even_after_a_hit(
 @pytest.mark.timeout(10)
 @pytest.mark.parametrize("name", ["a0.npy", "a1.npy", "meta.json"])
 def test_a_fifo_is_refused_without_hanging(
-    cache: DiskCache, recwarn: pytest.WarningsRecorder, name: str
+    cache: DiskStore, recwarn: pytest.WarningsRecorder, name: str
 ) -> None:
     path = entry(cache) / name
     path.unlink()
@@ -165,7 +165,7 @@ def test_a_fifo_is_refused_without_hanging(
 
 @pytest.mark.parametrize("name", ["a0.npy", "meta.json"])
 def test_a_symlink_is_refused_even_to_the_genuine_file(
-    cache: DiskCache, recwarn: pytest.WarningsRecorder, tmp_path: Path, name: str
+    cache: DiskStore, recwarn: pytest.WarningsRecorder, tmp_path: Path, name: str
 ) -> None:
     path = entry(cache) / name
     genuine = tmp_path / f"genuine-{name}"
@@ -178,7 +178,7 @@ def test_a_symlink_is_refused_even_to_the_genuine_file(
 @pytest.mark.parametrize("mode", [0o664, 0o646, 0o666])
 @pytest.mark.parametrize("name", ["a0.npy", "a1.npy", "meta.json"])
 def test_a_group_or_world_writable_file_is_refused(
-    cache: DiskCache, recwarn: pytest.WarningsRecorder, name: str, mode: int
+    cache: DiskStore, recwarn: pytest.WarningsRecorder, name: str, mode: int
 ) -> None:
     (entry(cache) / name).chmod(mode)
     assert_refused_and_left(cache, recwarn, "writable by group or others")
@@ -203,17 +203,17 @@ def foreign_owner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.parametrize("name", ["a0.npy", "meta.json"])
 def test_another_users_file_is_refused(
-    cache: DiskCache, recwarn: pytest.WarningsRecorder, foreign_owner: object, name: str
+    cache: DiskStore, recwarn: pytest.WarningsRecorder, foreign_owner: object, name: str
 ) -> None:
     foreign_owner(entry(cache) / name)  # type: ignore[operator]
     assert_refused_and_left(cache, recwarn, "belongs to uid")
 
 
 def test_a_shared_cache_reads_another_users_array_into_private_memory(
-    cache: DiskCache, foreign_owner: object
+    cache: DiskStore, foreign_owner: object
 ) -> None:
     foreign_owner(array_file(cache, "big"))  # type: ignore[operator]
-    shared = DiskCache(cache.root, shared=True)
+    shared = DiskStore(cache.root, shared=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error", CacheWarning)
         big = shared.get(KEY).state.payload["big"]
@@ -222,7 +222,7 @@ def test_a_shared_cache_reads_another_users_array_into_private_memory(
 
 
 def test_an_owner_rewritten_file_of_the_right_size_but_wrong_bytes_is_a_miss(
-    cache: DiskCache, recwarn: pytest.WarningsRecorder
+    cache: DiskStore, recwarn: pytest.WarningsRecorder
 ) -> None:
     target = array_file(cache, "small")
     data = bytearray(target.read_bytes())
@@ -234,6 +234,6 @@ def test_an_owner_rewritten_file_of_the_right_size_but_wrong_bytes_is_a_miss(
     assert len(cache_warnings(recwarn.list)) == 1 and "checksum" in recwarn.list[0].message.args[0]
 
 
-def test_an_owner_copy_of_the_genuine_file_is_still_served(cache: DiskCache) -> None:
+def test_an_owner_copy_of_the_genuine_file_is_still_served(cache: DiskStore) -> None:
     owner_copy(array_file(cache, "big"))  # owner-writable only: nobody else could write it
     np.testing.assert_array_equal(cache.get(KEY).state.payload["big"], BIG)

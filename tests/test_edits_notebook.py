@@ -4,7 +4,7 @@ old, and serves everything an edit did not touch.
 Each test opens a small notebook (see notebook_kernel.py: cells exec'd into one ``__main__``
 namespace), runs it, edits ONE cell the way a user would, runs again and checks the answer
 against the physics worked out by hand. The ``notebook`` fixture runs each test four ways:
-through a DagExecutor over a DiskCache or a LiveSession (its memory tier answers first), with the
+through a DagExecutor over a DiskStore or a LiveSession (its memory tier answers first), with the
 node list rebuilt by re-running its cell or with the very same stage objects. An edit to a class
 or to the cell that builds the nodes only reaches new stage objects, so those tests run the
 "rebuilt" ways; an edit made on the stage objects themselves runs the "same objects" ways.

@@ -191,7 +191,8 @@ import warnings
 from pathlib import Path
 
 from mypkg import consts, stages
-from phys_pipeline import DagExecutor, DiskCache, LocalScheduler, NodeSpec, SimpleState, StageConfig
+from phys_pipeline import DagExecutor, LocalScheduler, NodeSpec, SimpleState, StageConfig
+from phys_pipeline.cache import DiskStore
 
 nodes = [
     NodeSpec(id="transit", stage=stages.TransitTime(stages.LengthCfg())),
@@ -204,7 +205,7 @@ nodes = [
     NodeSpec(id="spectra", stage=stages.SpectraTotal(stages.SpectraCfg())),
     NodeSpec(id="gas", stage=stages.MeanMolarMass(StageConfig())),
 ]
-executor = DagExecutor(scheduler=LocalScheduler(max_workers=1), cache=DiskCache(Path("cache")))
+executor = DagExecutor(scheduler=LocalScheduler(max_workers=1), cache=DiskStore(Path("cache")))
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     result = executor.run(SimpleState(), nodes)

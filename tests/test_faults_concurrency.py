@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from dag_stages import diamond
 
-from phys_pipeline.cache import DiskCache, RedisStore
+from phys_pipeline.cache import DiskStore, RedisStore
 from phys_pipeline.executor import DagExecutor, DagRunResult
 from phys_pipeline.scheduler import LocalScheduler
 from phys_pipeline.sweep import SweepSpec, expand_sweep
@@ -78,8 +78,8 @@ def fingerprints(result: DagRunResult) -> dict[str, tuple[str, dict[str, float]]
 # --- the two processes -----------------------------------------------------------------------
 
 
-def disk_store(root: str) -> DiskCache:
-    return DiskCache(root)
+def disk_store(root: str) -> DiskStore:
+    return DiskStore(root)
 
 
 def redis_store(url: str, prefix: str) -> RedisStore:
@@ -166,7 +166,7 @@ def check_shared_runs(outcomes: list[tuple], store: Any) -> None:
 def test_two_processes_share_a_disk_cache_for_one_sweep(tmp_path: Path) -> None:
     root = tmp_path / "cache"
     outcomes = run_twice_at_once(disk_store, (str(root),))
-    check_shared_runs(outcomes, DiskCache(root))
+    check_shared_runs(outcomes, DiskStore(root))
     assert list((root / "tmp").iterdir()) == []  # the losers' scratch copies are gone
 
 

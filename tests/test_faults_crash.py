@@ -23,7 +23,7 @@ import pytest
 import xxhash
 from dag_stages import GridCfg, GridStage, PhaseCfg, PhaseStage
 
-from phys_pipeline.cache import CacheWarning, DiskCache
+from phys_pipeline.cache import CacheWarning, DiskStore
 from phys_pipeline.executor import DagExecutor
 from phys_pipeline.types import (
     NodeSpec,
@@ -91,7 +91,7 @@ def is_expected(got: StageResult, index: int) -> bool:
 def write_keys(root: str, seed: int, written: Any) -> None:
     """A writer: goes through the key space in its own random order, writing what is missing
     and counting the entries it has finished in ``written`` (shared memory)."""
-    cache = DiskCache(root)
+    cache = DiskStore(root)
     order = list(range(KEYSPACE))
     random.Random(seed).shuffle(order)
     for index in order:
@@ -106,7 +106,7 @@ def kill_writers(root: str, kills: int, seed: int) -> None:
     of entries (so the kill lands in a write however loaded the machine is); prints what
     happened as JSON."""
     with tempfile.TemporaryDirectory() as warm:  # lazy imports and the key file, done once
-        DiskCache(warm).put(key_of(1), expected(1))
+        DiskStore(warm).put(key_of(1), expected(1))
     ctx = multiprocessing.get_context("fork")
     rng = random.Random(seed)
     outcomes = []
@@ -148,7 +148,7 @@ def test_writers_killed_at_random_points_leave_only_correct_entries(tmp_path: Pa
     leftovers = [p for p in (root / "tmp").iterdir() if "." in p.name]
     assert len(leftovers) >= KILLS // 4, "the kills should land inside writes"
 
-    cache = DiskCache(root)
+    cache = DiskStore(root)
     hits = wrong = 0
     with warnings.catch_warnings(record=True) as recorded:
         warnings.simplefilter("always")
@@ -234,11 +234,11 @@ def test_run_killed_mid_way_resumes_with_completed_nodes_cached(tmp_path: Path) 
         from pathlib import Path
         sys.path.insert(0, {str(TESTS_DIR)!r})
         from test_faults_crash import resumable_nodes
-        from phys_pipeline.cache import DiskCache
+        from phys_pipeline.cache import DiskStore
         from phys_pipeline.executor import DagExecutor
         from phys_pipeline.types import SimpleState
         nodes = resumable_nodes(Path({str(workdir)!r}))
-        DagExecutor(cache=DiskCache({str(root)!r})).run(SimpleState(None), nodes)
+        DagExecutor(cache=DiskStore({str(root)!r})).run(SimpleState(None), nodes)
         """
     )
     run = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
@@ -258,7 +258,7 @@ def test_run_killed_mid_way_resumes_with_completed_nodes_cached(tmp_path: Path) 
     nodes = resumable_nodes(workdir)
     with warnings.catch_warnings():
         warnings.simplefilter("error", CacheWarning)
-        rerun = DagExecutor(cache=DiskCache(root)).run(SimpleState(None), nodes)
+        rerun = DagExecutor(cache=DiskStore(root)).run(SimpleState(None), nodes)
     assert sorted(rerun.hits) == ["grid", "p1", "pulse", "solo"]
     assert sorted(rerun.ran) == ["hold", "tail"]
     assert rerun.runs["hold"].reason == "not cached"

@@ -25,7 +25,7 @@ import xxhash
 from dag_stages import GridCfg, GridStage, PhaseCfg, PhaseStage
 
 import phys_pipeline.cache.codec as codec
-from phys_pipeline.cache import CacheWarning, DiskCache, RedisStore
+from phys_pipeline.cache import CacheWarning, DiskStore, RedisStore
 from phys_pipeline.cache.signing import EntrySigner
 from phys_pipeline.executor import DagExecutor, DagRunResult
 from phys_pipeline.types import (
@@ -151,10 +151,10 @@ def double_a_metric(doc: dict) -> None:
 
 class DiskSlots:
     def __init__(self, tmp_path: Path) -> None:
-        self.store = DiskCache(tmp_path / "cache")
+        self.store = DiskStore(tmp_path / "cache")
 
-    def forger(self, signer: EntrySigner) -> DiskCache:
-        return DiskCache(self.store.root, signer=signer)
+    def forger(self, signer: EntrySigner) -> DiskStore:
+        return DiskStore(self.store.root, signer=signer)
 
     def path(self, key: str) -> Path:
         return self.store.root / "v1" / key[:2] / key[2:4] / key

@@ -51,7 +51,7 @@ SAME_OBJECTS = "executor, same stage objects"
 @pytest.fixture
 def notebook(tmp_path, isolated_cache_key, monkeypatch) -> Opener:
     """Opens a notebook of the given cells (after an imports cell, before the "nodes" cell),
-    run through a DagExecutor over a DiskCache; data files live in its cwd."""
+    run through a DagExecutor over a DiskStore; data files live in its cwd."""
     monkeypatch.chdir(tmp_path)
 
     def open_notebook(
@@ -502,12 +502,13 @@ import sys
 import warnings
 from pathlib import Path
 
-from phys_pipeline import DagExecutor, DiskCache, LocalScheduler, NodeSpec, SimpleState, StageConfig
+from phys_pipeline import DagExecutor, LocalScheduler, NodeSpec, SimpleState, StageConfig
+from phys_pipeline.cache import DiskStore
 from mypkg import shipped, stages
 
 nodes = [NodeSpec(id=name, stage=getattr(stages, name)(StageConfig())) for name in stages.NODES]
 nodes.append(NodeSpec(id="Shipped", stage=shipped.Shipped(StageConfig())))
-executor = DagExecutor(scheduler=LocalScheduler(max_workers=1), cache=DiskCache(Path(CACHE)))
+executor = DagExecutor(scheduler=LocalScheduler(max_workers=1), cache=DiskStore(Path(CACHE)))
 with warnings.catch_warnings(record=True):
     warnings.simplefilter("always")
     result = executor.run(SimpleState(), nodes)

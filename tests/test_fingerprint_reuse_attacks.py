@@ -26,8 +26,8 @@ import pytest
 from notebook_kernel import PROBE_CFG, PROBE_NODES, READING, Notebook, Opener, answer, probe
 
 import phys_pipeline.fingerprint as fingerprint_module
-from phys_pipeline import DagExecutor, DiskCache, LocalScheduler, NodeSpec, SimpleState
-from phys_pipeline.cache import MemoryStore
+from phys_pipeline import DagExecutor, LocalScheduler, NodeSpec, SimpleState
+from phys_pipeline.cache import DiskStore, MemoryStore
 from phys_pipeline.dag import make_plan
 
 IMPORTS = (
@@ -47,7 +47,7 @@ from phys_pipeline import NodeSpec, PipelineStage, SimpleState, StageConfig, Sta
 @pytest.fixture
 def notebook(tmp_path, isolated_cache_key, monkeypatch) -> Opener:
     """Opens a notebook of the given cells (after an imports cell, before the "nodes" cell),
-    run through a DagExecutor over a DiskCache, nodes rebuilt before each run."""
+    run through a DagExecutor over a DiskStore, nodes rebuilt before each run."""
     monkeypatch.chdir(tmp_path)
 
     def open_notebook(
@@ -336,7 +336,7 @@ def test_uncacheable_node_files_nothing_under_its_throwaway_keys(tmp_path, isola
     exec(IMPORTS + UNCACHEABLE + probe("next(SOURCE) * 0 + 2.0"), namespace)
     nodes = [NodeSpec(id="probe", stage=namespace["Probe"](namespace["ProbeCfg"]()))]
     memory = MemoryStore()
-    for cache in (DiskCache(tmp_path / "cache"), memory):
+    for cache in (DiskStore(tmp_path / "cache"), memory):
         executor = DagExecutor(scheduler=LocalScheduler(max_workers=1), cache=cache)
         sizes = []
         for _ in range(3):

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-from phys_pipeline import DagExecutor, DiskCache, NodeSpec, PipelineStage, SimpleState
+from phys_pipeline import DagExecutor, NodeSpec, PipelineStage, SimpleState
 from phys_pipeline import files as files_module
+from phys_pipeline.cache import DiskStore
 from phys_pipeline.errors import NodeFailedError, UnhashableValueError
 from phys_pipeline.files import file_digest
 from phys_pipeline.hashing import (
@@ -329,7 +330,7 @@ def test_a_run_reruns_a_node_whose_file_changed(tmp_path, isolated_cache_key):
     beam = tmp_path / "beam.npy"
     beam.write_bytes(b"gaussian")
     nodes = [NodeSpec("load", stage=LoadBeam(BeamCfg(profile=beam)))]
-    cache = DiskCache(tmp_path / "cache")
+    cache = DiskStore(tmp_path / "cache")
     assert DagExecutor(cache=cache).run(SimpleState(), nodes).ran == ["load"]
     assert DagExecutor(cache=cache).run(SimpleState(), nodes).ran == []
     beam.write_bytes(b"top-hat!")
@@ -339,7 +340,7 @@ def test_a_run_reruns_a_node_whose_file_changed(tmp_path, isolated_cache_key):
 
 
 def test_a_rounding_serializer_does_not_serve_another_time_step(tmp_path, isolated_cache_key):
-    cache = DiskCache(tmp_path / "cache")
+    cache = DiskStore(tmp_path / "cache")
     coarse = DagExecutor(cache=cache).run(SimpleState(), [NodeSpec("s", stage=Step(StepCfg()))])
     fine = DagExecutor(cache=cache).run(
         SimpleState(), [NodeSpec("s", stage=Step(StepCfg(dt=0.104)))]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from phys_pipeline.cache import DiskCache
+from phys_pipeline.cache import DiskStore
 from phys_pipeline.types import SimpleState, StageResult
 
 
@@ -18,7 +18,7 @@ def test_the_session_home_is_a_throwaway_directory():
 
 
 def test_a_disk_cache_keeps_its_signing_key_under_the_throwaway_home(tmp_path):
-    cache = DiskCache(tmp_path / "cache")
+    cache = DiskStore(tmp_path / "cache")
     cache.put("ab" * 16, StageResult(state=SimpleState(payload=1.0)))
     key_file = Path(os.environ["XDG_CONFIG_HOME"]) / "phys-pipeline" / "cache.key"
     assert key_file.is_file()

@@ -32,10 +32,10 @@ def test_artifact_view_shows_an_image_after_a_run(session: LiveSession) -> None:
 def test_plots_missing_after_disk_hits_are_explained_and_one_click_redraws_them(
     tmp_path: Path,
 ) -> None:
-    from phys_pipeline.cache import DiskCache
+    from phys_pipeline.cache import DiskStore
 
-    LiveSession(optics_nodes(), SimpleState(), cache=DiskCache(tmp_path)).run()
-    live = LiveSession(optics_nodes(), SimpleState(), cache=DiskCache(tmp_path))
+    LiveSession(optics_nodes(), SimpleState(), cache=DiskStore(tmp_path)).run()
+    live = LiveSession(optics_nodes(), SimpleState(), cache=DiskStore(tmp_path))
     view, overview = ArtifactView(live, "fibre"), ArtifactView(live)
     assert view.note.value == "" and view.rerun_button.layout.display == "none"
     live.run()  # everything from disk: lazy plots are not cached

@@ -2,7 +2,8 @@
 
 - :class:`CacheStore` — the protocol: ``get / put / contains / delete / clear``.
 - :class:`MemoryStore` — in-process LRU bounded in bytes; keeps results as Python objects.
-- :class:`DiskCache` — a directory of JSON + ``.npy`` entries, shareable between processes.
+- :class:`DiskStore` — a directory of JSON + ``.npy`` entries, shareable between processes
+  (``DiskCache``, the user guide's name for it, is the same class).
 - :class:`RedisStore` — one signed value per entry; needs ``pip install phys-pipeline[redis]``.
 - :class:`TieredStore` — reads fast-to-slow, backfilling faster tiers.
 - :class:`CacheConfig` and :func:`build_cache_backend` — build one of the above from settings.
@@ -25,6 +26,7 @@ _LAZY = {
     "CacheConfig": "config",
     "build_cache_backend": "config",
     "DiskCache": "disk",
+    "DiskStore": "disk",
     "MemoryStore": "memory",
     "RedisStore": "redis",
     "KEY_ENV_VAR": "signing",

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import CacheConfigError
 from .base import CacheStore
-from .disk import DiskCache
+from .disk import DiskStore
 from .memory import MemoryStore
 from .signing import KEY_ENV_VAR, EntrySigner, secret_from_env
 from .tiered import TieredStore
@@ -57,12 +57,12 @@ class CacheConfig(BaseModel):
 
 
 def build_cache_backend(cfg: CacheConfig | None = None) -> CacheStore:
-    """The store ``cfg`` describes (the default config: a DiskCache under ``.cache/``).
+    """The store ``cfg`` describes (the default config: a DiskStore under ``.cache/``).
     Builds only: nothing is created on disk and no connection is opened until first use."""
     cfg = cfg if cfg is not None else CacheConfig()
     store: CacheStore
     if cfg.backend == "disk":
-        store = DiskCache(cfg.disk_root, strict=cfg.strict)
+        store = DiskStore(cfg.disk_root, strict=cfg.strict)
     elif cfg.backend == "shared-disk":
         secret = secret_from_env()
         if secret is None:
@@ -72,7 +72,7 @@ def build_cache_backend(cfg: CacheConfig | None = None) -> CacheStore:
                 f"a shared cache needs the {KEY_ENV_VAR} environment variable, set to a secret "
                 "that every user of the cache shares",
             )
-        store = DiskCache(cfg.disk_root, signer=EntrySigner(secret), strict=cfg.strict, shared=True)
+        store = DiskStore(cfg.disk_root, signer=EntrySigner(secret), strict=cfg.strict, shared=True)
     elif cfg.backend == "memory":
         return MemoryStore(cfg.memory_max_bytes)
     else:

@@ -1,4 +1,4 @@
-"""DiskCache: entries as directories of ``meta.json`` + one ``.npy`` per array + optional
+"""DiskStore: entries as directories of ``meta.json`` + one ``.npy`` per array + optional
 ``blob.pkl``, written atomically, so several processes can share one cache directory.
 
 Layout::
@@ -66,7 +66,7 @@ from .codec import (
 from .frozen import FrozenMapping
 from .signing import EntrySigner
 
-__all__ = ["DiskCache", "EntryUntrusted"]
+__all__ = ["DiskCache", "DiskStore", "EntryUntrusted"]
 
 _LAYOUT = "v1"
 _STALE_AFTER_S = 3600.0
@@ -172,7 +172,7 @@ def _entry_file(path: Path) -> BinaryIO:
     return os.fdopen(fd, "wb")
 
 
-class DiskCache:
+class DiskStore:
     """A directory of cache entries that processes on one machine (or, with ``shared=True``,
     the ``shared-disk`` config and a shared key, several users) can share. ``strict`` turns
     write failures into CacheError; unreadable entries are always a miss plus one CacheWarning
@@ -359,4 +359,8 @@ class DiskCache:
         return count
 
     def __repr__(self) -> str:
-        return f"DiskCache({str(self.root)!r})"
+        return f"DiskStore({str(self.root)!r})"
+
+
+# the name the user guide and 2.0 code import: the same class, kept without a warning
+DiskCache = DiskStore
