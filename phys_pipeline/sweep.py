@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import display
-from .dag import build_graph, topological_order
-from .edit import config_fields, replace_config, replace_stage_config
+from ._edit import replace_config, replace_stage_config, settable_fields
+from .dag import validate
 from .errors import SweepError
 from .types import NodeInputs, NodeSpec, SweepOrigin
 
@@ -136,7 +136,7 @@ def expand_sweep(
     :class:`SweepOrigin` in ``NodeSpec.sweep`` for tables and views. A bad spec
     is a :class:`SweepError` naming node, field and value; a value the config rejects is the
     config's own :class:`ConfigError` (with ``.field`` and ``.value``)."""
-    graph = build_graph(nodes)
+    order = validate(nodes)  # dependencies first
     by_id = {n.id: n for n in nodes}
     gather = set(gather)
     grids: dict[str, list[dict[str, Any]]] = {}
@@ -148,7 +148,7 @@ def expand_sweep(
         if spec.node_id in grids:
             raise SweepError(f"node {spec.node_id!r} is swept twice; merge its param grids")
         cfg = by_id[spec.node_id].stage.cfg
-        fields = config_fields(cfg)
+        fields = settable_fields(cfg)
         for name, values in spec.param_grid.items():
             if name not in fields:
                 raise SweepError(
@@ -183,7 +183,7 @@ def expand_sweep(
 
     variants: dict[str, list[tuple[str, Assignment]]] = {}
     expanded = NodeList()
-    for nid in topological_order(graph, nodes):
+    for nid in order:
         spec = by_id[nid]
         if nid in gather:
             deps = [vid for dep in spec.deps for vid, _ in variants[dep]]

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import ipywidgets as w
 import traitlets
 
+from .._deprecation import deprecated_function
 from ..errors import ConfigError
 from ..session import LiveSession
 from ._subscribe import SessionView, closed_on_failure
@@ -34,8 +35,8 @@ __all__ = [
     "MAX_SLID_DIGITS",
     "SKIPPED_FIELDS",
     "config_controls",
-    "config_fields",
     "field_control",
+    "fields_with_controls",
     "log_slider_step",
     "make_control",
     "proposed_value",
@@ -121,7 +122,7 @@ def field_control(
     return None
 
 
-def config_fields(cfg: Any) -> list[tuple[str, FieldControl | None]]:
+def fields_with_controls(cfg: Any) -> list[tuple[str, FieldControl | None]]:
     """Every field of a pydantic (or dataclass) config, instance or class, in field order,
     with its control (None: not editable here); ``name`` and ``tags`` left out."""
     cls = cfg if isinstance(cfg, type) else type(cfg)
@@ -150,7 +151,14 @@ def config_fields(cfg: Any) -> list[tuple[str, FieldControl | None]]:
 
 def config_controls(cfg: Any) -> list[FieldControl]:
     """Controls for every editable field of a pydantic (or dataclass) config, in field order."""
-    return [spec for _, spec in config_fields(cfg) if spec is not None]
+    return [spec for _, spec in fields_with_controls(cfg) if spec is not None]
+
+
+config_fields = deprecated_function(
+    "phys_pipeline.widgets.config_editor.config_fields",
+    fields_with_controls,
+    "use fields_with_controls",
+)
 
 
 def widget_value(spec: FieldControl, value: Any) -> Any:
@@ -423,7 +431,7 @@ class ConfigEditor(SessionView, w.VBox):
             f"<b>{html.escape(self.node_id)}</b> "
             f"<span style='color:#6b7280'>{html.escape(type(cfg).__name__)}</span>"
         )
-        fields = config_fields(cfg)
+        fields = fields_with_controls(cfg)
         for name, spec in fields:
             if spec is not None:
                 self.rows[name] = FieldRow(spec, getattr(cfg, name), self._propose)

@@ -17,12 +17,12 @@ from typing import Any
 import ipywidgets as w
 from pydantic_core import PydanticUndefined
 
-from ..edit import replace_config
+from .._edit import replace_config
 from ..errors import ConfigError, PhysPipelineError
 from ..policy import PolicyBag
 from ..session import LiveSession
 from ._subscribe import SessionView, closed_on_failure
-from .config_editor import FieldControl, FieldRow, config_fields, skipped_note
+from .config_editor import FieldControl, FieldRow, fields_with_controls, skipped_note
 
 __all__ = [
     "PolicyEditor",
@@ -131,7 +131,7 @@ class PolicyEditor(SessionView, w.VBox):
         entries = []
         model_fields = getattr(self.model, "model_fields", {})
         if self.model is not None:
-            for name, spec in config_fields(self.model):
+            for name, spec in fields_with_controls(self.model):
                 default = model_fields[name].get_default(call_default_factory=True)
                 value = policy.get(name, default)
                 entries.append((name, spec if value is not PydanticUndefined else None, value))

@@ -1,0 +1,110 @@
+"""Renamed public names: the new name works, and the old one still does, warning once per
+process with a DeprecationWarning that points at the caller's line and names the new spelling."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import phys_pipeline
+from phys_pipeline import _deprecation
+
+
+class PulseCfg(BaseModel):
+    fwhm_fs: float = 30.0
+    energy_nj: float = 1.0
+
+
+@pytest.fixture(autouse=True)
+def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every deprecated name warns again, as in a fresh process."""
+    monkeypatch.setattr(_deprecation, "_given", set())
+
+
+def deprecations(action: Callable[[], Any], times: int = 3) -> list[warnings.WarningMessage]:
+    """The DeprecationWarnings given while ``action`` runs ``times`` times."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(times):
+            action()
+    return [w for w in caught if issubclass(w.category, DeprecationWarning)]
+
+
+def assert_warned_once_here(caught: list[warnings.WarningMessage], old: str, new: str) -> None:
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    message = str(caught[0].message)
+    assert message.startswith(f"{old} is deprecated") and new in message
+    assert caught[0].filename == __file__
+
+
+# --- DiskCache is DiskStore, under the user guide's name: no warning ------------------------
+
+
+def test_disk_cache_is_the_disk_store_without_a_warning(tmp_path: Path) -> None:
+    from phys_pipeline.cache import DiskStore
+
+    def use_the_guides_name() -> None:
+        from phys_pipeline.cache import DiskCache
+
+        assert DiskCache is DiskStore is phys_pipeline.DiskCache
+        assert repr(DiskCache(tmp_path)) == f"DiskStore({str(tmp_path)!r})"
+
+    assert deprecations(use_the_guides_name) == []
+
+
+# --- phys_pipeline.edit moved to phys_pipeline._edit ----------------------------------------
+
+
+@pytest.fixture
+def edit_not_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deprecated module as if never imported; the test's import is undone afterwards."""
+    monkeypatch.delitem(sys.modules, "phys_pipeline.edit", raising=False)
+    monkeypatch.delattr(phys_pipeline, "edit", raising=False)
+
+
+def test_the_edit_module_still_imports_and_warns_once(edit_not_imported: None) -> None:
+    from phys_pipeline import _edit
+
+    def import_it() -> None:
+        sys.modules.pop("phys_pipeline.edit", None)  # so that every time really imports it
+        __import__("phys_pipeline.edit")
+
+    caught = deprecations(import_it)
+    assert_warned_once_here(caught, "phys_pipeline.edit", "phys_pipeline._edit")
+    old = sys.modules["phys_pipeline.edit"]
+    assert old.replace_config is _edit.replace_config
+    assert old.replace_stage_config is _edit.replace_stage_config
+
+
+def test_settable_fields_names_the_fields_a_config_accepts() -> None:
+    from phys_pipeline._edit import settable_fields
+
+    assert settable_fields(PulseCfg()) == {"fwhm_fs", "energy_nj"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the module's own warning
+        from phys_pipeline.edit import config_fields
+    caught = deprecations(lambda: config_fields(PulseCfg()))
+    assert_warned_once_here(caught, "phys_pipeline.edit.config_fields", "settable_fields")
+    assert config_fields(PulseCfg()) == settable_fields(PulseCfg())
+
+
+# --- the config editor's (name, control) list -----------------------------------------------
+
+
+def test_fields_with_controls_lists_every_field_with_its_control() -> None:
+    pytest.importorskip("ipywidgets")
+    from phys_pipeline.widgets.config_editor import config_fields, fields_with_controls
+
+    names = [name for name, control in fields_with_controls(PulseCfg) if control is not None]
+    assert names == ["fwhm_fs", "energy_nj"]
+    caught = deprecations(lambda: config_fields(PulseCfg))
+    assert_warned_once_here(
+        caught, "phys_pipeline.widgets.config_editor.config_fields", "fields_with_controls"
+    )
+    assert config_fields(PulseCfg) == fields_with_controls(PulseCfg)
