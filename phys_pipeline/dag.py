@@ -19,6 +19,7 @@ import networkx as nx
 import xxhash
 
 from . import display
+from ._deprecation import warn_once
 from .errors import (
     CycleError,
     DagError,
@@ -137,9 +138,17 @@ def build_graph(nodes: Sequence[NodeSpec]) -> nx.DiGraph:
     return _digraph(nodes)
 
 
-def topological_order(graph: nx.DiGraph, nodes: Sequence[NodeSpec]) -> list[str]:
+def topological_order(
+    nodes: Sequence[NodeSpec], _old_call_nodes: Sequence[NodeSpec] | None = None
+) -> list[str]:
     """Dependencies first; ties keep the order the user listed nodes in (stable, readable).
-    ``graph`` is the validated graph of ``nodes`` (see ``build_graph``)."""
+    The old call ``topological_order(graph, nodes)`` still works: its graph was never read."""
+    if _old_call_nodes is not None:
+        warn_once(
+            "phys_pipeline.dag.topological_order(graph, nodes)",
+            "call topological_order(nodes): the graph was never read",
+        )
+        nodes = _old_call_nodes
     return _kahn_order(nodes)
 
 
@@ -305,7 +314,7 @@ def make_plan(
     A node whose code reads a value that cannot be hashed cannot be cached: it gets a key no
     cache holds and a reason saying why, and so do the nodes below it (their keys cannot
     cover what it will produce); a UncacheableWarning names the node and the value."""
-    order = validate(nodes) if graph is None else topological_order(graph, nodes)
+    order = validate(nodes) if graph is None else topological_order(nodes)
     specs = {node.id: node for node in nodes}
     if not callable(getattr(initial_state, "hashable_repr", None)):
         raise NotAStateError("initial state", initial_state)

@@ -108,3 +108,21 @@ def test_fields_with_controls_lists_every_field_with_its_control() -> None:
         caught, "phys_pipeline.widgets.config_editor.config_fields", "fields_with_controls"
     )
     assert config_fields(PulseCfg) == fields_with_controls(PulseCfg)
+
+
+# --- topological_order reads only the nodes -------------------------------------------------
+
+
+def test_topological_order_needs_only_the_nodes() -> None:
+    from dag_stages import diamond
+
+    from phys_pipeline.dag import build_graph, topological_order
+
+    nodes = list(reversed(diamond()))  # listed children first: the order has to be worked out
+    order = topological_order(nodes)
+    assert order == ["grid", "solo", "p2", "p1", "merge"]  # ties: the order they are listed in
+    caught = deprecations(lambda: topological_order(build_graph(nodes), nodes))
+    assert_warned_once_here(
+        caught, "phys_pipeline.dag.topological_order(graph, nodes)", "topological_order(nodes)"
+    )
+    assert topological_order(build_graph(nodes), nodes) == order
