@@ -253,6 +253,8 @@ class SweepOrigin:
 
 
 _DEPRECATED_METADATA = frozenset({"gather", "input_names", "policy_keys", "sweep"})
+
+
 def _deprecated(spelling: str, stacklevel: int) -> None:
     """Warn, once, that metadata key ``spelling`` is deprecated; ``stacklevel``: how many
     frames above this one the user's code is."""
