@@ -11,16 +11,25 @@ they are loaded from the cache and filed under the new keys too (the next run hi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Protocol
 
 from .dag import Plan, Staleness
 from .types import StageResult, State
 
 __all__ = [
     "EarlyCutoff",
+    "OutputMemory",
 ]
 
-_MAX_REMEMBERED = 4096  # output digests kept between runs (16 bytes each, plus the key)
+
+class OutputMemory(Protocol):
+    """What early cutoff needs of the cache that owns it (``DagCache``)."""
+
+    def get(self, key: str) -> StageResult | None: ...
+
+    def put(self, key: str, result: StageResult) -> None: ...
+
+    def output_digest(self, key: str, state: State | None = None) -> bytes | None: ...
 
 
 class EarlyCutoff:
@@ -29,58 +38,38 @@ class EarlyCutoff:
     A node qualifies when its only reason to run is "upstream changed" (same stage, code,
     config, policy and dependencies as in ``previous``) and every parent whose key changed
     kept its code and produced an output whose ``hashable_repr()`` equals that of the
-    parent's previous output.
-    Called from scheduler worker threads: it only reads the plans and uses the (thread-safe)
-    cache and a dict of digests.
+    parent's previous output. Made by ``DagCache.early_cutoff``, which owns the results and
+    the output digests it compares. Called from scheduler worker threads: it only reads the
+    plans and uses the (thread-safe) cache.
     """
 
     def __init__(
-        self,
-        plan: Plan,
-        previous: Plan,
-        reasons: Mapping[str, Staleness],
-        cache: Any,
-        digests: dict[str, bytes],
+        self, plan: Plan, previous: Plan, reasons: Mapping[str, Staleness], cache: OutputMemory
     ) -> None:
-        self.plan, self.previous, self.cache, self.digests = plan, previous, cache, digests
+        self.plan, self.previous, self.cache = plan, previous, cache
         self.candidates = {
             nid for nid, why in reasons.items() if why.reasons == ("upstream changed",)
         }
-        if len(digests) > _MAX_REMEMBERED:
-            digests.clear()
-
-    def _previous_output(self, key: str) -> bytes | None:
-        """The digest of the output cached under ``key`` (None: no longer cached)."""
-        known = self.digests.get(key)
-        if known is None:
-            cached = self.cache.get(key)
-            if cached is None:
-                return None
-            known = self.digests[key] = bytes(cached.state.hashable_repr())
-        return known
 
     def reuse(self, node_id: str, parent_states: Mapping[str, State]) -> StageResult | None:
         """The node's previous result, filed under its new key, if its inputs are unchanged."""
         if node_id not in self.candidates:
             return None
+        cache = self.cache
         for dep in self.plan.nodes[node_id].deps:
             parent, before = self.plan.nodes[dep], self.previous.nodes[dep]
-            key, old_key = parent.key, before.key
-            if key == old_key:
+            if parent.key == before.key:
                 continue
             if parent.code_version != before.code_version:
                 # equal bytes from new code may be a state whose class (and so what its
                 # methods return to this node) changed: only data edits are cut off
                 return None
-            old_output = self._previous_output(old_key)
+            old_output = cache.output_digest(before.key)
             if old_output is None:
                 return None
-            output = self.digests.get(key)
-            if output is None:
-                output = self.digests[key] = bytes(parent_states[dep].hashable_repr())
-            if output != old_output:
+            if cache.output_digest(parent.key, parent_states[dep]) != old_output:
                 return None
-        previous_result = self.cache.get(self.previous.nodes[node_id].key)
+        previous_result = cache.get(self.previous.nodes[node_id].key)
         if previous_result is not None:
-            self.cache.put(self.plan.nodes[node_id].key, previous_result)
+            cache.put(self.plan.nodes[node_id].key, previous_result)
         return previous_result

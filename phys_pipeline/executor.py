@@ -11,8 +11,8 @@ from typing import Any
 
 from . import display
 from ._invoke import NamespacedKeys
-from .cutoff import EarlyCutoff
 from .dag import Plan, Staleness, ancestors_closure, make_plan, policy_seen_by
+from .dag_cache import DagCache, open_cache
 from .errors import MetricKeyCollisionError, NodeFailedError, StateMutationError
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .scheduler import DEFAULT_RESOURCES, LocalScheduler, NodeTask, Scheduler
@@ -113,7 +113,8 @@ class DagRunResult:
 
 
 class _RunRecorder:
-    """Scheduler hooks for one run: stores results, writes the cache, forwards to callbacks."""
+    """Scheduler hooks for one run: keeps results, files them in the cache, forwards to
+    callbacks."""
 
     _EVENTS = ("on_plan", "on_start", "on_done", "on_error", "on_skip", "on_finish")
 
@@ -121,12 +122,13 @@ class _RunRecorder:
         self,
         plan: Plan,
         reasons: dict[str, Staleness],
-        cache: Any,
+        cache: DagCache,
         callbacks: Sequence[Any],
-        cutoff: EarlyCutoff | None = None,
+        early_cutoff: bool,
     ) -> None:
         self.plan, self.reasons, self.cache = plan, reasons, cache
         # schedulers call ``reuse`` (from worker threads) before running a node, when present
+        cutoff = cache.early_cutoff(plan, reasons) if early_cutoff else None
         self.reuse = cutoff.reuse if cutoff is not None else None
         self.results: dict[str, StageResult] = {}
         self.runs: dict[str, NodeRun] = {}
@@ -172,8 +174,7 @@ class _RunRecorder:
             "config_hash": planned.config_hash,
             "duration_s": duration_s,
         }
-        if self.cache is not None and not planned.uncacheable:  # its key covers too little
-            self.cache.put(key, result)
+        self.cache.file(planned, result)
         self.results[node_id] = result
         self.runs[node_id] = NodeRun(
             node_id, NodeStatus.RAN, key, self._reason(node_id), duration_s
@@ -216,8 +217,9 @@ class PreparedRun:
 
 class DagExecutor:
     """Runs a DAG of ``NodeSpec``s: nodes whose key is cached load, the rest run on
-    ``scheduler``. Reusable: interactive sessions rerun the same executor constantly, and it
-    remembers the last plan so that a rerun can say *why* each node is stale.
+    ``scheduler``. Reusable: interactive sessions rerun the same executor constantly, and its
+    ``cache`` (a ``DagCache``, built by ``open_cache`` from whatever ``cache=`` is, store-less
+    for None) remembers the last plan, so that a rerun can say *why* each node is stale.
 
     ``callbacks`` are objects with any of ``on_plan(plan, stale)``, ``on_start(node_id)``,
     ``on_done(node_id, result, cache_hit)``, ``on_error(node_id, exc)``, ``on_skip(node_id,
@@ -237,15 +239,11 @@ class DagExecutor:
         check_mutation: bool = True,
         early_cutoff: bool = True,
     ) -> None:
-        from .dag_cache import as_dag_cache
-
         self.scheduler = scheduler if scheduler is not None else LocalScheduler()
-        self.cache = as_dag_cache(cache)
+        self.cache: DagCache = open_cache(cache)
         self.callbacks = list(callbacks)
         self.check_mutation = check_mutation
         self.early_cutoff = early_cutoff
-        self.last_plan: Plan | None = None
-        self._output_digests: dict[str, bytes] = {}  # cache key -> digest of its output state
 
     def plan(self, state: State, nodes: Sequence[NodeSpec], policy: PolicyLike = None) -> Plan:
         """Keys for every node, computed without running anything."""
@@ -255,7 +253,12 @@ class DagExecutor:
         self, state: State, nodes: Sequence[NodeSpec], policy: PolicyLike = None
     ) -> dict[str, Staleness]:
         """The nodes a run would compute, with the reasons, without running anything."""
-        return self.plan(state, nodes, policy).stale(self.cache, self.last_plan)
+        return self.cache.stale(self.plan(state, nodes, policy))
+
+    @property
+    def last_plan(self) -> Plan | None:
+        """The plan of the last run (kept by the cache, which compares the next run with it)."""
+        return self.cache.previous
 
     def run(
         self,
@@ -292,11 +295,9 @@ class DagExecutor:
         plan = make_plan(nodes, state, bag)
         wanted = ancestors_closure(plan.graph, targets) if targets is not None else None
         order = [nid for nid in plan.order if wanted is None or nid in wanted]
-        reasons = plan.stale(self.cache, self.last_plan)
-        cutoff = None
-        if self.early_cutoff and self.cache is not None and self.last_plan is not None:
-            cutoff = EarlyCutoff(plan, self.last_plan, reasons, self.cache, self._output_digests)
-        recorder = _RunRecorder(plan, reasons, self.cache, [*self.callbacks, *callbacks], cutoff)
+        reasons = self.cache.stale(plan)
+        listeners = [*self.callbacks, *callbacks]
+        recorder = _RunRecorder(plan, reasons, self.cache, listeners, self.early_cutoff)
         recorder._notify("on_plan", plan, reasons)
         to_run = self._load_hits(plan, order, reasons, recorder)
         tasks = [self._task(plan.specs[nid], bag, state) for nid in to_run]
@@ -308,9 +309,9 @@ class DagExecutor:
         plan, recorder = prepared.plan, prepared.recorder
         available = {nid: r.state for nid, r in recorder.results.items()}
         self.scheduler.execute(prepared.tasks, available, recorder)
-        if self.cache is not None and recorder.failures:
+        if recorder.failures:
             self._evict_corrupted(plan, recorder)
-        self.last_plan = plan
+        self.cache.finished(plan)
         seconds = time.perf_counter() - prepared.started
         result = self._assemble(plan, prepared.order, recorder, prepared.policy, seconds)
         _log.debug("run %s: %s", result.provenance["run_id"], result.summary())
@@ -323,7 +324,7 @@ class DagExecutor:
         """Load every cached node; return the ids that must run (stale or unreadable)."""
         to_run = []
         for nid in order:
-            if nid not in reasons and self.cache is not None:
+            if nid not in reasons:
                 t0 = time.perf_counter()
                 cached = self.cache.get(plan.nodes[nid].key)
                 if cached is not None:
@@ -344,8 +345,7 @@ class DagExecutor:
             parents = plan.nodes[node_id].deps or tuple(plan.roots())
             for parent in parents:
                 corrupted |= {parent, *plan.descendants(parent)}
-        for node_id in corrupted & recorder.results.keys():
-            self.cache.delete(plan.nodes[node_id].key)
+        self.cache.forget(plan.nodes[nid] for nid in corrupted & recorder.results.keys())
 
     def _task(self, spec: NodeSpec, policy: PolicyBag | None, state: State) -> NodeTask:
         inputs = spec.inputs

@@ -12,8 +12,9 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ._deprecation import deprecated_function
 from .dag import Plan, Staleness, make_plan
-from .dag_cache import DagCache, as_dag_cache
+from .dag_cache import DagCache, open_cache
 from .edit import replace_config, replace_stage_config
 from .errors import UnknownNodeError
 from .executor import DagExecutor, DagRunResult
@@ -30,17 +31,15 @@ __all__ = [
 Listener = Callable[[str, "LiveSession"], None]
 
 
-def default_session_cache(cache: Any, memory_bytes: int) -> DagCache:
-    """A memory tier over the user's cache (or memory alone), so reruns load in microseconds.
-    ``cache`` is anything the executor accepts (store, CacheConfig, DagCache); its
-    strictness is kept."""
-    from .cache import MemoryStore, TieredStore
+def _default_session_cache(cache: Any, memory_bytes: int) -> DagCache:
+    return open_cache(cache, memory_bytes=memory_bytes)
 
-    memory = MemoryStore(max_bytes=memory_bytes)
-    given = as_dag_cache(cache)
-    if given is None:
-        return DagCache(memory)
-    return DagCache(TieredStore([memory, given.backend]), strict=given.strict)
+
+default_session_cache = deprecated_function(
+    "phys_pipeline.session.default_session_cache",
+    _default_session_cache,
+    "use phys_pipeline.dag_cache.open_cache(cache, memory_bytes=...)",
+)
 
 
 class LiveSession:
@@ -64,7 +63,7 @@ class LiveSession:
         self.policy: PolicyBag | None = as_policy(policy)
         self.executor = DagExecutor(
             scheduler=scheduler or LocalScheduler(max_workers=1),
-            cache=default_session_cache(cache, memory_bytes),
+            cache=open_cache(cache, memory_bytes=memory_bytes),
             callbacks=[self],
         )
         self.last_result: DagRunResult | None = None
@@ -156,7 +155,7 @@ class LiveSession:
         return stale
 
     def _stale_in(self, plan: Plan) -> dict[str, Staleness]:
-        return plan.stale(self.executor.cache, self.executor.last_plan)
+        return self.executor.cache.stale(plan)
 
     def _unchanged_failure(self, node_id: str, plan: Plan) -> Any:
         """The last run's record of ``node_id`` if it failed (or was skipped) and nothing it
@@ -221,9 +220,7 @@ class LiveSession:
         (lazy artifacts are not cached, so a result loaded from disk has none). Its entry is
         dropped and written anew; every other node loads from the cache as usual."""
         self.node(node_id)  # an unknown id raises UnknownNodeError naming it
-        cache = self.executor.cache
-        if cache is not None:
-            cache.delete(self.plan().nodes[node_id].key)
+        self.executor.cache.forget([self.plan().nodes[node_id]])
         return self.run()
 
     def reasons(self) -> dict[str, str]:
