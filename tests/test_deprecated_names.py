@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 import phys_pipeline
 from phys_pipeline import _deprecation
+from phys_pipeline.session import LiveSession
 
 
 class PulseCfg(BaseModel):
@@ -126,3 +127,22 @@ def test_topological_order_needs_only_the_nodes() -> None:
         caught, "phys_pipeline.dag.topological_order(graph, nodes)", "topological_order(nodes)"
     )
     assert topological_order(build_graph(nodes), nodes) == order
+
+
+# --- PipelineApp.policy_editor: the widget, not the session's PolicyBag ---------------------
+
+
+def test_the_apps_policy_editor_is_named_so(session: LiveSession) -> None:
+    pytest.importorskip("anywidget")
+    from phys_pipeline.widgets import PipelineApp, PolicyEditor
+
+    app = PipelineApp.from_session(session)
+    try:
+        assert isinstance(app.policy_editor, PolicyEditor)
+        caught = deprecations(lambda: app.policy)
+        assert_warned_once_here(caught, "PipelineApp.policy", "PipelineApp.policy_editor")
+        assert app.policy is app.policy_editor
+        with pytest.raises(AttributeError):
+            app.policy = app.policy_editor  # type: ignore[misc]  # read-only
+    finally:
+        app.close()

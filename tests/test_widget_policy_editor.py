@@ -107,8 +107,8 @@ def test_policy_model_rejects_an_invalid_value_and_changes_nothing(session: Live
 def test_app_passes_its_policy_model_to_the_policy_editor(session: LiveSession) -> None:
     app = PipelineApp.from_session(session, policy_model=FibrePolicy)
     try:
-        assert app.policy.model is FibrePolicy
-        assert isinstance(app.policy.fields["dispersion_scale"], w.FloatSlider)
+        assert app.policy_editor.model is FibrePolicy
+        assert isinstance(app.policy_editor.fields["dispersion_scale"], w.FloatSlider)
     finally:
         app.close()
 

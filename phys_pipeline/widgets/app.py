@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import ipywidgets as w
 
+from .._deprecation import warn_once
 from ..scheduler import Scheduler
 from ..session import LiveSession
 from ..types import NodeSpec, State
@@ -29,7 +30,7 @@ V = TypeVar("V", bound=w.Widget)
 
 class PipelineApp(w.VBox):
     """A notebook front end for a DAG. ``session`` is the model; ``dag`` (DagView),
-    ``controls`` (RunControls), ``policy`` (PolicyEditor), ``artifacts`` (ArtifactView) and
+    ``controls`` (RunControls), ``policy_editor`` (PolicyEditor), ``artifacts`` (ArtifactView) and
     ``editors`` (node id -> ConfigEditor, made on first selection) are views of it.
     ``policy_model``, a pydantic model of the policy, gives the policy editor its controls."""
 
@@ -57,7 +58,7 @@ class PipelineApp(w.VBox):
         with closed_on_failure(self):  # no half-built view left subscribed to the session
             self.dag = self._own(DagView.from_session(session, engine=engine))
             self.controls = self._own(RunControls(session, debounce_s=debounce_s))
-            self.policy = self._own(PolicyEditor(session, model=policy_model))
+            self.policy_editor = self._own(PolicyEditor(session, model=policy_model))
             self.artifacts = self._own(ArtifactView(session))
             ids = [spec.id for spec in session.nodes]
             self.node_picker = w.Dropdown(
@@ -71,7 +72,7 @@ class PipelineApp(w.VBox):
             w.link((self.node_picker, "value"), (self.dag, "selected"))
             self.dag.observe(lambda change: self.select(change["new"]), "selected")
             side = w.VBox(
-                [self.controls, self.node_picker, self._editor_box, self.policy],
+                [self.controls, self.node_picker, self._editor_box, self.policy_editor],
                 layout=w.Layout(min_width="22em", flex="0 1 auto"),
             )
             self.dag.layout = w.Layout(flex="1 1 auto")
@@ -79,6 +80,12 @@ class PipelineApp(w.VBox):
             self.add_class("pp-pipeline-app")
             self.children = [w.HBox([self.dag, side]), self.artifacts]
             self.select("")
+
+    @property
+    def policy(self) -> PolicyEditor:
+        """Deprecated: the policy editor (``session.policy`` is the policy itself)."""
+        warn_once("PipelineApp.policy", "use PipelineApp.policy_editor")
+        return self.policy_editor
 
     def _own(self, view: V) -> V:
         """Remember a view for ``close()``."""
