@@ -20,9 +20,7 @@ def warn_once(old: str, instead: str, stacklevel: int = 2) -> None:
     if old in _given:
         return
     _given.add(old)
-    warnings.warn(
-        f"{old} is deprecated: {instead}", DeprecationWarning, stacklevel=stacklevel + 1
-    )
+    warnings.warn(f"{old} is deprecated: {instead}", DeprecationWarning, stacklevel=stacklevel + 1)
 
 
 def deprecated_function(old: str, new: _F, instead: str) -> _F:

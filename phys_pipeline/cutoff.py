@@ -29,7 +29,9 @@ class OutputMemory(Protocol):
 
     def put(self, key: str, result: StageResult) -> None: ...
 
-    def output_digest(self, key: str, state: State | None = None) -> bytes | None: ...
+    def output_digest(
+        self, key: str, state: Mapping[str, State] | None = None, node_id: str = ""
+    ) -> bytes | None: ...
 
 
 class EarlyCutoff:
@@ -67,7 +69,7 @@ class EarlyCutoff:
             old_output = cache.output_digest(before.key)
             if old_output is None:
                 return None
-            if cache.output_digest(parent.key, parent_states[dep]) != old_output:
+            if cache.output_digest(parent.key, parent_states, dep) != old_output:
                 return None
         previous_result = cache.get(self.previous.nodes[node_id].key)
         if previous_result is not None:

@@ -9,6 +9,12 @@ that raises is reported with a CacheWarning and treated as a miss (or a dropped 
 (``logging``, logger ``phys_pipeline.cache``, DEBUG level).
 
 ``open_cache`` is the one factory for what ``cache=`` means anywhere in the library.
+
+Results need not pass through the driver to be cached: a scheduler whose workers can reach the
+store (``DaskScheduler`` with a disk or Redis store) asks for a ``Filing`` per node; the worker
+files the result itself (``file_on_worker``) and sends back only a ``FiledResult`` (metrics,
+artifacts, provenance and the output's digest), whose state the driver loads from the cache
+when something first asks for it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._deprecation import deprecated_function
@@ -27,7 +34,16 @@ from .dag import NodePlan, Plan, Staleness
 from .errors import CacheError
 from .types import StageResult, State
 
-__all__ = ["DagCache", "as_dag_cache", "open_cache"]
+__all__ = [
+    "DagCache",
+    "FiledResult",
+    "Filing",
+    "WorkerStore",
+    "as_dag_cache",
+    "file_on_worker",
+    "node_provenance",
+    "open_cache",
+]
 
 _log = logging.getLogger("phys_pipeline.cache")
 
@@ -151,9 +167,32 @@ class DagCache:
 
     def file(self, node: NodePlan, result: StageResult) -> None:
         """Store a result a node computed, unless its key covers too little to be trusted
-        (``node.uncacheable``): such a result must never be served."""
-        if not node.uncacheable:
+        (``node.uncacheable``): such a result must never be served. A result a worker filed
+        already is only counted, and bound to this cache to load its state from."""
+        if type(result) is FiledResult:
+            self._digests[node.key] = result.digest
+            self._count("puts")
+            _log.debug("store %s (by a worker)", node.key)
+        elif not node.uncacheable:
             self.put(node.key, result)
+
+    def worker_store(self) -> WorkerStore | None:
+        """The part of the store that other processes reach too (disk, Redis; not a memory
+        tier), for workers to file results in themselves; None: results come to the driver."""
+        tiers = getattr(self.backend, "tiers", [self.backend])
+        shared = [t for t in tiers if getattr(t, "reachable_from_other_processes", False)]
+        if not shared:
+            return None
+        from .cache.tiered import TieredStore
+
+        store = shared[0] if len(shared) == 1 else TieredStore(shared)
+        return WorkerStore(store, _key_ids(store))
+
+    def filing(self, workers: WorkerStore, node: NodePlan) -> Filing | None:
+        """What a worker needs to file ``node``'s result (None: it cannot be cached)."""
+        if node.uncacheable:
+            return None
+        return Filing(workers, node.key, node_provenance(node), self)
 
     def early_cutoff(self, plan: Plan, reasons: Mapping[str, Staleness]) -> EarlyCutoff | None:
         """What lets the nodes below a rerun node whose output did not change load instead of
@@ -162,17 +201,22 @@ class DagCache:
             return None
         return EarlyCutoff(plan, self._previous, reasons, self)
 
-    def output_digest(self, key: str, state: State | None = None) -> bytes | None:
-        """The digest of the output filed under ``key``: remembered, or of ``state`` when
-        given, or read back from the store (None: no longer cached)."""
+    def output_digest(
+        self, key: str, state: Mapping[str, State] | None = None, node_id: str = ""
+    ) -> bytes | None:
+        """The digest of the output filed under ``key``: remembered, or of ``state[node_id]``
+        when given (read only if needed: it may load), or read back from the store (None: no
+        longer cached)."""
         known = self._digests.get(key)
         if known is None:
-            if state is None:
+            if state is not None:
+                output = state[node_id]
+            else:
                 cached = self.get(key)
                 if cached is None:
                     return None
-                state = cached.state
-            known = self._digests[key] = bytes(state.hashable_repr())
+                output = cached.state
+            known = self._digests[key] = bytes(output.hashable_repr())
         return known
 
     def finished(self, plan: Plan) -> None:
@@ -188,6 +232,118 @@ class DagCache:
 
     def __repr__(self) -> str:
         return f"DagCache({self.backend!r}, hits={self.hits}, misses={self.misses})"
+
+
+def node_provenance(node: NodePlan) -> dict[str, str]:
+    """What a cached result records of the node that computed it."""
+    return {
+        "node_id": node.id,
+        "cache_key": node.key,
+        "code_version": node.code_version,
+        "config_hash": node.config_hash,
+    }
+
+
+def _key_ids(store: Any) -> tuple[str, ...]:
+    """The signing keys a store's tiers use, by id (the secrets stay where they are)."""
+    tiers = getattr(store, "tiers", [store])
+    return tuple(t.signer.key_id() for t in tiers if getattr(t, "signer", None) is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStore:
+    """The shared part of a run's store, as shipped to workers, with the ids of the keys the
+    driver signs with: a worker holding other keys must not file (the driver could not read
+    what it wrote)."""
+
+    store: Any
+    key_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Filing:
+    """Where a worker files one node's result, and the provenance the entry records. The
+    driver's ``cache`` stays behind (it is not pickled): it is what the ``FiledResult`` that
+    comes back loads its state from."""
+
+    workers: WorkerStore
+    key: str
+    provenance: dict[str, str]
+    cache: DagCache | None = field(default=None, compare=False)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Filing, (self.workers, self.key, self.provenance)
+
+
+class FiledResult(StageResult):
+    """A result a worker filed in the shared store: its metrics, artifacts and provenance came
+    to the driver, its state loads from the cache when first asked for. (Bound to the
+    driver's ``DagCache`` by the run engine as it arrives.)"""
+
+    def __init__(
+        self,
+        key: str,
+        digest: bytes,
+        metrics: dict[str, float],
+        artifacts: dict[str, Any],
+        provenance: dict[str, Any],
+    ) -> None:
+        self.key, self.digest = key, digest
+        self.metrics, self.artifacts, self.provenance = metrics, artifacts, provenance
+        self._cache: DagCache | None = None
+        self._state: Any = None
+
+    def bind(self, cache: DagCache | None) -> None:
+        self._cache = cache
+
+    @property  # type: ignore[override]
+    def state(self) -> Any:
+        """Loaded from the cache on first access. An entry gone by then (pruned, evicted) is a
+        CacheError naming the node: never a silently missing or different state."""
+        if self._state is None:
+            loaded = self._cache.get(self.key) if self._cache is not None else None
+            if loaded is None:
+                node = self.provenance.get("node_id", "?")
+                raise CacheError(
+                    f"node {node!r}: its result was filed in the cache by a worker under key "
+                    f"{self.key}, and cannot be read back now (evicted or removed?); run again "
+                    "to recompute it"
+                )
+            self._state = loaded.state
+        return self._state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self._state = value
+
+    def __getstate__(self) -> dict[str, Any]:
+        # what travels to the driver: no state (that is the point), no worker-side cache
+        return {**self.__dict__, "_cache": None, "_state": None}
+
+    def __repr__(self) -> str:
+        return f"FiledResult(key={self.key!r}, metrics={self.metrics!r})"
+
+
+def file_on_worker(
+    filing: Filing, result: StageResult, seconds: float
+) -> tuple[StageResult, float]:
+    """Worker side: file ``result`` in the shared store and return a ``FiledResult`` in its
+    place; the full result when it cannot be filed here (other keys, a store failure), so
+    the driver files it and nothing is lost."""
+    result.provenance = {**result.provenance, **filing.provenance, "duration_s": seconds}
+    store = filing.workers.store
+    try:
+        if _key_ids(store) != filing.workers.key_ids:
+            return result, seconds
+        store.put(filing.key, result)
+        if not store.contains(filing.key):
+            return result, seconds
+    except Exception:  # noqa: BLE001 - the driver files it instead, and reports any failure
+        return result, seconds
+    digest = bytes(result.state.hashable_repr())
+    filed = FiledResult(filing.key, digest, result.metrics, result.artifacts, result.provenance)
+    filed.state = result.state  # children on this worker read it; it is not sent on
+    return filed, seconds
 
 
 def _check_store(obj: object) -> None:

@@ -1,11 +1,13 @@
 """DaskScheduler: run the stale part of a plan on a ``dask.distributed`` cluster.
 
 Same protocol and semantics as :class:`~phys_pipeline.scheduler.LocalScheduler`, and the same
-run engine (``phys_pipeline.engine``: readiness, skipping, early cutoff, hooks), so the executor
-and its cache do not change: the executor does every cache read and write in the driver, this
-scheduler only submits. Each node is one Dask task submitted once all of its parents succeeded;
-parents reach it as futures, so states move worker to worker and the driver fetches each result
-exactly once (for the cache and the run result). Hooks run in the thread that called
+run engine (``phys_pipeline.engine``: readiness, skipping, early cutoff, hooks); this scheduler
+only submits. Each node is one Dask task submitted once all of its parents succeeded; parents
+reach it as futures, so states move worker to worker. When the workers can reach the cache's
+store (a disk store on a filesystem they share, Redis), each worker files its node's result
+there itself and the driver receives only metrics, artifacts, provenance and a digest; the
+state loads from the cache if the driver ever reads it (``DagCache.filing``). Otherwise the
+driver fetches each result once and caches it. Hooks run in the thread that called
 ``execute``. Stages are shipped with cloudpickle, so classes defined in ``__main__`` or a
 notebook work; classes from your own modules must be importable on the workers.
 
@@ -33,6 +35,7 @@ except ImportError as exc:
         'pip install "phys-pipeline[dask]"'
     ) from exc
 
+from .dag_cache import file_on_worker
 from .engine import NodeTask, Outcome, RunEngine, RunHooks, run_node
 from .errors import DagError
 from .types import NodeResources, StageResult, State
@@ -76,10 +79,19 @@ def _state_of(output: tuple[StageResult, float]) -> State:
     return output[0].state
 
 
+def _compute(task: NodeTask, parents: Mapping[str, State]) -> tuple[StageResult, float]:
+    """Worker side: compute the node and, when the task says where, file its result in the
+    shared cache here, so that only metrics and a digest travel back to the driver."""
+    result, seconds = run_node(task, parents)
+    if task.filing is not None:
+        return file_on_worker(task.filing, result, seconds)
+    return result, seconds
+
+
 def _run_root(task: NodeTask, root_state: State) -> tuple[StageResult, float]:
     """Worker side: a root node whose initial state was scattered once rather than embedded in
     every root's task (a big initial field would otherwise travel once per root)."""
-    return run_node(dataclasses.replace(task, root_state=root_state), {})
+    return _compute(dataclasses.replace(task, root_state=root_state), {})
 
 
 def _detached(exc: BaseException) -> BaseException:
@@ -118,8 +130,10 @@ class DaskScheduler:
     ``cluster_kwargs`` override the LocalCluster defaults (``n_workers`` = CPU count,
     ``threads_per_worker=1``, ``processes=True``, no dashboard port clash). With ``resources``,
     ``NodeResources`` map to the worker resources ``CPU``, ``GPU`` and ``MEMORY`` (bytes) when
-    workers declare them. ``close()`` (or leaving a ``with`` block) shuts down what this object
-    started -- the LocalCluster or the connection to ``address`` -- never a client you passed.
+    workers declare them. ``file_on_workers=False`` brings every result through the driver
+    even when the workers could file it in the cache themselves. ``close()`` (or leaving a
+    ``with`` block) shuts down what this object started -- the LocalCluster or the connection
+    to ``address`` -- never a client you passed.
     """
 
     def __init__(
@@ -129,6 +143,7 @@ class DaskScheduler:
         address: str | None = None,
         cluster_kwargs: Mapping[str, Any] | None = None,
         resources: bool = True,
+        file_on_workers: bool = True,
     ) -> None:
         if client is not None and address is not None:
             raise ValueError("DaskScheduler takes a client or an address, not both")
@@ -140,6 +155,7 @@ class DaskScheduler:
         self.address = address
         self.cluster_kwargs = dict(cluster_kwargs or {})
         self.resources = resources
+        self.file_on_workers = file_on_workers
         self._user_client = client
         self._own_client: Client | None = None
         self._cluster: LocalCluster | None = None
@@ -327,7 +343,7 @@ class _DaskSubmitter:
                 _run_root, bare, root, key=key, pure=False, resources=resources
             )
         inputs = {dep: self._state_future(dep, parents) for dep in task.deps}
-        return self.client.submit(run_node, task, inputs, key=key, pure=False, resources=resources)
+        return self.client.submit(_compute, task, inputs, key=key, pure=False, resources=resources)
 
     def _state_future(self, dep: str, parents: Mapping[str, State]) -> Future:
         """A parent's state on the cluster; a reused parent's state is shipped on first need."""

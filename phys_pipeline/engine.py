@@ -10,6 +10,8 @@ The state of one run, all of it guarded by ``lock`` (nodes are numbered by their
 the topologically ordered ``tasks``):
 
 - ``states``: node id -> state, for every available parent and finished node: what children read.
+  The state of a node a worker filed in the cache itself (a ``FiledResult``) is loaded only if
+  something on this side reads it.
 - ``waiting[i]``: how many of node ``i``'s parents in this run are not finished yet.
 - ``children[i]``: the nodes that read node ``i``.
 - ``ready``: a heap of nodes whose parents are all finished, lowest position first, so that one
@@ -50,6 +52,7 @@ from heapq import heappop, heappush
 from typing import Any, NamedTuple, Protocol
 
 from ._invoke import call_stage
+from .dag_cache import FiledResult, Filing
 from .errors import StateMutationError
 from .policy import PolicyBag
 from .types import DagState, NodeResources, StageResult, State, stage_name
@@ -83,6 +86,7 @@ class NodeTask:
     check_mutation: bool = True
     input_names: tuple[str, ...] | None = None  # DagState keys, when not the dep ids
     gather: bool = False  # always hand a DagState, even with one parent
+    filing: Filing | None = None  # set: the worker files the result in the cache itself
 
 
 def node_input(task: NodeTask, parent_states: Mapping[str, State]) -> Any:
@@ -175,6 +179,21 @@ Compute = Callable[[NodeTask, Mapping[str, State]], tuple[StageResult, float]]
 """Computes a node on the calling thread (``run_node``, or a hand-over to a process)."""
 
 
+class _States(dict[str, State]):
+    """States by node id; a node filed by a worker has its state loaded on first read."""
+
+    def __init__(self, available: Mapping[str, State]) -> None:
+        super().__init__(available)
+        self.filed: dict[str, FiledResult] = {}
+
+    def __missing__(self, node_id: str) -> State:
+        filed = self.filed.get(node_id)
+        if filed is None:
+            raise KeyError(node_id)
+        state = self[node_id] = filed.state
+        return state
+
+
 class _Deferred:
     """Hooks as seen from other threads: each call becomes an event for the calling thread."""
 
@@ -237,7 +256,7 @@ class RunEngine:
             children.append([])
             if not count:
                 self.ready.append(i)
-        self.states: dict[str, State] = dict(available)
+        self.states = _States(available)
         self.failed: dict[int, str] = {}
         self.free = slots if slots is not None else Slots()
         # with one node at a time, each node fitting alone (the scheduler checks), slots cannot
@@ -362,7 +381,11 @@ class RunEngine:
             self.report.on_error(node_id, outcome)
         else:
             result = outcome[0]
-            self.states[node_id] = result.state
+            if type(result) is FiledResult:
+                result.bind(task.filing.cache)  # type: ignore[union-attr]
+                self.states.filed[node_id] = result
+            else:
+                self.states[node_id] = result.state
             self._settle(i, None)
             if type(outcome) is Reused:
                 self.report.on_reused(node_id, result)

@@ -12,7 +12,7 @@ from typing import Any
 from . import display
 from ._invoke import NamespacedKeys
 from .dag import Plan, Staleness, ancestors_closure, make_plan, policy_seen_by
-from .dag_cache import DagCache, open_cache
+from .dag_cache import DagCache, Filing, node_provenance, open_cache
 from .errors import MetricKeyCollisionError, NodeFailedError, StateMutationError
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .scheduler import DEFAULT_RESOURCES, LocalScheduler, NodeTask, Scheduler
@@ -168,10 +168,7 @@ class _RunRecorder:
         key = planned.key
         result.provenance = {
             **result.provenance,
-            "node_id": node_id,
-            "cache_key": key,
-            "code_version": planned.code_version,
-            "config_hash": planned.config_hash,
+            **node_provenance(planned),
             "duration_s": duration_s,
         }
         self.cache.file(planned, result)
@@ -300,7 +297,17 @@ class DagExecutor:
         recorder = _RunRecorder(plan, reasons, self.cache, listeners, self.early_cutoff)
         recorder._notify("on_plan", plan, reasons)
         to_run = self._load_hits(plan, order, reasons, recorder)
-        tasks = [self._task(plan.specs[nid], bag, state) for nid in to_run]
+        # workers that reach the store file results themselves: states skip the driver
+        shared = self.cache.worker_store() if self.scheduler_files_results else None
+        tasks = [
+            self._task(
+                plan.specs[nid],
+                bag,
+                state,
+                self.cache.filing(shared, plan.nodes[nid]) if shared is not None else None,
+            )
+            for nid in to_run
+        ]
         return PreparedRun(plan, order, bag, recorder, tasks, started)
 
     def execute(self, prepared: PreparedRun) -> DagRunResult:
@@ -347,7 +354,15 @@ class DagExecutor:
                 corrupted |= {parent, *plan.descendants(parent)}
         self.cache.forget(plan.nodes[nid] for nid in corrupted & recorder.results.keys())
 
-    def _task(self, spec: NodeSpec, policy: PolicyBag | None, state: State) -> NodeTask:
+    @property
+    def scheduler_files_results(self) -> bool:
+        """Whether the scheduler's workers file results in the cache themselves
+        (``DaskScheduler(file_on_workers=True)``, the default there)."""
+        return bool(getattr(self.scheduler, "file_on_workers", False))
+
+    def _task(
+        self, spec: NodeSpec, policy: PolicyBag | None, state: State, filing: Filing | None
+    ) -> NodeTask:
         inputs = spec.inputs
         names = inputs.names if inputs else None
         return NodeTask(
@@ -360,6 +375,7 @@ class DagExecutor:
             self.check_mutation,
             tuple(names.get(d, d) for d in spec.deps) if names else None,
             inputs.gather if inputs else False,
+            filing,
         )
 
     def _assemble(

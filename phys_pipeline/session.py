@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ._deprecation import deprecated_function
+from ._edit import replace_config, replace_stage_config
 from .dag import Plan, Staleness, make_plan
 from .dag_cache import DagCache, open_cache
-from .edit import replace_config, replace_stage_config
 from .errors import UnknownNodeError
 from .executor import DagExecutor, DagRunResult
 from .policy import PolicyBag, PolicyLike, as_policy

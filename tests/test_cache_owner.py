@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from dag_stages import GridCfg, GridStage, PhaseCfg, PhaseStage, diamond, with_stage
 
@@ -221,7 +222,7 @@ def test_output_digests_are_remembered_read_back_and_forgotten_with_their_entry(
     owner.file(grid, StageResult(state=state))
     read_back = owner.output_digest(grid.key)
     assert read_back == bytes(state.hashable_repr())
-    assert owner.output_digest(grid.key, SimpleState(3.0)) == read_back  # remembered
+    assert owner.output_digest(grid.key, {"grid": SimpleState(3.0)}, "grid") == read_back
     owner.forget([grid])
     assert owner.output_digest(grid.key) is None and not owner.contains(grid.key)
 
@@ -264,3 +265,46 @@ def test_a_diamond_with_a_swapped_stage_reruns_exactly_what_the_owner_calls_stal
     stale = owner.stale(make_plan(edited, START))
     result = executor.run(START, edited)
     assert set(result.ran) == set(stale)
+
+
+# --- filing on workers (the Dask side is in test_dask_filing.py) ------------------------------
+
+
+def test_only_stores_other_processes_reach_are_offered_to_workers(tmp_path: Path) -> None:
+    assert DagCache(MemoryStore()).worker_store() is None
+    assert DagCache(None).worker_store() is None
+    disk = DiskCache(tmp_path)
+    tiered = open_cache(disk, memory_bytes=1 << 20)
+    shared = tiered.worker_store()
+    assert shared is not None and shared.store is disk  # the memory tier stays in the driver
+    assert shared.key_ids == (disk.signer.key_id(),)
+
+
+def test_a_worker_that_cannot_file_hands_the_whole_result_back(tmp_path: Path) -> None:
+    from phys_pipeline.dag_cache import FiledResult, file_on_worker
+
+    owner = DagCache(DiskCache(tmp_path))
+    node = make_plan(chain(gdd=1.0), START).nodes["grid"]
+    result = StageResult(state=SimpleState(np.arange(4.0)))
+    workers = owner.worker_store()
+    foreign = type(workers)(workers.store, ("another key",))
+    back, _ = file_on_worker(owner.filing(foreign, node), result, 0.5)
+    assert back is result and not owner.contains(node.key)
+
+    class Full(MemoryStore):
+        def put(self, key: str, result: StageResult) -> None:
+            raise OSError("no space left on device")
+
+    full = type(workers)(Full(), ())
+    back, _ = file_on_worker(owner.filing(full, node), result, 0.5)
+    assert back is result
+    filed, seconds = file_on_worker(owner.filing(workers, node), result, 0.5)
+    assert type(filed) is FiledResult and seconds == 0.5
+    assert filed.digest == bytes(result.state.hashable_repr())
+    assert owner.get(node.key).provenance["duration_s"] == 0.5
+
+
+def test_an_uncacheable_node_gets_no_filing(tmp_path: Path) -> None:
+    owner = DagCache(DiskCache(tmp_path))
+    node = make_plan(chain(gdd=1.0), START).nodes["grid"]._replace(uncacheable="reads os.environ")
+    assert owner.filing(owner.worker_store(), node) is None

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from stages import optics
 
-from phys_pipeline import edit  # a deprecated shim over phys_pipeline._edit since 4a12b74
+from phys_pipeline import _edit as edit
 from phys_pipeline.errors import ConfigError
 from phys_pipeline.policy import PolicyBag
 from phys_pipeline.session import LiveSession

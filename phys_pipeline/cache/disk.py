@@ -44,7 +44,7 @@ import stat
 import time
 import warnings
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
@@ -178,6 +178,9 @@ class DiskStore:
     write failures into CacheError; unreadable entries are always a miss plus one CacheWarning
     (and are removed, unless a file is not ours to trust: see the module docs). A signing key
     that cannot be had is a CacheError when strict, else a miss and a warning."""
+
+    # workers in other processes can open it by its path (and their own copy of the key)
+    reachable_from_other_processes: ClassVar[bool] = True
 
     def __init__(
         self,

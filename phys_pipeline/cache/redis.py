@@ -12,7 +12,7 @@ import urllib.parse
 import warnings
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from ..errors import CacheConfigError, CacheError
 from ..types import StageResult
@@ -58,6 +58,8 @@ class RedisStore:
     running is fine; the first call finds out. Connecting and answering get ``timeout_s``;
     sending a value over 1 MiB may take up to 30 s, so big entries survive a slow link.
     """
+
+    reachable_from_other_processes: ClassVar[bool] = True  # by its URL
 
     def __init__(
         self,

@@ -95,6 +95,7 @@ class EntrySigner:
         if secret is not None and not secret:
             raise ValueError("EntrySigner: the secret must not be empty")
         self._secret = secret
+        self._given = secret is not None  # else read from the environment or the key file
         self._env_only = env_only
         self._key_file: Path | None = None  # the file the secret was read from, if any
         self._cache_roots: list[Path] = []
@@ -165,13 +166,21 @@ class EntrySigner:
             self._seed = int.from_bytes(derived[:8], "little")
         return self._seed
 
+    def key_id(self) -> str:
+        """Names the secret without revealing it (an HMAC of a constant): two processes
+        whose ids differ cannot read each other's entries."""
+        return self.sign(b"phys-pipeline key id")[:32]
+
     def __getstate__(self) -> dict[str, object]:
-        return {"secret": self._secret, "env_only": self._env_only, "roots": self._cache_roots}
+        # a secret from the environment or the key file is never shipped: the process that
+        # unpickles (a Dask worker) reads its own, so the key does not travel over the network
+        secret = self._secret if self._given else None
+        return {"secret": secret, "env_only": self._env_only, "roots": self._cache_roots}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__init__(state["secret"], env_only=bool(state["env_only"]))  # type: ignore[misc, arg-type]
         self._cache_roots = list(state.get("roots", ()))  # type: ignore[call-overload]
 
     def __repr__(self) -> str:
-        source = "given" if self._secret is not None else "env" if self._env_only else "env/file"
+        source = "given" if self._given else "env" if self._env_only else "env/file"
         return f"EntrySigner(secret={source})"
