@@ -511,6 +511,63 @@ def bench_live_edit(impl: str) -> Figures:
 # --- Dask: the equivalent task graphs -------------------------------------------------------
 
 
+def _count_driver_bytes() -> list[int]:
+    """Count the bytes of every message this process receives over Dask's TCP comms (the
+    frames before they are deserialized); returns the running total, in a one-item list."""
+    import distributed.comm.tcp as tcp
+
+    received = [0]
+    from_frames = tcp.from_frames
+
+    async def counting(frames: Any, *args: Any, **kwargs: Any) -> Any:
+        received[0] += sum(memoryview(frame).nbytes for frame in frames)
+        return await from_frames(frames, *args, **kwargs)
+
+    tcp.from_frames = counting
+    return received
+
+
+def bench_driver_bytes(impl: str) -> Figures:
+    """A 20-variant sweep of 64 MB fields, each reduced below, on a LocalCluster of two worker
+    processes with a DiskStore both sides reach: the megabytes the driver receives, and the
+    wall time of the cold run. Ours also with ``file_on_workers=False`` when it has it."""
+    import inspect
+
+    from distributed import Client, LocalCluster
+    from phys_pipeline.dask import DaskScheduler
+    from phys_pipeline.executor import DagExecutor
+
+    import workloads as w
+
+    variants, mb = (4, 16) if QUICK else (20, 64)
+    nodes = w.big_sweep(variants, mb)
+    received = _count_driver_bytes()
+    out: Figures = {}
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    with cluster, Client(cluster) as client:
+        filing = "file_on_workers" in inspect.signature(DaskScheduler).parameters
+        modes = {"driver.mb": {}, "driver.off_mb": {"file_on_workers": False}}
+        for name, options in modes.items():
+            if options and not filing:
+                continue
+            with tempfile.TemporaryDirectory() as root:
+                executor = DagExecutor(
+                    scheduler=DaskScheduler(client, **options), cache=w.disk_cache(Path(root))
+                )
+                before = received[0]
+                started = time.perf_counter()
+                result = executor.run(w.initial_state(), nodes)
+                seconds = time.perf_counter() - started
+                out[name] = (received[0] - before) / 1e6
+                out[name.replace("mb", "s")] = seconds
+                assert len(result.metrics) == variants, result.metrics
+                del result
+    out["driver.state_mb"] = variants * mb
+    return out
+
+
 def _identity(x: Any) -> Any:
     return x
 
@@ -590,6 +647,7 @@ BENCHES: dict[str, Callable[[str], Figures]] = {
     "cache_hit": bench_cache_hit,
     "disk_scaling": bench_disk_scaling,
     "live_edit": bench_live_edit,
+    "driver_bytes": bench_driver_bytes,
 }
 
 

@@ -61,8 +61,9 @@ BENCHES: dict[str, tuple[str, ...]] = {
     "cache_hit": ("ours", "baseline"),
     "disk_scaling": ("ours", "baseline"),
     "live_edit": ("ours", "baseline"),
+    "driver_bytes": ("ours", "baseline"),
 }
-TIMEOUT_S = {"disk_scaling": 900, "dag_scaling": 600}
+TIMEOUT_S = {"disk_scaling": 900, "dag_scaling": 600, "driver_bytes": 600}
 
 
 @dataclass
@@ -236,6 +237,15 @@ ROWS: list[Row] = [
         of_baseline=1.2,
     ),
     Row("live.disk_update_ms", "  same, with a DiskCache behind the memory tier", "ms"),
+    Row(
+        "driver.mb",
+        "Bytes into the driver process: 20-variant sweep of 64 MB states on a LocalCluster, "
+        "shared DiskStore",
+        "MB",
+    ),
+    Row("driver.off_mb", "  same, DaskScheduler(file_on_workers=False)", "MB"),
+    Row("driver.s", "  wall time of that cold run", "s"),
+    Row("driver.off_s", "  same, file_on_workers=False", "s"),
     Row(
         "mem.peak_ratio",
         "Peak memory of a warm run ÷ size of the states it returns",

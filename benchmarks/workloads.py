@@ -155,6 +155,25 @@ def big_array_dag(mb: int) -> list[NodeSpec]:
     ]
 
 
+class Energy(PipelineStage):
+    """Reduces a big field to its energy: a small state and one metric."""
+
+    def process(self, state: Any, *, policy: Any = None) -> StageResult:
+        energy = float(np.dot(state.meta["data"], state.meta["data"]))
+        return StageResult(state=SimpleState(payload=energy), metrics={"energy": energy})
+
+
+def big_sweep(variants: int, mb: int) -> list[NodeSpec]:
+    """``variants`` big fields (a sweep over the seed), each reduced to its energy below."""
+    from phys_pipeline.sweep import SweepSpec, expand_sweep
+
+    nodes = [
+        NodeSpec(id="field", stage=BigArray(BigArrayCfg(name="field", megabytes=mb))),
+        NodeSpec(id="energy", deps=["field"], stage=Energy(TrivialCfg(name="energy"))),
+    ]
+    return list(expand_sweep(nodes, [SweepSpec("field", {"seed": list(range(variants))})]))
+
+
 def state_arrays(state: Any) -> list[np.ndarray]:
     return [v for v in state.meta.values() if isinstance(v, np.ndarray)]
 

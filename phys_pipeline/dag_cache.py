@@ -317,8 +317,7 @@ class FiledResult(StageResult):
         self._state = value
 
     def __getstate__(self) -> dict[str, Any]:
-        # what travels to the driver: no state (that is the point), no worker-side cache
-        return {**self.__dict__, "_cache": None, "_state": None}
+        return {**self.__dict__, "_cache": None}  # whoever unpickles binds its own
 
     def __repr__(self) -> str:
         return f"FiledResult(key={self.key!r}, metrics={self.metrics!r})"
@@ -327,9 +326,9 @@ class FiledResult(StageResult):
 def file_on_worker(
     filing: Filing, result: StageResult, seconds: float
 ) -> tuple[StageResult, float]:
-    """Worker side: file ``result`` in the shared store and return a ``FiledResult`` in its
-    place; the full result when it cannot be filed here (other keys, a store failure), so
-    the driver files it and nothing is lost."""
+    """Worker side: file ``result`` in the shared store and return a ``FiledResult`` (no
+    state) to send to the driver in its place; the full result when it cannot be filed here
+    (other keys, a store failure), so that the driver files it and nothing is lost."""
     result.provenance = {**result.provenance, **filing.provenance, "duration_s": seconds}
     store = filing.workers.store
     try:
@@ -342,7 +341,6 @@ def file_on_worker(
         return result, seconds
     digest = bytes(result.state.hashable_repr())
     filed = FiledResult(filing.key, digest, result.metrics, result.artifacts, result.provenance)
-    filed.state = result.state  # children on this worker read it; it is not sent on
     return filed, seconds
 
 

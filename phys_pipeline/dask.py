@@ -79,19 +79,17 @@ def _state_of(output: tuple[StageResult, float]) -> State:
     return output[0].state
 
 
-def _compute(task: NodeTask, parents: Mapping[str, State]) -> tuple[StageResult, float]:
-    """Worker side: compute the node and, when the task says where, file its result in the
-    shared cache here, so that only metrics and a digest travel back to the driver."""
-    result, seconds = run_node(task, parents)
-    if task.filing is not None:
-        return file_on_worker(task.filing, result, seconds)
-    return result, seconds
+def _file(task: NodeTask, output: tuple[StageResult, float]) -> tuple[StageResult, float]:
+    """Worker side, a task of its own after the node's (so that the node's output, state
+    included, stays whole for its children): file the result in the shared cache, and hand
+    the driver a receipt in its place (the whole result if it could not be filed)."""
+    return file_on_worker(task.filing, *output)  # type: ignore[arg-type]
 
 
 def _run_root(task: NodeTask, root_state: State) -> tuple[StageResult, float]:
     """Worker side: a root node whose initial state was scattered once rather than embedded in
     every root's task (a big initial field would otherwise travel once per root)."""
-    return _compute(dataclasses.replace(task, root_state=root_state), {})
+    return run_node(dataclasses.replace(task, root_state=root_state), {})
 
 
 def _detached(exc: BaseException) -> BaseException:
@@ -327,7 +325,15 @@ class _DaskSubmitter:
             self.state_futures[task.node_id] = self.client.submit(
                 _state_of, future, key=f"{task.node_id}-state-{self.token}", pure=False
             )
-        future.add_done_callback(partial(self._finished, task))
+        if task.filing is not None:  # the driver hears of the receipt, not of the output
+            node = future
+            future = self.client.submit(
+                _file, task, node, key=f"{task.node_id}-file-{self.token}", pure=False
+            )
+            self.running[future.key] = future
+            future.add_done_callback(partial(self._finished, task, node.key))
+        else:
+            future.add_done_callback(partial(self._finished, task, None))
 
     def _submit(self, task: NodeTask, parents: Mapping[str, State]) -> Future:
         key = f"{task.node_id}-{self.token}"
@@ -343,7 +349,7 @@ class _DaskSubmitter:
                 _run_root, bare, root, key=key, pure=False, resources=resources
             )
         inputs = {dep: self._state_future(dep, parents) for dep in task.deps}
-        return self.client.submit(_compute, task, inputs, key=key, pure=False, resources=resources)
+        return self.client.submit(run_node, task, inputs, key=key, pure=False, resources=resources)
 
     def _state_future(self, dep: str, parents: Mapping[str, State]) -> Future:
         """A parent's state on the cluster; a reused parent's state is shipped on first need."""
@@ -353,9 +359,12 @@ class _DaskSubmitter:
             self.state_futures[dep] = future
         return future
 
-    def _finished(self, task: NodeTask, future: Future) -> None:
-        """Dask's callback thread: fetch the outcome, hand it to the engine."""
+    def _finished(self, task: NodeTask, node_key: str | None, future: Future) -> None:
+        """Dask's callback thread: fetch the outcome, hand it to the engine. (``node_key``:
+        the node's own task when ``future`` is the one filing its result.)"""
         self.running.pop(future.key, None)
+        if node_key is not None:
+            self.running.pop(node_key, None)
         try:
             outcome = _outcome(future)
         except BaseException as exc:  # noqa: BLE001 - the engine's thread must hear of it

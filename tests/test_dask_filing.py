@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,3 +201,38 @@ def test_a_session_on_dask_fills_its_memory_tier_from_the_shared_disk(
         second.results["again"].state.payload, local_run(session.nodes)["again"]
     )
     assert isinstance(session.executor.cache, DagCache)
+
+
+class Diverges(Amplify):
+    """A propagation that blows up: the node fails with its own exception."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        raise FloatingPointError("split-step diverged: reduce the step")
+
+
+def test_a_failing_node_with_a_filing_is_named_and_keeps_its_exception(
+    client: Client, tmp_path: Path
+) -> None:
+    nodes = [*beam(), NodeSpec("blowup", ["amp"], Diverges(GainCfg()))]
+    store = DiskStore(tmp_path)
+    result = DagExecutor(scheduler=DaskScheduler(client), cache=store).run(
+        START, nodes, raise_on_error=False
+    )
+    assert set(result.failures) == {"blowup"}
+    assert "split-step diverged" in str(result.failures["blowup"])
+    assert not store.contains(result.plan.nodes["blowup"].key)
+    assert sorted(result.ran) == ["again", "amp", "field"]
+
+
+def test_nothing_stays_on_the_cluster_after_a_filed_run(client: Client, tmp_path: Path) -> None:
+    nodes = [*beam(), NodeSpec("blowup", ["amp"], Diverges(GainCfg()))]
+    result = DagExecutor(scheduler=DaskScheduler(client), cache=DiskStore(tmp_path)).run(
+        START, nodes, raise_on_error=False
+    )
+    deadline = time.monotonic() + 30
+    count = -1
+    while count and time.monotonic() < deadline:
+        count = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+        time.sleep(0.05)
+    assert count == 0
+    assert set(result.failures) == {"blowup"}
