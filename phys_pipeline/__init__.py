@@ -28,6 +28,7 @@ _LAZY = {
     "CacheConfig": "cache",
     "build_cache_backend": "cache",
     "DiskCache": "cache",
+    "DiskStore": "cache",
     "DagCache": "dag_cache",
     "SweepSpec": "sweep",
     "expand_sweep": "sweep",

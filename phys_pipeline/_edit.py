@@ -41,7 +41,12 @@ def raw_values(cfg: Any) -> dict[str, Any]:
 
 
 def replace_config(cfg: Any, changes: Mapping[str, Any], where: str) -> Any:
-    """A validated copy of ``cfg`` with ``changes``; errors name ``where``, field and value."""
+    """A validated copy of ``cfg`` with ``changes``; errors name ``where``, field and value.
+
+    Only the changed fields are validated (``validate_assignment`` on a copy), with the
+    model-level checks after each: validating the unchanged values again would apply a
+    converting validator (degrees to radians, say) a second time and silently change them.
+    Field names are used, never aliases."""
     fields = settable_fields(cfg)
     for name in changes:
         if name not in fields:
@@ -51,19 +56,45 @@ def replace_config(cfg: Any, changes: Mapping[str, Any], where: str) -> Any:
                 changes[name],
                 f"{type(cfg).__name__} has no such field; fields: {', '.join(sorted(fields))}",
             )
-    if hasattr(type(cfg), "model_validate"):  # pydantic, and stdlib dataclass StageConfigs
-        try:
-            return type(cfg).model_validate({**raw_values(cfg), **changes})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "?"
-            value = changes.get(field, first.get("input"))
-            raise ConfigError(where, field, value, first["msg"]) from exc
+    validator = getattr(type(cfg), "__pydantic_validator__", None)
+    if validator is not None and hasattr(type(cfg), "model_copy"):
+        return _assigned(cfg, validator, changes, where)
     try:
         return dataclasses.replace(cfg, **changes)
     except (TypeError, ValueError) as exc:
         name = next(iter(changes), "?")
         raise ConfigError(where, name, changes.get(name), str(exc)) from exc
+
+
+def _assigned(cfg: Any, validator: Any, changes: Mapping[str, Any], where: str) -> Any:
+    """``cfg`` with each change validated as an assignment. A cross-field check that only an
+    intermediate step breaks (``low`` moved above the old ``high`` before ``high`` moves too)
+    defers that change to a second pass, when the others are in place."""
+    edited = cfg.model_copy()
+    deferred = []
+    for name, value in changes.items():
+        try:
+            validator.validate_assignment(edited, name, value)
+        except ValidationError as exc:
+            if any(error["loc"] for error in exc.errors()):  # the value itself is refused
+                raise _config_error(exc, name, value, where) from exc
+            deferred.append((name, value))
+    for name, value in deferred:
+        try:
+            validator.validate_assignment(edited, name, value)
+        except ValidationError as exc:
+            raise _config_error(exc, name, value, where) from exc
+    return edited
+
+
+def _config_error(exc: ValidationError, name: str, value: Any, where: str) -> ConfigError:
+    """The first error, named by its field path, or by the edited field when the error is the
+    model's own (a cross-field check has no path)."""
+    first = exc.errors()[0]
+    path = ".".join(str(p) for p in first["loc"])
+    if path and path != name:
+        return ConfigError(where, path, first.get("input"), first["msg"])
+    return ConfigError(where, name, value, first["msg"])
 
 
 def replace_stage_config(stage: Any, cfg: Any) -> Any:

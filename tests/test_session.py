@@ -8,7 +8,7 @@ import pytest
 from dag_stages import GridCfg, GridStage, diamond
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-from phys_pipeline.edit import replace_config
+from phys_pipeline._edit import replace_config
 from phys_pipeline.errors import ConfigError, UnknownNodeError
 from phys_pipeline.session import LiveSession
 from phys_pipeline.types import SimpleState, StageConfig
