@@ -27,9 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._cutoff import EarlyCutoff
 from ._deprecation import deprecated_function
 from .cache.base import CacheStore, CacheWarning, validate_key
-from .cutoff import EarlyCutoff
 from .dag import NodePlan, Plan, Staleness
 from .errors import CacheError
 from .types import StageResult, State

@@ -224,7 +224,7 @@ class DagExecutor:
 
     With a cache, ``early_cutoff`` (default) lets a node that is stale only because an upstream
     node changed load its previous result when that upstream node, rerun, produced the same
-    output as before (see ``phys_pipeline.cutoff``).
+    output as before (see ``DagCache.early_cutoff``).
     """
 
     def __init__(

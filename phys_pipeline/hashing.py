@@ -37,8 +37,8 @@ import xxhash
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from ._files import file_digest
 from .errors import UnhashableValueError
-from .files import file_digest
 
 __all__ = [
     "Encoder",

@@ -83,6 +83,24 @@ def test_the_edit_module_still_imports_and_warns_once(edit_not_imported: None) -
     assert old.replace_stage_config is _edit.replace_stage_config
 
 
+@pytest.fixture
+def cutoff_not_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "phys_pipeline.cutoff", raising=False)
+    monkeypatch.delattr(phys_pipeline, "cutoff", raising=False)
+
+
+def test_the_cutoff_module_still_imports_and_warns_once(cutoff_not_imported: None) -> None:
+    from phys_pipeline import _cutoff
+
+    def import_it() -> None:
+        sys.modules.pop("phys_pipeline.cutoff", None)
+        __import__("phys_pipeline.cutoff")
+
+    caught = deprecations(import_it)
+    assert_warned_once_here(caught, "phys_pipeline.cutoff", "DagCache.early_cutoff")
+    assert sys.modules["phys_pipeline.cutoff"].EarlyCutoff is _cutoff.EarlyCutoff
+
+
 def test_settable_fields_names_the_fields_a_config_accepts() -> None:
     from phys_pipeline._edit import settable_fields
 

@@ -15,10 +15,10 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from phys_pipeline import DagExecutor, NodeSpec, PipelineStage, SimpleState
-from phys_pipeline import files as files_module
+from phys_pipeline import _files as files_module
+from phys_pipeline._files import file_digest
 from phys_pipeline.cache import DiskStore
 from phys_pipeline.errors import NodeFailedError, UnhashableValueError
-from phys_pipeline.files import file_digest
 from phys_pipeline.hashing import (
     config_field_digests,
     config_hash,
