@@ -3,6 +3,7 @@ process with a DeprecationWarning that points at the caller's line and names the
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 from collections.abc import Callable
@@ -59,46 +60,33 @@ def test_disk_cache_is_the_disk_store_without_a_warning(tmp_path: Path) -> None:
     assert deprecations(use_the_guides_name) == []
 
 
-# --- phys_pipeline.edit moved to phys_pipeline._edit ----------------------------------------
+# --- internal modules that were public: phys_pipeline.edit and phys_pipeline.cutoff --------
+
+MOVED = {
+    # old module: (what the warning advises, names it must still give)
+    "edit": ("phys_pipeline._edit", ("replace_config", "replace_stage_config")),
+    "cutoff": ("DagCache.early_cutoff", ("EarlyCutoff",)),
+}
 
 
-@pytest.fixture
-def edit_not_imported(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The deprecated module as if never imported; the test's import is undone afterwards."""
-    monkeypatch.delitem(sys.modules, "phys_pipeline.edit", raising=False)
-    monkeypatch.delattr(phys_pipeline, "edit", raising=False)
-
-
-def test_the_edit_module_still_imports_and_warns_once(edit_not_imported: None) -> None:
-    from phys_pipeline import _edit
-
-    def import_it() -> None:
-        sys.modules.pop("phys_pipeline.edit", None)  # so that every time really imports it
-        __import__("phys_pipeline.edit")
-
-    caught = deprecations(import_it)
-    assert_warned_once_here(caught, "phys_pipeline.edit", "phys_pipeline._edit")
-    old = sys.modules["phys_pipeline.edit"]
-    assert old.replace_config is _edit.replace_config
-    assert old.replace_stage_config is _edit.replace_stage_config
-
-
-@pytest.fixture
-def cutoff_not_imported(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(sys.modules, "phys_pipeline.cutoff", raising=False)
-    monkeypatch.delattr(phys_pipeline, "cutoff", raising=False)
-
-
-def test_the_cutoff_module_still_imports_and_warns_once(cutoff_not_imported: None) -> None:
-    from phys_pipeline import _cutoff
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_a_moved_module_still_imports_and_warns_once(
+    old: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"phys_pipeline.{old}"
+    monkeypatch.delitem(sys.modules, name, raising=False)  # as if never imported; undone after
+    monkeypatch.delattr(phys_pipeline, old, raising=False)
+    advice, names = MOVED[old]
 
     def import_it() -> None:
-        sys.modules.pop("phys_pipeline.cutoff", None)
-        __import__("phys_pipeline.cutoff")
+        sys.modules.pop(name, None)  # so that every time really imports it
+        __import__(name)
 
     caught = deprecations(import_it)
-    assert_warned_once_here(caught, "phys_pipeline.cutoff", "DagCache.early_cutoff")
-    assert sys.modules["phys_pipeline.cutoff"].EarlyCutoff is _cutoff.EarlyCutoff
+    assert_warned_once_here(caught, name, advice)
+    internal = importlib.import_module(f"phys_pipeline._{old}")
+    for exported in names:
+        assert getattr(sys.modules[name], exported) is getattr(internal, exported)
 
 
 def test_settable_fields_names_the_fields_a_config_accepts() -> None:

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 from stages import optics
+from stages.media import Glass, Medium
 
 from phys_pipeline import _edit as edit
 from phys_pipeline.errors import ConfigError
@@ -30,15 +31,6 @@ from phys_pipeline.session import LiveSession
 from phys_pipeline.types import NodeSpec, PipelineStage, SimpleState, StageConfig, StageResult
 
 WHERE = "node 'grid'"
-
-
-class Medium(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    index: float = 1.0
-
-
-class Glass(Medium):
-    dispersion_fs2_per_mm: float = 36.0
 
 
 class PropagateCfg(StageConfig):
@@ -228,15 +220,8 @@ def test_changes_still_wrong_together_name_a_field_the_check_refuses() -> None:
     assert (caught.value.field, caught.value.value) == ("low_thz", 500.0)
 
 
-class TiltedWindowCfg(WindowCfg):
+class TiltedWindowCfg(WindowCfg, TiltCfg):
     """A window with a tilt given in degrees and stored in radians."""
-
-    angle: float = 0.0
-
-    @field_validator("angle")
-    @classmethod
-    def _to_radians(cls, degrees: float) -> float:
-        return math.radians(degrees)
 
 
 def test_changes_judged_together_leave_a_converted_unchanged_field_alone() -> None:

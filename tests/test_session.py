@@ -6,7 +6,8 @@ import warnings
 
 import pytest
 from dag_stages import GridCfg, GridStage, diamond
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import Field, field_serializer
+from stages.media import Glass, Medium
 
 from phys_pipeline._edit import replace_config
 from phys_pipeline.errors import ConfigError, UnknownNodeError
@@ -249,15 +250,6 @@ def test_editing_a_stdlib_dataclass_config_keeps_its_name_and_tags():
     assert live.run().metrics == {"d.gamma": 0.3}
     with pytest.raises(ConfigError, match="'gamma'"):
         live.update("d", gamma="strong")
-
-
-class Medium(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    index: float = 1.0
-
-
-class Glass(Medium):
-    dispersion_fs2_per_mm: float = 36.0
 
 
 class PropagateCfg(StageConfig):

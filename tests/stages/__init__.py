@@ -1,5 +1,6 @@
 """Small physics-flavoured stages the tests share, one module a family.
 
+- ``stages.media``: nested config models (``Medium``, its subclass ``Glass``).
 - ``stages.optics``: the ultrafast-optics line the widget tests edit (grid -> pulse -> fibre ->
   duration, grid -> spectrum), with a config field of every kind a control is made for.
 - The frequency grid, quadratic phases and merge wired as ``diamond()`` stay in the top-level
