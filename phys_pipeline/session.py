@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ._deprecation import deprecated_function
+from ._deprecation import deprecated_function, warn_once
 from ._edit import replace_config, replace_stage_config
 from .dag import Plan, Staleness, make_plan
 from .dag_cache import DagCache, open_cache
@@ -80,8 +80,15 @@ class LiveSession:
     # --- the spec -----------------------------------------------------------------------------
 
     @property
+    def specs(self) -> dict[str, NodeSpec]:
+        """The nodes as they are now, by id, in the order they were given (as ``Plan.specs``)."""
+        return dict(self._nodes)
+
+    @property
     def nodes(self) -> list[NodeSpec]:
-        return [self._nodes[nid] for nid in self._order_hint]
+        """Deprecated: ``list(session.specs.values())``; ``Plan.nodes`` holds keys, not specs."""
+        warn_once("LiveSession.nodes", "use LiveSession.specs (a dict by node id, as Plan.specs)")
+        return list(self._nodes.values())
 
     def node(self, node_id: str) -> NodeSpec:
         try:
@@ -93,7 +100,7 @@ class LiveSession:
         return self.node(node_id).stage.cfg
 
     def plan(self) -> Plan:
-        return make_plan(self.nodes, self.state, self.policy)
+        return make_plan(list(self._nodes.values()), self.state, self.policy)
 
     def update(self, node_id: str, **changes: Any) -> dict[str, Staleness]:
         """Change config fields of one node, validated by its config model. An invalid value
@@ -205,7 +212,11 @@ class LiveSession:
         """Run the stale nodes (or what ``targets`` need); failures are reported in the
         result (``.failures``) and in node statuses, never raised."""
         result = self.executor.run(
-            self.state, self.nodes, self.policy, targets=targets, raise_on_error=False
+            self.state,
+            list(self._nodes.values()),
+            self.policy,
+            targets=targets,
+            raise_on_error=False,
         )
         self.last_result = result
         self._current = (result.plan, None)

@@ -198,7 +198,7 @@ def test_a_session_on_dask_fills_its_memory_tier_from_the_shared_disk(
     second = session.run()
     assert second.ran == ["again"] and second.hits == ["field", "amp"]
     np.testing.assert_allclose(
-        second.results["again"].state.payload, local_run(session.nodes)["again"]
+        second.results["again"].state.payload, local_run(list(session.specs.values()))["again"]
     )
     assert isinstance(session.executor.cache, DagCache)
 

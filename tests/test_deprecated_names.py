@@ -152,3 +152,14 @@ def test_the_apps_policy_editor_is_named_so(session: LiveSession) -> None:
             app.policy = app.policy_editor  # type: ignore[misc]  # read-only
     finally:
         app.close()
+
+
+# --- LiveSession.nodes (a list of specs) beside Plan.nodes (keys): LiveSession.specs ---------
+
+
+def test_a_sessions_specs_are_by_id_like_a_plans(session: LiveSession) -> None:
+    assert list(session.specs) == list(session.plan().specs)
+    assert session.specs == session.plan().specs
+    caught = deprecations(lambda: session.nodes)
+    assert_warned_once_here(caught, "LiveSession.nodes", "LiveSession.specs")
+    assert session.nodes == list(session.specs.values())

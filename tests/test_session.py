@@ -245,7 +245,7 @@ def test_editing_a_stdlib_dataclass_config_keeps_its_name_and_tags():
     cfg = DampingCfg(gamma=0.2, name="damp", tags={"lab": "B"})
     live = LiveSession([NodeSpec(id="d", stage=Damp(cfg))], SimpleState(payload=None))
     live.update("d", gamma=0.3)
-    edited = live.nodes[0].stage.cfg
+    edited = next(iter(live.specs.values())).stage.cfg
     assert (edited.gamma, edited.name, edited.tags) == (0.3, "damp", {"lab": "B"})
     assert live.run().metrics == {"d.gamma": 0.3}
     with pytest.raises(ConfigError, match="'gamma'"):

@@ -60,7 +60,7 @@ class PipelineApp(w.VBox):
             self.controls = self._own(RunControls(session, debounce_s=debounce_s))
             self.policy_editor = self._own(PolicyEditor(session, model=policy_model))
             self.artifacts = self._own(ArtifactView(session))
-            ids = [spec.id for spec in session.nodes]
+            ids = list(session.specs)
             self.node_picker = w.Dropdown(
                 options=[("(all nodes)", ""), *((nid, nid) for nid in ids)],
                 value="",
