@@ -238,6 +238,7 @@ def node_provenance(node: NodePlan) -> dict[str, str]:
     """What a cached result records of the node that computed it."""
     return {
         "node_id": node.id,
+        "stage": node.stage_type,
         "cache_key": node.key,
         "code_version": node.code_version,
         "config_hash": node.config_hash,
