@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import warnings
 from collections import OrderedDict
-from typing import Any
-
-import numpy as np
+from collections.abc import Callable
 
 from ..types import StageResult
 from .base import CacheWarning, validate_key
-from .frozen import UncopyableResult, freeze, hand_out, reachable
+from .frozen import UncopyableResult, estimate_nbytes, keep
 
 __all__ = ["MemoryStore", "estimate_nbytes"]
-
-_OBJECT_OVERHEAD = 64
-
-
-def estimate_nbytes(obj: Any) -> int:
-    """A deep size estimate: array buffers by ``nbytes``, containers and objects walked once
-    each (by identity), code objects not walked. Good enough to budget memory, not exact."""
-    total = 0
-    for item in reachable(obj):
-        if isinstance(item, np.ndarray):
-            total += item.nbytes + _OBJECT_OVERHEAD
-            continue
-        try:
-            total += sys.getsizeof(item)
-        except TypeError:
-            total += _OBJECT_OVERHEAD
-    return total
 
 
 class MemoryStore:
@@ -44,7 +24,8 @@ class MemoryStore:
         if max_bytes <= 0:
             raise ValueError(f"MemoryStore: max_bytes must be > 0, got {max_bytes!r}")
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, tuple[StageResult, int]] = OrderedDict()
+        # key -> (what a hit calls for a fresh copy of the entry, its estimated size)
+        self._entries: OrderedDict[str, tuple[Callable[[], StageResult], int]] = OrderedDict()
         self._nbytes = 0
         self._lock = threading.Lock()
 
@@ -60,7 +41,7 @@ class MemoryStore:
             if entry is None:
                 return None
             self._entries.move_to_end(key)
-        return hand_out(entry[0])
+        return entry[0]()
 
     def put(self, key: str, result: StageResult) -> None:
         """Keep a private copy of ``result`` (see ``frozen``): its arrays become read-only,
@@ -68,7 +49,7 @@ class MemoryStore:
         changing the entry. A result that cannot be copied is not kept (one CacheWarning)."""
         key = validate_key(key)
         try:
-            result = freeze(result)
+            hand_out, size = keep(result)
         except UncopyableResult as exc:
             self.delete(key)
             warnings.warn(
@@ -77,14 +58,13 @@ class MemoryStore:
                 stacklevel=2,
             )
             return
-        size = estimate_nbytes(result)
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
                 self._nbytes -= old[1]
             if size > self.max_bytes:
                 return
-            self._entries[key] = (result, size)
+            self._entries[key] = (hand_out, size)
             self._nbytes += size
             while self._nbytes > self.max_bytes:
                 _, (_, evicted) = self._entries.popitem(last=False)
