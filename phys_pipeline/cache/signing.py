@@ -2,13 +2,22 @@
 
 Every entry is signed, so nothing read from a cache is trusted (and no pickle is loaded) unless
 its signature checks out against a secret kept outside the cache: the ``PHYS_PIPELINE_CACHE_KEY``
-environment variable (hex or any string), else a per-user key file created with mode 0600 in
-``$XDG_CONFIG_HOME/phys-pipeline/cache.key`` (default ``~/.config/...``).
+environment variable, else a per-user key file, ``cache.key`` in the user config directory that
+platformdirs names for ``phys-pipeline`` (on Linux ``$XDG_CONFIG_HOME/phys-pipeline/cache.key``,
+default ``~/.config/...``), created on first use with 32 random bytes written as hex.
 
-A key file that other users can access (any group or other permission bit), or that lies inside
-the directory of a cache using it, is refused with a CacheError: whoever can read the key can
-forge entries. A cache shared between users needs ``PHYS_PIPELINE_CACHE_KEY``, set to the same
-secret for everyone (``CacheConfig(backend="shared-disk")`` insists on it).
+The secret is a string's bytes: surrounding whitespace dropped, 32 or more hex digits (an even
+number) decode to bytes, any other text is taken as UTF-8. A key file that is not UTF-8 is a binary
+key and its bytes are the secret as they are. A key file's secret must be at least 16 bytes long:
+a short one is guessable, and whoever guesses it can forge entries.
+
+Whoever can read the key file can forge entries, and whoever can replace it can make you sign
+with their key, so on POSIX it is used only if it is a regular file (not a symlink, FIFO or
+directory) owned by you with no group or other permission bits, in a directory owned by you (or
+root) that neither group nor others may write, and not inside the directory of a cache using it.
+Anything else is a CacheError naming the file and what is wrong, raised before any entry is
+checked. A cache shared between users needs ``PHYS_PIPELINE_CACHE_KEY``, set to the same secret
+for everyone (``CacheConfig(backend="shared-disk")`` insists on it).
 """
 
 from __future__ import annotations
@@ -23,19 +32,28 @@ import struct
 import threading
 from pathlib import Path
 
+import platformdirs
+
 from ..errors import CacheError
 
 __all__ = ["KEY_ENV_VAR", "EntrySigner", "key_file_path", "secret_from_env"]
 
 KEY_ENV_VAR = "PHYS_PIPELINE_CACHE_KEY"
+_MIN_SECRET_BYTES = 16
 _DOMAIN = b"phys-pipeline cache entry v1\0"
 _pack_len = struct.Struct("<Q").pack
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFDIR: "a directory",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
 
 
 def key_file_path() -> Path:
     """Where the per-user secret lives when the environment variable is not set."""
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "phys-pipeline" / "cache.key"
+    return Path(platformdirs.user_config_dir("phys-pipeline", appauthor=False)) / "cache.key"
 
 
 def _secret_from_text(text: str) -> bytes:
@@ -48,6 +66,15 @@ def _secret_from_text(text: str) -> bytes:
     return text.encode("utf-8")
 
 
+def _long_enough(secret: bytes, source: str, remedy: str) -> bytes:
+    if len(secret) < _MIN_SECRET_BYTES:
+        raise CacheError(
+            f"{source} holds a secret of {len(secret)} bytes, but at least {_MIN_SECRET_BYTES} are "
+            f"needed: a short secret can be guessed, and with it cache entries forged; {remedy}"
+        )
+    return secret
+
+
 def secret_from_env() -> bytes | None:
     """The secret from ``PHYS_PIPELINE_CACHE_KEY``, or None when it is unset or empty."""
     text = os.environ.get(KEY_ENV_VAR, "").strip()
@@ -55,33 +82,103 @@ def secret_from_env() -> bytes | None:
 
 
 def _create_key_file(path: Path) -> None:
-    """Write a fresh random key next to ``path`` and link it into place: if another process
-    got there first, its key wins and ours is dropped, so all processes agree on one key."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Write a fresh random key next to ``path`` and hard-link it into place: a link never
+    replaces a file, so if another process got there first its key wins and ours is dropped,
+    and all processes agree on one key (with no lock file left behind)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32) + "\n")
+            fh.write(secrets.token_hex(32) + "\n")  # hex text: what earlier versions read too
+            fh.flush()
+            os.fsync(fh.fileno())  # never a linked but empty key after a crash
         with contextlib.suppress(FileExistsError):  # another process won: use its key
             os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _read_key_file(path: Path) -> bytes:
-    if not path.exists():
-        _create_key_file(path)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+def _check_key_dir(directory: Path, info: os.stat_result) -> None:
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid not in (os.geteuid(), 0):
+        raise CacheError(
+            f"the directory {directory} of the cache key file belongs to uid {info.st_uid}, "
+            f"who could replace the key with their own; keep the key in a directory of yours "
+            f"(XDG_CONFIG_HOME) or set {KEY_ENV_VAR}"
+        )
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise CacheError(
+            f"the directory {directory} of the cache key file has mode {mode:#o}: other users "
+            f"can write it, so they could replace the key with their own; run "
+            f"`chmod go-w {directory}` (or set {KEY_ENV_VAR})"
+        )
+
+
+def _check_key_file(path: Path, info: os.stat_result) -> None:
+    mode = stat.S_IMODE(info.st_mode)
+    if not stat.S_ISREG(info.st_mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+        raise CacheError(
+            f"cache key file {path} is {kind}, not a regular file; remove it (a new key is "
+            f"made on first use) or set {KEY_ENV_VAR}"
+        )
+    if info.st_uid != os.geteuid():
+        raise CacheError(
+            f"cache key file {path} belongs to uid {info.st_uid}, not to you (uid "
+            f"{os.geteuid()}): its owner could read it and forge cache entries; remove it (a new "
+            f"key is made on first use) or set {KEY_ENV_VAR}"
+        )
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise CacheError(
             f"cache key file {path} has mode {mode:#o}: other users can read or change it, so "
             f"they could forge cache entries; run `chmod 600 {path}` (or set {KEY_ENV_VAR})"
         )
-    secret = _secret_from_text(path.read_text())
-    if not secret:
-        raise CacheError(f"cache key file {path} is empty; delete it to get a new key")
-    return secret
+
+
+def _read_own_file(path: Path) -> bytes:
+    """The bytes of the key file, once the checks above pass for what was actually opened
+    (never blocks: a FIFO is opened non-blocking and refused unread)."""
+    if os.name != "posix":  # no FIFOs or uids; the profile directory's ACLs keep others out
+        return path.read_bytes()
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _check_key_dir(path.parent, os.fstat(dir_fd))
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+        try:
+            fd = os.open(path.name, flags, dir_fd=dir_fd)
+        except OSError as exc:
+            if os.path.islink(path):  # O_NOFOLLOW refuses it (ELOOP, or EMLINK on BSDs)
+                raise CacheError(
+                    f"cache key file {path} is a symbolic link: whoever controls where it "
+                    f"points controls the key; put the key file itself there (or set "
+                    f"{KEY_ENV_VAR})"
+                ) from exc
+            raise
+    finally:
+        os.close(dir_fd)
+    try:
+        _check_key_file(path, os.fstat(fd))
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
+def _read_key_file(path: Path) -> bytes:
+    """The secret in the key file at ``path``, made first if there is none."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        data = _read_own_file(path)
+    except FileNotFoundError:
+        _create_key_file(path)
+        data = _read_own_file(path)
+    try:
+        secret = _secret_from_text(data.decode("utf-8"))  # a text key, read as it always was
+    except UnicodeDecodeError:
+        secret = data  # a binary key
+    return _long_enough(
+        secret, f"cache key file {path}", f"delete it to get a new key (or set {KEY_ENV_VAR})"
+    )
 
 
 class EntrySigner:
