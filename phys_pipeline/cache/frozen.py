@@ -344,7 +344,8 @@ class _Keeper:
         """``kept`` (a copy of ``obj``) with its mutable items set to None, and their recipes
         by key or index."""
         parts = []
-        size, scalars, is_dict = sys.getsizeof(obj), _SCALARS, type(obj) is dict
+        # the copy's size: an instance __dict__'s own depends on its class's history
+        size, scalars, is_dict = sys.getsizeof(kept), _SCALARS, type(obj) is dict
         for where, value in items:
             if is_dict:
                 size += where.__sizeof__() if type(where) in scalars else sys.getsizeof(where)
