@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phys_pipeline.cache import CacheWarning, DiskStore
+from phys_pipeline.cache import CacheConfig, CacheWarning, DiskStore, build_cache_backend
 from phys_pipeline.cache.signing import EntrySigner, key_file_path
 from phys_pipeline.errors import CacheError
 from phys_pipeline.types import SimpleState, StageResult
@@ -88,6 +88,27 @@ def test_env_only_signer_refuses_to_fall_back_to_the_key_file(isolated_cache_key
     with pytest.raises(CacheError, match="PHYS_PIPELINE_CACHE_KEY"):
         EntrySigner(env_only=True).sign(b"x")
     assert not isolated_cache_key.exists()
+
+
+@pytest.mark.parametrize(("value", "length"), [("a", 1), ("hunter2", 7), ("x" * 15, 15)])
+def test_short_env_key_is_refused_naming_its_length_and_the_minimum(
+    isolated_cache_key: Path, monkeypatch: pytest.MonkeyPatch, value: str, length: int
+) -> None:
+    monkeypatch.setenv("PHYS_PIPELINE_CACHE_KEY", value)
+    message = refusal()
+    assert "PHYS_PIPELINE_CACHE_KEY" in message
+    assert f"a secret of {length} bytes" in message and "at least 16" in message
+    assert "secrets.token_hex(32)" in message  # how to make a good one
+    assert "hunter2" not in message  # the secret itself is never shown
+    assert not isolated_cache_key.exists()  # no silent fall back to the key file
+
+
+def test_shared_disk_cache_with_a_short_env_key_is_refused_when_built(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PHYS_PIPELINE_CACHE_KEY", "team secret")
+    with pytest.raises(CacheError, match="a secret of 11 bytes"):
+        build_cache_backend(CacheConfig(backend="shared-disk", disk_root=tmp_path / "shared"))
 
 
 @pytest.mark.parametrize(

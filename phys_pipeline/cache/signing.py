@@ -8,7 +8,7 @@ default ``~/.config/...``), created on first use with 32 random bytes written as
 
 The secret is a string's bytes: surrounding whitespace dropped, 32 or more hex digits (an even
 number) decode to bytes, any other text is taken as UTF-8. A key file that is not UTF-8 is a binary
-key and its bytes are the secret as they are. A key file's secret must be at least 16 bytes long:
+key and its bytes are the secret as they are. Either way the secret must be at least 16 bytes long:
 a short one is guessable, and whoever guesses it can forge entries.
 
 Whoever can read the key file can forge entries, and whoever can replace it can make you sign
@@ -40,6 +40,7 @@ __all__ = ["KEY_ENV_VAR", "EntrySigner", "key_file_path", "secret_from_env"]
 
 KEY_ENV_VAR = "PHYS_PIPELINE_CACHE_KEY"
 _MIN_SECRET_BYTES = 16
+_MAKE_A_SECRET = 'python -c "import secrets; print(secrets.token_hex(32))"'
 _DOMAIN = b"phys-pipeline cache entry v1\0"
 _pack_len = struct.Struct("<Q").pack
 _FILE_KINDS = {
@@ -76,9 +77,16 @@ def _long_enough(secret: bytes, source: str, remedy: str) -> bytes:
 
 
 def secret_from_env() -> bytes | None:
-    """The secret from ``PHYS_PIPELINE_CACHE_KEY``, or None when it is unset or empty."""
+    """The secret from ``PHYS_PIPELINE_CACHE_KEY``, or None when it is unset or empty; a
+    CacheError if it is shorter than 16 bytes."""
     text = os.environ.get(KEY_ENV_VAR, "").strip()
-    return _secret_from_text(text) if text else None
+    if not text:
+        return None
+    return _long_enough(
+        _secret_from_text(text),
+        f"the {KEY_ENV_VAR} environment variable",
+        f"set it to the output of `{_MAKE_A_SECRET}`",
+    )
 
 
 def _create_key_file(path: Path) -> None:
