@@ -196,6 +196,7 @@ class NodePlan(NamedTuple):
     label: str
     fingerprint: Fingerprint
     uncacheable: str = ""
+    own: str = ""  # the key without the parents' keys: equal when only upstream changed
 
 
 class Staleness(NamedTuple):
@@ -258,8 +259,11 @@ class Plan:
         reasons: list[str] = []
         if now.stage_type != before.stage_type:
             reasons.append(f"stage class changed ({before.stage_type} -> {now.stage_type})")
-        elif now.code_version != before.code_version:
+        elif now.fingerprint.digest != before.fingerprint.digest:
+            # a pinned version (NodeSpec.version) keeps code_version, not the attributes
             reasons += now.fingerprint.changes(before.fingerprint) or ["code changed"]
+        if _input_shape(self.specs[node_id]) != _input_shape(previous.specs[node_id]):
+            reasons.append("input names changed")
         if now.config_hash != before.config_hash:
             cfg, old = self.specs[node_id].stage.cfg, previous.specs[node_id].stage.cfg
             reasons += config_changes(cfg, old) or ["config changed"]
@@ -284,6 +288,14 @@ class Plan:
             for nid in self.order
             if contains is None or nodes[nid].uncacheable or not contains(nodes[nid].key)
         }
+
+
+def _input_shape(spec: NodeSpec) -> tuple[bool, Any] | None:
+    """How a node receives its parents' states, as far as its key sees it."""
+    inputs = spec.inputs
+    if inputs is None or not (inputs.gather or inputs.names):
+        return None
+    return inputs.gather, dict(inputs.names or {})
 
 
 def config_changes(cfg: Any, before: Any) -> list[str]:
@@ -359,6 +371,8 @@ def make_plan(
             # as when it was metadata["gather"] and ["input_names"], so keys stay the same
             parts.append(repr((inputs.gather or None, inputs.names)).encode())
         deps = spec.deps
+        # what the node is apart from its inputs' keys: early cutoff compares it
+        own = xxhash.xxh3_128_hexdigest(b"".join([*parts, "\1".join(deps).encode()]))
         if deps:
             parts.append("".join([f"{dep}\1{planned[dep].key}" for dep in deps]).encode())
         else:
@@ -380,6 +394,7 @@ def make_plan(
             spec.op_name or name_of(cfg, cls),
             fingerprint,
             uncacheable,
+            own,
         )
     _log.debug("plan: %d nodes, %d not cacheable", len(planned), len(not_cacheable))
     return Plan(specs, order, planned, state_digest, policy, _graph=graph)

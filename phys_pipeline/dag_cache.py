@@ -2,11 +2,11 @@
 
 Every read and write of a store goes through it (the executor's hits and puts, the plan's
 staleness check, early cutoff, eviction, ``LiveSession.rerun``), and so does cross-run memory:
-the plan of the last run, which lets staleness name what changed, and the digests of the
-outputs it has seen, which early cutoff compares. A store problem never fails a run: a store
-that raises is reported with a CacheWarning and treated as a miss (or a dropped put), unless
-``strict=True``, where it raises CacheError. Hits, misses, stores and evictions are logged
-(``logging``, logger ``phys_pipeline.cache``, DEBUG level).
+the plan of the last run, which lets staleness name what changed and early cutoff compare. A
+store problem never fails a run: a store that raises is reported with a CacheWarning and
+treated as a miss (or a dropped put), unless ``strict=True``, where it raises CacheError.
+Hits, misses, stores and evictions are logged (``logging``, logger ``phys_pipeline.cache``,
+DEBUG level).
 
 ``open_cache`` is the one factory for what ``cache=`` means anywhere in the library.
 
@@ -32,7 +32,7 @@ from ._deprecation import deprecated_function
 from .cache.base import CacheStore, CacheWarning, validate_key
 from .dag import NodePlan, Plan, Staleness
 from .errors import CacheError
-from .types import StageResult, State
+from .types import StageResult
 
 __all__ = [
     "DagCache",
@@ -46,8 +46,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("phys_pipeline.cache")
-
-_MAX_REMEMBERED = 4096  # output digests kept between runs (16 bytes each, plus the key)
 
 
 class DagCache:
@@ -66,7 +64,6 @@ class DagCache:
         self.hits = self.misses = self.puts = self.errors = 0
         self._lock = threading.Lock()
         self._previous: Plan | None = None
-        self._digests: dict[str, bytes] = {}  # cache key -> digest of the output filed there
 
     # --- store traffic ------------------------------------------------------------------------
 
@@ -124,7 +121,6 @@ class DagCache:
 
     def delete(self, key: str) -> None:
         key = validate_key(key)
-        self._digests.pop(key, None)
         if self.backend is None:
             return
         with self._guard("delete", key):
@@ -133,7 +129,6 @@ class DagCache:
 
     def clear(self) -> None:
         """Empty the store (the counters keep counting; see ``reset_stats``)."""
-        self._digests.clear()
         if self.backend is not None:
             with self._guard("clear"):
                 self.backend.clear()
@@ -168,9 +163,8 @@ class DagCache:
     def file(self, node: NodePlan, result: StageResult) -> None:
         """Store a result a node computed, unless its key covers too little to be trusted
         (``node.uncacheable``): such a result must never be served. A result a worker filed
-        already is only counted, and bound to this cache to load its state from."""
+        already is only counted."""
         if type(result) is FiledResult:
-            self._digests[node.key] = result.digest
             self._count("puts")
             _log.debug("store %s (by a worker)", node.key)
         elif not node.uncacheable:
@@ -201,29 +195,9 @@ class DagCache:
             return None
         return EarlyCutoff(plan, self._previous, reasons, self)
 
-    def output_digest(
-        self, key: str, state: Mapping[str, State] | None = None, node_id: str = ""
-    ) -> bytes | None:
-        """The digest of the output filed under ``key``: remembered, or of ``state[node_id]``
-        when given (read only if needed: it may load), or read back from the store (None: no
-        longer cached)."""
-        known = self._digests.get(key)
-        if known is None:
-            if state is not None:
-                output = state[node_id]
-            else:
-                cached = self.get(key)
-                if cached is None:
-                    return None
-                output = cached.state
-            known = self._digests[key] = bytes(output.hashable_repr())
-        return known
-
     def finished(self, plan: Plan) -> None:
         """A run of ``plan`` is over: it becomes what the next run is compared with."""
         self._previous = plan
-        if len(self._digests) > _MAX_REMEMBERED:
-            self._digests.clear()
 
     def forget(self, nodes: Iterable[NodePlan]) -> None:
         """Drop the entries of ``nodes`` (a stage corrupted them, or the user asked)."""

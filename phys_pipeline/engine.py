@@ -103,15 +103,19 @@ def run_node(task: NodeTask, parent_states: Mapping[str, State]) -> tuple[StageR
     """Compute one node: returns its validated result and the stage's wall time in seconds.
 
     With ``check_mutation``, the input is re-hashed after the run (as Pydra does), because a
-    stage that writes to its input would silently corrupt its parent's cached result.
+    stage that writes to its input would silently corrupt its parent's cached result; its
+    digest is recorded as ``provenance["input_digest"]`` (what early cutoff compares).
     """
     state = node_input(task, parent_states)
     before = state.hashable_repr() if task.check_mutation else None
     started = time.perf_counter()
     result = call_stage(task.stage, state, task.policy, where=f"node {task.node_id!r}")
     duration = time.perf_counter() - started
-    if before is not None and state.hashable_repr() != before:
-        raise StateMutationError(task.node_id, stage_name(task.stage))
+    if before is not None:
+        if state.hashable_repr() != before:
+            raise StateMutationError(task.node_id, stage_name(task.stage))
+        # what the result was computed from: early cutoff compares a later input with it
+        result.provenance = {**result.provenance, "input_digest": bytes(before).hex()}
     return result, duration
 
 

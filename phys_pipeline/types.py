@@ -89,7 +89,12 @@ class DagState(State):
         return DagState({k: v.deepcopy() for k, v in self.inputs.items()})
 
     def hashable_repr(self) -> bytes:
-        return digest({k: v.hashable_repr() for k, v in self.inputs.items()}, "DagState")
+        return DagState.digest_of({k: v.hashable_repr() for k, v in self.inputs.items()})
+
+    @staticmethod
+    def digest_of(parts: Mapping[str, bytes]) -> bytes:
+        """A DagState's ``hashable_repr`` from its inputs' (early cutoff knows those)."""
+        return digest(dict(parts), "DagState")
 
     def __getitem__(self, node_id: str) -> State:
         return self.inputs[node_id]

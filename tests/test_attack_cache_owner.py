@@ -157,12 +157,6 @@ def phases(result: DagRunResult) -> dict[str, np.ndarray]:
 # --- early cutoff: a node is reused only if nothing it sees changed ----------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="early cutoff reuses the beat node's previous result after its input names were "
-    "swapped: Plan.explain never compares NodeInputs (part of the key), so the node's only "
-    "reason is 'upstream changed' and it qualifies for cutoff; the beat's sign is wrong",
-)
 def test_swapped_input_names_with_an_unchanged_upstream_output_are_recomputed() -> None:
     executor = DagExecutor(cache=MemoryStore())
     first = executor.run(START, beat_nodes({"probe": "signal", "local_osc": "reference"}))
@@ -174,13 +168,6 @@ def test_swapped_input_names_with_an_unchanged_upstream_output_are_recomputed() 
     assert second.runs["beat"].reason != REUSED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="early cutoff reuses a version-pinned stage's previous result after its attributes "
-    "(the FIR taps) changed: they are in the key but not in code_version, which is all "
-    "Plan.explain compares, so 'upstream changed' is the only reason and cutoff serves the "
-    "old filter's output",
-)
 def test_a_pinned_stage_with_new_attributes_is_recomputed_despite_an_unchanged_upstream() -> None:
     executor = DagExecutor(cache=MemoryStore())
     executor.run(START, fir_nodes([1.0, 1.0, 1.0]))
@@ -326,14 +313,6 @@ def test_cutoff_after_a_co_user_cleared_the_store_recomputes(tmp_path: Path) -> 
     assert out.metrics["beat.beat"] == pytest.approx(16.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="early cutoff compares the parent's new output with the digest of what the store "
-    "holds under the parent's previous key now (DagCache.output_digest reads it back: a result "
-    "the driver filed itself is not remembered), not with what the child was computed from; an "
-    "entry overwritten under the same key (a co-user, a re-filed nondeterministic stage) "
-    "makes cutoff reuse a child computed from other data",
-)
 def test_cutoff_compares_with_what_the_children_read_not_what_the_store_holds_now(
     tmp_path: Path,
 ) -> None:

@@ -105,7 +105,7 @@ def test_shared_disk_needs_the_key_in_the_environment(tmp_path: Path) -> None:
 def test_shared_disk_entries_are_readable_by_another_user_with_the_same_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_cache_key: Path
 ) -> None:
-    monkeypatch.setenv("PHYS_PIPELINE_CACHE_KEY", "team secret")
+    monkeypatch.setenv("PHYS_PIPELINE_CACHE_KEY", "shared team secret")
     cfg = CacheConfig(backend="shared-disk", disk_root=tmp_path / "shared")
     build_cache_backend(cfg).put(KEY, StageResult(SimpleState({1, 2})))  # a set: pickled
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other-user"))

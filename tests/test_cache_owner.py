@@ -213,18 +213,13 @@ def test_an_uncacheable_node_is_never_filed() -> None:
     assert owner.puts == 1 and owner.contains(plan.nodes["grid"].key)
 
 
-def test_output_digests_are_remembered_read_back_and_forgotten_with_their_entry() -> None:
+def test_a_computed_result_records_the_digest_of_its_input() -> None:
     owner = DagCache(MemoryStore())
-    plan = make_plan(chain(gdd=1.0), START)
-    grid = plan.nodes["grid"]
-    state = SimpleState(2.0)
-    assert owner.output_digest(grid.key) is None  # not cached, never seen
-    owner.file(grid, StageResult(state=state))
-    read_back = owner.output_digest(grid.key)
-    assert read_back == bytes(state.hashable_repr())
-    assert owner.output_digest(grid.key, {"grid": SimpleState(3.0)}, "grid") == read_back
-    owner.forget([grid])
-    assert owner.output_digest(grid.key) is None and not owner.contains(grid.key)
+    result = DagExecutor(cache=owner).run(START, chain(gdd=1.0))
+    grid_output = result.results["grid"].state.hashable_repr()
+    assert result.results["phase"].provenance["input_digest"] == bytes(grid_output).hex()
+    stored = owner.get(result.plan.nodes["phase"].key)
+    assert stored.provenance["input_digest"] == bytes(grid_output).hex()
 
 
 def test_early_cutoff_needs_a_store_and_a_previous_run() -> None:

@@ -105,14 +105,24 @@ def test_cutoff_reads_previous_outputs_from_a_disk_cache(tmp_path):
     assert statuses(out) == {"grid": "hit", "clip": "ran", "phase": "hit", "peak": "hit"}
 
 
-def test_without_the_previous_entries_the_nodes_run():
-    """The previous result of ``phase`` is gone, and with it the digest of its output that
-    ``peak`` would be compared against: both run."""
+def test_a_node_whose_previous_entry_is_gone_runs_and_the_one_below_still_loads():
+    """The previous result of ``phase`` is gone: it runs. ``peak``'s previous result recorded
+    the digest of the input it was computed from, which ``phase`` produces again: it loads."""
     store = MemoryStore()
     executor = DagExecutor(cache=DagCache(store))
     first = executor.run(SimpleState(None), chain(limit=10.0))
     store.delete(first.runs["phase"].cache_key)
     out = executor.run(SimpleState(None), chain(limit=20.0))
+    assert statuses(out) == {"grid": "hit", "clip": "ran", "phase": "ran", "peak": "hit"}
+    assert out.runs["peak"].reason == "cached: upstream output unchanged"
+
+
+def test_a_previous_result_without_an_input_digest_is_not_reused():
+    """Entries written without the mutation check record no input digest: never cut off."""
+    store = MemoryStore()
+    unchecked = DagExecutor(cache=DagCache(store), check_mutation=False)
+    unchecked.run(SimpleState(None), chain(limit=10.0))
+    out = unchecked.run(SimpleState(None), chain(limit=20.0))
     assert statuses(out) == {"grid": "hit", "clip": "ran", "phase": "ran", "peak": "ran"}
 
 
