@@ -133,6 +133,7 @@ class _RunRecorder:
         self.results: dict[str, StageResult] = {}
         self.runs: dict[str, NodeRun] = {}
         self.failures: dict[str, BaseException] = {}
+        self.corrupted: set[str] = set()  # nodes whose results a stage's write may have spoilt
         # each event's listeners, looked up once: most runs have none, and hooks fire per node
         self.listeners: dict[str, list[Any]] = {
             event: [m for m in (getattr(cb, event, None) for cb in callbacks) if m is not None]
@@ -171,7 +172,10 @@ class _RunRecorder:
             **node_provenance(planned),
             "duration_s": duration_s,
         }
-        self.cache.file(planned, result)
+        if node_id in self.corrupted:  # computed from a state a stage wrote to: never kept
+            self.cache.forget([planned])  # (a worker may have filed it already)
+        else:
+            self.cache.file(planned, result)
         self.results[node_id] = result
         self.runs[node_id] = NodeRun(
             node_id, NodeStatus.RAN, key, self._reason(node_id), duration_s
@@ -189,7 +193,20 @@ class _RunRecorder:
             self._reason(node_id),
             error=f"{type(error).__name__}: {error}",
         )
+        if isinstance(error, StateMutationError):
+            self._quarantine(node_id)
         self._notify("on_error", node_id, error)
+
+    def _quarantine(self, node_id: str) -> None:
+        """A stage that wrote to its input changed a parent's state in place: the object a
+        memory tier holds, and the input of any sibling that ran after it. Drop, now (an
+        interrupt may end the run any moment), the entries of those parents (roots: of every
+        node reading the initial state) and of all they feed, and file none of them later in
+        this run, so that the next run recomputes them instead of serving what was corrupted."""
+        plan = self.plan
+        for parent in plan.nodes[node_id].deps or tuple(plan.roots()):
+            self.corrupted |= {parent, *plan.descendants(parent)}
+        self.cache.forget(plan.nodes[nid] for nid in self.corrupted & self.results.keys())
 
     def on_skip(self, node_id: str, failed_dep: str) -> None:
         key = self.plan.nodes[node_id].key
@@ -316,8 +333,6 @@ class DagExecutor:
         plan, recorder = prepared.plan, prepared.recorder
         available = {nid: r.state for nid, r in recorder.results.items()}
         self.scheduler.execute(prepared.tasks, available, recorder)
-        if recorder.failures:
-            self._evict_corrupted(plan, recorder)
         self.cache.finished(plan)
         seconds = time.perf_counter() - prepared.started
         result = self._assemble(plan, prepared.order, recorder, prepared.policy, seconds)
@@ -340,19 +355,6 @@ class DagExecutor:
                 reasons[nid] = Staleness(nid, ("cache entry unreadable",))
             to_run.append(nid)
         return to_run
-
-    def _evict_corrupted(self, plan: Plan, recorder: _RunRecorder) -> None:
-        """A stage that wrote to its input changed a parent's state in place: the object a
-        memory tier holds, and the input of any sibling that ran after it. Drop the entries of
-        those parents (roots: of every node reading the initial state) and of all they feed,
-        so that the next run recomputes them instead of serving what the stage corrupted."""
-        mutated = [n for n, e in recorder.failures.items() if isinstance(e, StateMutationError)]
-        corrupted: set[str] = set()
-        for node_id in mutated:
-            parents = plan.nodes[node_id].deps or tuple(plan.roots())
-            for parent in parents:
-                corrupted |= {parent, *plan.descendants(parent)}
-        self.cache.forget(plan.nodes[nid] for nid in corrupted & recorder.results.keys())
 
     @property
     def scheduler_files_results(self) -> bool:

@@ -198,12 +198,6 @@ def test_swapped_input_names_alone_are_recomputed() -> None:
 # --- what a stage corrupted must not outlive the run ----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="entries a stage corrupted are evicted only once the run is over "
-    "(DagExecutor.execute -> _evict_corrupted): a run interrupted after the mutation leaves "
-    "the sibling computed from the corrupted grid in the store, and every later run serves it",
-)
 def test_an_interrupt_after_a_stage_wrote_to_its_input_leaves_no_corrupted_entry(
     tmp_path: Path,
 ) -> None:
