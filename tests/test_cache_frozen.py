@@ -271,6 +271,47 @@ def test_a_class_with_setstate_is_handed_out_afresh() -> None:
     assert hit(store).state.payload.values == [1.0]
 
 
+class Gauge:
+    """A property over a private reading, whose setter logs; an instance can still hold an
+    entry of the property's name in its ``__dict__``."""
+
+    def __init__(self) -> None:
+        self._reading, self.log = 0.0, []
+
+    @property
+    def reading(self) -> float:
+        return self._reading
+
+    @reading.setter
+    def reading(self, value: float) -> None:
+        self.log.append(value)
+        self._reading = value
+
+
+class Clamped:
+    """Slots set through a ``__setattr__`` of its own, as ``copy.deepcopy`` sets them."""
+
+    __slots__ = ("level",)
+
+    def __setattr__(self, name: str, value: float) -> None:
+        object.__setattr__(self, name, min(value, 1.0) + 0.5)
+
+
+def test_an_instance_entry_shadowed_by_a_property_is_copied_as_deepcopy_copies_it() -> None:
+    gauge = Gauge()
+    gauge.__dict__["reading"] = 5.0
+    store = stored(StageResult(SimpleState(gauge)))
+    payload = hit(store).state.payload
+    assert vars(payload) == vars(copy.deepcopy(gauge)) and payload.log == []
+
+
+def test_slots_set_through_a_custom_setattr_are_copied_as_deepcopy_copies_them() -> None:
+    clamped = Clamped()
+    clamped.level = 3.0
+    store = stored(StageResult(SimpleState(clamped)))
+    assert hit(store).state.payload.level == copy.deepcopy(clamped).level
+
+
 def test_a_defaultdict_keeps_its_type_and_is_handed_out_afresh() -> None:
     counts: defaultdict[str, int] = defaultdict(int, {"photons": 3})
     store = stored(StageResult(SimpleState(meta={"counts": counts})))

@@ -386,12 +386,19 @@ class _Keeper:
         attrs, slots = state if type(state) is tuple and len(state) == 2 else (state, None)
         if type(attrs) not in (dict, type(None)) or type(slots) not in (dict, type(None)):
             raise _Unusual
+        # a hit sets every attribute with object.__setattr__, which keeps the instance's values
+        # inline (no __dict__ made); that is what deepcopy does unless a data descriptor (a
+        # property, say) or a __setattr__ of the class's own would step in
+        if (slots and kind.__setattr__ is not object.__setattr__) or (
+            attrs and not all(type(name) is str and _plain_name(kind, name) for name in attrs)
+        ):
+            raise _Unusual
         self.nbytes += sys.getsizeof(obj)
-        kept_attrs, attr_parts = None, ()
-        if attrs is not None:
-            kept_attrs, attr_parts = self._items(attrs, dict(attrs), attrs.items())
-        slot_parts = tuple((name, self._recipe(value)) for name, value in (slots or {}).items())
-        return _Instance(kind, kept_attrs, attr_parts, slot_parts).__call__
+        fields = []
+        for name, value in [*(attrs or {}).items(), *(slots or {}).items()]:
+            part = self(value)
+            fields.append((name, value if part is None else None, part))
+        return _Instance(kind, tuple(fields)).__call__
 
     def _recipe(self, value: Any) -> Thaw:
         return self(value) or _Same(value).__call__
@@ -403,6 +410,15 @@ class _Keeper:
         artifacts = self._recipe(result.artifacts)
         self.nbytes += sys.getsizeof(result)
         return _Result(state, metrics, artifacts, provenance).__call__
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_name(kind: type, name: str) -> bool:
+    """Whether no data descriptor named ``name`` on ``kind`` would intercept setting it."""
+    for klass in kind.__mro__:
+        if name in vars(klass):
+            return not hasattr(type(vars(klass)[name]), "__set__")
+    return True
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -442,24 +458,17 @@ class _Tuple:
 
 @dataclasses.dataclass(slots=True, eq=False)
 class _Instance:
-    """The recipe of a plain object: ``copy.deepcopy``'s bare new instance, given its kept
-    attributes, fresh copies of the mutable ones."""
+    """The recipe of a plain object: ``copy.deepcopy``'s bare new instance, given its
+    immutable attributes as they are and fresh copies of the others."""
 
     kind: type
-    kept_attrs: dict[str, Any] | None
-    attr_parts: tuple[tuple[str, Thaw], ...]
-    slot_parts: tuple[tuple[str, Thaw], ...]
+    fields: tuple[tuple[str, Any, Thaw | None], ...]
 
     def __call__(self) -> Any:
-        kind = self.kind
+        kind, setattr_ = self.kind, object.__setattr__
         out = kind.__new__(kind)
-        if self.kept_attrs is not None:
-            attrs = out.__dict__
-            attrs.update(self.kept_attrs)
-            for name, part in self.attr_parts:
-                attrs[name] = part()
-        for name, part in self.slot_parts:
-            setattr(out, name, part())
+        for name, value, part in self.fields:
+            setattr_(out, name, value if part is None else part())
         return out
 
 
