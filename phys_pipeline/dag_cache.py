@@ -273,15 +273,22 @@ class FiledResult(StageResult):
 
     @property  # type: ignore[override]
     def state(self) -> Any:
-        """Loaded from the cache on first access. An entry gone by then (pruned, evicted) is a
-        CacheError naming the node: never a silently missing or different state."""
+        """Loaded from the cache on first access, and checked against the digest the worker
+        sent. An entry gone by then (pruned, evicted), or holding another result (replaced
+        by a co-user), is a CacheError naming the node: never a missing or different state."""
         if self._state is None:
             loaded = self._cache.get(self.key) if self._cache is not None else None
+            node = self.provenance.get("node_id", "?")
             if loaded is None:
-                node = self.provenance.get("node_id", "?")
                 raise CacheError(
                     f"node {node!r}: its result was filed in the cache by a worker under key "
                     f"{self.key}, and cannot be read back now (evicted or removed?); run again "
+                    "to recompute it"
+                )
+            if bytes(loaded.state.hashable_repr()) != self.digest:
+                raise CacheError(
+                    f"node {node!r}: the cache entry under key {self.key} holds another state "
+                    "than the one this run computed (replaced since it was filed?); run again "
                     "to recompute it"
                 )
             self._state = loaded.state
@@ -307,7 +314,9 @@ def file_on_worker(
     result.provenance = {**result.provenance, **filing.provenance, "duration_s": seconds}
     store = filing.workers.store
     try:
-        if _key_ids(store) != filing.workers.key_ids:
+        if _key_ids(store) != filing.workers.key_ids or store.contains(filing.key):
+            # the driver could not read what we sign, or an entry is there already (a
+            # co-user's, or one the driver rejected): its content is not known to be ours
             return result, seconds
         store.put(filing.key, result)
         if not store.contains(filing.key):
