@@ -671,9 +671,9 @@ def test_uncacheable_nodes_are_recomputed_on_the_workers_every_run_and_never_fil
 def test_cutoff_on_dask_compares_with_the_digest_the_children_read(
     client: Client, tmp_path: Path
 ) -> None:
-    """The local twin is a strict xfail in test_attack_cache_owner.py: here the owner keeps the
-    digest the worker sent, so an entry replaced under the field's previous key cannot make
-    cutoff reuse an amplifier computed from the old field."""
+    """An entry replaced under the field's previous key cannot make cutoff reuse an amplifier
+    computed from the old field: cutoff compares with what the amplifier was computed from
+    (the local twin is in test_attack_cache_owner.py)."""
     executor = DagExecutor(scheduler=DaskScheduler(client), cache=DiskStore(tmp_path))
     first = executor.run(START, beam())
     key = first.plan.nodes["field"].key
