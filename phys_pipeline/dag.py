@@ -32,7 +32,7 @@ from .errors import (
     UnhashableValueError,
     UnknownNodeError,
 )
-from .fingerprint import Fingerprint, Fingerprinter
+from .fingerprint import Fingerprint, Fingerprinter, untracked_of
 from .hashing import config_field_digests, config_hash, file_references
 from .policy import EMPTY_POLICY_HASH, PolicyBag, ScopedPolicy
 from .types import NodeSpec, name_of
@@ -345,7 +345,7 @@ def make_plan(
         cls = type(stage)
         known = classes.get(id(cls))
         if known is None or known[0] is not cls:
-            untracked = _untracked(cls)
+            untracked = untracked_of(cls)
             walker = walkers.get(untracked) or walkers.setdefault(
                 untracked, Fingerprinter(untracked)
             )
@@ -398,11 +398,6 @@ def make_plan(
         )
     _log.debug("plan: %d nodes, %d not cacheable", len(planned), len(not_cacheable))
     return Plan(specs, order, planned, state_digest, policy, _graph=graph)
-
-
-def _untracked(cls: type) -> tuple[str, ...]:
-    declared = getattr(cls, "untracked", ())
-    return (declared,) if isinstance(declared, str) else tuple(declared or ())
 
 
 def _uncacheable(

@@ -36,7 +36,7 @@ except ImportError as exc:
     ) from exc
 
 from .dag_cache import file_on_worker
-from .engine import NodeTask, Outcome, RunEngine, RunHooks, run_node
+from .engine import NodeTask, Outcome, RunEngine, RunHooks, run_node_elsewhere
 from .errors import DagError
 from .types import NodeResources, StageResult, State
 
@@ -89,7 +89,7 @@ def _file(task: NodeTask, output: tuple[StageResult, float]) -> tuple[StageResul
 def _run_root(task: NodeTask, root_state: State) -> tuple[StageResult, float]:
     """Worker side: a root node whose initial state was scattered once rather than embedded in
     every root's task (a big initial field would otherwise travel once per root)."""
-    return run_node(dataclasses.replace(task, root_state=root_state), {})
+    return run_node_elsewhere(dataclasses.replace(task, root_state=root_state), {})
 
 
 def _detached(exc: BaseException) -> BaseException:
@@ -349,7 +349,9 @@ class _DaskSubmitter:
                 _run_root, bare, root, key=key, pure=False, resources=resources
             )
         inputs = {dep: self._state_future(dep, parents) for dep in task.deps}
-        return self.client.submit(run_node, task, inputs, key=key, pure=False, resources=resources)
+        return self.client.submit(
+            run_node_elsewhere, task, inputs, key=key, pure=False, resources=resources
+        )
 
     def _state_future(self, dep: str, parents: Mapping[str, State]) -> Future:
         """A parent's state on the cluster; a reused parent's state is shipped on first need."""

@@ -53,7 +53,8 @@ from typing import Any, NamedTuple, Protocol
 
 from ._invoke import call_stage
 from .dag_cache import FiledResult, Filing
-from .errors import StateMutationError
+from .errors import StaleCodeError, StateMutationError
+from .fingerprint import Fingerprint, stale_parts
 from .policy import PolicyBag
 from .types import DagState, NodeResources, StageResult, State, stage_name
 
@@ -68,6 +69,7 @@ __all__ = [
     "Slots",
     "node_input",
     "run_node",
+    "run_node_elsewhere",
 ]
 
 DEFAULT_RESOURCES = NodeResources()
@@ -87,6 +89,8 @@ class NodeTask:
     input_names: tuple[str, ...] | None = None  # DagState keys, when not the dep ids
     gather: bool = False  # always hand a DagState, even with one parent
     filing: Filing | None = None  # set: the worker files the result in the cache itself
+    code: Fingerprint | None = None  # the plan's, checked again in other processes
+    pinned: str | None = None  # the version the node pins, if any (as the plan saw it)
 
 
 def node_input(task: NodeTask, parent_states: Mapping[str, State]) -> Any:
@@ -117,6 +121,19 @@ def run_node(task: NodeTask, parent_states: Mapping[str, State]) -> tuple[StageR
         # what the result was computed from: early cutoff compares a later input with it
         result.provenance = {**result.provenance, "input_digest": bytes(before).hex()}
     return result, duration
+
+
+def run_node_elsewhere(
+    task: NodeTask, parent_states: Mapping[str, State]
+) -> tuple[StageResult, float]:
+    """``run_node`` in another process (a worker process, a Dask worker): first make sure the
+    stage's code and the globals it reads are those the plan keyed it by (a module edited and
+    reloaded in the driver may be the old one there), else StaleCodeError names the node."""
+    if task.code is not None:
+        stale = stale_parts(task.stage, task.code, task.pinned)
+        if stale:
+            raise StaleCodeError(task.node_id, stage_name(task.stage), stale)
+    return run_node(task, parent_states)
 
 
 Outcome = tuple[StageResult, float] | BaseException

@@ -28,6 +28,7 @@ __all__ = [
     "PolicyError",
     "StageError",
     "StageOutputError",
+    "StaleCodeError",
     "StateMutationError",
     "SweepError",
     "UncacheableWarning",
@@ -227,6 +228,22 @@ class UnknownNodeError(DagError, KeyError):
 
 class SweepError(PhysPipelineError, ValueError):
     """A sweep spec is invalid; names the node and the parameter."""
+
+
+class StaleCodeError(PhysPipelineError, RuntimeError):
+    """A worker process would run other code (or other global values) for a node's stage than
+    the plan keyed it by: a module edited and reloaded here but already imported there, or a
+    module constant changed at run time. Its result would be filed under the wrong key."""
+
+    def __init__(self, node_id: str, stage: str, differing: list[str]) -> None:
+        self.node_id, self.stage, self.differing = node_id, stage, differing
+        super().__init__(
+            f"node {node_id!r}: the worker process has other code or values for stage "
+            f"{stage!r} than this run was planned with ({', '.join(differing)}), so its "
+            "result would be cached under the wrong key; restart the workers (Dask: "
+            "client.restart()) after editing your modules, or reload the module here if you "
+            "edited its file"
+        )
 
 
 class NodeFailedError(PhysPipelineError, RuntimeError):

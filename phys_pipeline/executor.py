@@ -11,7 +11,7 @@ from typing import Any
 
 from . import display
 from ._invoke import NamespacedKeys
-from .dag import Plan, Staleness, ancestors_closure, make_plan, policy_seen_by
+from .dag import NodePlan, Plan, Staleness, ancestors_closure, make_plan, policy_seen_by
 from .dag_cache import DagCache, Filing, node_provenance, open_cache
 from .errors import MetricKeyCollisionError, NodeFailedError, StateMutationError
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
@@ -319,6 +319,7 @@ class DagExecutor:
         tasks = [
             self._task(
                 plan.specs[nid],
+                plan.nodes[nid],
                 bag,
                 state,
                 self.cache.filing(shared, plan.nodes[nid]) if shared is not None else None,
@@ -363,7 +364,12 @@ class DagExecutor:
         return bool(getattr(self.scheduler, "file_on_workers", False))
 
     def _task(
-        self, spec: NodeSpec, policy: PolicyBag | None, state: State, filing: Filing | None
+        self,
+        spec: NodeSpec,
+        planned: NodePlan,
+        policy: PolicyBag | None,
+        state: State,
+        filing: Filing | None,
     ) -> NodeTask:
         inputs = spec.inputs
         names = inputs.names if inputs else None
@@ -378,6 +384,8 @@ class DagExecutor:
             tuple(names.get(d, d) for d in spec.deps) if names else None,
             inputs.gather if inputs else False,
             filing,
+            planned.fingerprint,
+            planned.code_version if planned.code_version != planned.fingerprint.digest else None,
         )
 
     def _assemble(

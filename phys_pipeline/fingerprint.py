@@ -64,6 +64,8 @@ __all__ = [
     "code_version",
     "ignore_library_version",
     "skip_type",
+    "stale_parts",
+    "untracked_of",
 ]
 
 # --- where code comes from ------------------------------------------------------------------
@@ -590,6 +592,27 @@ def _label(obj: Any) -> str:
 
 def _global_label(module: str | None, name: str) -> str:
     return name if module in (None, "__main__") else f"{module}.{name}"
+
+
+def untracked_of(cls: type) -> tuple[str, ...]:
+    """The names a stage class declares ``untracked`` (left out of its fingerprint)."""
+    declared = getattr(cls, "untracked", ())
+    return (declared,) if isinstance(declared, str) else tuple(declared or ())
+
+
+def stale_parts(stage: Any, planned: Fingerprint, pinned: str | None = None) -> list[str]:
+    """What ``stage``'s fingerprint, worked out afresh in another process (a worker), says
+    differs from the plan's ``planned``: a function, class or global both name but whose
+    digests differ (a module edited and reloaded in the driver, still the old one here; a
+    module constant changed at run time). Labels only one side has are passed over: a class
+    sent by value (cloudpickle) comes without its ``__qualname__``, and the code it carries
+    is the driver's anyway."""
+    now = Fingerprinter(untracked_of(type(stage))).stage(stage, stage.cfg, pinned)
+    if now.digest == planned.digest:
+        return []
+    return sorted(
+        label for label, value in planned.parts.items() if now.parts.get(label, value) != value
+    )
 
 
 class Fingerprinter:

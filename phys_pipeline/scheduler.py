@@ -26,6 +26,7 @@ from .engine import (
     Slots,
     node_input,
     run_node,
+    run_node_elsewhere,
 )
 from .errors import ConfigError, DagError, StageError
 from .types import StageResult, State, stage_name
@@ -49,7 +50,7 @@ def _run_pickled(payload: bytes) -> bytes:
 
     task, parents = cloudpickle.loads(payload)
     try:
-        return cloudpickle.dumps(("ok", run_node(task, parents)))
+        return cloudpickle.dumps(("ok", run_node_elsewhere(task, parents)))
     except Exception as exc:  # noqa: BLE001 - shipped back and re-raised in the parent
         try:
             return cloudpickle.dumps(("error", exc))

@@ -511,13 +511,6 @@ class ThinLens(PipelineStage[SimpleState, LensCfg]):
 '''
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stage from the user's own module is pickled by reference: workers that imported "
-    "the module before it was edited (and reloaded in the driver) run the old code, and its "
-    "result is filed under the key the new code gave it (with or without worker filing); nothing "
-    "checks that the code a worker runs is the code the key was computed from",
-)
 def test_a_stage_edited_in_its_module_never_runs_old_code_on_the_workers(
     client: Client, tmp_path: Path
 ) -> None:
