@@ -6,7 +6,7 @@ import pickle
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +104,54 @@ def test_ttl_is_set_when_asked(redis_url: str) -> None:
     assert client.ttl(f"{prefix}:v1:{OTHER_KEY}") == -1  # no expiry
     client.delete(f"{prefix}:v1:{KEY}", f"{prefix}:v1:{OTHER_KEY}")
     client.close()
+
+
+def big_result(seed: int = 0) -> StageResult:
+    """3 MiB of noise: more than one 1 MiB piece on the wire."""
+    return StageResult(SimpleState(np.random.default_rng(seed).normal(size=3 * 2**20 // 8)))
+
+
+@pytest.mark.parametrize("ttl_s", [None, 120])
+def test_big_entry_round_trips_in_pieces_with_its_ttl_and_no_leftovers(
+    redis_url: str, ttl_s: int | None
+) -> None:
+    store = RedisStore(redis_url, f"big-{uuid.uuid4().hex[:8]}", ttl_s=ttl_s)
+    store.put(KEY, big_result())
+    np.testing.assert_array_equal(store.get(KEY).state.payload, big_result().state.payload)
+    name = f"{store.prefix}:v1:{KEY}"
+    client = redis.Redis.from_url(redis_url)
+    assert list(client.scan_iter(match=f"{store.prefix}:*")) == [name.encode()]  # no partials
+    ttl = client.ttl(name)
+    assert ttl == -1 if ttl_s is None else 0 < ttl <= ttl_s
+    client.close()
+    store.clear()
+
+
+def test_big_entry_replaced_while_read_is_a_miss_not_a_torn_frame(
+    store: RedisStore,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    store.put(KEY, big_result(1))
+    checks_between_pieces = store._deadline
+
+    def replaced_midway(what: str, nbytes: int) -> Callable[[], None]:
+        check = checks_between_pieces(what, nbytes)
+        pieces = iter(range(10))
+
+        def check_and_replace() -> None:
+            if next(pieces) == 1:  # another writer puts the entry anew after the first piece
+                RedisStore(redis_url, store.prefix).put(KEY, big_result(2))
+            check()
+
+        return check_and_replace
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "_deadline", replaced_midway)
+        assert store.get(KEY) is None
+    assert cache_warnings(recwarn) == []  # no torn frame, so nothing rejected or deleted
+    np.testing.assert_array_equal(store.get(KEY).state.payload, big_result(2).state.payload)
 
 
 # --- forgeries ------------------------------------------------------------------------------
@@ -215,6 +263,28 @@ def test_store_retries_after_the_backoff_and_warns_again_on_a_new_outage(
         server.stop()
     assert store.get(KEY) is None  # outage 2
     assert len(cache_warnings(recwarn)) == 2
+
+
+def test_full_server_that_evicts_nothing_drops_writes_with_one_warning_and_serves_reads(
+    redis_binary: str, recwarn: pytest.WarningsRecorder
+) -> None:
+    server = RedisServer(redis_binary)
+    try:
+        store = RedisStore(server.url, "full")
+        store.put(KEY, big_result())
+        client = redis.Redis.from_url(server.url)
+        client.config_set("maxmemory", "1mb")  # less than it holds already
+        client.config_set("maxmemory-policy", "noeviction")
+        client.close()
+        for seed in range(3):
+            store.put(OTHER_KEY, big_result(seed))
+            store.put(OTHER_KEY, StageResult(SimpleState(seed)))
+        assert not store.contains(OTHER_KEY)
+        np.testing.assert_array_equal(store.get(KEY).state.payload, big_result().state.payload)
+    finally:
+        server.stop()
+    [message] = cache_warnings(recwarn)
+    assert "refused SET" in message and "maxmemory" in message
 
 
 def test_constructing_does_not_connect() -> None:

@@ -23,8 +23,9 @@ _REDIS_SCHEMES = ("redis", "rediss", "unix")
 class CacheConfig(BaseModel):
     """Which store to use and how. ``disk`` is the default; ``shared-disk`` is the same format
     for a directory several users or machines share (it needs ``PHYS_PIPELINE_CACHE_KEY``);
-    ``redis`` connects lazily; ``memory_tier`` puts an in-process LRU in front of the backend.
-    An invalid value raises CacheConfigError naming the field."""
+    ``redis`` connects lazily, and ``redis_max_deadline_s`` caps what moving one entry (a
+    stalled server's worst cost to a run) may take; ``memory_tier`` puts an in-process LRU in
+    front of the backend. An invalid value raises CacheConfigError naming the field."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -35,6 +36,7 @@ class CacheConfig(BaseModel):
     redis_ttl_s: int | None = Field(None, gt=0)
     memory_max_bytes: int = Field(2 * 1024**3, gt=0)
     timeout_s: float = Field(0.5, gt=0, allow_inf_nan=False)
+    redis_max_deadline_s: float = Field(5.0, gt=0, allow_inf_nan=False)
     strict: bool = False
     memory_tier: bool = False
 
@@ -83,6 +85,7 @@ def build_cache_backend(cfg: CacheConfig | None = None) -> CacheStore:
             cfg.redis_prefix,
             cfg.redis_ttl_s,
             timeout_s=cfg.timeout_s,
+            max_deadline_s=cfg.redis_max_deadline_s,
             strict=cfg.strict,
         )
     if cfg.memory_tier:
