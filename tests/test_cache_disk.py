@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -72,10 +73,11 @@ def canonical(body: dict) -> bytes:
 
 def reseal(meta_path: Path, edit: Callable[[dict], None], blob: bytes | None = None) -> None:
     """Edit an entry's body as an attacker would: everything but the HMAC (and the keyed array
-    digests) can be recomputed, since the format and the body's xxh3 are public."""
+    digests) can be recomputed, since the format, the body's xxh3 and the blob's SHA-256 are
+    public."""
     doc = json.loads(meta_path.read_bytes())
     if blob is not None:
-        doc["body"]["blob"] = {"nbytes": len(blob)}
+        doc["body"]["blob"] = {"nbytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
         rewrite(meta_path.parent / "blob.pkl", blob)
     edit(doc)
     doc["xxh3"] = xxhash.xxh3_128_hexdigest(canonical(doc["body"]))
@@ -170,7 +172,9 @@ def flip_array_byte(path: Path) -> None:
 
 def edit_meta_value(path: Path) -> None:
     meta = path / "meta.json"
-    rewrite(meta, meta.read_text().replace('"norm": 1.0', '"norm": 2.0'))
+    text = meta.read_text()
+    assert '"norm":1.0' in text  # the edit below must change something
+    rewrite(meta, text.replace('"norm":1.0', '"norm":2.0'))
 
 
 def truncate_meta(path: Path) -> None:
@@ -287,11 +291,11 @@ def test_blob_replaced_by_malicious_pickle_runs_only_if_re_signed(
     cache.put(KEY, pickle_result())
     blob = pickle.dumps([Tripwire(marker)])
 
-    def resign(doc: dict) -> None:
-        if resigned:
-            doc["hmac"] = EntrySigner().sign(canonical(doc["body"]), blob)
-
-    reseal(entry(cache) / "meta.json", resign, blob=blob)
+    reseal(entry(cache) / "meta.json", lambda doc: None, blob=blob)
+    if resigned:  # the body, which records the blob's digest, is all the HMAC covers
+        doc = json.loads((entry(cache) / "meta.json").read_bytes())
+        doc["hmac"] = EntrySigner().sign(canonical(doc["body"]))
+        rewrite(entry(cache) / "meta.json", json.dumps(doc))
     assert cache.get(KEY) is None
     assert len(cache_warnings(recwarn.list)) == 1
     assert marker.exists() == resigned

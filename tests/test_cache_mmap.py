@@ -213,7 +213,7 @@ def test_a_shared_cache_reads_another_users_array_into_private_memory(
     cache: DiskStore, foreign_owner: object
 ) -> None:
     foreign_owner(array_file(cache, "big"))  # type: ignore[operator]
-    shared = DiskStore(cache.root, shared=True)
+    shared = DiskStore(cache.root, shared=True, signer=cache.signer)  # its key read as us
     with warnings.catch_warnings():
         warnings.simplefilter("error", CacheWarning)
         big = shared.get(KEY).state.payload["big"]

@@ -4,6 +4,7 @@ reaches an unpickler (its payload would run a shell command that creates a marke
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -115,7 +116,7 @@ def shell_result(marker: Path) -> StageResult:
 def reseal(doc: dict, blob: bytes | None) -> None:
     """Put ``blob`` in, then recompute every public checksum; only the HMAC stays stale."""
     if blob is not None:
-        doc["body"]["blob"] = {"nbytes": len(blob)}
+        doc["body"]["blob"] = {"nbytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
     body = json.dumps(doc["body"], separators=(",", ":"), ensure_ascii=True).encode()
     doc["xxh3"] = xxhash.xxh3_128_hexdigest(body)
 

@@ -5,13 +5,16 @@ entry is signed.
 An entry is ``meta`` (JSON) + arrays (one ``.npy`` byte stream each) + an optional ``blob``.
 ``meta`` holds ``{"format", "body", "xxh3", "hmac"}``; the body holds the key, the state,
 metrics, provenance and materialised artifacts as tagged JSON trees, plus the size and digest of
-every array and the size of the blob. ``xxh3`` (of the body) catches plain corruption; ``hmac``
-(HMAC-SHA256 with a secret kept outside the cache, see ``signing``) authenticates the body and
-the blob of *every* entry, data-only or not. An array's digest is xxh3-128 seeded with a value
-derived from the secret, so it cannot be recomputed for substituted data without the key, yet
-checks at xxh3's speed. An entry is decoded only after its signature verifies, and nothing is
-unpickled before that; the blob is written by cloudpickle (so classes defined in a notebook or a
-function, and lambdas, are kept) and read by plain pickle.
+every array and the size and SHA-256 of the blob. ``xxh3`` (of the body) catches plain
+corruption; ``hmac`` (HMAC-SHA256 with a secret kept outside the cache, see ``signing``)
+authenticates the body of *every* entry, data-only or not, and through the body the size and
+digest of everything else. An array's digest is xxh3-128 seeded with a value derived from the
+secret, so it cannot be recomputed for substituted data without the key, yet checks at xxh3's
+speed; the blob, which is unpickled, has a cryptographic digest. The signature is checked
+before anything else of the entry is read, and then each part is read at the size the signed
+body gives (so a planted huge file is never read), checked against its digest, and only then
+decoded; the blob is written by cloudpickle (so classes defined in a notebook or a function, and
+lambdas, are kept) and read by plain pickle.
 
 What is kept: a :class:`SimpleState` whose payload and meta are JSON data (nested
 dict/list/tuple/str/int/float/bool/None/complex/bytes, numpy scalars, ndarrays, and the physics
@@ -20,12 +23,14 @@ quantities, scipy.sparse) is stored as JSON + arrays with no pickle; any other s
 classes, ``DagState``, SimpleState subclasses) is pickled, its ndarrays moved out of the
 pickle. Metrics and provenance are JSON when they can be, else pickled. Artifacts: lazy
 (callable) artifacts are dropped, as are materialised values JSON cannot describe (e.g.
-figures); arrays, bytes, str and JSON data are kept. Decoded arrays are read-only.
+figures); arrays, bytes, str and JSON data are kept. Decoded arrays are read-only. ``pack(...,
+as_json=False)`` pickles what would have been JSON, for stores that cap the metadata's size.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import math
@@ -51,6 +56,7 @@ __all__ = [
     "EntryHeader",
     "EntryRejected",
     "EntrySource",
+    "EntryUnauthenticated",
     "PackedResult",
     "check_digest",
     "check_size",
@@ -65,8 +71,11 @@ __all__ = [
     "write_npy",
 ]
 
-FORMAT_VERSION = 3  # 2: every entry signed, keyed array digests; 3: read-only entry files
+# 2: every entry signed, keyed array digests; 3: read-only entry files; 4: the signature covers
+# the body only, which records the blob's SHA-256, so it is checked before the blob is read
+FORMAT_VERSION = 4
 _FRAME_MAGIC = b"PPCACHE1"
+_BODY_MARK = b',"body":'  # in a meta document as ``seal`` writes it, the body follows this
 _frame_len = struct.Struct(">I")
 _MAX_JSON_INT_BITS = 10_000  # ~3000 digits, safely below Python's int->str digit limit
 
@@ -74,6 +83,11 @@ _MAX_JSON_INT_BITS = 10_000  # ~3000 digits, safely below Python's int->str digi
 class EntryRejected(Exception):
     """An entry failed a check (format, checksum, key, signature, decoding); stores turn this
     into a miss plus one CacheWarning, never into an exception for the caller."""
+
+
+class EntryUnauthenticated(EntryRejected):
+    """An entry whose signature is missing or does not verify with our key: written with
+    another key (another user's, in a shared directory) or tampered with."""
 
 
 @contextmanager
@@ -94,9 +108,8 @@ def _xxh3(data: bytes | memoryview, seed: int = 0) -> str:
     return xxhash.xxh3_128_hexdigest(data, seed)
 
 
-def _signed_parts(body_bytes: bytes, blob: bytes | None) -> tuple[bytes, ...]:
-    """What the HMAC covers: the canonical body (which lists every array's digest) and the blob."""
-    return (body_bytes,) if blob is None else (body_bytes, blob)
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _canonical(body: Any) -> bytes:
@@ -264,22 +277,29 @@ class PackedResult:
     blob: bytes | None
 
 
-def pack(key: str, result: StageResult) -> PackedResult:
-    """Split ``result`` into JSON, arrays and, only if needed, a pickle (see module docs).
+def pack(key: str, result: StageResult, *, as_json: bool = True) -> PackedResult:
+    """Split ``result`` into JSON, arrays and, only if needed, a pickle (see module docs);
+    ``as_json=False`` pickles the state, metrics, provenance and kept artifacts even where
+    JSON could hold them (arrays still go out of band), which keeps the body small.
 
     Raises whatever pickle raises for an object that cannot be pickled at all.
     """
     table = _ArrayTable()
     pickled: list[Any] = []
 
+    def to_pickle(value: Any) -> dict[str, int]:
+        pickled.append(value)
+        return {"$pickled": len(pickled) - 1}
+
     def slot(value: Any, as_tree: Callable[[], Any]) -> Any:
+        if not as_json:
+            return to_pickle(value)
         size = len(table.arrays)
         try:
             return as_tree()
         except NotJsonable:
             table.rollback(size)
-            pickled.append(value)
-            return {"$pickled": len(pickled) - 1}
+            return to_pickle(value)
 
     state = result.state
 
@@ -297,8 +317,12 @@ def pack(key: str, result: StageResult) -> PackedResult:
     dropped: list[str] = []
     for name, value in result.artifacts.items():
         if type(name) is str and not callable(value):
+            size = len(table.arrays)
             try:
-                artifacts[name] = _try_tree(value, table)
+                artifacts[name] = _try_tree(value, table)  # what JSON cannot hold is dropped
+                if not as_json:
+                    table.rollback(size)
+                    artifacts[name] = to_pickle(value)
                 continue
             except NotJsonable:
                 pass
@@ -352,20 +376,16 @@ def write_npy(arr: np.ndarray, fh: BinaryIO, seed: int) -> dict[str, Any]:
 
 
 def seal(packed: PackedResult, array_records: list[dict[str, Any]], signer: EntrySigner) -> bytes:
-    """The entry's meta document: the body with its array records and blob size, the body's
-    xxh3, and the HMAC that authenticates the body and the blob."""
+    """The entry's meta document: the body with its array records and the blob's size and
+    SHA-256, the body's xxh3, and the HMAC that authenticates the body (and through it all)."""
     blob = packed.blob
     body = dict(packed.body)
     body["arrays"] = array_records
-    body["blob"] = None if blob is None else {"nbytes": len(blob)}
+    body["blob"] = None if blob is None else {"nbytes": len(blob), "sha256": _sha256(blob)}
     body_bytes = _canonical(body)
-    doc = {
-        "format": FORMAT_VERSION,
-        "xxh3": _xxh3(body_bytes),
-        "hmac": signer.sign(*_signed_parts(body_bytes, blob)),
-        "body": body,
-    }
-    return json.dumps(doc, indent=1, allow_nan=False).encode()
+    head = {"format": FORMAT_VERSION, "xxh3": _xxh3(body_bytes), "hmac": signer.sign(body_bytes)}
+    # compact JSON with the body last, verbatim: a reader slices out the signed bytes
+    return _canonical(head)[:-1] + _BODY_MARK + body_bytes + b"}"
 
 
 # --- decoding -------------------------------------------------------------------------------
@@ -382,12 +402,12 @@ class EntryHeader:
     blob: dict[str, Any] | None
 
 
-def _check_record(record: Any, what: str, *, digest: bool = True) -> dict[str, Any]:
+def _check_record(record: Any, what: str, digest: str = "digest") -> dict[str, Any]:
     if (
         not isinstance(record, dict)
         or type(record.get("nbytes")) is not int
         or record["nbytes"] < 0
-        or (digest and not isinstance(record.get("digest"), str))
+        or not isinstance(record.get(digest), str)
     ):
         raise EntryRejected(f"malformed record for {what}")
     return record
@@ -395,11 +415,18 @@ def _check_record(record: Any, what: str, *, digest: bool = True) -> dict[str, A
 
 def read_header(meta: bytes, key: str) -> EntryHeader:
     """Parse and check ``meta`` (format version, metadata checksum, recorded key); the
-    signature is checked by ``decode_entry``."""
+    signature is checked by ``decode_entry``. The checked and signed bytes of a document in
+    ``seal``'s layout are sliced out, and the body is parsed from them; any other layout of
+    the same JSON (a document a tool rewrote) is parsed whole and its body serialised again."""
     try:
-        doc = json.loads(meta)
-        body = doc["body"]
-        body_bytes = _canonical(body)
+        head, mark, rest = meta.partition(_BODY_MARK)
+        if mark and rest.endswith(b"}"):
+            body_bytes = rest[:-1]
+            doc, body = json.loads(head + b"}"), json.loads(body_bytes)
+        else:
+            doc = json.loads(meta)
+            body = doc["body"]
+            body_bytes = _canonical(body)
     except (ValueError, TypeError, KeyError) as exc:
         raise EntryRejected(f"unreadable metadata ({type(exc).__name__})") from None
     if doc.get("format") != FORMAT_VERSION:
@@ -413,7 +440,7 @@ def read_header(meta: bytes, key: str) -> EntryHeader:
         raise EntryRejected("malformed array records")
     arrays = [_check_record(r, f"array {i}") for i, r in enumerate(records)]
     blob = body.get("blob")
-    blob = None if blob is None else _check_record(blob, "blob", digest=False)
+    blob = None if blob is None else _check_record(blob, "blob", "sha256")
     return EntryHeader(body, body_bytes, doc.get("hmac"), arrays, blob)
 
 
@@ -479,7 +506,8 @@ def _npy_header(dtype: Any, shape: tuple) -> bytes | None:
 
 class EntrySource:
     """Where a store's arrays (checked against their keyed digest) and blob (checked for
-    size; the HMAC covers its bytes) come from: disk files, a Redis frame."""
+    size; ``decode_entry`` checks its SHA-256) come from: disk files, a Redis frame. Each is
+    asked for only once the signature over the records it is given has verified."""
 
     def array(self, index: int, record: dict[str, Any], seed: int) -> np.ndarray:
         raise NotImplementedError
@@ -489,14 +517,21 @@ class EntrySource:
 
 
 def decode_entry(header: EntryHeader, source: EntrySource, signer: EntrySigner) -> StageResult:
-    """Decode a checked entry once its HMAC verifies (arrays are read, and the blob unpickled,
-    only after that). A bad entry raises EntryRejected; a key that cannot be had, CacheError."""
+    """Decode a checked entry once its HMAC verifies: the blob and arrays are read only after
+    that, each at its signed size and checked against its signed digest, and the blob is
+    unpickled last. A bad entry raises EntryRejected (EntryUnauthenticated when the signature
+    fails); a key that cannot be had, CacheError."""
     objects: list[Any] = []
-    blob = None if header.blob is None else source.blob(header.blob)
     if header.signature is None:
-        raise EntryRejected("unsigned entry")
-    if not signer.verify(header.signature, *_signed_parts(header.body_bytes, blob)):
-        raise EntryRejected("bad signature (written with another key, or tampered with)")
+        raise EntryUnauthenticated("unsigned entry")
+    if not signer.verify(header.signature, header.body_bytes):
+        raise EntryUnauthenticated("bad signature (written with another key, or tampered with)")
+    blob = None
+    if header.blob is not None:
+        blob = source.blob(header.blob)
+        check_size(header.blob, blob, "pickle blob")
+        if _sha256(blob) != header.blob["sha256"]:
+            raise EntryRejected("pickle blob checksum mismatch")
     seed = signer.digest_seed()
     arrays = [source.array(i, record, seed) for i, record in enumerate(header.arrays)]
     if blob is not None:
@@ -538,7 +573,7 @@ def _build_result(
     metrics, provenance = slot(body["metrics"]), slot(body["provenance"])
     if not isinstance(metrics, dict) or not isinstance(provenance, dict):
         raise EntryRejected("metrics or provenance is not a dict")
-    artifacts = {name: _from_tree(node, arrays) for name, node in body["artifacts"].items()}
+    artifacts = {name: slot(node) for name, node in body["artifacts"].items()}
     return StageResult(state=state, metrics=metrics, artifacts=artifacts, provenance=provenance)
 
 
@@ -574,9 +609,7 @@ class _FrameSource(EntrySource):
         return load_npy(bytes(data), record)  # one copy, so the frame can be freed
 
     def blob(self, record: dict[str, Any]) -> bytes:
-        data = bytes(self._data[self._offsets[-1] :])
-        check_size(record, data, "pickle blob")
-        return data
+        return bytes(self._data[self._offsets[-1] :])
 
 
 def from_frame(key: str, frame: bytes, signer: EntrySigner) -> StageResult:
