@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from phys_pipeline.cache import CacheWarning, DiskStore, MemoryStore, RedisStore
 from phys_pipeline.cache.codec import from_frame, to_frame
+from phys_pipeline.cache.disk import entry_path
 from phys_pipeline.cache.signing import EntrySigner
 from phys_pipeline.types import DagState, SimpleState, StageResult, State
 
@@ -323,7 +324,7 @@ def test_state_class_from_a_notebook_cell_round_trips(shared_store: Any) -> None
 
 
 def entry_dir(cache: DiskStore, key: str = KEY) -> Path:
-    return cache._entry_dir(key)
+    return entry_path(cache.root, key)
 
 
 def canonical(body: dict) -> bytes:

@@ -14,6 +14,7 @@ import pytest
 
 from phys_pipeline.cache import DiskStore
 from phys_pipeline.cache.codec import from_frame, to_frame
+from phys_pipeline.cache.disk import entry_path
 from phys_pipeline.cache.signing import EntrySigner
 from phys_pipeline.types import SimpleState, StageResult
 
@@ -121,7 +122,7 @@ def assert_equal(got: Any, want: Any) -> None:
 def test_disk_round_trip_is_equal_and_pickle_free(make: Callable[[], Any], tmp_path: Path) -> None:
     cache = DiskStore(tmp_path / "cache")
     cache.put(KEY, StageResult(SimpleState({"v": make()}, {"also": make()})))
-    entry = cache.root / "v1" / KEY[:2] / KEY[2:4] / KEY
+    entry = entry_path(cache.root, KEY)
     assert not (entry / "blob.pkl").exists()
     back = cache.get(KEY)
     assert back is not None
@@ -148,7 +149,7 @@ def test_what_these_encodings_cannot_hold_is_still_pickled(tmp_path: Path) -> No
     tz_aware = pd.Series(pd.date_range("2024-01-01", periods=2, tz="Europe/Paris"))
     cache = DiskStore(tmp_path / "cache")
     cache.put(KEY, StageResult(SimpleState(tz_aware)))
-    assert (cache.root / "v1" / KEY[:2] / KEY[2:4] / KEY / "blob.pkl").exists()
+    assert (entry_path(cache.root, KEY) / "blob.pkl").exists()
     pd.testing.assert_series_equal(cache.get(KEY).state.payload, tz_aware)
 
 

@@ -20,6 +20,7 @@ import xxhash
 from tripwire import Tripwire
 
 from phys_pipeline.cache import CacheWarning, DiskStore
+from phys_pipeline.cache.disk import entry_path
 from phys_pipeline.cache.frozen import FrozenMapping
 from phys_pipeline.cache.signing import EntrySigner
 from phys_pipeline.errors import CacheError
@@ -63,7 +64,7 @@ def pickle_result() -> StageResult:
 
 
 def entry(cache: DiskStore, key: str = KEY) -> Path:
-    return cache.root / "v1" / key[:2] / key[2:4] / key
+    return entry_path(cache.root, key)
 
 
 def canonical(body: dict) -> bytes:
@@ -88,6 +89,11 @@ def cache_warnings(recorded: list[warnings.WarningMessage]) -> list[str]:
     return [str(w.message) for w in recorded if issubclass(w.category, CacheWarning)]
 
 
+def snapshot(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` with its bytes: what a reader must leave as it found it."""
+    return {str(f.relative_to(path)): f.read_bytes() for f in path.rglob("*") if f.is_file()}
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     """A cache directory beside (never around) the test's key file."""
@@ -101,7 +107,7 @@ def test_entries_are_sharded_directories_of_meta_and_npy(root: Path) -> None:
     cache = DiskStore(root)
     cache.put(KEY, json_result())
     path = entry(cache)
-    assert path.relative_to(root).parts == ("v1", "01", "23", KEY)
+    assert path.relative_to(root).parts == ("v2", "01", "23", KEY)
     assert sorted(p.name for p in path.iterdir()) == ["a0.npy", "a1.npy", "meta.json"]
     assert np.load(path / "a0.npy", allow_pickle=False).shape == (50_000,)
 
@@ -213,16 +219,21 @@ CORRUPTIONS = {
 
 
 @pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
-def test_corrupt_entry_is_a_miss_with_one_warning(
+def test_corrupt_entry_is_a_miss_with_one_warning_and_stays_until_deleted(
     corrupt: Callable[[Path], None], root: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
     cache = DiskStore(root)
     cache.put(KEY, json_result())
     corrupt(entry(cache))
+    before = snapshot(root)
     assert cache.get(KEY) is None
     assert len(cache_warnings(recwarn.list)) == 1
-    # the bad entry is gone, so the next run repairs it
+    # a reader deletes nothing, and warns once: the next miss is only counted
     assert cache.get(KEY) is None and len(cache_warnings(recwarn.list)) == 1
+    assert sum(cache.skipped.values()) == 2
+    cache.put(KEY, json_result())  # nor does a writer replace what it cannot read
+    assert snapshot(root) == before and cache.get(KEY) is None
+    cache.delete(KEY)  # removing it is an explicit act
     cache.put(KEY, json_result())
     assert cache.get(KEY).metrics == {"norm": 1.0}
 
@@ -272,7 +283,8 @@ def test_entry_signed_with_another_key_is_never_unpickled(
     tmp_path: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
     marker = tmp_path / "pwned"
-    DiskStore(tmp_path / "cache", signer=EntrySigner("attacker")).put(KEY, tripwire_result(marker))
+    attacker = EntrySigner("the attacker's own signing key")
+    DiskStore(tmp_path / "cache", signer=attacker).put(KEY, tripwire_result(marker))
     assert not marker.exists()
     assert DiskStore(tmp_path / "cache").get(KEY) is None
     [message] = cache_warnings(recwarn.list)
@@ -404,7 +416,8 @@ def test_leftover_scratch_dir_of_a_crashed_writer_is_not_served(root: Path) -> N
 
 
 def test_stale_scratch_dirs_are_swept_fresh_ones_kept(root: Path) -> None:
-    stale, fresh = root / "tmp" / "stale.1.x", root / "tmp" / "fresh.2.y"
+    stale = root / "tmp" / f"{OTHER_KEY}.4242.deadbeef"
+    fresh = root / "tmp" / f"{OTHER_KEY}.4243.deadbeef"
     for path in (stale, fresh):
         path.mkdir(parents=True)
         rewrite(path / "a0.npy", b"partial")

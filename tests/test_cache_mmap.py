@@ -36,7 +36,7 @@ def result() -> StageResult:
 
 
 def entry(cache: DiskStore) -> Path:
-    return cache.root / "v1" / KEY[:2] / KEY[2:4] / KEY
+    return disk_module.entry_path(cache.root, KEY)
 
 
 def array_file(cache: DiskStore, name: str) -> Path:

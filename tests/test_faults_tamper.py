@@ -27,6 +27,7 @@ from dag_stages import GridCfg, GridStage, PhaseCfg, PhaseStage
 
 import phys_pipeline.cache.codec as codec
 from phys_pipeline.cache import CacheWarning, DiskStore, RedisStore
+from phys_pipeline.cache.disk import entry_path
 from phys_pipeline.cache.signing import EntrySigner
 from phys_pipeline.executor import DagExecutor, DagRunResult
 from phys_pipeline.types import (
@@ -151,14 +152,19 @@ def double_a_metric(doc: dict) -> None:
 
 
 class DiskSlots:
+    keeps_bad_entries = True  # readers never delete, writers never replace: only prune does
+
     def __init__(self, tmp_path: Path) -> None:
         self.store = DiskStore(tmp_path / "cache")
+
+    def files(self, key: str) -> dict[str, bytes]:
+        return {f.name: f.read_bytes() for f in self.path(key).iterdir()}
 
     def forger(self, signer: EntrySigner) -> DiskStore:
         return DiskStore(self.store.root, signer=signer)
 
     def path(self, key: str) -> Path:
-        return self.store.root / "v1" / key[:2] / key[2:4] / key
+        return entry_path(self.store.root, key)
 
     def edit_meta(self, key: str, edit: Callable[[dict], None], blob: bytes | None = None) -> None:
         meta = self.path(key) / "meta.json"
@@ -186,6 +192,8 @@ class DiskSlots:
 
 
 class RedisSlots:
+    keeps_bad_entries = False  # a bad value is dropped, and overwritten by the next put
+
     def __init__(self, url: str) -> None:
         self.store = RedisStore(url, prefix=f"tamper-{uuid.uuid4().hex[:8]}")
         self.client = redis.Redis.from_url(url)
@@ -366,6 +374,7 @@ def test_tampered_entry_is_recomputed_and_never_unpickled(
     victim = tamper(slots, first.plan.keys, marker)
     assert not marker.exists()  # writing the forgery ran nothing
     unpickled.clear()
+    bad = slots.files(first.plan.keys[victim]) if slots.keeps_bad_entries else None
 
     with warnings.catch_warnings(record=True) as recorded:
         warnings.simplefilter("always")
@@ -380,11 +389,20 @@ def test_tampered_entry_is_recomputed_and_never_unpickled(
     assert not marker.exists()
     assert not any(str(marker).encode() in data for data in unpickled)
 
-    with warnings.catch_warnings():  # the recomputed node replaced the bad entry
+    with warnings.catch_warnings():  # this store has warned about this kind of entry already
         warnings.simplefilter("error")
         third = DagExecutor(cache=slots.store).run(SimpleState(None), nodes())
-    assert third.ran == []
     same_results(third, first)
+    if not slots.keeps_bad_entries:  # the recomputed node replaced the bad entry
+        assert third.ran == []
+        return
+    assert third.ran == [victim]  # the bad entry is still there, as it was
+    assert slots.files(first.plan.keys[victim]) == bad
+    with warnings.catch_warnings(record=True) as recorded:  # a new store (process) warns again
+        warnings.simplefilter("always")
+        fourth = DagExecutor(cache=DiskStore(slots.store.root)).run(SimpleState(None), nodes())
+    assert fourth.ran == [victim] and len(recorded) == 1 and reason in str(recorded[0].message)
+    same_results(fourth, first)
 
 
 def test_a_genuine_shell_out_entry_would_run(slots: Any, tmp_path: Path, unpickled: list) -> None:

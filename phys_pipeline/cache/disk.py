@@ -1,25 +1,49 @@
 """DiskStore: entries as directories of ``meta.json`` + one ``.npy`` per array + optional
 ``blob.pkl``, written atomically, so several processes can share one cache directory.
 
-Layout::
+Layout (the helpers below compute and recognise it, for the store and for tools that look
+after a cache)::
 
-    root/v1/ab/cd/<key>/meta.json, a0.npy, a1.npy, ..., blob.pkl
-    root/tmp/               writers' scratch directories and entries being deleted
+    root/v2/ab/cd/<key>/meta.json, a0.npy, a1.npy, ..., blob.pkl      entry_parts(key)
+    root/tmp/<key>.<pid>.<8 hex>     a writer's scratch directory        is_scratch_name
+    root/tmp/trash.<12 hex>          an entry (or all of v2) being deleted
 
 A writer fills a scratch directory under ``root/tmp`` (same filesystem) and renames it into
 place; if an entry is already there another writer won and the scratch copy is dropped. Readers
-only look under ``root/v1``, so a crashed writer's leftovers are never served; they are swept
+only look under ``root/v2``, so a crashed writer's leftovers are never served; they are swept
 after an hour. Every entry is signed (see ``codec``). The signing key file may not live under
-the cache's root (see ``signing``).
+the cache's root (see ``signing``). ``root/v1`` held entries of an earlier format; it is never
+read, and may be deleted by hand.
+
+The attacker in mind is another user who can write the cache directory but does not hold the
+key: they can make us miss, never make us use, read or write anything outside the root, hang,
+or delete anything.
+
+**Nothing below the root is followed.** The root itself may be reached through symlinks (the
+user chose it), but every path below it is opened one component at a time, relative to its
+parent's descriptor, with ``O_NOFOLLOW | O_DIRECTORY | O_NONBLOCK``, and files are opened,
+created, renamed and removed by ``dir_fd``. A symlink (or anything but a directory) where a
+directory belongs makes a read a miss and a write refused (one :class:`CacheWarning`, a
+CacheError when ``strict``).
 
 **What is read is what was verified.** Each entry file is opened once, with ``O_NOFOLLOW`` (no
 symlinks) and ``O_NONBLOCK`` (a FIFO cannot hang the reader), and ``fstat`` must show a regular
-file, of the size the signed record gives, owned by the current user (any user in a
-``shared`` cache) and writable by neither group nor others; anything else is a miss with one
-:class:`CacheWarning`, and the entry is left alone (it was not put there by us, so it is not
-ours to delete). An array's digest is then checked on the bytes read from that descriptor, or
-on a read-only memory map of it (large files of ours), and the array is built on those very
-bytes or that very mapping: the path is never opened twice.
+file owned by the current user (any user in a ``shared`` cache) and writable by neither group
+nor others. ``meta.json`` is read only if it is at most :data:`META_MAX_BYTES`; its signature is
+then checked, and every other file must have exactly the size the signed metadata gives before
+a byte of it is read. An array's digest is checked on the bytes read from that descriptor, or on
+a read-only memory map of it (large files of ours), and the array is built on those very bytes
+or that very mapping: the path is never opened twice.
+
+**A reader never deletes.** An entry that fails a check (written with another key, corrupt,
+tampered with, planted) is a miss and stays on disk, so users with different keys can share a
+directory without erasing each other's entries; a writer does not replace it either. One
+CacheWarning per store and kind of problem says so; :attr:`DiskStore.skipped` counts them all.
+Removing such entries is for ``delete``, ``clear`` and ``python -m phys_pipeline.cache``.
+
+**Housekeeping removes only its own.** The sweep of ``root/tmp`` removes only directories
+whose names it makes, owned by us and older than an hour; removing a tree never follows a
+symlink (one met is unlinked, its target untouched) or goes deeper than an entry can be.
 
 **The trust boundary.** A read-only mapping is ``MAP_SHARED``: a later write to the file shows
 through it, and ``MAP_PRIVATE`` would not help (Linux shares untouched private pages with the
@@ -35,14 +59,17 @@ already made, and must pass all the checks above to be read.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
+import re
 import secrets
-import shutil
 import stat
+import threading
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
@@ -54,6 +81,8 @@ from .base import CacheWarning, validate_key
 from .codec import (
     EntryRejected,
     EntrySource,
+    EntryUnauthenticated,
+    PackedResult,
     check_digest,
     decode_entry,
     entry_errors,
@@ -66,32 +95,193 @@ from .codec import (
 from .frozen import FrozenMapping
 from .signing import EntrySigner
 
-__all__ = ["DiskCache", "DiskStore", "EntryUntrusted"]
+__all__ = [
+    "META_MAX_BYTES",
+    "DiskCache",
+    "DiskStore",
+    "EntryUntrusted",
+    "entry_parts",
+    "entry_path",
+    "is_scratch_name",
+    "open_dirs",
+    "remove_tree",
+]
 
-_LAYOUT = "v1"
+# a new name with any format readers cannot read: readers never delete, so old entries move aside
+_LAYOUT = "v2"
+_SCRATCH = "tmp"
+META_MAX_BYTES = 1 << 20  # a meta.json is never larger (the writer pickles what would not fit)
 _STALE_AFTER_S = 3600.0
 _MMAP_MIN_BYTES = 256 * 1024  # smaller arrays are read into memory
+_MAX_TREE_DEPTH = 4  # layout dir / shard / shard / entry / files: nothing we remove is deeper
+_ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # the root's own path is followed
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _ENTRY_FILE_MODE = 0o444  # read-only for everyone, the owner included
+_NOT_FOLLOWED = (errno.ELOOP, errno.EMLINK, errno.ENOTDIR)  # O_NOFOLLOW/O_DIRECTORY refusals
+_SCRATCH_NAME = re.compile(r"[0-9a-f]{16,128}\.[0-9]+\.[0-9a-f]{8}|trash\.[0-9a-f]{12}")
 
 
 class EntryUntrusted(EntryRejected):
-    """An entry file that is not a plain file of ours that only we can write (a FIFO, a
-    symlink, another user's file, a group-writable file). A miss with a warning; the entry is
-    left where it is, since whoever placed it is not us."""
+    """Something in the cache that is not a plain file or directory of ours that only we can
+    write (a FIFO, a symlink, another user's file, a group-writable file). A miss with a
+    warning; it is left where it is, since whoever placed it is not us."""
 
 
-def _open_entry_file(path: str, expected: int | None, *, shared: bool) -> tuple[int, int, bool]:
-    """Open an entry file for reading without following a symlink or blocking on a FIFO, and
-    return ``(fd, size, ours)`` once fstat shows a regular file (of the ``expected`` size),
-    owned by us (by anyone when ``shared``), that neither group nor others can write."""
-    name = os.path.basename(path)
+# --- the layout: what the store, eviction and the command line share ---------------------------
+
+
+def entry_parts(key: str) -> tuple[str, str, str, str]:
+    """The components of ``key``'s entry directory below the cache root (``key`` validated)."""
+    return (_LAYOUT, key[:2], key[2:4], key)
+
+
+def entry_path(root: str | os.PathLike[str], key: str) -> Path:
+    """Where ``key``'s entry directory is (for messages and tests: open it with ``open_dirs``)."""
+    return Path(root).joinpath(*entry_parts(key))
+
+
+def is_scratch_name(name: str) -> bool:
+    """Whether ``name`` in ``root/tmp`` is a writer's scratch or a deletion's trash directory,
+    as this module names them (nothing else there is ours to sweep)."""
+    return _SCRATCH_NAME.fullmatch(name) is not None
+
+
+def _scratch_name(key: str) -> str:
+    return f"{key}.{os.getpid()}.{secrets.token_hex(4)}"
+
+
+def _trash_name() -> str:
+    return f"trash.{secrets.token_hex(6)}"
+
+
+def _open_dir(name: str, dir_fd: int | None, *, create: bool = False) -> int:
+    """Open directory ``name`` without following a symlink there (see ``open_dirs``); the
+    EntryUntrusted it raises says what is there instead, without naming it."""
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+        with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
+            os.mkdir(name, dir_fd=dir_fd)
+        return _open_dir(name, dir_fd)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:  # what O_NOFOLLOW gives for a symlink
+        if exc.errno not in _NOT_FOLLOWED:
+            raise
+        try:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            raise exc from None  # a component above it is missing or not a directory
+        raise EntryUntrusted(
+            "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a directory"
+        ) from None
+
+
+def open_dirs(parts: Sequence[str], dir_fd: int | None = None, *, create: bool = False) -> int:
+    """A descriptor of the directory ``parts[0]/parts[1]/...`` (relative to ``dir_fd``),
+    opened one component at a time with no symlink followed (``parts[0]`` may be a path whose
+    leading components, the user's choice of root, are followed); missing components are made
+    when ``create``. FileNotFoundError if one is missing, EntryUntrusted naming the first that
+    is a symlink or not a directory."""
+    index = 0
+    try:
+        fd = _open_dir(parts[0], dir_fd, create=create)
+        for index in range(1, len(parts)):
+            try:
+                child = _open_dir(parts[index], fd, create=create)
+            finally:
+                os.close(fd)
+            fd = child
+    except EntryUntrusted as exc:
+        path = "/".join([os.path.basename(parts[0]), *parts[1 : index + 1]])
+        raise EntryUntrusted(f"{path} is {exc}") from None
+    return fd
+
+
+def remove_tree(dir_fd: int, name: str, depth: int = _MAX_TREE_DEPTH) -> None:
+    """Delete ``name`` in the directory ``dir_fd``, with what it holds, never following a
+    symlink (one met is unlinked, its target untouched), blocking on a FIFO or going more than
+    ``depth`` levels down; what cannot be removed stays. Only for names this module chose."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in _NOT_FOLLOWED:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=dir_fd)
+        return
+    try:
+        with os.scandir(fd) as listing:
+            children = [(item.name, item.is_dir(follow_symlinks=False)) for item in listing]
+        for child, is_dir in children:
+            if is_dir and depth > 0:
+                remove_tree(fd, child, depth - 1)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(child, dir_fd=fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.rmdir(name, dir_fd=dir_fd)
+
+
+def _sweep_stale(tmp_fd: int) -> None:
+    """Remove scratch and trash directories of ours left over an hour ago (crashed writers)."""
+    cutoff = time.time() - _STALE_AFTER_S
+    uid = os.geteuid()
+    try:
+        with os.scandir(tmp_fd) as listing:
+            items = [item for item in listing if is_scratch_name(item.name)]
+    except OSError:
+        return
+    for item in items:
+        try:
+            info = item.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == uid and info.st_mtime < cutoff:
+            remove_tree(tmp_fd, item.name)
+
+
+def _count_dirs(fd: int, depth: int) -> int:
+    """Directories ``depth`` levels below ``fd`` (which is closed), symlinks neither counted
+    nor followed."""
+    try:
+        with os.scandir(fd) as listing:
+            names = [item.name for item in listing if item.is_dir(follow_symlinks=False)]
+        if depth == 1:
+            return len(names)
+        total = 0
+        for name in names:
+            try:
+                child = _open_dir(name, fd)
+            except (OSError, EntryUntrusted):
+                continue
+            total += _count_dirs(child, depth - 1)
+        return total
+    finally:
+        os.close(fd)
+
+
+# --- reading entry files -----------------------------------------------------------------------
+
+
+def _open_entry_file(
+    dir_fd: int, name: str, expected: int | None, *, shared: bool, cap: int | None = None
+) -> tuple[int, int, bool]:
+    """Open entry file ``name`` for reading without following a symlink or blocking on a FIFO,
+    and return ``(fd, size, ours)`` once fstat shows a regular file (of the ``expected`` size,
+    or at most ``cap`` bytes), owned by us (by anyone when ``shared``), that neither group nor
+    others can write."""
+    try:
+        fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):  # what O_NOFOLLOW gives for a symlink
             raise EntryUntrusted(f"{name} is a symbolic link") from None
-        raise
+        raise EntryRejected(f"cannot read {name}: {exc.strerror or exc}") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -103,6 +293,8 @@ def _open_entry_file(path: str, expected: int | None, *, shared: bool) -> tuple[
             raise EntryUntrusted(f"{name} belongs to uid {info.st_uid}, not to us")
         if expected is not None and info.st_size != expected:
             raise EntryRejected(f"{name} has {info.st_size} bytes, expected {expected}")
+        if cap is not None and info.st_size > cap:
+            raise EntryRejected(f"{name} has {info.st_size} bytes, more than the {cap} allowed")
     except BaseException:
         os.close(fd)
         raise
@@ -117,29 +309,32 @@ def _read_fd(fd: int, size: int) -> bytes:
     return data
 
 
-def _read_entry_file(path: str, expected: int | None, *, shared: bool) -> bytes:
-    fd, size, _ = _open_entry_file(path, expected, shared=shared)
+def _read_entry_file(
+    dir_fd: int, name: str, expected: int | None, *, shared: bool, cap: int | None = None
+) -> bytes:
+    fd, size, _ = _open_entry_file(dir_fd, name, expected, shared=shared, cap=cap)
     try:
         return _read_fd(fd, size)
+    except OSError as exc:
+        raise EntryRejected(f"cannot read {name}: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
 
 
 class _EntryDir(EntrySource):
-    """Reads one entry directory's arrays and blob, checking every file and digest. An array
-    comes from the very bytes or mapping its digest was checked on: a large file of ours is
-    mapped read-only once and the array views that mapping; a small one (or, in a shared
-    cache, another user's) is read into private memory."""
+    """Reads one entry directory's arrays and blob (through the directory's descriptor),
+    checking every file and digest. An array comes from the very bytes or mapping its digest
+    was checked on: a large file of ours is mapped read-only once and the array views that
+    mapping; a small one (or, in a shared cache, another user's) is read into private memory."""
 
-    def __init__(self, path: str, *, shared: bool) -> None:
-        self.path = path  # a str: pathlib costs more than the reads on this hot path
+    def __init__(self, fd: int, *, shared: bool) -> None:
+        self.fd = fd
         self.shared = shared
 
     def array(self, index: int, record: dict[str, Any], seed: int) -> np.ndarray:
         name = f"a{index}.npy"
-        path = os.path.join(self.path, name)
+        fd, size, ours = _open_entry_file(self.fd, name, record["nbytes"], shared=self.shared)
         try:
-            fd, size, ours = _open_entry_file(path, record["nbytes"], shared=self.shared)
             try:
                 data: bytes | FrozenMapping
                 if size <= _MMAP_MIN_BYTES or not ours:
@@ -156,28 +351,46 @@ class _EntryDir(EntrySource):
             raise EntryRejected(f"{name} is not a plain .npy array: {exc}") from None
 
     def blob(self, record: dict[str, Any]) -> bytes:
-        try:
-            path = os.path.join(self.path, "blob.pkl")
-            return _read_entry_file(path, record["nbytes"], shared=self.shared)
-        except OSError as exc:
-            raise EntryRejected(f"cannot read blob.pkl: {exc.strerror or exc}") from None
+        return _read_entry_file(self.fd, "blob.pkl", record["nbytes"], shared=self.shared)
 
 
-def _entry_file(path: Path) -> BinaryIO:
+def _entry_file(dir_fd: int, name: str) -> BinaryIO:
     """A new entry file, read-only for everyone from the start (whatever the umask): once
     published, nobody without root rights writes to it in place, so a mapping of it that was
     verified stays what was verified."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _ENTRY_FILE_MODE)
+    fd = os.open(name, _CREATE_FLAGS, _ENTRY_FILE_MODE, dir_fd=dir_fd)
     os.fchmod(fd, _ENTRY_FILE_MODE)  # the umask may have dropped read bits: shared caches read
     return os.fdopen(fd, "wb")
+
+
+# --- the store ---------------------------------------------------------------------------------
+
+_PRUNE = "`python -m phys_pipeline.cache verify` lists such entries, `verify --remove` deletes them"
+_SKIPPED = {  # the kinds of entry a reader skips: (kind, warning)
+    EntryUntrusted: (
+        "untrusted",
+        "not trusting entry {key} ({why}): it is left in place and recomputed; remove it if "
+        "you did not put it there",
+    ),
+    EntryUnauthenticated: (
+        "unauthenticated",
+        "entry {key} does not authenticate ({why}): it is left on disk and recomputed; " + _PRUNE,
+    ),
+    EntryRejected: (
+        "unreadable",
+        "ignoring entry {key} ({why}): it is left on disk and recomputed; " + _PRUNE,
+    ),
+}
 
 
 class DiskStore:
     """A directory of cache entries that processes on one machine (or, with ``shared=True``,
     the ``shared-disk`` config and a shared key, several users) can share. ``strict`` turns
-    write failures into CacheError; unreadable entries are always a miss plus one CacheWarning
-    (and are removed, unless a file is not ours to trust: see the module docs). A signing key
-    that cannot be had is a CacheError when strict, else a miss and a warning."""
+    write failures (and writes refused because the cache's directories are not ours) into
+    CacheError; an entry that cannot be used is always a miss, left on disk, with one
+    CacheWarning per store and kind of problem (see the module docs). A signing key that
+    cannot be had is a CacheError when strict, else a miss and a warning, before any entry is
+    touched."""
 
     # workers in other processes can open it by its path (and their own copy of the key)
     reachable_from_other_processes: ClassVar[bool] = True
@@ -191,142 +404,200 @@ class DiskStore:
         shared: bool = False,
     ) -> None:
         self.root = Path(root).expanduser().absolute()  # later chdir()s must not move it
+        self._layout = os.path.join(self.root, _LAYOUT)  # a str: joined on every read
         self.signer = signer if signer is not None else EntrySigner()
         self.signer.refuse_key_file_under(self.root)
         self.strict = strict
         self.shared = shared
+        self.skipped: dict[str, int] = {}  # entries (and writes) skipped, by kind of problem
+        self._lock = threading.Lock()
         self._swept = False
-
-    def _entry_dir(self, key: str) -> Path:
-        return Path(self._entry_path(key))
-
-    def _entry_path(self, key: str) -> str:
-        return os.path.join(self.root, _LAYOUT, key[:2], key[2:4], key)
 
     # --- reading ----------------------------------------------------------------------------
 
     def get(self, key: str) -> StageResult | None:
-        key = validate_key(key)
-        path = self._entry_path(key)
+        """``load``, with a miss and a warning (the first of its kind) for an entry that
+        cannot be used, or for a key we cannot have (CacheError when strict)."""
         try:
-            meta = _read_entry_file(os.path.join(path, "meta.json"), None, shared=self.shared)
-        except EntryUntrusted as exc:
-            self._distrust(key, str(exc))
-            return None
-        except (FileNotFoundError, NotADirectoryError):
-            if os.path.isdir(path):
-                self._reject(key, Path(path), "meta.json is missing")
-            return None
-        except OSError as exc:
-            warnings.warn(
-                f"disk cache {self.root}: cannot read entry {key}: {exc}",
-                CacheWarning,
-                stacklevel=2,
-            )
-            return None
-        try:
-            with entry_errors():
-                entry = _EntryDir(path, shared=self.shared)
-                return decode_entry(read_header(meta, key), entry, self.signer)
-        except EntryUntrusted as exc:
-            self._distrust(key, str(exc))
+            return self.load(key)
+        except CacheError as exc:  # no usable key: the entries may be fine, and none was touched
+            if self.strict:
+                raise CacheError(
+                    f"disk cache {self.root}: cannot check entry {key}: {exc}"
+                ) from exc
+            self._skip("no key", f"cannot check entry {key}: {exc}")
         except EntryRejected as exc:
-            self._reject(key, Path(path), str(exc))
-        except CacheError as exc:  # no usable key: the entry may be fine, so it stays
-            self._fail(f"cannot check entry {key}: {exc}")
+            kind, message = next(v for t, v in _SKIPPED.items() if isinstance(exc, t))
+            self._skip(kind, message.format(key=key, why=exc))
         return None
 
+    def load(self, key: str) -> StageResult | None:
+        """The entry for ``key`` once it authenticates, None if there is none; raises
+        EntryRejected (EntryUntrusted, EntryUnauthenticated) saying why an entry cannot be
+        used, CacheError if the signing key cannot be had. ``get`` is this plus a warning;
+        neither deletes anything."""
+        key = validate_key(key)
+        self.signer.digest_seed()  # our key's problems come out before any entry is touched
+        try:
+            fd = self._open_entry(key)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise EntryRejected(f"cannot open its directory: {exc.strerror or exc}") from None
+        try:
+            with entry_errors():
+                meta = _read_entry_file(
+                    fd, "meta.json", None, shared=self.shared, cap=META_MAX_BYTES
+                )
+                entry = _EntryDir(fd, shared=self.shared)
+                return decode_entry(read_header(meta, key), entry, self.signer)
+        finally:
+            os.close(fd)
+
     def contains(self, key: str) -> bool:
-        """Whether an entry directory is in place (one stat; its content is not checked)."""
-        return os.path.exists(os.path.join(self._entry_path(validate_key(key)), "meta.json"))
+        """Whether an entry directory with a meta.json is in place, reached without following
+        a symlink (a few opens and a stat; its content is not checked)."""
+        try:
+            return self._in_place(validate_key(key))
+        except (OSError, EntryUntrusted):
+            return False
 
-    def _reject(self, key: str, path: Path, reason: str) -> None:
-        warnings.warn(
-            f"disk cache {self.root}: ignoring entry {key} ({reason}); it will be recomputed",
-            CacheWarning,
-            stacklevel=3,
-        )
-        self._remove(path)
+    def _open_entry(self, key: str, root_fd: int | None = None) -> int:
+        """A descriptor of ``key``'s entry directory (see ``open_dirs``)."""
+        if root_fd is None:
+            return open_dirs((self._layout, key[:2], key[2:4], key))
+        return open_dirs(entry_parts(key), root_fd)
 
-    def _distrust(self, key: str, reason: str) -> None:
-        warnings.warn(
-            f"disk cache {self.root}: not trusting entry {key} ({reason}); it is left in place "
-            "and recomputed; remove it if you did not put it there",
-            CacheWarning,
-            stacklevel=3,
-        )
+    def _in_place(self, key: str, root_fd: int | None = None) -> bool:
+        try:
+            fd = self._open_entry(key, root_fd)
+        except FileNotFoundError:
+            return False
+        try:
+            os.stat("meta.json", dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+
+    def _skip(self, kind: str, message: str) -> None:
+        """Count a skipped entry (or write); warn only about the first of each kind."""
+        with self._lock:
+            count = self.skipped[kind] = self.skipped.get(kind, 0) + 1
+        if count == 1:
+            warnings.warn(
+                f"disk cache {self.root}: {message} (this store warns once of each kind; "
+                "DiskStore.skipped counts them all)",
+                CacheWarning,
+                stacklevel=3,
+            )
 
     # --- writing ----------------------------------------------------------------------------
 
     def put(self, key: str, result: StageResult) -> None:
         """Store ``result`` unless an entry for ``key`` exists (keys name content, so the
-        existing entry is equivalent). Unpicklable states are skipped with a warning."""
+        existing entry is equivalent; one we cannot read is not ours to replace). Unpicklable
+        states are skipped with a warning."""
         key = validate_key(key)
-        final = self._entry_dir(key)
-        if os.path.exists(final / "meta.json"):
-            return
-        try:
-            packed = pack(key, result)
-        except Exception as exc:  # noqa: BLE001 - whatever pickle raises, the result just isn't cached
-            self._fail(
-                f"cannot encode a result whose state is {type(result.state).__qualname__} "
-                f"({type(exc).__name__}: {exc})"
-            )
-            return
-        tmp: Path | None = None
+        root_fd = None
         try:
             seed = self.signer.digest_seed()
-            tmp = self._scratch_dir(key)
-            records = []
-            for index, arr in enumerate(packed.arrays):
-                with _entry_file(tmp / f"a{index}.npy") as fh:
-                    records.append(write_npy(arr, fh, seed))
-            if packed.blob is not None:
-                with _entry_file(tmp / "blob.pkl") as fh:
-                    fh.write(packed.blob)
-            with _entry_file(tmp / "meta.json") as fh:
-                fh.write(seal(packed, records, self.signer))
-            self._publish(tmp, final)
+            root_fd = self._open_root()
+            if not self._in_place(key, root_fd):
+                self._write(root_fd, key, result, seed)
+        except EntryUntrusted as exc:
+            message = (
+                f"not writing entry {key}: {exc}; the store follows no link out of its "
+                "directory, remove it if you did not put it there"
+            )
+            if self.strict:
+                raise CacheError(f"disk cache {self.root}: {message}") from None
+            self._skip("write refused", message)
         except (OSError, ValueError, CacheError) as exc:
             self._fail(f"cannot write entry {key}: {exc}")
         finally:
-            if tmp is not None and tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            if root_fd is not None:
+                os.close(root_fd)
 
-    def _scratch_dir(self, key: str) -> Path:
-        scratch = self.root / "tmp"
-        scratch.mkdir(parents=True, exist_ok=True)
-        if not self._swept:
-            self._swept = True
-            self._sweep_stale(scratch)
-        path = scratch / f"{key}.{os.getpid()}.{secrets.token_hex(4)}"
-        path.mkdir()
-        return path
+    def _open_root(self) -> int:
+        """A descriptor of the root, made if missing (its path is the user's: followed)."""
+        try:
+            return os.open(self.root, _ROOT_FLAGS)
+        except FileNotFoundError:
+            self.root.mkdir(parents=True, exist_ok=True)
+            return os.open(self.root, _ROOT_FLAGS)
+
+    def _write(self, root_fd: int, key: str, result: StageResult, seed: int) -> None:
+        tmp_fd = open_dirs((_SCRATCH,), root_fd, create=True)
+        try:
+            if not self._swept:
+                self._swept = True
+                _sweep_stale(tmp_fd)
+            for as_json in (True, False):  # the second time, JSON too large for meta.json
+                try:
+                    packed = pack(key, result, as_json=as_json)
+                except Exception as exc:  # noqa: BLE001 - whatever pickle raises, the result just isn't cached
+                    raise ValueError(
+                        f"cannot encode a result whose state is "
+                        f"{type(result.state).__qualname__} ({type(exc).__name__}: {exc})"
+                    ) from None
+                name = self._fill(tmp_fd, key, packed, seed)
+                if name is not None:
+                    self._publish(root_fd, tmp_fd, name, key)
+                    return
+            raise ValueError(f"its meta.json would be over {META_MAX_BYTES} bytes, pickled or not")
+        finally:
+            os.close(tmp_fd)
+
+    def _fill(self, tmp_fd: int, key: str, packed: PackedResult, seed: int) -> str | None:
+        """A new scratch directory in ``root/tmp`` holding the entry, by name; None (and
+        nothing left behind) if its meta.json would be over the cap."""
+        name = _scratch_name(key)
+        os.mkdir(name, dir_fd=tmp_fd)
+        filled = False
+        try:
+            fd = _open_dir(name, tmp_fd)
+            try:
+                records = []
+                for index, arr in enumerate(packed.arrays):
+                    with _entry_file(fd, f"a{index}.npy") as fh:
+                        records.append(write_npy(arr, fh, seed))
+                if packed.blob is not None:
+                    with _entry_file(fd, "blob.pkl") as fh:
+                        fh.write(packed.blob)
+                meta = seal(packed, records, self.signer)
+                if len(meta) > META_MAX_BYTES:
+                    return None
+                with _entry_file(fd, "meta.json") as fh:
+                    fh.write(meta)
+            finally:
+                os.close(fd)
+            filled = True
+            return name
+        finally:
+            if not filled:
+                remove_tree(tmp_fd, name)
 
     @staticmethod
-    def _sweep_stale(scratch: Path) -> None:
-        """Remove scratch dirs left by writers that crashed over an hour ago."""
-        cutoff = time.time() - _STALE_AFTER_S
-        for entry in os.scandir(scratch):
-            try:
-                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                    shutil.rmtree(entry.path, ignore_errors=True)
-            except OSError:
-                pass
-
-    @staticmethod
-    def _publish(tmp: Path, final: Path) -> None:
-        for _ in range(3):
-            final.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.rename(tmp, final)
-                return
-            except FileNotFoundError:  # clear() removed the shard meanwhile: make it again
-                continue
-            except OSError as exc:
-                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                    return  # another writer won; our copy is dropped
-                raise
+    def _publish(root_fd: int, tmp_fd: int, name: str, key: str) -> None:
+        """Rename the scratch directory into place (or drop it: another writer won)."""
+        try:
+            for _ in range(3):
+                shard_fd = open_dirs(entry_parts(key)[:-1], root_fd, create=True)
+                try:
+                    os.rename(name, key, src_dir_fd=tmp_fd, dst_dir_fd=shard_fd)
+                    return
+                except FileNotFoundError:  # clear() removed the shard meanwhile: make it again
+                    continue
+                except OSError as exc:
+                    if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                        return  # another writer won; our copy is dropped
+                    raise
+                finally:
+                    os.close(shard_fd)
+        finally:
+            remove_tree(tmp_fd, name)  # gone already if it was published
 
     def _fail(self, message: str) -> None:
         if self.strict:
@@ -335,31 +606,52 @@ class DiskStore:
 
     # --- housekeeping -----------------------------------------------------------------------
 
-    def _remove(self, path: Path) -> None:
-        """Move ``path`` out of the readers' way in one rename, then delete it."""
-        trash = self.root / "tmp" / f"trash.{secrets.token_hex(6)}"
+    def _discard(self, parts: Sequence[str]) -> None:
+        """Move ``root/parts`` out of the readers' way in one rename, then delete it; nothing
+        is reached through a symlink (a symlink itself is removed, never its target)."""
         try:
-            trash.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(path, trash)
+            root_fd = os.open(self.root, _ROOT_FLAGS)
         except OSError:
-            return  # already gone
-        shutil.rmtree(trash, ignore_errors=True)
+            return
+        try:
+            parent_fd = open_dirs(parts[:-1], root_fd) if len(parts) > 1 else os.dup(root_fd)
+            try:
+                tmp_fd = open_dirs((_SCRATCH,), root_fd, create=True)
+                try:
+                    trash = _trash_name()
+                    os.rename(parts[-1], trash, src_dir_fd=parent_fd, dst_dir_fd=tmp_fd)
+                    remove_tree(tmp_fd, trash)
+                finally:
+                    os.close(tmp_fd)
+            finally:
+                os.close(parent_fd)
+        except (OSError, EntryUntrusted):
+            return  # already gone, or the way to it is not ours to follow
+        finally:
+            os.close(root_fd)
 
     def delete(self, key: str) -> None:
-        self._remove(self._entry_dir(validate_key(key)))
+        self._discard(entry_parts(validate_key(key)))
 
     def clear(self) -> None:
-        self._remove(self.root / _LAYOUT)
+        self._discard((_LAYOUT,))
 
     def __len__(self) -> int:
-        count = 0
-        top = self.root / _LAYOUT
-        if not top.is_dir():
+        try:
+            fd = open_dirs((self._layout,))
+        except (OSError, EntryUntrusted):
             return 0
-        for shard in os.scandir(top):
-            for sub in os.scandir(shard.path) if shard.is_dir() else ():
-                count += sum(1 for e in os.scandir(sub.path) if e.is_dir()) if sub.is_dir() else 0
-        return count
+        return _count_dirs(fd, 3)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        state.update(skipped={}, _swept=False)  # another process warns and sweeps afresh
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"DiskStore({str(self.root)!r})"
