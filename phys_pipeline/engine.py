@@ -30,10 +30,12 @@ failure, settles it and reports it; a worker thread that finished a node takes t
 one in the same turn of the lock and goes straight on with it (``work``), because a thread
 hand-off costs tens of microseconds, many times a trivial node.
 
-Before a taken node is submitted, the hooks' ``reuse`` (early cutoff, see ``cutoff``) may
-supply its result; the node is then reported ``on_reused`` and never starts. Hooks are only
-ever called on the thread that called ``run``: straight away when every node runs on that
-thread, otherwise through the ``events`` queue.
+Before a taken node is submitted, the hooks' ``reuse`` (early cutoff, see ``_cutoff``) may
+supply its result; the node is then reported ``on_reused`` and never starts. Once a node is
+computed, and before its children can start, the hooks' ``file`` (on the thread that has the
+outcome) stores its result, so that a child writing to its input cannot change what is cached.
+Other hooks are only ever called on the thread that called ``run``: straight away when every
+node runs on that thread, otherwise through the ``events`` queue.
 
 Designed for retries, timeouts and cancel (not built yet): a retried node goes back on
 ``ready`` instead of into ``failed``; a timed-out or cancelled node is settled here and its late
@@ -53,7 +55,7 @@ from typing import Any, NamedTuple, Protocol
 
 from ._invoke import call_stage
 from .dag_cache import FiledResult, Filing
-from .errors import StaleCodeError, StateMutationError
+from .errors import CorruptedInputError, StaleCodeError, StateMutationError
 from .fingerprint import Fingerprint, stale_parts
 from .policy import PolicyBag
 from .types import DagState, NodeResources, StageResult, State, stage_name
@@ -112,6 +114,9 @@ def run_node(task: NodeTask, parent_states: Mapping[str, State]) -> tuple[StageR
     """
     state = node_input(task, parent_states)
     before = state.hashable_repr() if task.check_mutation else None
+    shared = getattr(parent_states, "digests", None)
+    if shared and before is not None:
+        _check_shared_inputs(task, parent_states, shared, before)
     started = time.perf_counter()
     result = call_stage(task.stage, state, task.policy, where=f"node {task.node_id!r}")
     duration = time.perf_counter() - started
@@ -121,6 +126,20 @@ def run_node(task: NodeTask, parent_states: Mapping[str, State]) -> tuple[StageR
         # what the result was computed from: early cutoff compares a later input with it
         result.provenance = {**result.provenance, "input_digest": bytes(before).hex()}
     return result, duration
+
+
+def _check_shared_inputs(
+    task: NodeTask, parent_states: Mapping[str, State], shared: Mapping[str, bytes], before: bytes
+) -> None:
+    """A parent several nodes read must still be what it produced (``shared``: its output
+    digest): a sibling that writes to its input may have changed it before this node began."""
+    single = len(task.deps) == 1 and not task.gather
+    for dep in task.deps:
+        expected = shared.get(dep)
+        if expected is not None:
+            now = before if single else parent_states[dep].hashable_repr()
+            if bytes(now) != expected:
+                raise CorruptedInputError(task.node_id, dep)
 
 
 def run_node_elsewhere(
@@ -152,6 +171,7 @@ class RunHooks(Protocol):
     then reports ``on_reused`` instead of ``on_start`` and ``on_done``."""
 
     reuse: Callable[[str, Mapping[str, State]], StageResult | None] | None
+    file: Callable[[str, StageResult, float], None] | None
 
     def on_start(self, node_id: str) -> None: ...
 
@@ -201,11 +221,14 @@ Compute = Callable[[NodeTask, Mapping[str, State]], tuple[StageResult, float]]
 
 
 class _States(dict[str, State]):
-    """States by node id; a node filed by a worker has its state loaded on first read."""
+    """States by node id; a node filed by a worker has its state loaded on first read.
+    ``digests``: the output digests of the nodes several nodes read, which ``run_node``
+    checks its input against (a sibling may have written to it)."""
 
     def __init__(self, available: Mapping[str, State]) -> None:
         super().__init__(available)
         self.filed: dict[str, FiledResult] = {}
+        self.digests: dict[str, bytes] = {}
 
     def __missing__(self, node_id: str) -> State:
         filed = self.filed.get(node_id)
@@ -259,6 +282,7 @@ class RunEngine:
         self.tasks = tasks
         self.hooks = hooks
         self.reuse = getattr(hooks, "reuse", None)
+        self.file = getattr(hooks, "file", None)
         # one pass, as ``tasks`` come parents first
         self.position: dict[str, int] = {}
         self.waiting: list[int] = []
@@ -278,6 +302,17 @@ class RunEngine:
             if not count:
                 self.ready.append(i)
         self.states = _States(available)
+        # nodes several tasks read: their output digest is kept for run_node to check
+        readers: dict[str, int] = {}
+        for task in tasks:
+            for dep in task.deps:
+                readers[dep] = readers.get(dep, 0) + 1
+        self.shared = {dep for dep, count in readers.items() if count > 1}
+        checked = any(task.check_mutation for task in tasks)
+        if not checked:
+            self.shared = set()
+        for dep in self.shared & available.keys():
+            self.states.digests[dep] = bytes(available[dep].hashable_repr())
         self.failed: dict[int, str] = {}
         self.free = slots if slots is not None else Slots()
         # with one node at a time, each node fitting alone (the scheduler checks), slots cannot
@@ -352,6 +387,8 @@ class RunEngine:
                     outcome: Outcome = compute(task, states)
                 except Exception as exc:  # noqa: BLE001 - the node's failure; siblings go on
                     outcome = exc
+                else:  # a strict cache's CacheError ends the run, as the caller asked
+                    self._before_children(task.node_id, outcome)
                 if threaded:
                     with lock:
                         i = self._finish(i, outcome, True)
@@ -379,8 +416,22 @@ class RunEngine:
     def finish_task(self, task: NodeTask, outcome: Outcome | Reused) -> None:
         """Report a submitted node's outcome, from any thread: ``(result, seconds)``, the
         exception it failed with, or ``Reused(result)``."""
+        if type(outcome) is tuple and self.file is not None:  # states are elsewhere: no digests
+            try:
+                self.file(task.node_id, *outcome)
+            except Exception as exc:  # noqa: BLE001 - e.g. a strict cache that failed
+                outcome = exc
         with self.lock:
             self._finish(self.position[task.node_id], outcome, False)
+
+    def _before_children(self, node_id: str, outcome: tuple[StageResult, float]) -> None:
+        """What must happen before any child can touch the node's state: its digest, where
+        several nodes read it, and filing it (``hooks.file``): a child that writes to its
+        input must not change what is cached."""
+        if node_id in self.shared:
+            self.states.digests[node_id] = bytes(outcome[0].state.hashable_repr())
+        if self.file is not None:
+            self.file(node_id, *outcome)
 
     # --- under the lock -----------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ __all__ = [
     "CacheConfigError",
     "CacheError",
     "ConfigError",
+    "CorruptedInputError",
     "CycleError",
     "DagError",
     "DuplicateNodeError",
@@ -160,6 +161,20 @@ class StateMutationError(PhysPipelineError, RuntimeError):
         super().__init__(
             f"node {node_id!r}: stage {stage!r} mutated its input state; call "
             "state.deepcopy() before writing to it"
+        )
+
+
+class CorruptedInputError(PhysPipelineError, RuntimeError):
+    """A node's input is not what its parent produced: another stage reading the same state
+    wrote to it (that stage fails with StateMutationError). This node is not computed from
+    it, and nothing it would produce is cached."""
+
+    def __init__(self, node_id: str, parent: str) -> None:
+        self.node_id, self.parent = node_id, parent
+        super().__init__(
+            f"node {node_id!r}: the state of its parent {parent!r} was changed in place by "
+            "another stage that reads it (see the StateMutationError of that node); "
+            f"{node_id!r} is not run on it"
         )
 
 

@@ -164,18 +164,23 @@ class _RunRecorder:
         if self.listeners["on_start"]:
             self._notify("on_start", node_id)
 
-    def on_done(self, node_id: str, result: StageResult, duration_s: float) -> None:
+    def file(self, node_id: str, result: StageResult, duration_s: float) -> None:
+        """Stamp and store a computed result; called by the engine on the thread that has it,
+        before any child can read (and perhaps write to) its state."""
         planned = self.plan.nodes[node_id]
-        key = planned.key
         result.provenance = {
             **result.provenance,
             **node_provenance(planned),
             "duration_s": duration_s,
         }
-        if node_id in self.corrupted:  # computed from a state a stage wrote to: never kept
-            self.cache.forget([planned])  # (a worker may have filed it already)
-        else:
+        if node_id not in self.corrupted:
             self.cache.file(planned, result)
+
+    def on_done(self, node_id: str, result: StageResult, duration_s: float) -> None:
+        planned = self.plan.nodes[node_id]
+        key = planned.key
+        if node_id in self.corrupted:  # computed from a state a stage wrote to: never kept
+            self.cache.forget([planned])  # (filed before the quarantine began)
         self.results[node_id] = result
         self.runs[node_id] = NodeRun(
             node_id, NodeStatus.RAN, key, self._reason(node_id), duration_s

@@ -19,6 +19,7 @@ from dag_stages import GridCfg, GridStage, PhaseCfg, PhaseStage
 from phys_pipeline.cache import DiskStore, MemoryStore
 from phys_pipeline.dag import make_plan
 from phys_pipeline.dag_cache import DagCache, open_cache
+from phys_pipeline.errors import CorruptedInputError
 from phys_pipeline.executor import DagExecutor, DagRunResult
 from phys_pipeline.policy import PolicyBag
 from phys_pipeline.scheduler import LocalScheduler
@@ -138,6 +139,9 @@ class InterruptOnDone:
         if node_id == self.node_id:
             raise KeyboardInterrupt
 
+    def on_error(self, node_id: str, error: BaseException) -> None:
+        self.on_done(node_id, error, False)  # a sibling refusing a corrupted input ends too
+
 
 class TaggedGridCfg(GridCfg):
     tag: str = ""  # a tag: changes the key, never the grid
@@ -236,13 +240,6 @@ def test_an_interrupt_after_a_stage_wrote_to_its_input_leaves_no_corrupted_entry
     assert again.metrics["peak.peak"] == honest == 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stage's write to its input is detected only when the stage returns: a sibling that "
-    "read the corrupted grid and finished before that is filed as a valid result (the "
-    "quarantine starts at the culprit's failure), so an interrupt in between leaves it cached "
-    "and every later run serves it",
-)
 def test_a_sibling_finished_before_the_culprit_returned_is_not_left_cached(
     tmp_path: Path,
 ) -> None:
@@ -272,7 +269,8 @@ def test_without_an_interrupt_the_corrupted_sibling_is_evicted(tmp_path: Path) -
     out = DagExecutor(scheduler=LocalScheduler(max_workers=1), cache=store).run(
         START, nodes, raise_on_error=False
     )
-    assert set(out.failures) == {"culprit"}
+    assert set(out.failures) == {"culprit", "peak"}
+    assert isinstance(out.failures["peak"], CorruptedInputError)  # never run on it
     assert not store.contains(out.plan.nodes["peak"].key)
     again = DagExecutor(cache=store).run(START, [nodes[0], nodes[2]])
     assert again.ran == ["grid", "peak"] and again.metrics["peak.peak"] == 1.0
