@@ -410,12 +410,6 @@ def test_a_corrupt_entry_never_loses_the_result_a_worker_computed(
 # --- secrets --------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CacheConfig(backend='shared-disk') builds EntrySigner(secret_from_env()), a 'given' "
-    "secret, so the secret read from PHYS_PIPELINE_CACHE_KEY is pickled into every task's "
-    "Filing and sent to the workers, which then sign with it though their environment has no key",
-)
 def test_a_shared_disk_config_never_ships_the_environment_secret(
     client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

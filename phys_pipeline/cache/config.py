@@ -74,7 +74,10 @@ def build_cache_backend(cfg: CacheConfig | None = None) -> CacheStore:
                 f"a shared cache needs the {KEY_ENV_VAR} environment variable, set to a secret "
                 "that every user of the cache shares",
             )
-        store = DiskStore(cfg.disk_root, signer=EntrySigner(secret), strict=cfg.strict, shared=True)
+        # the signer reads the variable itself (checked just above), so a store sent to Dask
+        # workers carries no secret: each worker reads its own environment
+        signer = EntrySigner(env_only=True)
+        store = DiskStore(cfg.disk_root, signer=signer, strict=cfg.strict, shared=True)
     elif cfg.backend == "memory":
         return MemoryStore(cfg.memory_max_bytes)
     else:
