@@ -349,6 +349,10 @@ class _DaskSubmitter:
                 _run_root, bare, root, key=key, pure=False, resources=resources
             )
         inputs = {dep: self._state_future(dep, parents) for dep in task.deps}
+        digests = getattr(parents, "digests", {})
+        expected = {dep: digests[dep] for dep in task.deps if dep in digests}
+        if expected:  # parents several nodes read: the worker checks its input against them
+            task = dataclasses.replace(task, expected=expected)
         return self.client.submit(
             run_node_elsewhere, task, inputs, key=key, pure=False, resources=resources
         )

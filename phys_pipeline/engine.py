@@ -93,6 +93,7 @@ class NodeTask:
     filing: Filing | None = None  # set: the worker files the result in the cache itself
     code: Fingerprint | None = None  # the plan's, checked again in other processes
     pinned: str | None = None  # the version the node pins, if any (as the plan saw it)
+    expected: Mapping[str, bytes] | None = None  # parents' output digests, for other processes
 
 
 def node_input(task: NodeTask, parent_states: Mapping[str, State]) -> Any:
@@ -114,7 +115,7 @@ def run_node(task: NodeTask, parent_states: Mapping[str, State]) -> tuple[StageR
     """
     state = node_input(task, parent_states)
     before = state.hashable_repr() if task.check_mutation else None
-    shared = getattr(parent_states, "digests", None)
+    shared = task.expected or getattr(parent_states, "digests", None)
     if shared and before is not None:
         _check_shared_inputs(task, parent_states, shared, before)
     started = time.perf_counter()
@@ -416,11 +417,16 @@ class RunEngine:
     def finish_task(self, task: NodeTask, outcome: Outcome | Reused) -> None:
         """Report a submitted node's outcome, from any thread: ``(result, seconds)``, the
         exception it failed with, or ``Reused(result)``."""
-        if type(outcome) is tuple and self.file is not None:  # states are elsewhere: no digests
-            try:
-                self.file(task.node_id, *outcome)
-            except Exception as exc:  # noqa: BLE001 - e.g. a strict cache that failed
-                outcome = exc
+        if type(outcome) is tuple:
+            result = outcome[0]
+            if task.node_id in self.shared:  # a worker's receipt has the digest: no loading
+                digest = result.digest if type(result) is FiledResult else None
+                self.states.digests[task.node_id] = digest or bytes(result.state.hashable_repr())
+            if self.file is not None:
+                try:
+                    self.file(task.node_id, *outcome)
+                except Exception as exc:  # noqa: BLE001 - e.g. a strict cache that failed
+                    outcome = exc
         with self.lock:
             self._finish(self.position[task.node_id], outcome, False)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
+import functools
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -215,19 +216,54 @@ _SETTLED = frozenset({NodeStatus.RAN, NodeStatus.HIT, NodeStatus.FAILED, NodeSta
 
 @dataclass(frozen=True)
 class NodeResources:
-    """Slots a node occupies while it runs (see ``LocalScheduler(max_cpu=, max_gpu=)``)."""
+    """Slots a node occupies while it runs (see ``LocalScheduler(max_cpu=, max_gpu=)``).
+
+    ``mpi_ranks``: the MPI ranks the node's stage runs on, for a runner that launches them;
+    ``tags``: free-form labels for schedulers (outside the hash, as a dict cannot be in it).
+    ``memory_gb`` is 2.0.0's spelling of ``mem_gb``, still accepted and read (deprecated).
+    """
 
     cpu: int = 1
     gpu: int = 0
     mem_gb: float = 0.0
+    mpi_ranks: int = 1
+    tags: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "tags", dict(self.tags))  # a caller's later edit stays theirs
         for name in ("cpu", "gpu", "mem_gb"):
             value = getattr(self, name)
             if value < 0:
                 raise ConfigError(
                     "NodeResources", name, value, f"NodeResources.{name} must be >= 0"
                 )
+
+
+def _taking_memory_gb(init: Callable[..., None]) -> Callable[..., None]:
+    """NodeResources' ``__init__``, also taking 2.0.0's ``memory_gb`` for ``mem_gb``. Not a
+    field: ``dataclasses.replace`` would hand the old value back in, over a new ``mem_gb``."""
+
+    @functools.wraps(init)
+    def __init__(
+        self: NodeResources, *args: Any, memory_gb: float | None = None, **kw: Any
+    ) -> None:
+        if memory_gb is not None:
+            warn_once("NodeResources(memory_gb=...)", "pass mem_gb", stacklevel=2)
+            if "mem_gb" in kw or len(args) > 2:
+                raise ConfigError("NodeResources", "memory_gb", memory_gb, "mem_gb is given too")
+            kw["mem_gb"] = memory_gb
+        init(self, *args, **kw)
+
+    return __init__
+
+
+def _memory_gb(resources: NodeResources) -> float:
+    warn_once("NodeResources.memory_gb", "read NodeResources.mem_gb", stacklevel=2)
+    return resources.mem_gb
+
+
+NodeResources.__init__ = _taking_memory_gb(NodeResources.__init__)  # type: ignore[method-assign]
+NodeResources.memory_gb = property(_memory_gb)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

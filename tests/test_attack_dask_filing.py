@@ -200,6 +200,12 @@ class InterruptOnDone:
         if node_id == self.node_id:
             raise KeyboardInterrupt
 
+    def on_error(self, node_id: str, error: BaseException) -> None:
+        self.on_done(node_id, error, False)  # a sibling refusing a corrupted input ends too
+
+    def on_skip(self, node_id: str, failed_dep: str) -> None:
+        self.on_done(node_id, failed_dep, False)  # ... or one below such a sibling
+
 
 class OnStart:
     """Calls ``action`` when ``node_id`` starts (on the driver, while a worker computes it)."""
@@ -596,13 +602,6 @@ def test_an_interrupt_after_a_worker_stage_wrote_to_its_input_leaves_no_corrupte
     assert again.metrics["peak.peak"] == 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stage's write to its input is detected only when the stage returns: the worker "
-    "files a sibling that read the corrupted grid and finished first, the driver files its "
-    "receipt (the quarantine starts at the culprit's failure), so an interrupt (or a driver "
-    "that dies) before the culprit returns leaves the corrupted peak in the shared store",
-)
 def test_a_sibling_a_worker_filed_before_the_culprit_returned_is_not_left_cached(
     lonely: Client, tmp_path: Path
 ) -> None:

@@ -1,0 +1,815 @@
+"""Code written for phys-pipeline 2.0.0 runs unchanged: every name and call signature 2.0.0
+offered that we serve (``phys_pipeline._v2``), at the module path 2.0.0 code imports it from,
+as a thin layer over our own design. Names for old code warn once (DeprecationWarning) unless
+they are ours too; nothing the user guide uses warns."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import pickle
+import sys
+import threading
+import types
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_deprecated_names import deprecations, fresh_process  # noqa: F401 - autouse fixture
+
+import phys_pipeline
+from phys_pipeline._v2 import served_from
+from phys_pipeline._v2.accumulator import RunAccumulator
+from phys_pipeline._v2.cache import (
+    SharedDiskCache,
+    deserialize_cache_entry,
+    serialize_cache_entry,
+)
+from phys_pipeline._v2.dag import Dag, PipelineGraph, build_dag
+from phys_pipeline._v2.errors import SchedulerError, SchedulerRetryError, SchedulerTimeoutError
+from phys_pipeline._v2.executor import MpiRunner, RetryPolicy
+from phys_pipeline._v2.record import ArtifactError, FigureApi, JSONLRecorder
+from phys_pipeline._v2.scheduler import JobApi, JobHandle
+from phys_pipeline.cache import DiskStore
+from phys_pipeline.dag import make_plan
+from phys_pipeline.dag_cache import DagCache
+from phys_pipeline.errors import (
+    CacheError,
+    ConfigError,
+    CycleError,
+    DagError,
+    DuplicateNodeError,
+    MetricError,
+    MetricKeyCollisionError,
+    MissingDependencyError,
+    MissingRecorderError,
+    PhysPipelineError,
+    UnhashableValueError,
+)
+from phys_pipeline.executor import DagExecutor
+from phys_pipeline.hashing import config_hash
+from phys_pipeline.pipeline import SequentialPipeline
+from phys_pipeline.policy import PolicyBag
+from phys_pipeline.record import ArtifactRecorder
+from phys_pipeline.scheduler import LocalScheduler
+from phys_pipeline.types import (
+    NodeResources,
+    NodeSpec,
+    PipelineStage,
+    SimpleState,
+    StageConfig,
+    StageResult,
+)
+
+# --- small optics stages --------------------------------------------------------------------
+
+
+class GainCfg(StageConfig):
+    gain: float = 2.0
+
+
+class Amplifier(PipelineStage[SimpleState, GainCfg]):
+    """Multiplies the pulse energy (the payload) by the gain; reports it as a metric."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        out = state.deepcopy()
+        out.payload = (out.payload or 1.0) * self.cfg.gain
+        return StageResult(state=out, metrics={"energy": out.payload})
+
+
+class LossCfg(StageConfig):
+    transmission: float = 0.5
+
+
+class Attenuator(PipelineStage[SimpleState, LossCfg]):
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        out = state.deepcopy()
+        out.payload = out.payload * self.cfg.transmission
+        if policy is not None and "coating" in policy:
+            out.meta["coating"] = policy["coating"]
+        return StageResult(state=out)
+
+
+def amplifier_chain(gain: float = 2.0) -> SequentialPipeline:
+    return SequentialPipeline(
+        [Amplifier(GainCfg(name="amp", gain=gain)), Attenuator(LossCfg(name="loss"))],
+        name="chain",
+    )
+
+
+# --- warnings -------------------------------------------------------------------------------
+
+
+def assert_warned_once_here(caught: list[warnings.WarningMessage], old: str, advice: str) -> None:
+    """One warning, about ``old``, advising ``advice``, pointing at this file's line."""
+    assert [(str(w.message).partition(" is deprecated")[0], w.filename) for w in caught] == [
+        (old, __file__)
+    ]
+    assert advice in str(caught[0].message)
+
+
+def quietly(action: Callable[[], Any]) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return action()
+
+
+# --- serving 2.0.0 names from our modules ---------------------------------------------------
+
+# 2.0.0 module path -> names served there, and whether each warns (False: ours too)
+SERVED = {
+    "phys_pipeline.errors": {
+        "PipelineError": True,
+        "StageContractError": True,
+        "DagValidationError": True,
+        "DagDuplicateNodeError": True,
+        "DagMissingDependencyError": True,
+        "DagCycleError": True,
+        "MissingPortError": True,
+        "SchedulerError": False,
+        "SchedulerTimeoutError": False,
+        "SchedulerRetryError": False,
+    },
+    "phys_pipeline.hashing": dict.fromkeys(
+        ["hash_model", "hash_policy", "hash_state", "hash_dag_node", "digest_many", "stable_json"],
+        True,
+    ),
+    "phys_pipeline.pipeline": {"PipelineStageWrapper": True},
+    "phys_pipeline": {
+        "RetryPolicy": False,
+        "SharedDiskCache": True,
+        "JSONLRecorder": True,
+        "RunAccumulator": True,
+    },
+}
+# served once the owner of the module adds its one line (see phys_pipeline/_v2/__init__.py)
+PENDING = {
+    "phys_pipeline.dag": ["Dag", "PipelineGraph", "build_dag"],
+    "phys_pipeline.executor": ["RetryPolicy", "MpiRunner"],
+    "phys_pipeline.scheduler": ["JobHandle"],
+    "phys_pipeline.record": ["JSONLRecorder"],
+    "phys_pipeline.cache": [
+        "SharedDiskCache",
+        "serialize_cache_entry",
+        "deserialize_cache_entry",
+        "CacheBackend",
+    ],
+}
+
+
+def served_names() -> list[tuple[str, str, bool]]:
+    return [(m, name, warns) for m, names in SERVED.items() for name, warns in names.items()]
+
+
+@pytest.mark.parametrize(("module", "name", "warns"), served_names())
+def test_a_2_0_0_name_imports_from_its_2_0_0_module(module: str, name: str, warns: bool) -> None:
+    def import_it() -> None:
+        namespace: dict[str, Any] = {}
+        exec(f"from {module} import {name}", namespace)  # as 2.0.0 code spells it
+        assert namespace[name] is not None
+
+    caught = deprecations(import_it)
+    if warns:
+        assert len(caught) == 1 and str(caught[0].message).startswith(f"{module}.{name} is")
+    else:
+        assert caught == []
+
+
+@pytest.mark.parametrize(
+    ("module", "name"), [(m, name) for m, names in PENDING.items() for name in names]
+)
+@pytest.mark.xfail(strict=True, reason="the module's owner adds its re-export line")
+def test_a_2_0_0_name_of_a_module_we_do_not_own_imports_from_it(module: str, name: str) -> None:
+    quietly(lambda: getattr(importlib.import_module(module), name))
+
+
+def test_an_unknown_name_is_still_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match=r"'phys_pipeline\.errors' has no attribute 'Nope'"):
+        phys_pipeline.errors.Nope  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_a_dunder_lookup_does_not_load_the_2_0_0_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "phys_pipeline._v2.hashing", raising=False)
+    assert not hasattr(phys_pipeline.hashing, "__wrapped__")
+    assert "phys_pipeline._v2.hashing" not in sys.modules
+
+
+def test_served_from_serves_one_modules_names_to_another() -> None:
+    module = types.ModuleType("lab.optics")
+    module.__getattr__ = served_from("lab.optics", "dag")  # type: ignore[attr-defined]
+    caught = deprecations(lambda: module.build_dag)
+    assert_warned_once_here(caught, "lab.optics.build_dag", "validate")
+    assert quietly(lambda: module.build_dag) is build_dag
+
+
+def test_the_user_guides_names_never_warn() -> None:
+    guide = [
+        ("phys_pipeline.types", "State SimpleState PipelineStage StageConfig StageResult"),
+        ("phys_pipeline.types", "DagState NodeSpec NodeResources"),
+        ("phys_pipeline.policy", "PolicyBag"),
+        ("phys_pipeline.pipeline", "SequentialPipeline"),
+        ("phys_pipeline.executor", "DagExecutor"),
+        ("phys_pipeline.scheduler", "LocalScheduler"),
+        ("phys_pipeline.record", "ArtifactRecorder"),
+        ("phys_pipeline.cache", "CacheConfig build_cache_backend DiskCache"),
+        ("phys_pipeline.dag_cache", "DagCache"),
+        ("phys_pipeline.sweep", "SweepSpec expand_sweep"),
+    ]
+
+    def use_them() -> None:
+        for module, names in guide:
+            for name in names.split():
+                getattr(importlib.import_module(module), name)
+        NodeResources(cpu=2, gpu=0, mem_gb=1.0)
+        amplifier_chain().run(SimpleState(1.0), policy=PolicyBag({"coating": "AR"}))
+
+    assert deprecations(use_them) == []
+
+
+# --- phys_pipeline.errors -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "ours"),
+    [
+        ("PipelineError", PhysPipelineError),
+        ("StageContractError", MetricError),
+        ("DagValidationError", DagError),
+        ("DagDuplicateNodeError", DuplicateNodeError),
+        ("DagMissingDependencyError", MissingDependencyError),
+        ("DagCycleError", CycleError),
+        ("MissingPortError", DagError),
+    ],
+)
+def test_a_2_0_0_error_is_the_error_we_raise_for_the_same_failure(old: str, ours: type) -> None:
+    caught = deprecations(lambda: getattr(phys_pipeline.errors, old))
+    assert_warned_once_here(caught, f"phys_pipeline.errors.{old}", ours.__name__)
+    assert quietly(lambda: getattr(phys_pipeline.errors, old)) is ours
+
+
+def test_a_metric_that_is_not_a_scalar_is_caught_as_a_stage_contract_error() -> None:
+    from phys_pipeline.errors import StageContractError  # type: ignore[attr-defined]
+
+    class Spectrometer(PipelineStage[SimpleState, StageConfig]):
+        def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+            return StageResult(state=state, metrics={"spectrum": np.ones(3)})
+
+    with pytest.raises(StageContractError, match="'spectrum'"):
+        SequentialPipeline([Spectrometer(StageConfig(name="spec"))]).run(SimpleState(1.0))
+
+
+@pytest.mark.parametrize(
+    ("nodes", "words"),
+    [
+        ([NodeSpec(id="laser"), NodeSpec(id="laser")], ("Duplicate node id", "'laser'")),
+        ([NodeSpec(id="lens", deps=["laser"])], ("Missing dependency", "'lens'", "'laser'")),
+        (
+            [NodeSpec(id="a", deps=["b"]), NodeSpec(id="b", deps=["a"])],
+            ("Cycle detected", "a -> b"),
+        ),
+    ],
+)
+def test_graph_errors_say_what_2_0_0_said_and_name_the_nodes(
+    nodes: list[NodeSpec], words: tuple[str, ...]
+) -> None:
+    with pytest.raises(DagError) as caught:
+        build_dag(nodes)
+    assert all(word in str(caught.value) for word in words)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        SchedulerError("node 'pump'", "needs gpu=1 but the scheduler has max_gpu=0"),
+        SchedulerTimeoutError("nodes 'pump'", "none finished within 0.1 s"),
+        SchedulerRetryError("node 'pump'", "failed 3 times"),
+    ],
+)
+def test_scheduler_errors_are_typed_name_the_node_and_survive_pickling(error: Any) -> None:
+    assert isinstance(error, PhysPipelineError) and "'pump'" in str(error)
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error) and str(copy) == str(error) and copy.where == error.where
+
+
+def test_a_scheduler_timeout_is_a_timeout_error() -> None:
+    assert issubclass(SchedulerTimeoutError, TimeoutError)
+    assert issubclass(SchedulerRetryError, SchedulerError)
+
+
+# --- phys_pipeline.types: NodeResources -----------------------------------------------------
+
+
+def test_node_resources_take_mpi_ranks_and_tags_with_defaults_that_change_nothing() -> None:
+    plain = NodeResources()
+    assert (plain.mpi_ranks, plain.tags) == (1, {})
+    assert NodeResources(cpu=2) == NodeResources(2, 0, 0.0, 1, {})
+    mpi = NodeResources(cpu=4, mpi_ranks=4, tags={"queue": "long"})
+    assert (mpi.mpi_ranks, mpi.tags) == (4, {"queue": "long"})
+    assert hash(mpi) == hash(NodeResources(cpu=4, mpi_ranks=4))  # tags are outside the hash
+
+
+def test_node_resource_tags_are_a_copy_of_the_callers() -> None:
+    tags = {"queue": "long"}
+    resources = NodeResources(tags=tags)
+    tags["queue"] = "short"
+    assert resources.tags == {"queue": "long"}
+
+
+def test_node_resources_accept_and_read_2_0_0_memory_gb_warning_once() -> None:
+    caught = deprecations(lambda: NodeResources(memory_gb=8.0))
+    assert_warned_once_here(caught, "NodeResources(memory_gb=...)", "mem_gb")
+    resources = quietly(lambda: NodeResources(memory_gb=8.0))
+    assert resources.mem_gb == 8.0 and resources == NodeResources(mem_gb=8.0)
+    caught = deprecations(lambda: resources.memory_gb)
+    assert_warned_once_here(caught, "NodeResources.memory_gb", "mem_gb")
+    assert quietly(lambda: resources.memory_gb) == 8.0
+
+
+def test_node_resources_given_memory_gb_are_validated_and_replaceable() -> None:
+    with pytest.raises(ConfigError, match="mem_gb"):
+        quietly(lambda: NodeResources(memory_gb=-1.0))
+    with pytest.raises(ConfigError, match="memory_gb"):
+        quietly(lambda: NodeResources(mem_gb=1.0, memory_gb=2.0))
+    resources = quietly(lambda: NodeResources(memory_gb=2.0))
+    assert deprecations(lambda: dataclasses.replace(resources, mem_gb=5.0)) == []
+    assert dataclasses.replace(resources, mem_gb=5.0).mem_gb == 5.0
+    assert dataclasses.replace(resources, cpu=2).mem_gb == 2.0
+    assert pickle.loads(pickle.dumps(resources)) == resources
+
+
+# --- phys_pipeline.hashing ------------------------------------------------------------------
+
+
+def test_hash_model_is_the_config_hash_a_pipeline_records() -> None:
+    from phys_pipeline.hashing import hash_model  # type: ignore[attr-defined]
+
+    pipe = amplifier_chain()
+    out = pipe.run(SimpleState(1.0))
+    assert hash_model(GainCfg(name="amp", gain=2.0)) == config_hash(pipe.stages[0].cfg)
+    assert quietly(lambda: out.provenance["stages"][0]["cfg_hash"]) == hash_model(
+        pipe.stages[0].cfg
+    )
+    assert hash_model(GainCfg(gain=2.0)) != hash_model(GainCfg(gain=3.0))
+
+
+def test_hash_policy_is_the_runs_policy_hash_in_any_order() -> None:
+    from phys_pipeline.hashing import hash_policy  # type: ignore[attr-defined]
+
+    policy = PolicyBag({"coating": "AR", "grid.N": 512})
+    out = amplifier_chain().run(SimpleState(1.0), policy=policy)
+    assert hash_policy(policy) == out.provenance["policy_hash"]
+    assert hash_policy({"grid.N": 512, "coating": "AR"}) == hash_policy(policy)
+    assert hash_policy({"grid.N": 1024, "coating": "AR"}) != hash_policy(policy)
+
+
+def test_hash_state_hashes_the_states_content() -> None:
+    from phys_pipeline.hashing import hash_state  # type: ignore[attr-defined]
+
+    pulse = SimpleState(payload=np.linspace(0, 1, 8), meta={"fwhm_fs": 30})
+    assert hash_state(pulse) == hash_state(pulse.deepcopy())
+    assert hash_state(pulse) != hash_state(SimpleState(np.linspace(0, 1, 8), {"fwhm_fs": 31}))
+
+
+NODE = {
+    "node_id": "amp",
+    "op_name": "amplify",
+    "version": "v2",
+    "cfg_hash": "c0",
+    "input_hash": "i0",
+    "dep_hashes": {"seed": "1", "pump": "2"},
+    "policy_hash": None,
+}
+
+
+def test_hash_dag_node_ignores_the_order_of_dependencies() -> None:
+    from phys_pipeline.hashing import hash_dag_node  # type: ignore[attr-defined]
+
+    reordered = {**NODE, "dep_hashes": {"pump": "2", "seed": "1"}}
+    assert hash_dag_node(**NODE) == hash_dag_node(**reordered)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"node_id": "amp2"},
+        {"op_name": "attenuate"},
+        {"version": "v3"},
+        {"cfg_hash": None},
+        {"input_hash": "i1"},
+        {"dep_hashes": {"seed": "1"}},
+        {"policy_hash": "p"},
+        {"cache_version": "v3"},
+    ],
+)
+def test_hash_dag_node_changes_with_each_ingredient(change: dict[str, Any]) -> None:
+    from phys_pipeline.hashing import hash_dag_node  # type: ignore[attr-defined]
+
+    assert hash_dag_node(**NODE) != hash_dag_node(**{**NODE, **change})
+
+
+def test_digest_many_cannot_collide_by_moving_text_between_parts() -> None:
+    from phys_pipeline.hashing import digest_many  # type: ignore[attr-defined]
+
+    assert digest_many("ab", "c") == digest_many("ab", "c") != digest_many("a", "bc")
+
+
+def test_stable_json_sorts_keys_and_refuses_what_json_cannot_hold() -> None:
+    from phys_pipeline.hashing import stable_json  # type: ignore[attr-defined]
+
+    assert stable_json({"b": 1, "a": [2.5, "x"]}) == b'{"a":[2.5,"x"],"b":1}'
+    with pytest.raises(UnhashableValueError, match="stable_json"):
+        stable_json({"beam": object()})
+
+
+# --- phys_pipeline.dag ----------------------------------------------------------------------
+
+
+def diamond() -> list[NodeSpec]:
+    return [
+        NodeSpec(id="seed", op_name="oscillator", version="v1"),
+        NodeSpec(id="stretch", deps=["seed"]),
+        NodeSpec(id="pump", deps=["seed"]),
+        NodeSpec(id="amp", deps=["stretch", "pump"]),
+    ]
+
+
+def test_build_dag_gives_parents_children_and_an_order_without_stages() -> None:
+    dag = build_dag(diamond())
+    assert isinstance(dag, Dag)
+    assert dag.topo_order == ["seed", "stretch", "pump", "amp"]
+    assert dag.deps == {
+        "seed": [],
+        "stretch": ["seed"],
+        "pump": ["seed"],
+        "amp": ["stretch", "pump"],
+    }
+    assert dag.reverse_deps == {
+        "seed": ["stretch", "pump"],
+        "stretch": ["amp"],
+        "pump": ["amp"],
+        "amp": [],
+    }
+    assert dag.nodes_by_id["seed"].op_name == "oscillator"
+
+
+def test_build_dag_orders_nodes_listed_children_first() -> None:
+    assert build_dag(list(reversed(diamond()))).topo_order == ["seed", "pump", "stretch", "amp"]
+
+
+def test_build_dag_of_no_nodes_is_an_empty_graph() -> None:
+    assert build_dag([]) == Dag({}, {}, {}, [])
+
+
+def test_pipeline_graph_holds_the_nodes_and_their_graph() -> None:
+    graph = PipelineGraph.from_nodes(diamond())
+    assert [node.id for node in graph.nodes] == ["seed", "stretch", "pump", "amp"]
+    assert graph.dag == build_dag(diamond())
+
+
+# --- phys_pipeline.executor: RetryPolicy and MpiRunner -------------------------------------
+
+
+def test_retry_policy_defaults_retry_nothing_and_time_out_never() -> None:
+    assert RetryPolicy() == RetryPolicy(max_retries=0, timeout_s=None, backoff_s=0.0)
+    policy = RetryPolicy(max_retries=2, timeout_s=30.0, backoff_s=0.5)
+    assert (policy.max_retries, policy.timeout_s, policy.backoff_s) == (2, 30.0, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_retries", -1),
+        ("max_retries", 1.5),
+        ("max_retries", True),
+        ("timeout_s", 0.0),
+        ("timeout_s", float("inf")),
+        ("backoff_s", -0.1),
+        ("backoff_s", float("nan")),
+    ],
+)
+def test_a_retry_policy_value_that_makes_no_sense_is_a_config_error(field: str, value: Any) -> None:
+    with pytest.raises(ConfigError) as caught:
+        RetryPolicy(**{field: value})
+    assert caught.value.field == field
+
+
+def test_an_mpi_runner_is_an_object_with_a_run_method() -> None:
+    class MockRunner:
+        def run(self, stage: Any, state: Any, *, resources: NodeResources) -> StageResult:
+            return stage.process(state)
+
+    runner: MpiRunner = MockRunner()
+    stage = Amplifier(GainCfg(gain=3.0))
+    assert (
+        runner.run(stage, SimpleState(1.0), resources=NodeResources(mpi_ranks=2)).state.payload
+        == 3.0
+    )
+
+
+# --- phys_pipeline.pipeline -----------------------------------------------------------------
+
+
+def wrapped(gain: float = 2.0) -> Any:
+    from phys_pipeline.pipeline import PipelineStageWrapper  # type: ignore[attr-defined]
+
+    return PipelineStageWrapper("front-end", amplifier_chain(gain))
+
+
+def test_a_wrapped_pipeline_runs_as_one_stage_under_its_name() -> None:
+    outer = SequentialPipeline(
+        [quietly(wrapped), Amplifier(GainCfg(name="booster", gain=10.0))], name="laser"
+    )
+    out = outer.run(SimpleState(1.0))
+    assert out.state.payload == 10.0  # 1 * 2 (amp) * 0.5 (loss) * 10 (booster)
+    assert out.metrics == {"laser.front-end.chain.amp.energy": 2.0, "laser.booster.energy": 10.0}
+
+
+def test_a_wrapped_pipeline_keeps_the_state_class() -> None:
+    class Pulse(SimpleState):
+        def deepcopy(self) -> Pulse:
+            return Pulse(self.payload, dict(self.meta))
+
+    out = SequentialPipeline([quietly(wrapped)], name="laser").run(Pulse(1.0))
+    assert isinstance(out.state, Pulse)
+
+
+def test_a_wrapped_pipelines_config_and_version_are_its_pipelines() -> None:
+    wrapper = quietly(wrapped)
+    assert wrapper.cfg.name == "front-end"
+    assert wrapper.cfg.stages == wrapper.pipeline.cfg.stages
+    assert wrapper.version == wrapper.pipeline.version
+    assert quietly(lambda: wrapped(3.0)).cfg != wrapper.cfg
+
+
+def test_a_dag_node_holding_a_wrapped_pipeline_goes_stale_when_an_inner_stage_does() -> None:
+    def key(gain: float) -> str:
+        node = NodeSpec(id="front", stage=quietly(lambda: wrapped(gain)))
+        return make_plan([node], SimpleState(1.0)).nodes["front"].key
+
+    assert key(2.0) == key(2.0) != key(3.0)
+
+
+def test_the_wrapper_warns_once_where_it_is_imported() -> None:
+    def import_it() -> None:
+        from phys_pipeline.pipeline import PipelineStageWrapper  # noqa: F401
+
+    caught = deprecations(import_it)
+    assert_warned_once_here(caught, "phys_pipeline.pipeline.PipelineStageWrapper", "is a stage")
+
+
+def test_a_pipeline_stage_record_answers_2_0_0_keys_warning_once_each() -> None:
+    policy = PolicyBag({"coating": "AR"})
+    out = amplifier_chain().run(SimpleState(1.0), policy=policy)
+    first = out.provenance["stages"][0]
+    old = {
+        "stage": first["name"],
+        "cfg_hash": first["config_hash"],
+        "wall_time_s": first["duration_s"],
+        "policy_hash": policy.hash(),
+    }
+    for key, value in old.items():
+        caught = deprecations(lambda key=key: first[key])
+        assert_warned_once_here(
+            caught,
+            f"SequentialPipeline stage record[{key!r}]",
+            "provenance" if key == "policy_hash" else "read",
+        )
+        assert quietly(lambda key=key: (first[key], first.get(key), key in first)) == (
+            value,
+            value,
+            True,
+        )
+
+
+def test_a_pipeline_stage_record_holds_only_its_current_keys() -> None:
+    record = amplifier_chain().run(SimpleState(1.0)).provenance["stages"][0]
+    current = {"name", "class", "config_hash", "version", "duration_s"}
+    assert set(record) == current
+    assert set(json.loads(json.dumps(record))) == current
+    assert set(pickle.loads(pickle.dumps(record))) == current
+    assert record.get("nothing", "none") == "none" and "nothing" not in record
+    with pytest.raises(KeyError):
+        record["nothing"]
+
+
+def test_a_pipelines_policy_can_be_set_as_an_attribute() -> None:
+    pipe = amplifier_chain()
+    pipe.policy = {"coating": "HR"}
+    assert pipe.policy == PolicyBag({"coating": "HR"})
+    assert pipe.run(SimpleState(1.0)).state.meta["coating"] == "HR"
+
+
+def test_a_pipeline_node_is_still_a_cache_hit_with_2_0_0_records(tmp_path: Path) -> None:
+    node = [NodeSpec(id="chain", stage=amplifier_chain())]
+    DagExecutor(cache=DiskStore(tmp_path)).run(SimpleState(1.0), node)
+    again = DagExecutor(cache=DiskStore(tmp_path)).run(SimpleState(1.0), node)
+    assert again.hits == ["chain"]
+
+
+# --- phys_pipeline.cache --------------------------------------------------------------------
+
+
+def test_a_shared_disk_cache_is_our_disk_store_and_serves_a_dag(tmp_path: Path) -> None:
+    cache = SharedDiskCache(tmp_path, lock_suffix=".lck")
+    assert isinstance(cache, DiskStore) and cache.name == "shared-disk"
+    nodes = [NodeSpec(id="amp", stage=Amplifier(GainCfg(gain=2.0)))]
+    first = DagExecutor(cache=DagCache(cache)).run(SimpleState(1.0), nodes)
+    second = DagExecutor(cache=DagCache(SharedDiskCache(tmp_path))).run(SimpleState(1.0), nodes)
+    assert first.ran == ["amp"] and second.hits == ["amp"]
+    assert second.results["amp"].state.payload == 2.0
+
+
+def test_a_cache_entry_serialises_to_json_and_npz_and_back() -> None:
+    meta = {"stage": "amp", "shots": 2}
+    arrays = {"field": np.array([1.0, 2.0]), "index": np.arange(3)}
+    meta_bytes, array_bytes = serialize_cache_entry(meta, arrays)
+    assert json.loads(meta_bytes) == meta
+    back = deserialize_cache_entry(meta_bytes, array_bytes)
+    assert back["meta"] == meta
+    assert back["arrays"].keys() == arrays.keys()
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(back["arrays"][name], array)
+
+
+def test_a_cache_entry_never_holds_what_only_a_pickle_could() -> None:
+    with pytest.raises(CacheError, match="'field'"):
+        serialize_cache_entry({}, {"field": np.array([object()])})
+    with pytest.raises(CacheError, match="not JSON"):
+        serialize_cache_entry({"beam": object()}, {})
+
+
+@pytest.mark.parametrize("payload", ["pickled", "object array", "npy", "junk"])
+def test_a_cache_entry_that_would_need_unpickling_is_refused(payload: str) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    if payload == "pickled":
+        pickle.dump({"x": 1}, buffer)
+    elif payload == "object array":
+        np.savez(buffer, field=np.array([object()]))
+    elif payload == "npy":
+        np.save(buffer, np.arange(3))
+    else:
+        buffer.write(b"not an npz")
+    with pytest.raises(CacheError):
+        deserialize_cache_entry(b"{}", buffer.getvalue())
+
+
+# --- phys_pipeline.scheduler: the job API ---------------------------------------------------
+
+
+class JobScheduler(JobApi, LocalScheduler):
+    """LocalScheduler as it is once its class statement names JobApi as a base."""
+
+
+@pytest.fixture
+def jobs() -> Any:
+    scheduler = JobScheduler(max_workers=2, max_cpu=1, max_gpu=0)
+    yield scheduler
+    quietly(scheduler.shutdown)
+
+
+def test_a_submitted_job_runs_and_is_waited_for(jobs: JobScheduler) -> None:
+    handle = quietly(lambda: jobs.submit("amp", lambda: 2.0, NodeResources(), attempt=2))
+    assert isinstance(handle, JobHandle) and (handle.node_id, handle.attempt) == ("amp", 2)
+    assert quietly(lambda: jobs.wait_any([handle])) is handle
+    assert handle.future.result() == 2.0
+
+
+def test_jobs_wait_for_their_cpu_slots(jobs: JobScheduler) -> None:
+    release, running = threading.Event(), []
+
+    def first() -> None:
+        running.append("first")
+        release.wait(5)
+
+    def second() -> None:
+        running.append("second")
+
+    one = quietly(lambda: jobs.submit("a", first, NodeResources(cpu=1)))
+    threading.Timer(0.05, release.set).start()
+    two = quietly(lambda: jobs.submit("b", second, NodeResources(cpu=1)))  # waits for a's slot
+    assert running[0] == "first" and one.future.done()
+    two.future.result(5)
+    assert running == ["first", "second"]
+
+
+def test_a_job_needing_resources_the_scheduler_lacks_is_a_scheduler_error(
+    jobs: JobScheduler,
+) -> None:
+    with pytest.raises(SchedulerError, match=r"node 'pump'.*gpu=1"):
+        quietly(lambda: jobs.submit("pump", lambda: 1, NodeResources(gpu=1)))
+
+
+def test_waiting_too_long_is_a_scheduler_timeout_error(jobs: JobScheduler) -> None:
+    release = threading.Event()
+    handle = quietly(lambda: jobs.submit("slow", lambda: release.wait(5), NodeResources()))
+    with pytest.raises(SchedulerTimeoutError, match="'slow'"):
+        quietly(lambda: jobs.wait_any([handle], timeout_s=0.01))
+    release.set()
+
+
+def test_shutdown_leaves_no_job_thread_running() -> None:
+    scheduler = JobScheduler(max_workers=2)
+    quietly(lambda: scheduler.submit("amp", lambda: 1, NodeResources()))
+    quietly(scheduler.shutdown)
+    assert not [t for t in threading.enumerate() if t.name.startswith("phys-job")]
+    quietly(scheduler.shutdown)  # twice: nothing left to stop
+
+
+@pytest.mark.parametrize("method", ["submit", "wait_any", "shutdown"])
+def test_the_job_api_warns_once(method: str) -> None:
+    scheduler = JobScheduler()
+    calls = {
+        "submit": lambda: scheduler.submit("a", lambda: 1, NodeResources()),
+        "wait_any": lambda: scheduler.wait_any([]),
+        "shutdown": lambda: scheduler.shutdown(),
+    }
+    if method == "wait_any":
+        handle = quietly(calls["submit"])
+        calls["wait_any"] = lambda: scheduler.wait_any([handle])
+    caught = deprecations(calls[method])
+    quietly(scheduler.shutdown)
+    assert_warned_once_here(caught, f"LocalScheduler.{method}", "DagExecutor")
+
+
+# --- phys_pipeline.record -------------------------------------------------------------------
+
+
+class Recorder(FigureApi, ArtifactRecorder):
+    """ArtifactRecorder as it is once its class statement names FigureApi as a base."""
+
+
+class FakeFigure:
+    def savefig(self, path: Path, **kwargs: Any) -> None:
+        Path(path).write_bytes(b"png")
+
+
+class FakeAxes:
+    figure = FakeFigure()
+
+
+@pytest.mark.parametrize("made", [FakeFigure, FakeAxes], ids=["figure", "axes"])
+def test_record_figure_saves_a_figure_or_an_axes_figure(tmp_path: Path, made: type) -> None:
+    path = quietly(lambda: Recorder(tmp_path).record_figure("spectrum.plot", made))
+    assert path.endswith("spectrum.plot.png") and Path(path).read_bytes() == b"png"
+    assert {entry["key"] for entry in Recorder(tmp_path).manifest()} == {"spectrum.plot"}
+
+
+def test_record_figure_refuses_what_is_no_figure_naming_the_key(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"'spectrum'.*Figure or Axes-like") as caught:
+        quietly(lambda: Recorder(tmp_path).record_figure("spectrum", object))
+    assert isinstance(caught.value, ArtifactError) and caught.value.key == "spectrum"
+
+
+def test_record_blob_saves_data_and_gives_its_path(tmp_path: Path) -> None:
+    path = quietly(lambda: Recorder(tmp_path).record_blob("fit", {"gdd_fs2": 120.0}))
+    assert json.loads(Path(path).read_text()) == {"gdd_fs2": 120.0}
+
+
+def test_a_jsonl_recorder_appends_one_json_line_per_row(tmp_path: Path) -> None:
+    log = JSONLRecorder(tmp_path / "runs" / "log.jsonl")
+    log.write({"shot": 1, "energy": 2.0})
+    log.write({"shot": 2, "when": Path("now")})
+    lines = (tmp_path / "runs" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"shot": 1, "energy": 2.0},
+        {"shot": 2, "when": "now"},
+    ]
+
+
+# --- RunAccumulator -------------------------------------------------------------------------
+
+
+def amplified(energy: float, **extra: Any) -> StageResult:
+    return StageResult(SimpleState(energy), metrics={"energy": energy}, **extra)
+
+
+def test_a_run_accumulator_files_results_under_namespaced_keys() -> None:
+    acc = RunAccumulator(ns_stack=["laser"])
+    acc.consume("amp", amplified(2.0, artifacts={"trace": [1, 2]}, provenance={"shots": 3}))
+    assert acc.metrics == {"laser.amp.energy": 2.0}
+    assert acc.artifacts == {"laser.amp.trace": [1, 2]}
+    assert acc.provenance == {"stages": [{"shots": 3, "stage": "amp"}]}
+
+
+def test_a_run_accumulator_checks_metrics_and_key_collisions() -> None:
+    acc = RunAccumulator()
+    with pytest.raises(MetricError, match="'spectrum'"):
+        acc.consume("spec", StageResult(SimpleState(), metrics={"spectrum": np.ones(2)}))
+    acc.consume("a", StageResult(SimpleState(), metrics={"b.c": 1.0}))
+    with pytest.raises(MetricKeyCollisionError):
+        acc.consume("a.b", StageResult(SimpleState(), metrics={"c": 2.0}))
+
+
+def test_a_run_accumulator_records_artifacts_with_its_recorder(tmp_path: Path) -> None:
+    acc = RunAccumulator(record_artifacts=True, recorder=ArtifactRecorder(tmp_path))
+    acc.consume("amp", amplified(2.0, artifacts={"trace": np.arange(4)}))
+    (path,) = acc.provenance["stages"][0]["artifacts"]["trace"]
+    np.testing.assert_array_equal(np.load(path), np.arange(4))
+    with pytest.raises(MissingRecorderError):
+        RunAccumulator(record_artifacts=True)
