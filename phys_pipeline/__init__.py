@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ._v2 import served_from
 from ._version import __version__
 from .pipeline import SequentialPipeline
 from .policy import PolicyBag
@@ -25,6 +26,7 @@ from .types import (
 _LAZY = {
     "DagExecutor": "executor",
     "LocalScheduler": "scheduler",
+    "Scheduler": "scheduler",
     "CacheConfig": "cache",
     "build_cache_backend": "cache",
     "DiskCache": "cache",
@@ -35,6 +37,13 @@ _LAZY = {
     "sweep_table": "sweep",
     "NodeList": "sweep",
 }
+# names phys-pipeline 2.0.0 offered here, from the phys_pipeline._v2 module holding them
+_V2 = {
+    "RetryPolicy": "executor",
+    "SharedDiskCache": "cache",
+    "JSONLRecorder": "record",
+    "RunAccumulator": "accumulator",
+}
 
 __all__ = [
     "ArtifactRecorder",
@@ -44,6 +53,7 @@ __all__ = [
     "NodeSpec",
     "PipelineStage",
     "PolicyBag",
+    "RetryPolicy",
     "SequentialPipeline",
     "SimpleState",
     "StageConfig",
@@ -58,4 +68,6 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
         return getattr(module, name)
+    if name in _V2:
+        return served_from(__name__, _V2[name])(name)
     raise AttributeError(f"module 'phys_pipeline' has no attribute {name!r}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ._v2 import served_from
+
 __all__ = [
     "CacheConfigError",
     "CacheError",
@@ -204,14 +206,15 @@ class EmptyDagError(DagError):
 class DuplicateNodeError(DagError):
     def __init__(self, node_ids: Iterable[str]) -> None:
         self.node_ids = sorted(set(node_ids))
-        super().__init__(f"duplicate node ids: {', '.join(map(repr, self.node_ids))}")
+        super().__init__(f"Duplicate node ids: {', '.join(map(repr, self.node_ids))}")
 
 
 class MissingDependencyError(DagError):
     def __init__(self, node_id: str, missing: Iterable[str]) -> None:
         self.node_id, self.missing = node_id, sorted(missing)
         super().__init__(
-            f"node {node_id!r} depends on unknown node(s): {', '.join(map(repr, self.missing))}"
+            f"Missing dependency: node {node_id!r} depends on unknown node(s): "
+            f"{', '.join(map(repr, self.missing))}"
         )
 
 
@@ -219,7 +222,7 @@ class CycleError(DagError):
     def __init__(self, cycle: list[str]) -> None:
         self.cycle = cycle
         path = " -> ".join([*cycle, cycle[0]]) if cycle else "?"
-        super().__init__(f"the DAG has a cycle: {path}")
+        super().__init__(f"Cycle detected in the DAG: {path}")
 
 
 class MissingStageError(DagError):
@@ -282,3 +285,7 @@ class CacheConfigError(CacheError, ValueError):
     def __init__(self, field: str, value: Any, reason: str) -> None:
         self.field, self.value = field, value
         super().__init__(f"CacheConfig.{field} = {value!r}: {reason}")
+
+
+# names phys-pipeline 2.0.0 code imports from here (PipelineError, DagCycleError, ...)
+__getattr__ = served_from(__name__, "errors")

@@ -38,6 +38,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from ._files import file_digest
+from ._v2 import served_from
 from .errors import UnhashableValueError
 
 __all__ = [
@@ -673,3 +674,7 @@ _CONFIG_DIGESTS = _ConfigDigests()
 
 def callable_name(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__qualname__
+
+
+# names phys-pipeline 2.0.0 code imports from here (hash_model, hash_policy, ...)
+__getattr__ = served_from(__name__, "hashing")

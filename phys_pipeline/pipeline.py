@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from typing import Any, Generic
 
 from ._invoke import NamespacedKeys, call_stage, is_state
+from ._v2 import served_from
+from ._v2.keys import RenamedKeys
 from .errors import MissingRecorderError, NotAStateError, UnhashableValueError
 from .fingerprint import code_version
 from .hashing import config_hash, hexdigest
@@ -34,6 +36,10 @@ def _record_artifacts(
     for key, artifact in new.items():
         paths = recorder.record(artifact, stage=stage, key=key, run_id=run_id, config_hash=cfg_hash)
         record.setdefault("artifacts", {})[key] = [str(p) for p in paths]
+
+
+# what 2.0.0 called the keys of a stage's provenance record
+_V2_RECORD_KEYS = {"stage": "name", "cfg_hash": "config_hash", "wall_time_s": "duration_s"}
 
 
 class PipelineConfig(StageConfig):
@@ -113,6 +119,10 @@ class SequentialPipeline(Generic[S]):
     def policy(self) -> PolicyBag | None:
         return self._policy
 
+    @policy.setter
+    def policy(self, policy: PolicyLike) -> None:
+        self.set_policy(policy)
+
     def run(
         self,
         state: S,
@@ -122,6 +132,7 @@ class SequentialPipeline(Generic[S]):
         recorder: ArtifactRecorder | None = None,
     ) -> StageResult[S]:
         bag = as_policy(policy) if policy is not None else self._policy
+        policy_hash = bag.hash() if bag is not None else EMPTY_POLICY_HASH
         run_id = uuid.uuid4().hex[:12]
         stage_records: list[dict[str, Any]] = []
         if not is_state(state):
@@ -149,13 +160,18 @@ class SequentialPipeline(Generic[S]):
             if result.metrics:
                 metrics.add(name, f"{prefix}{name}.", result.metrics)
             version = _stage_version(stage, code_versions)
-            record: dict[str, Any] = {
-                "name": name,
-                "class": type(stage).__qualname__,
-                "config_hash": cfg_hash,
-                "version": version,
-                "duration_s": duration,
-            }
+            record = RenamedKeys(
+                {
+                    "name": name,
+                    "class": type(stage).__qualname__,
+                    "config_hash": cfg_hash,
+                    "version": version,
+                    "duration_s": duration,
+                },
+                "SequentialPipeline stage record",
+                _V2_RECORD_KEYS,
+                {"policy_hash": policy_hash},
+            )
             if result.provenance:
                 record["provenance"] = result.provenance
             if result.artifacts:
@@ -169,7 +185,7 @@ class SequentialPipeline(Generic[S]):
         provenance = {
             "pipeline": self.name,
             "run_id": run_id,
-            "policy_hash": bag.hash() if bag is not None else EMPTY_POLICY_HASH,
+            "policy_hash": policy_hash,
             "stages": stage_records,
             "duration_s": time.perf_counter() - started,
         }
@@ -191,3 +207,7 @@ class SequentialPipeline(Generic[S]):
     def __repr__(self) -> str:
         names = ", ".join(stage_name(s) for s in self.stages)
         return f"SequentialPipeline(name={self.name!r}, stages=[{names}])"
+
+
+# names phys-pipeline 2.0.0 code imports from here (PipelineStageWrapper)
+__getattr__ = served_from(__name__, "pipeline")
