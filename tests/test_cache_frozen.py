@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from phys_pipeline.cache import DiskStore, MemoryStore, TieredStore
+from phys_pipeline.cache import CacheWarning, DiskStore, MemoryStore, TieredStore
 from phys_pipeline.cache.frozen import freeze, hand_out, keep
 from phys_pipeline.types import DagState, SimpleState, StageResult, State
 
@@ -310,6 +310,24 @@ def test_slots_set_through_a_custom_setattr_are_copied_as_deepcopy_copies_them()
     clamped.level = 3.0
     store = stored(StageResult(SimpleState(clamped)))
     assert hit(store).state.payload.level == copy.deepcopy(clamped).level
+
+
+class Lookup:
+    """Answers unknown attributes from a table (a KeyError, not an AttributeError, for a name
+    it lacks: even for ``__deepcopy__``)."""
+
+    def __init__(self, table: dict[str, float]) -> None:
+        self.table = table
+
+    def __getattr__(self, name: str) -> float:
+        return self.__dict__["table"][name]
+
+
+def test_a_class_whose_getattr_raises_is_not_kept_and_the_put_does_not_fail() -> None:
+    store = MemoryStore()
+    with pytest.warns(CacheWarning, match="cannot be copied"):
+        store.put(KEY, StageResult(SimpleState(Lookup({"gain": 2.0}))))
+    assert store.get(KEY) is None
 
 
 def test_a_defaultdict_keeps_its_type_and_is_handed_out_afresh() -> None:

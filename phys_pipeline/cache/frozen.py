@@ -263,7 +263,8 @@ def keep(result: StageResult) -> tuple[Callable[[], StageResult], int]:
     keeper = _Keeper()
     try:
         return keeper.result(result), keeper.nbytes
-    except (_Unusual, RecursionError):
+    except Exception:  # noqa: BLE001 - _Unusual, or a user's class raising (a __getattr__ that
+        # raises KeyError, say): the general path copies it or says why it cannot
         kept = freeze(result)
         return functools.partial(hand_out, kept), estimate_nbytes(kept)
 
@@ -377,7 +378,11 @@ class _Keeper:
             raise _Unusual from None
         if (
             type(reduced) is not tuple
-            or reduced[:2] != (copyreg.__newobj__, (kind,))
+            or len(reduced) < 2
+            or reduced[0] is not copyreg.__newobj__
+            or type(reduced[1]) is not tuple
+            or len(reduced[1]) != 1
+            or reduced[1][0] is not kind
             or any(extra is not None for extra in reduced[3:])
             or hasattr(obj, "__setstate__")
         ):
