@@ -13,17 +13,16 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import CacheWarning
-from .disk import _LAYOUT, DiskStore
+from .codec import EntryRejected
+from .disk import META_MAX_BYTES, DiskStore, EntryUntrusted, entry_parts, open_dirs
 
 __all__ = ["EntryInfo", "Usage", "VerifyReport", "entries", "prune", "usage", "verify"]
 
-_META_CAP = 1 << 20  # a meta.json larger than this is not read for a listing
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,25 +57,32 @@ class VerifyReport:
     removed: tuple[str, ...]
 
 
-def _subdirs(path: str) -> Iterator[os.DirEntry[str]]:
-    """The real directories in ``path`` (symlinks are never followed, only skipped)."""
-    try:
-        with os.scandir(path) as listing:
-            yield from (e for e in listing if e.is_dir(follow_symlinks=False))
-    except (FileNotFoundError, NotADirectoryError):
-        return
+def _subdirs(dir_fd: int) -> Iterator[tuple[str, int]]:
+    """The real directories in ``dir_fd``, each with a descriptor of its own (closed once the
+    caller moves on); symlinks and anything else are skipped, never followed."""
+    with os.scandir(dir_fd) as listing:
+        names = [item.name for item in listing if item.is_dir(follow_symlinks=False)]
+    for name in names:
+        try:
+            fd = open_dirs((name,), dir_fd)
+        except (OSError, EntryUntrusted):  # removed or swapped for a link meanwhile
+            continue
+        try:
+            yield name, fd
+        finally:
+            os.close(fd)
 
 
-def _claims(meta: str) -> tuple[str, str]:
+def _claims(entry_fd: int) -> tuple[str, str]:
     """The node and stage an entry's metadata names, read as plain JSON, never trusted."""
     try:
-        fd = os.open(meta, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open("meta.json", _READ_FLAGS, dir_fd=entry_fd)
     except OSError:
         return "?", "?"
     try:
         with os.fdopen(fd, "rb") as fh:
-            text = fh.read(_META_CAP + 1)
-        provenance = json.loads(text)["body"]["provenance"] if len(text) <= _META_CAP else {}
+            text = fh.read(META_MAX_BYTES + 1)
+        provenance = json.loads(text)["body"]["provenance"] if len(text) <= META_MAX_BYTES else {}
     except (OSError, ValueError, KeyError, TypeError):
         return "?", "?"
     if not isinstance(provenance, dict):
@@ -85,26 +91,36 @@ def _claims(meta: str) -> tuple[str, str]:
     return (node if isinstance(node, str) else "?", stage if isinstance(stage, str) else "?")
 
 
+def _entry_bytes(entry_fd: int) -> int:
+    with os.scandir(entry_fd) as files:
+        return sum(
+            f.stat(follow_symlinks=False).st_size for f in files if f.is_file(follow_symlinks=False)
+        )
+
+
 def entries(store: DiskStore, *, claims: bool = True) -> Iterator[EntryInfo]:
-    """Every entry directory of ``store``, in no particular order. ``claims=False`` skips
-    reading metadata (node and stage are then "?"), which is all eviction needs."""
-    for shard in _subdirs(str(store.root / _LAYOUT)):
-        for sub in _subdirs(shard.path):
-            for entry in _subdirs(sub.path):
-                try:
-                    used = entry.stat(follow_symlinks=False).st_mtime
-                    with os.scandir(entry.path) as files:
-                        nbytes = sum(
-                            f.stat(follow_symlinks=False).st_size
-                            for f in files
-                            if f.is_file(follow_symlinks=False)
-                        )
-                except OSError:  # removed meanwhile
-                    continue
-                node, stage = (
-                    _claims(os.path.join(entry.path, "meta.json")) if claims else ("?", "?")
-                )
-                yield EntryInfo(entry.name, Path(entry.path), nbytes, used, node, stage)
+    """Every entry directory of ``store``, in no particular order, walked by directory
+    descriptors (nothing below the root is followed). ``claims=False`` skips reading
+    metadata (node and stage are then "?"), which is all eviction needs."""
+    layout = entry_parts("0" * 32)[0]
+    try:
+        top = open_dirs((str(store.root), layout))
+    except (OSError, EntryUntrusted):
+        return
+    try:
+        for shard, shard_fd in _subdirs(top):
+            for sub, sub_fd in _subdirs(shard_fd):
+                for key, entry_fd in _subdirs(sub_fd):
+                    try:
+                        used = os.fstat(entry_fd).st_mtime
+                        nbytes = _entry_bytes(entry_fd)
+                    except OSError:
+                        continue
+                    node, stage = _claims(entry_fd) if claims else ("?", "?")
+                    path = store.root / layout / shard / sub / key
+                    yield EntryInfo(key, path, nbytes, used, node, stage)
+    finally:
+        os.close(top)
 
 
 def usage(store: DiskStore, by: str = "node") -> list[Usage]:
@@ -129,12 +145,11 @@ def verify(store: DiskStore, *, remove: bool = False) -> VerifyReport:
     checked = 0
     for info in entries(store, claims=False):
         checked += 1
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ok = store.get(info.key) is not None
-        if not ok:
-            reasons = [str(w.message) for w in caught if issubclass(w.category, CacheWarning)]
-            bad[info.key] = reasons[0] if reasons else "unreadable"
+        try:
+            if store.load(info.key) is None:
+                bad[info.key] = "gone while checked"
+        except EntryRejected as exc:
+            bad[info.key] = str(exc)
     removed = tuple(bad) if remove else ()
     for key in removed:
         store.delete(key)
