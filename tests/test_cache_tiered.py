@@ -119,9 +119,11 @@ def test_a_backfilled_entry_serves_the_next_read_from_the_fast_tier(disk: DiskCa
     assert log == [("memory", "get")]
 
 
-def test_a_tier_missing_a_corrupt_entry_falls_through_and_is_backfilled(
+def test_a_tier_with_a_corrupt_entry_falls_through_and_keeps_the_entry(
     disk: DiskCache, archive: DiskCache
 ) -> None:
+    """A reader never deletes what it cannot read: the corrupt disk entry stays (for an
+    explicit prune), the archive serves, and the memory tier is backfilled."""
     memory = MemoryStore()
     tiers = TieredStore([memory, disk, archive])
     tiers.put(KEY, spectrum(3.0))
@@ -130,9 +132,10 @@ def test_a_tier_missing_a_corrupt_entry_falls_through_and_is_backfilled(
     meta.unlink()
     meta.write_text("{ not json")
     assert disk.contains(KEY)  # a cheap hint: the entry is there, unread
-    with pytest.warns(CacheWarning, match="ignoring entry"):
+    with pytest.warns(CacheWarning, match="entry"):
         assert peak_of(tiers) == 3.0  # from the archive
-    assert peak_of(disk) == 3.0  # written again, readable now
+    assert meta.read_text() == "{ not json"  # left where it was
+    assert memory.contains(KEY)
 
 
 def test_a_result_the_memory_tier_cannot_keep_is_still_served_by_disk(disk: DiskCache) -> None:

@@ -31,6 +31,7 @@ class CacheConfig(BaseModel):
 
     backend: Literal["disk", "shared-disk", "memory", "redis"] = "disk"
     disk_root: Path = Path(".cache/phys-pipeline")
+    disk_max_bytes: int | None = Field(None, gt=0)  # evict least recently used entries above
     redis_url: str = "redis://localhost:6379/0"
     redis_prefix: str = Field("phys-pipeline", min_length=1, pattern=r"^\S+$")
     redis_ttl_s: int | None = Field(None, gt=0)
@@ -64,7 +65,7 @@ def build_cache_backend(cfg: CacheConfig | None = None) -> CacheStore:
     cfg = cfg if cfg is not None else CacheConfig()
     store: CacheStore
     if cfg.backend == "disk":
-        store = DiskStore(cfg.disk_root, strict=cfg.strict)
+        store = DiskStore(cfg.disk_root, strict=cfg.strict, max_bytes=cfg.disk_max_bytes)
     elif cfg.backend == "shared-disk":
         secret = secret_from_env()
         if secret is None:
@@ -77,7 +78,13 @@ def build_cache_backend(cfg: CacheConfig | None = None) -> CacheStore:
         # the signer reads the variable itself (checked just above), so a store sent to Dask
         # workers carries no secret: each worker reads its own environment
         signer = EntrySigner(env_only=True)
-        store = DiskStore(cfg.disk_root, signer=signer, strict=cfg.strict, shared=True)
+        store = DiskStore(
+            cfg.disk_root,
+            signer=signer,
+            strict=cfg.strict,
+            shared=True,
+            max_bytes=cfg.disk_max_bytes,
+        )
     elif cfg.backend == "memory":
         return MemoryStore(cfg.memory_max_bytes)
     else:

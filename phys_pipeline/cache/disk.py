@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import mmap
 import os
 import re
@@ -69,7 +70,8 @@ import stat
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
@@ -78,6 +80,7 @@ import numpy as np
 from ..errors import CacheError
 from ..types import StageResult
 from .base import CacheWarning, validate_key
+from .budget import DiskBudget
 from .codec import (
     EntryRejected,
     EntrySource,
@@ -99,6 +102,7 @@ __all__ = [
     "META_MAX_BYTES",
     "DiskCache",
     "DiskStore",
+    "EntryInfo",
     "EntryUntrusted",
     "entry_parts",
     "entry_path",
@@ -121,6 +125,20 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOE
 _ENTRY_FILE_MODE = 0o444  # read-only for everyone, the owner included
 _NOT_FOLLOWED = (errno.ELOOP, errno.EMLINK, errno.ENOTDIR)  # O_NOFOLLOW/O_DIRECTORY refusals
 _SCRATCH_NAME = re.compile(r"[0-9a-f]{16,128}\.[0-9]+\.[0-9a-f]{8}|trash\.[0-9a-f]{12}")
+
+
+@dataclass(frozen=True, slots=True)
+class EntryInfo:
+    """One entry as the directory shows it: ``used`` is its last use as recorded (seconds
+    since the epoch), ``node``/``stage`` what its metadata claims ("?" when it does not say,
+    or was not read): shown for orientation, never trusted."""
+
+    key: str
+    path: Path
+    nbytes: int
+    used: float
+    node: str
+    stage: str
 
 
 class EntryUntrusted(EntryRejected):
@@ -226,6 +244,46 @@ def remove_tree(dir_fd: int, name: str, depth: int = _MAX_TREE_DEPTH) -> None:
         os.close(fd)
     with contextlib.suppress(OSError):
         os.rmdir(name, dir_fd=dir_fd)
+
+
+def _subdirs(dir_fd: int) -> Iterator[tuple[str, int]]:
+    """The real directories in ``dir_fd``, each with a descriptor (closed once the caller
+    moves on); symlinks and anything else are skipped, never followed."""
+    with os.scandir(dir_fd) as listing:
+        names = [item.name for item in listing if item.is_dir(follow_symlinks=False)]
+    for name in names:
+        try:
+            fd = _open_dir(name, dir_fd)
+        except (OSError, EntryUntrusted):  # removed or swapped for a link meanwhile
+            continue
+        try:
+            yield name, fd
+        finally:
+            os.close(fd)
+
+
+def _dir_bytes(dir_fd: int) -> int:
+    with os.scandir(dir_fd) as files:
+        sizes = [f.stat(follow_symlinks=False).st_size for f in files if f.is_file()]
+    return sum(sizes)
+
+
+def _claims(entry_fd: int) -> tuple[str, str]:
+    """The node and stage an entry's metadata names, read as plain JSON, never trusted."""
+    try:
+        fd = os.open("meta.json", _OPEN_FLAGS, dir_fd=entry_fd)
+    except OSError:
+        return "?", "?"
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            text = fh.read(META_MAX_BYTES + 1)
+        provenance = json.loads(text)["body"]["provenance"] if len(text) <= META_MAX_BYTES else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return "?", "?"
+    if not isinstance(provenance, dict):
+        return "?", "?"
+    node, stage = provenance.get("node_id"), provenance.get("stage")
+    return (node if isinstance(node, str) else "?", stage if isinstance(stage, str) else "?")
 
 
 def _sweep_stale(tmp_fd: int) -> None:
@@ -390,7 +448,8 @@ class DiskStore:
     CacheError; an entry that cannot be used is always a miss, left on disk, with one
     CacheWarning per store and kind of problem (see the module docs). A signing key that
     cannot be had is a CacheError when strict, else a miss and a warning, before any entry is
-    touched."""
+    touched. ``max_bytes`` keeps it within a size budget, least recently used entries going
+    first (see ``budget``)."""
 
     # workers in other processes can open it by its path (and their own copy of the key)
     reachable_from_other_processes: ClassVar[bool] = True
@@ -402,6 +461,7 @@ class DiskStore:
         signer: EntrySigner | None = None,
         strict: bool = False,
         shared: bool = False,
+        max_bytes: int | None = None,
     ) -> None:
         self.root = Path(root).expanduser().absolute()  # later chdir()s must not move it
         self._layout = os.path.join(self.root, _LAYOUT)  # a str: joined on every read
@@ -412,6 +472,8 @@ class DiskStore:
         self.skipped: dict[str, int] = {}  # entries (and writes) skipped, by kind of problem
         self._lock = threading.Lock()
         self._swept = False
+        self.max_bytes = max_bytes
+        self.budget = DiskBudget(self, max_bytes) if max_bytes is not None else None
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -419,7 +481,10 @@ class DiskStore:
         """``load``, with a miss and a warning (the first of its kind) for an entry that
         cannot be used, or for a key we cannot have (CacheError when strict)."""
         try:
-            return self.load(key)
+            result = self.load(key)
+            if result is not None and self.budget is not None:
+                self.budget.note_hit(key)
+            return result
         except CacheError as exc:  # no usable key: the entries may be fine, and none was touched
             if self.strict:
                 raise CacheError(
@@ -506,6 +571,8 @@ class DiskStore:
             root_fd = self._open_root()
             if not self._in_place(key, root_fd):
                 self._write(root_fd, key, result, seed)
+                if self.budget is not None:
+                    self.budget.note_put(key, self._entry_bytes(key, root_fd))
         except EntryUntrusted as exc:
             message = (
                 f"not writing entry {key}: {exc}; the store follows no link out of its "
@@ -643,15 +710,60 @@ class DiskStore:
             return 0
         return _count_dirs(fd, 3)
 
+    # --- listing (eviction and the command line) -------------------------------------------
+
+    def entries(self, *, claims: bool = True) -> Iterator[EntryInfo]:
+        """Every entry directory, in no particular order, walked by directory descriptors
+        (nothing below the root is followed). ``claims=False`` skips reading metadata (node
+        and stage are then "?"), which is all eviction needs."""
+        try:
+            top = open_dirs((self._layout,))
+        except (OSError, EntryUntrusted):
+            return
+        try:
+            for shard, shard_fd in _subdirs(top):
+                for sub, sub_fd in _subdirs(shard_fd):
+                    for key, entry_fd in _subdirs(sub_fd):
+                        try:
+                            used = os.fstat(entry_fd).st_mtime
+                            nbytes = _dir_bytes(entry_fd)
+                        except OSError:
+                            continue
+                        node, stage = _claims(entry_fd) if claims else ("?", "?")
+                        path = self.root / _LAYOUT / shard / sub / key
+                        yield EntryInfo(key, path, nbytes, used, node, stage)
+        finally:
+            os.close(top)
+
+    def touch(self, key: str, when: float) -> None:
+        """Record that ``key``'s entry was used at ``when`` (its directory's times)."""
+        with contextlib.suppress(OSError, EntryUntrusted):  # gone meanwhile, or a link
+            fd = self._open_entry(validate_key(key))
+            try:
+                os.utime(fd, (when, when))
+            finally:
+                os.close(fd)
+
+    def _entry_bytes(self, key: str, root_fd: int) -> int:
+        try:
+            fd = self._open_entry(key, root_fd)
+        except (OSError, EntryUntrusted):
+            return 0
+        try:
+            return _dir_bytes(fd)
+        finally:
+            os.close(fd)
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_lock"]
+        del state["_lock"], state["budget"]
         state.update(skipped={}, _swept=False)  # another process warns and sweeps afresh
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self.budget = DiskBudget(self, self.max_bytes) if self.max_bytes is not None else None
 
     def __repr__(self) -> str:
         return f"DiskStore({str(self.root)!r})"
