@@ -217,20 +217,13 @@ _SETTLED = frozenset({NodeStatus.RAN, NodeStatus.HIT, NodeStatus.FAILED, NodeSta
 @dataclass(frozen=True)
 class NodeResources:
     """Slots a node occupies while it runs (see ``LocalScheduler(max_cpu=, max_gpu=)``).
-
-    ``mpi_ranks``: the MPI ranks the node's stage runs on, for a runner that launches them;
-    ``tags``: free-form labels for schedulers (outside the hash, as a dict cannot be in it).
-    ``memory_gb`` is 2.0.0's spelling of ``mem_gb``, still accepted and read (deprecated).
-    """
+    ``memory_gb`` is 2.0.0's spelling of ``mem_gb``, still accepted and read (deprecated)."""
 
     cpu: int = 1
     gpu: int = 0
     mem_gb: float = 0.0
-    mpi_ranks: int = 1
-    tags: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tags", dict(self.tags))  # a caller's later edit stays theirs
         for name in ("cpu", "gpu", "mem_gb"):
             value = getattr(self, name)
             if value < 0:

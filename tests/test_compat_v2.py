@@ -32,7 +32,13 @@ from phys_pipeline._v2.cache import (
 from phys_pipeline._v2.dag import Dag, PipelineGraph, build_dag
 from phys_pipeline._v2.errors import SchedulerError, SchedulerRetryError, SchedulerTimeoutError
 from phys_pipeline._v2.executor import MpiRunner, RetryPolicy
-from phys_pipeline._v2.record import ArtifactError, FigureApi, JSONLRecorder
+from phys_pipeline._v2.record import (
+    ArtifactError,
+    FigureApi,
+    JSONLRecorder,
+    is_axes,
+    is_figure,
+)
 from phys_pipeline._v2.scheduler import JobApi, JobHandle
 from phys_pipeline.cache import DiskStore
 from phys_pipeline.dag import make_plan
@@ -151,7 +157,7 @@ PENDING = {
     "phys_pipeline.dag": ["Dag", "PipelineGraph", "build_dag"],
     "phys_pipeline.executor": ["RetryPolicy", "MpiRunner"],
     "phys_pipeline.scheduler": ["JobHandle"],
-    "phys_pipeline.record": ["JSONLRecorder"],
+    "phys_pipeline.record": ["JSONLRecorder", "FigureLike", "AxesLike", "is_figure", "is_axes"],
     "phys_pipeline.cache": [
         "SharedDiskCache",
         "serialize_cache_entry",
@@ -301,22 +307,6 @@ def test_a_scheduler_timeout_is_a_timeout_error() -> None:
 
 
 # --- phys_pipeline.types: NodeResources -----------------------------------------------------
-
-
-def test_node_resources_take_mpi_ranks_and_tags_with_defaults_that_change_nothing() -> None:
-    plain = NodeResources()
-    assert (plain.mpi_ranks, plain.tags) == (1, {})
-    assert NodeResources(cpu=2) == NodeResources(2, 0, 0.0, 1, {})
-    mpi = NodeResources(cpu=4, mpi_ranks=4, tags={"queue": "long"})
-    assert (mpi.mpi_ranks, mpi.tags) == (4, {"queue": "long"})
-    assert hash(mpi) == hash(NodeResources(cpu=4, mpi_ranks=4))  # tags are outside the hash
-
-
-def test_node_resource_tags_are_a_copy_of_the_callers() -> None:
-    tags = {"queue": "long"}
-    resources = NodeResources(tags=tags)
-    tags["queue"] = "short"
-    assert resources.tags == {"queue": "long"}
 
 
 def test_node_resources_accept_and_read_2_0_0_memory_gb_warning_once() -> None:
@@ -504,10 +494,7 @@ def test_an_mpi_runner_is_an_object_with_a_run_method() -> None:
 
     runner: MpiRunner = MockRunner()
     stage = Amplifier(GainCfg(gain=3.0))
-    assert (
-        runner.run(stage, SimpleState(1.0), resources=NodeResources(mpi_ranks=2)).state.payload
-        == 3.0
-    )
+    assert runner.run(stage, SimpleState(1.0), resources=NodeResources(cpu=2)).state.payload == 3.0
 
 
 # --- phys_pipeline.pipeline -----------------------------------------------------------------
@@ -662,8 +649,12 @@ def test_a_cache_entry_that_would_need_unpickling_is_refused(payload: str) -> No
 # --- phys_pipeline.scheduler: the job API ---------------------------------------------------
 
 
-class JobScheduler(JobApi, LocalScheduler):
-    """LocalScheduler as it is once its class statement names JobApi as a base."""
+def with_base(cls: type, base: type) -> Any:
+    """``cls`` as it is once its class statement names ``base`` (its owner's one line)."""
+    return cls if issubclass(cls, base) else type(cls.__name__, (base, cls), {})
+
+
+JobScheduler = with_base(LocalScheduler, JobApi)
 
 
 @pytest.fixture
@@ -673,14 +664,14 @@ def jobs() -> Any:
     quietly(scheduler.shutdown)
 
 
-def test_a_submitted_job_runs_and_is_waited_for(jobs: JobScheduler) -> None:
+def test_a_submitted_job_runs_and_is_waited_for(jobs: Any) -> None:
     handle = quietly(lambda: jobs.submit("amp", lambda: 2.0, NodeResources(), attempt=2))
     assert isinstance(handle, JobHandle) and (handle.node_id, handle.attempt) == ("amp", 2)
     assert quietly(lambda: jobs.wait_any([handle])) is handle
     assert handle.future.result() == 2.0
 
 
-def test_jobs_wait_for_their_cpu_slots(jobs: JobScheduler) -> None:
+def test_jobs_wait_for_their_cpu_slots(jobs: Any) -> None:
     release, running = threading.Event(), []
 
     def first() -> None:
@@ -699,13 +690,13 @@ def test_jobs_wait_for_their_cpu_slots(jobs: JobScheduler) -> None:
 
 
 def test_a_job_needing_resources_the_scheduler_lacks_is_a_scheduler_error(
-    jobs: JobScheduler,
+    jobs: Any,
 ) -> None:
     with pytest.raises(SchedulerError, match=r"node 'pump'.*gpu=1"):
         quietly(lambda: jobs.submit("pump", lambda: 1, NodeResources(gpu=1)))
 
 
-def test_waiting_too_long_is_a_scheduler_timeout_error(jobs: JobScheduler) -> None:
+def test_waiting_too_long_is_a_scheduler_timeout_error(jobs: Any) -> None:
     release = threading.Event()
     handle = quietly(lambda: jobs.submit("slow", lambda: release.wait(5), NodeResources()))
     with pytest.raises(SchedulerTimeoutError, match="'slow'"):
@@ -740,8 +731,7 @@ def test_the_job_api_warns_once(method: str) -> None:
 # --- phys_pipeline.record -------------------------------------------------------------------
 
 
-class Recorder(FigureApi, ArtifactRecorder):
-    """ArtifactRecorder as it is once its class statement names FigureApi as a base."""
+Recorder = with_base(ArtifactRecorder, FigureApi)
 
 
 class FakeFigure:
@@ -758,6 +748,11 @@ def test_record_figure_saves_a_figure_or_an_axes_figure(tmp_path: Path, made: ty
     path = quietly(lambda: Recorder(tmp_path).record_figure("spectrum.plot", made))
     assert path.endswith("spectrum.plot.png") and Path(path).read_bytes() == b"png"
     assert {entry["key"] for entry in Recorder(tmp_path).manifest()} == {"spectrum.plot"}
+
+
+def test_figures_and_axes_are_told_apart_by_what_they_have() -> None:
+    assert is_figure(FakeFigure()) and not is_figure(FakeAxes())
+    assert is_axes(FakeAxes()) and not is_axes(FakeFigure()) and not is_axes(object())
 
 
 def test_record_figure_refuses_what_is_no_figure_naming_the_key(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def _is_number(value: Any, kind: type | tuple[type, ...] = (int, float)) -> bool
 
 
 class MpiRunner(Protocol):
-    """Runs a stage on ``resources.mpi_ranks`` MPI ranks (a node asking for more than one)."""
+    """Runs a stage on MPI ranks (2.0.0 ran a node asking for more than one rank with it)."""
 
     def run(self, stage: Any, state: State, *, resources: NodeResources) -> StageResult: ...
 

@@ -8,14 +8,36 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeGuard
 
 from .._deprecation import warn_once
 from ..errors import PhysPipelineError
 
-__all__ = ["JSONLRecorder"]  # served from phys_pipeline.record; FigureApi is a base
+# served from phys_pipeline.record; FigureApi is ArtifactRecorder's base
+__all__ = ["AxesLike", "FigureLike", "JSONLRecorder", "is_axes", "is_figure"]
 
 _STANDALONE = "standalone"  # the run id of artifacts saved outside a run
+
+
+class FigureLike(Protocol):
+    """What can be saved as a picture: a matplotlib Figure, or anything with ``savefig``."""
+
+    def savefig(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+class AxesLike(Protocol):
+    """Axes: what a plot is drawn on, saved as the figure holding it."""
+
+    @property
+    def figure(self) -> FigureLike: ...
+
+
+def is_figure(value: Any) -> TypeGuard[FigureLike]:
+    return callable(getattr(value, "savefig", None))
+
+
+def is_axes(value: Any) -> TypeGuard[AxesLike]:
+    return is_figure(getattr(value, "figure", None))
 
 
 class ArtifactError(PhysPipelineError, TypeError):
@@ -44,12 +66,15 @@ class FigureApi:
 
     record: Callable[..., list[Path]]
 
-    def record_figure(self, key: str, fig_factory: Callable[[], Any]) -> str:
+    def record_figure(self, key: str, fig_factory: Callable[[], FigureLike | AxesLike]) -> str:
         """Save the figure (or the figure of the Axes) ``fig_factory`` returns; its PNG path."""
         warn_once("ArtifactRecorder.record_figure", "use ArtifactRecorder.record(figure, ...)")
         made = fig_factory()
-        figure = made if hasattr(made, "savefig") else getattr(made, "figure", None)
-        if not callable(getattr(figure, "savefig", None)):
+        if is_figure(made):
+            figure: FigureLike = made
+        elif is_axes(made):
+            figure = made.figure
+        else:
             raise ArtifactError(key, made, "fig_factory must return a Figure or Axes-like object")
         paths = self.record(figure, stage="figures", key=key, run_id=_STANDALONE)
         return os.fspath(next(p for p in paths if p.suffix == ".png"))
@@ -62,4 +87,8 @@ class FigureApi:
 
 DEPRECATED = {
     "JSONLRecorder": "write rows with json.dumps yourself; runs keep theirs in provenance",
+    "FigureLike": "ArtifactRecorder.record takes any object with savefig",
+    "AxesLike": "pass the figure (ax.figure) to ArtifactRecorder.record",
+    "is_figure": "test hasattr(value, 'savefig')",
+    "is_axes": "test hasattr(value, 'figure')",
 }
