@@ -16,6 +16,7 @@ package it meant to.
 from __future__ import annotations
 
 import gc
+import inspect
 import json
 import os
 import resource
@@ -421,6 +422,12 @@ def bench_cache_hit(impl: str) -> Figures:
         disk.put(key, result)
         assert disk.get(key) is not None
         out["hit.disk_us"] = _per_call_us(lambda: disk.get(key), calls, batches)
+    if "max_bytes" in inspect.signature(DiskCache).parameters:  # a budget: hits noted
+        with tempfile.TemporaryDirectory(prefix="bench-hit-") as root:
+            budgeted = DagCache(DiskCache(root, max_bytes=1 << 30))
+            budgeted.put(key, result)
+            assert budgeted.get(key) is not None
+            out["hit.disk_budget_us"] = _per_call_us(lambda: budgeted.get(key), calls, batches)
     server = RedisServer()
     try:
         redis = DagCache(RedisStore(server.url, prefix="bench"))
@@ -466,6 +473,14 @@ def bench_disk_scaling(impl: str) -> Figures:
             out[f"disk.entries_{label}"] = filled
             if label == "many":
                 out["disk.fill_s"] = time.perf_counter() - started
+                try:
+                    from phys_pipeline.cache import admin
+                except ImportError:  # no command line at this revision
+                    continue
+                t0 = time.perf_counter()
+                rows = admin.usage(store, by="node")
+                out["disk.du_many_s"] = time.perf_counter() - t0
+                assert sum(row.entries for row in rows) == filled
     return out
 
 

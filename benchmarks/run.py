@@ -219,9 +219,15 @@ ROWS: list[Row] = [
     ),
     Row("hit.memory_us", "Cache hit latency, small state, memory store", "µs", target=20),
     Row("hit.disk_us", "Cache hit latency, small state, disk", "µs", target=300),
+    Row("hit.disk_budget_us", "  same, DiskStore(max_bytes=1 GiB): hits noted for eviction", "µs"),
     Row("hit.redis_us", "Cache hit latency, small state, Redis (loopback)", "µs", target=500),
     Row("disk.hit_few_us", "Disk hit latency, cache of 10 entries", "µs"),
     Row("disk.hit_many_us", "Disk hit latency, cache of {disk.entries_many} entries", "µs"),
+    Row(
+        "disk.du_many_s",
+        "python -m phys_pipeline.cache du (admin.usage by node), {disk.entries_many} entries",
+        "s",
+    ),
     Row(
         "live.memory_overhead_ms",
         "LiveSession edit → rerun of 7 of 50 nodes, overhead",
