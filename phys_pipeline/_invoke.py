@@ -13,7 +13,6 @@ from .errors import (
     MetricError,
     MetricKeyCollisionError,
     PhysPipelineError,
-    StageError,
     StageOutputError,
 )
 from .policy import PolicyBag
@@ -128,15 +127,18 @@ class NamespacedKeys(Generic[_V]):
 def call_stage(stage: Any, state: Any, policy: PolicyBag | None, where: str) -> StageResult:
     """Run ``stage.process(state, policy=policy)`` and validate the result.
 
-    Errors raised by the stage are wrapped in a StageError naming ``where`` (the node id or
-    pipeline) and the stage; our own typed errors pass through unchanged.
+    An exception the stage raises keeps its type (code that catches ``ValueError`` still does)
+    and gains a note (PEP 678) naming ``where`` (the node or pipeline), the stage and its
+    config; our own typed errors name the culprit already and pass through unchanged.
     """
     try:
         result = stage.process(state, policy=policy)
     except PhysPipelineError:
         raise
     except Exception as exc:
-        raise StageError(where, stage_name(stage), exc) from exc
+        cfg = getattr(stage, "cfg", None)
+        exc.add_note(f"raised by stage {stage_name(stage)!r} in {where}, config {cfg!r:.200}")
+        raise
     if not isinstance(result, StageResult):
         raise StageOutputError(where, stage_name(stage), result, "a StageResult")
     if not is_state(result.state):

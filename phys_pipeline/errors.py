@@ -6,7 +6,7 @@ All errors derive from :class:`PhysPipelineError`; most also derive from the bui
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ._v2 import served_from
@@ -264,14 +264,31 @@ class StaleCodeError(PhysPipelineError, RuntimeError):
         )
 
 
-class NodeFailedError(PhysPipelineError, RuntimeError):
-    """One or more nodes failed in a DAG run; completed nodes are cached and kept."""
+class NodeFailedError(PhysPipelineError, RuntimeError, ExceptionGroup):
+    """One or more nodes failed in a DAG run; completed nodes are cached and kept. An
+    ExceptionGroup of the nodes' own exceptions (each noted with its node), so ``except*
+    ValueError`` catches a stage's ValueError; ``failures`` maps node id to exception and
+    ``partial`` holds the run's result."""
+
+    def __new__(cls, failures: dict[str, BaseException], partial: Any = None) -> NodeFailedError:
+        return ExceptionGroup.__new__(cls, _failed_message(failures), list(failures.values()))
 
     def __init__(self, failures: dict[str, BaseException], partial: Any = None) -> None:
+        super().__init__(_failed_message(failures), list(failures.values()))
         self.failures, self.partial = failures, partial
-        lines = [f"{len(failures)} node(s) failed:"]
-        lines += [f"  {nid}: {exc}" for nid, exc in failures.items()]
-        super().__init__("\n".join(lines))
+
+    def derive(self, excs: Sequence[Exception]) -> ExceptionGroup:  # type: ignore[override]
+        """What ``except*`` splits off: a plain group (the rest of the run stays here)."""
+        return ExceptionGroup(self.message, excs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return NodeFailedError, (self.failures, self.partial)
+
+
+def _failed_message(failures: dict[str, BaseException]) -> str:
+    """Each node once, with its error's type and message (the node's note says the rest)."""
+    parts = [f"{nid} ({type(exc).__name__}: {exc})" for nid, exc in failures.items()]
+    return f"{len(failures)} node(s) failed: " + "; ".join(parts)
 
 
 # --- caches ---------------------------------------------------------------------------------
