@@ -21,7 +21,6 @@ from .disk import DiskStore, EntryInfo
 __all__ = ["EntryInfo", "Usage", "VerifyReport", "entries", "prune", "usage", "verify"]
 
 
-
 @dataclass(frozen=True, slots=True)
 class Usage:
     """How many entries and bytes one node, stage or the whole cache holds."""
