@@ -22,8 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,71 +66,82 @@ class DagCache:
 
     # --- store traffic ------------------------------------------------------------------------
 
-    def _count(self, name: str) -> None:
+    def _failed(self, what: str, key: str, exc: Exception) -> None:
+        """A store failure: a warning (the caller's default stands) or, if strict, a
+        CacheError. (Called from ``except``: a context manager costs a microsecond a hit.)"""
         with self._lock:
-            setattr(self, name, getattr(self, name) + 1)
-
-    @contextmanager
-    def _guard(self, what: str, key: str = "(all)") -> Iterator[None]:
-        """Turn a store failure into a warning (the caller's default stands) or, if strict,
-        a CacheError."""
-        try:
-            yield
-        except Exception as exc:  # a cache must not fail a run, whatever broke
-            self._count("errors")
-            if self.strict and isinstance(exc, CacheError):
-                raise
-            message = (
-                f"cache {what} for key {key} failed in {self.backend!r}: "
-                f"{type(exc).__name__}: {exc}"
-            )
-            if self.strict:
-                raise CacheError(message) from exc
-            warnings.warn(message, CacheWarning, stacklevel=4)
+            self.errors += 1
+        if self.strict and isinstance(exc, CacheError):
+            raise exc
+        message = (
+            f"cache {what} for key {key} failed in {self.backend!r}: {type(exc).__name__}: {exc}"
+        )
+        if self.strict:
+            raise CacheError(message) from exc
+        warnings.warn(message, CacheWarning, stacklevel=3)
 
     def get(self, key: str) -> StageResult | None:
         """The cached result for ``key``, or None (also when the store fails)."""
         key = validate_key(key)
         if self.backend is None:
             return None
-        result = None
-        with self._guard("read", key):
+        try:
             result = self.backend.get(key)
-        self._count("hits" if result is not None else "misses")
-        _log.debug("%s %s", "hit" if result is not None else "miss", key)
+        except Exception as exc:  # noqa: BLE001 - a cache must not fail a run, whatever broke
+            self._failed("read", key, exc)
+            result = None
+        with self._lock:
+            if result is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("%s %s", "hit" if result is not None else "miss", key)
         return result
 
     def put(self, key: str, result: StageResult) -> None:
         key = validate_key(key)
         if self.backend is None:
             return
-        with self._guard("write", key):
+        try:
             self.backend.put(key, result)
-            self._count("puts")
+        except Exception as exc:  # noqa: BLE001
+            self._failed("write", key, exc)
+            return
+        with self._lock:
+            self.puts += 1
+        if _log.isEnabledFor(logging.DEBUG):
             _log.debug("store %s", key)
 
     def contains(self, key: str) -> bool:
         """A cheap hint: ``get`` may still miss (e.g. a corrupt or expired entry)."""
         key = validate_key(key)
-        found = False
-        if self.backend is not None:
-            with self._guard("lookup", key):
-                found = bool(self.backend.contains(key))
-        return found
+        if self.backend is None:
+            return False
+        try:
+            return bool(self.backend.contains(key))
+        except Exception as exc:  # noqa: BLE001
+            self._failed("lookup", key, exc)
+            return False
 
     def delete(self, key: str) -> None:
         key = validate_key(key)
         if self.backend is None:
             return
-        with self._guard("delete", key):
+        try:
             self.backend.delete(key)
-            _log.debug("evict %s", key)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("delete", key, exc)
+            return
+        _log.debug("evict %s", key)
 
     def clear(self) -> None:
         """Empty the store (the counters keep counting; see ``reset_stats``)."""
         if self.backend is not None:
-            with self._guard("clear"):
+            try:
                 self.backend.clear()
+            except Exception as exc:  # noqa: BLE001
+                self._failed("clear", "(all)", exc)
 
     def reset_stats(self) -> None:
         with self._lock:
@@ -165,7 +175,8 @@ class DagCache:
         (``node.uncacheable``): such a result must never be served. A result a worker filed
         already is only counted."""
         if type(result) is FiledResult:
-            self._count("puts")
+            with self._lock:
+                self.puts += 1
             _log.debug("store %s (by a worker)", node.key)
         elif not node.uncacheable:
             self.put(node.key, result)

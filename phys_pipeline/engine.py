@@ -355,6 +355,9 @@ class RunEngine:
                         self._fire()
         finally:
             self.stop()
+            # the scheduler's submit often holds this engine (partial(engine.work)): drop it,
+            # so that the run's states and results are freed now, not by the cycle collector
+            self.submit = None
 
     def stop(self) -> None:
         """Take no more nodes; those running finish, and their outcomes are dropped."""
