@@ -20,6 +20,7 @@ import xxhash
 
 from . import display
 from ._deprecation import warn_once
+from ._v2 import served_from
 from .errors import (
     CycleError,
     DagError,
@@ -427,3 +428,6 @@ def ancestors_closure(graph: nx.DiGraph, targets: Iterable[str]) -> set[str]:
             raise UnknownNodeError(target, graph.nodes)
         wanted |= nx.ancestors(graph, target)
     return wanted
+
+
+__getattr__ = served_from(__name__, "dag")

@@ -11,6 +11,7 @@ from typing import Any
 
 from . import display
 from ._invoke import NamespacedKeys
+from ._v2 import served_from
 from .dag import NodePlan, Plan, Staleness, ancestors_closure, make_plan, policy_seen_by
 from .dag_cache import DagCache, Filing, node_provenance, open_cache
 from .errors import MetricKeyCollisionError, NodeFailedError, StateMutationError
@@ -436,3 +437,6 @@ class DagExecutor:
             runs=runs,
             failures=recorder.failures,
         )
+
+
+__getattr__ = served_from(__name__, "executor")

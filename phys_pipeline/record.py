@@ -20,6 +20,9 @@ except ImportError:  # Windows: only recorders within one process are kept apart
 
 import numpy as np
 
+from ._v2 import served_from
+from ._v2.record import FigureApi
+
 __all__ = [
     "ArtifactRecorder",
     "resolve_artifact",
@@ -65,7 +68,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-class ArtifactRecorder:
+class ArtifactRecorder(FigureApi):
     """Saves artifacts under ``root/<run id>/<stage>/``: figures as PNG and SVG, arrays as .npy,
     bytes as .bin, text as .txt, other JSON-able values as .json. ``root/manifest.json`` lists
     every file with its stage, key, run id and config hash; recorders in several threads or
@@ -162,3 +165,6 @@ def _close_figure(fig: Any) -> None:
         plt.close(fig)
     except Exception:  # noqa: BLE001 - closing is best effort; the files are written
         pass
+
+
+__getattr__ = served_from(__name__, "record")

@@ -17,6 +17,8 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
 from typing import Any, Literal
 
+from ._v2 import served_from
+from ._v2.scheduler import JobApi
 from .engine import (
     DEFAULT_RESOURCES,
     NodeTask,
@@ -58,7 +60,7 @@ def _run_pickled(payload: bytes) -> bytes:
             return cloudpickle.dumps(("error", RuntimeError(repr(exc))))
 
 
-class LocalScheduler:
+class LocalScheduler(JobApi):
     """Runs nodes concurrently on this machine, honouring ``NodeResources`` slots.
 
     ``max_workers`` bounds concurrent nodes; ``max_cpu`` / ``max_gpu`` / ``max_mem_gb`` bound
@@ -225,3 +227,6 @@ def _progress_bar(total: int) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="nodes", unit="node", leave=False)
+
+
+__getattr__ = served_from(__name__, "scheduler")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .._v2 import served_from
+
 # each store loads on first use, so importing one (or the package) stays light
 _LAZY = {
     "CacheStore": "base",
@@ -40,4 +42,7 @@ __all__ = sorted(_LAZY)
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module 'phys_pipeline.cache' has no attribute {name!r}")
+    return _v2_names(name)  # 2.0.0's names, or AttributeError
+
+
+_v2_names = served_from(__name__, "cache")
