@@ -22,6 +22,7 @@ from . import display
 from ._deprecation import warn_once
 from ._v2 import served_from
 from .errors import (
+    ConfigError,
     CycleError,
     DagError,
     DuplicateNodeError,
@@ -84,6 +85,10 @@ def validate(nodes: Sequence[NodeSpec]) -> list[str]:
     if duplicates:
         raise DuplicateNodeError(duplicates)
     for node in nodes:  # in the order listed, so the first culprit is the one named
+        resources = node.resources
+        if resources is not None:
+            for field, value, problem in resources.problems():
+                raise ConfigError(f"node {node.id!r}", f"resources.{field}", value, problem)
         stage = node.stage
         # the class first: a property such as a pipeline's cfg is not evaluated just to check
         has_cfg = hasattr(type(stage), "cfg") or hasattr(stage, "cfg")

@@ -31,7 +31,7 @@ from .engine import (
     run_node_elsewhere,
 )
 from .errors import ConfigError, DagError, StageError
-from .types import StageResult, State, stage_name
+from .types import StageResult, State, amount_problem, stage_name
 
 # NodeTask, RunHooks, Scheduler, run_node, node_input and DEFAULT_RESOURCES live in the engine;
 # they are importable from here too, as user code and the docs do
@@ -87,8 +87,9 @@ class LocalScheduler(JobApi):
             ("max_gpu", max_gpu),
             ("max_mem_gb", max_mem_gb),
         ):
-            if value is not None and value < 0:
-                raise ConfigError("LocalScheduler", field, value, "must be >= 0")
+            problem = None if value is None else amount_problem(value)
+            if problem is not None:
+                raise ConfigError("LocalScheduler", field, value, problem)
         if mode not in ("thread", "process"):
             raise ConfigError("LocalScheduler", "mode", mode, "must be 'thread' or 'process'")
         self.max_workers = max_workers

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import enum
 import functools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ __all__ = [
     "DagState",
     "NodeInputs",
     "NodeResources",
+    "amount_problem",
     "NodeSpec",
     "NodeStatus",
     "PipelineStage",
@@ -224,12 +226,26 @@ class NodeResources:
     mem_gb: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("cpu", "gpu", "mem_gb"):
-            value = getattr(self, name)
-            if value < 0:
-                raise ConfigError(
-                    "NodeResources", name, value, f"NodeResources.{name} must be >= 0"
-                )
+        for name, value, problem in self.problems():
+            raise ConfigError("NodeResources", name, value, problem)
+
+    def problems(self) -> list[tuple[str, Any, str]]:
+        """Each field that is not a finite number >= 0 (NaN never fits any slot, so a node
+        asking for it would wait for ever), with why."""
+        return [
+            (name, value, problem)
+            for name in ("cpu", "gpu", "mem_gb")
+            if (problem := amount_problem(value := getattr(self, name))) is not None
+        ]
+
+
+def amount_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be an amount of a resource (None: it can)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number, not {type(value).__name__}"
+    if not math.isfinite(value) or value < 0:
+        return "must be a finite number >= 0"
+    return None
 
 
 def _taking_memory_gb(init: Callable[..., None]) -> Callable[..., None]:
