@@ -175,6 +175,7 @@ class _WithProgress:
     def __init__(self, hooks: RunHooks, bar: Any) -> None:
         self.hooks, self.bar = hooks, bar
         self.reuse = getattr(hooks, "reuse", None)
+        self.file = getattr(hooks, "file", None)
 
     def on_start(self, node_id: str) -> None:
         self.hooks.on_start(node_id)

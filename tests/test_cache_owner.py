@@ -303,3 +303,17 @@ def test_an_uncacheable_node_gets_no_filing(tmp_path: Path) -> None:
     owner = DagCache(DiskCache(tmp_path))
     node = make_plan(chain(gdd=1.0), START).nodes["grid"]._replace(uncacheable="reads os.environ")
     assert owner.filing(owner.worker_store(), node) is None
+
+
+def test_a_run_with_a_progress_bar_files_its_results_too() -> None:
+    """The progress bar wraps the run's hooks: the step that files results must come through."""
+    from phys_pipeline.scheduler import LocalScheduler
+
+    owner = DagCache(MemoryStore())
+    for workers in (1, 2):
+        owner.clear()
+        executor = DagExecutor(scheduler=LocalScheduler(max_workers=workers, progress=True))
+        executor.cache = owner
+        executor.run(START, chain(gdd=1.0))
+        again = DagExecutor(cache=owner).run(START, chain(gdd=1.0))
+        assert again.hits == ["grid", "phase", "again"]
