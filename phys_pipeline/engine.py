@@ -62,6 +62,7 @@ from .types import DagState, NodeResources, StageResult, State, stage_name
 
 __all__ = [
     "DEFAULT_RESOURCES",
+    "Cancellation",
     "NodeTask",
     "Outcome",
     "Reused",
@@ -158,6 +159,39 @@ def run_node_elsewhere(
 
 Outcome = tuple[StageResult, float] | BaseException
 """What a backend reports for a node: ``(result, seconds)`` or the exception it failed with."""
+
+
+class Cancellation:
+    """A run's stop button, pressed from any thread (a widget callback, another cell):
+    the engine running the run subscribes to it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requested = False
+        self._listeners: list[Callable[[], None]] = []
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.requested = True
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
+
+    def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` on ``cancel`` (now, if it was pressed already); returns the
+        unsubscribe function."""
+        with self._lock:
+            pressed = self.requested
+            if not pressed:
+                self._listeners.append(listener)
+        if pressed:
+            listener()
+        return lambda: self._forget(listener)
+
+    def _forget(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
 
 class Reused(NamedTuple):
@@ -327,6 +361,8 @@ class RunEngine:
                 for dep in task.deps:
                     self.unclaimed[dep] = self.unclaimed.get(dep, 0) + 1
         self.stopped = False
+        self.cancelled = False
+        self.ended = False  # run() has returned: late outcomes are dropped
         self.lock = threading.Lock()
         self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.threaded = threaded
@@ -339,6 +375,8 @@ class RunEngine:
         """Submit ready nodes until every node is settled, calling the hooks on this thread.
         On any exception (a hook raising, KeyboardInterrupt) nothing more is submitted."""
         self.submit = submit
+        cancellation = getattr(self.hooks, "cancellation", None)
+        unsubscribe = cancellation.subscribe(self.cancel) if cancellation is not None else None
         try:
             self._fire()
             if not self.threaded:
@@ -348,6 +386,8 @@ class RunEngine:
                 event, *details = events.get()
                 if event == "crash":
                     raise details[0]
+                if event == "cancel":
+                    return
                 getattr(hooks, event)(*details)
                 if event != "on_start":
                     settled += 1
@@ -355,9 +395,20 @@ class RunEngine:
                         self._fire()
         finally:
             self.stop()
+            with self.lock:
+                self.ended = True
             # the scheduler's submit often holds this engine (partial(engine.work)): drop it,
             # so that the run's states and results are freed now, not by the cycle collector
             self.submit = None
+            if unsubscribe is not None:
+                unsubscribe()
+
+    def cancel(self) -> None:
+        """Stop the run (any thread): nothing more starts, nodes running are abandoned (their
+        outcomes dropped; one that completes is still filed), and ``run`` returns."""
+        with self.lock:
+            self.stopped = self.cancelled = True
+        self.events.put(("cancel",))
 
     def stop(self) -> None:
         """Take no more nodes; those running finish, and their outcomes are dropped."""
@@ -447,9 +498,12 @@ class RunEngine:
     def _finish(self, i: int, outcome: Outcome | Reused, take_next: bool) -> int:
         """The outcome of running node ``i``: free its slots, record its state or failure,
         settle and report it; with ``take_next``, take the next ready node in the same turn
-        of the lock (-1: none). Outcomes of nodes not running (the run stopped) are dropped."""
+        of the lock (-1: none). A node that completes after a Stop while ``run`` is still on
+        (inline: the very node it was computing) is recorded; once ``run`` has returned,
+        outcomes are dropped (filed all the same: they are right). Nothing new is taken once
+        the run stopped."""
         running = self.running
-        if i not in running or self.stopped:
+        if i not in running or self.ended:
             return -1
         running.remove(i)
         task = self.tasks[i]

@@ -14,6 +14,7 @@ from ._invoke import NamespacedKeys
 from ._v2 import served_from
 from .dag import NodePlan, Plan, Staleness, ancestors_closure, make_plan, policy_seen_by
 from .dag_cache import DagCache, Filing, node_provenance, open_cache
+from .engine import Cancellation
 from .errors import MetricKeyCollisionError, NodeFailedError, StateMutationError
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .scheduler import DEFAULT_RESOURCES, LocalScheduler, NodeTask, Scheduler
@@ -75,7 +76,7 @@ class DagRunResult:
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and not self.cancelled
 
     @property
     def ran(self) -> list[str]:
@@ -84,6 +85,12 @@ class DagRunResult:
     @property
     def hits(self) -> list[str]:
         return [nid for nid, r in self.runs.items() if r.status is NodeStatus.HIT]
+
+    @property
+    def cancelled(self) -> list[str]:
+        """Nodes the run did not get to: it was cancelled or interrupted (their parents'
+        results are cached, so the next run starts from there)."""
+        return [nid for nid, r in self.runs.items() if r.status is NodeStatus.CANCELLED]
 
     @property
     def sinks(self) -> list[str]:
@@ -110,6 +117,8 @@ class DagRunResult:
         skipped = sum(r.status is NodeStatus.SKIPPED for r in self.runs.values())
         if skipped:
             parts.append(f"skipped {skipped}")
+        if self.cancelled:
+            parts.append(f"cancelled {len(self.cancelled)}")
         return f"{', '.join(parts)}, {seconds:.2f} s"
 
 
@@ -128,6 +137,7 @@ class _RunRecorder:
         early_cutoff: bool,
     ) -> None:
         self.plan, self.reasons, self.cache = plan, reasons, cache
+        self.cancellation = Cancellation()  # the engine subscribes: executor.cancel() presses it
         # schedulers call ``reuse`` (from worker threads) before running a node, when present
         cutoff = cache.early_cutoff(plan, reasons) if early_cutoff else None
         self.reuse = cutoff.reuse if cutoff is not None else None
@@ -220,6 +230,13 @@ class _RunRecorder:
         self.runs[node_id] = NodeRun(node_id, NodeStatus.SKIPPED, key, reason)
         self._notify("on_skip", node_id, failed_dep)
 
+    def cancelled(self, order: Sequence[str], why: str) -> None:
+        """The run stopped early: every node it did not settle is recorded as cancelled."""
+        for node_id in order:
+            if node_id not in self.runs:
+                key = self.plan.nodes[node_id].key
+                self.runs[node_id] = NodeRun(node_id, NodeStatus.CANCELLED, key, why)
+
 
 @dataclass(slots=True)
 class PreparedRun:
@@ -264,6 +281,7 @@ class DagExecutor:
         self.callbacks = list(callbacks)
         self.check_mutation = check_mutation
         self.early_cutoff = early_cutoff
+        self._running: Cancellation | None = None  # the run in flight's stop button
 
     def plan(self, state: State, nodes: Sequence[NodeSpec], policy: PolicyLike = None) -> Plan:
         """Keys for every node, computed without running anything."""
@@ -339,13 +357,40 @@ class DagExecutor:
         assemble the result (failures are in it, never raised)."""
         plan, recorder = prepared.plan, prepared.recorder
         available = {nid: r.state for nid, r in recorder.results.items()}
-        self.scheduler.execute(prepared.tasks, available, recorder)
+        self._running = recorder.cancellation
+        interrupt: BaseException | None = None
+        try:
+            self.scheduler.execute(prepared.tasks, available, recorder)
+        except KeyboardInterrupt as exc:  # the kernel's interrupt button: as cancel, then raise
+            interrupt = exc
+        finally:
+            self._running = None
+        if interrupt is not None or recorder.cancellation.requested:
+            why = "cancelled: the run was interrupted" if interrupt else "cancelled"
+            recorder.cancelled(prepared.order, why)
         self.cache.finished(plan)
         seconds = time.perf_counter() - prepared.started
         result = self._assemble(plan, prepared.order, recorder, prepared.policy, seconds)
         _log.debug("run %s: %s", result.provenance["run_id"], result.summary())
         recorder._notify("on_finish", result)
+        if interrupt is not None:
+            interrupt.partial = result  # type: ignore[attr-defined]
+            interrupt.add_note(
+                f"phys-pipeline: run interrupted; {len(result.cancelled)} node(s) not run "
+                "(KeyboardInterrupt.partial holds the result; completed nodes are cached)"
+            )
+            raise interrupt
         return result
+
+    def cancel(self) -> None:
+        """Stop the run in flight, from any thread (a widget's Stop button): nothing more is
+        started, what can be stopped is (worker processes killed, Dask tasks cancelled; a
+        thread finishes its node, whose outcome is dropped), completed nodes stay cached, and
+        the run returns a result whose ``cancelled`` lists the nodes it did not get to. No run
+        in flight: nothing happens."""
+        running = self._running
+        if running is not None:
+            running.cancel()
 
     def _load_hits(
         self, plan: Plan, order: list[str], reasons: dict[str, Staleness], recorder: _RunRecorder

@@ -138,7 +138,7 @@ class LocalScheduler(JobApi):
                 engine.run(partial(engine.work, compute=run_node))
                 return
             engine = RunEngine(tasks, available, hooks, slots=slots)
-            with self._pools(len(tasks)) as (threads, processes):
+            with self._pools(len(tasks), engine) as (threads, processes):
                 compute = run_node if processes is None else partial(_in_process, processes)
                 # worker threads take ready nodes themselves (``engine.work``), so that a short
                 # node never waits for this thread to wake up; this thread calls the hooks
@@ -149,24 +149,39 @@ class LocalScheduler(JobApi):
 
     @contextlib.contextmanager
     def _pools(
-        self, n_tasks: int
+        self, n_tasks: int, engine: RunEngine
     ) -> Iterator[tuple[ThreadPoolExecutor, ProcessPoolExecutor | None]]:
         """Worker threads, and in process mode the processes they hand their nodes to. Both
-        live only for one ``execute``: nothing is left running after a run."""
+        live only for one ``execute``: a run that ends waits for them; one cancelled or
+        interrupted does not: worker processes are killed, worker threads left to finish their
+        node (Python cannot stop a thread), its outcome dropped."""
         workers = max(1, min(self.max_workers, n_tasks))
-        with contextlib.ExitStack() as stack:
-            processes = None
-            if self.mode == "process":
-                # not fork: forking a process whose other threads (Jupyter's, Dask's) hold locks
-                # can deadlock the child; stages travel by cloudpickle, nothing relies on fork
-                method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-                processes = stack.enter_context(
-                    ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method))
-                )
-            threads = stack.enter_context(
-                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phys-node")
-            )
+        processes = None
+        if self.mode == "process":
+            # not fork: forking a process whose other threads (Jupyter's, Dask's) hold locks
+            # can deadlock the child; stages travel by cloudpickle, nothing relies on fork
+            method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+            processes = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method))
+        threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phys-node")
+        abandon = True
+        try:
             yield threads, processes
+            abandon = engine.cancelled
+        finally:
+            if processes is not None:
+                if abandon:
+                    _kill_workers(processes)
+                processes.shutdown(wait=not abandon, cancel_futures=True)
+            threads.shutdown(wait=not abandon, cancel_futures=True)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop a process pool's workers now (a cancelled run's nodes must not go on computing);
+    the pool's process table is not public API, hence the care."""
+    processes = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        with contextlib.suppress(Exception):
+            process.kill()
 
 
 class _WithProgress:
@@ -176,6 +191,7 @@ class _WithProgress:
         self.hooks, self.bar = hooks, bar
         self.reuse = getattr(hooks, "reuse", None)
         self.file = getattr(hooks, "file", None)
+        self.cancellation = getattr(hooks, "cancellation", None)
 
     def on_start(self, node_id: str) -> None:
         self.hooks.on_start(node_id)

@@ -211,13 +211,27 @@ class LiveSession:
     def run(self, targets: Iterable[str] | None = None) -> DagRunResult:
         """Run the stale nodes (or what ``targets`` need); failures are reported in the
         result (``.failures``) and in node statuses, never raised."""
-        result = self.executor.run(
-            self.state,
-            list(self._nodes.values()),
-            self.policy,
-            targets=targets,
-            raise_on_error=False,
-        )
+        try:
+            result = self.executor.run(
+                self.state,
+                list(self._nodes.values()),
+                self.policy,
+                targets=targets,
+                raise_on_error=False,
+            )
+        except KeyboardInterrupt as exc:  # the kernel's interrupt: statuses first, then raise
+            partial = getattr(exc, "partial", None)
+            if partial is not None:
+                self._ran(partial)
+            raise
+        return self._ran(result)
+
+    def cancel(self) -> None:
+        """Stop the run in flight (thread-safe: a Stop button's callback): nodes not run yet
+        are shown cancelled, completed ones stay cached. See ``DagExecutor.cancel``."""
+        self.executor.cancel()
+
+    def _ran(self, result: DagRunResult) -> DagRunResult:
         self.last_result = result
         self._current = (result.plan, None)
         with self._lock:

@@ -206,6 +206,7 @@ class NodeStatus(enum.StrEnum):
     HIT = "hit"  # loaded from the cache by the last run
     FAILED = "failed"
     SKIPPED = "skipped"  # a node it depends on failed
+    CANCELLED = "cancelled"  # the run was stopped (cancel, an interrupt) before it ran
 
     @property
     def settled(self) -> bool:
@@ -213,7 +214,15 @@ class NodeStatus(enum.StrEnum):
         return self in _SETTLED
 
 
-_SETTLED = frozenset({NodeStatus.RAN, NodeStatus.HIT, NodeStatus.FAILED, NodeStatus.SKIPPED})
+_SETTLED = frozenset(
+    {
+        NodeStatus.RAN,
+        NodeStatus.HIT,
+        NodeStatus.FAILED,
+        NodeStatus.SKIPPED,
+        NodeStatus.CANCELLED,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -227,7 +236,7 @@ class NodeResources:
 
     def __post_init__(self) -> None:
         for name, value, problem in self.problems():
-            raise ConfigError("NodeResources", name, value, problem)
+            raise ConfigError("NodeResources", name, value, f"NodeResources.{name} {problem}")
 
     def problems(self) -> list[tuple[str, Any, str]]:
         """Each field that is not a finite number >= 0 (NaN never fits any slot, so a node

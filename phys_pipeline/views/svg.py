@@ -38,6 +38,7 @@ STATUS_COLOURS: dict[NodeStatus, tuple[str, str]] = {  # status -> (fill, stroke
     NodeStatus.HIT: ("#5eead4", "#0f766e"),
     NodeStatus.FAILED: ("#fca5a5", "#b91c1c"),
     NodeStatus.SKIPPED: ("#f3f4f6", "#9ca3af"),
+    NodeStatus.CANCELLED: ("#f3f4f6", "#6b7280"),
 }
 LEGEND_TEXT = {NodeStatus.HIT: "cache hit"}
 DEFAULT_STATUS = NodeStatus.NOT_RUN
@@ -112,7 +113,11 @@ def _static_parts(lay: Layout) -> tuple[str, str, str]:
     items = []
     for i, (status, (fill, stroke)) in enumerate(STATUS_COLOURS.items()):
         y = 6 + 16 * i
-        dash = ' stroke-dasharray="3 2"' if status == NodeStatus.SKIPPED else ""
+        dash = (
+            ' stroke-dasharray="3 2"'
+            if status in (NodeStatus.SKIPPED, NodeStatus.CANCELLED)
+            else ""
+        )
         items.append(
             f'<g class="pp-legend-item legend-{status_slug(status)}" transform="translate(0,{y})">'
             f'<rect width="14" height="11" rx="3" fill="{fill}" stroke="{stroke}"{dash}/>'
