@@ -58,6 +58,7 @@ from .dag_cache import FiledResult, Filing
 from .errors import CorruptedInputError, StaleCodeError, StateMutationError
 from .fingerprint import Fingerprint, stale_parts
 from .policy import PolicyBag
+from .retry import RetryPolicy
 from .types import DagState, NodeResources, StageResult, State, stage_name
 
 __all__ = [
@@ -95,6 +96,7 @@ class NodeTask:
     code: Fingerprint | None = None  # the plan's, checked again in other processes
     pinned: str | None = None  # the version the node pins, if any (as the plan saw it)
     expected: Mapping[str, bytes] | None = None  # parents' output digests, for other processes
+    retry: RetryPolicy | None = None  # run again after a failure (see ``retry``)
 
 
 def node_input(task: NodeTask, parent_states: Mapping[str, State]) -> Any:
@@ -218,6 +220,8 @@ class RunHooks(Protocol):
 
     def on_skip(self, node_id: str, failed_dep: str) -> None: ...
 
+    # optional: on_retry(node_id, attempt, error), when a failed attempt will be retried
+
 
 class Scheduler(Protocol):
     def execute(
@@ -294,6 +298,9 @@ class _Deferred:
     def on_skip(self, node_id: str, failed_dep: str) -> None:
         self.put(("on_skip", node_id, failed_dep))
 
+    def on_retry(self, node_id: str, attempt: int, error: BaseException) -> None:
+        self.put(("on_retry", node_id, attempt, error))
+
 
 class RunEngine:
     """One run of ``tasks`` (topologically ordered) on top of the ``available`` states.
@@ -362,6 +369,8 @@ class RunEngine:
                     self.unclaimed[dep] = self.unclaimed.get(dep, 0) + 1
         self.stopped = False
         self.cancelled = False
+        self.attempts: dict[int, int] = {}  # node -> the attempt it is on (retried nodes only)
+        self.delayed: list[tuple[float, int]] = []  # (monotonic time due, node): retries
         self.ended = False  # run() has returned: late outcomes are dropped
         self.lock = threading.Lock()
         self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -380,19 +389,28 @@ class RunEngine:
         try:
             self._fire()
             if not self.threaded:
+                while self.delayed and not self.stopped:  # inline: nothing else to do meanwhile
+                    time.sleep(self._until_next_retry() or 0.0)
+                    self._fire()
                 return
             hooks, events, settled = self.hooks, self.events, 0
             while settled < len(self.tasks):
-                event, *details = events.get()
+                try:
+                    event, *details = events.get(timeout=self._until_next_retry())
+                except queue.Empty:  # a retry is due
+                    self._fire()
+                    continue
                 if event == "crash":
                     raise details[0]
                 if event == "cancel":
                     return
-                getattr(hooks, event)(*details)
-                if event != "on_start":
+                handler = getattr(hooks, event, None)  # on_retry is optional
+                if handler is not None:
+                    handler(*details)
+                if event not in ("on_start", "on_retry"):
                     settled += 1
-                    if self.ready and len(self.running) < self.free.workers:
-                        self._fire()
+                if self.ready and len(self.running) < self.free.workers:
+                    self._fire()
         finally:
             self.stop()
             with self.lock:
@@ -473,6 +491,8 @@ class RunEngine:
         exception it failed with, or ``Reused(result)``."""
         if type(outcome) is tuple:
             result = outcome[0]
+            if self.attempts:
+                self._note_attempts(task.node_id, result)
             if task.node_id in self.shared:  # a worker's receipt has the digest: no loading
                 digest = result.digest if type(result) is FiledResult else None
                 self.states.digests[task.node_id] = digest or bytes(result.state.hashable_repr())
@@ -490,8 +510,16 @@ class RunEngine:
         input must not change what is cached."""
         if node_id in self.shared:
             self.states.digests[node_id] = bytes(outcome[0].state.hashable_repr())
+        if self.attempts:
+            self._note_attempts(node_id, outcome[0])
         if self.file is not None:
             self.file(node_id, *outcome)
+
+    def _note_attempts(self, node_id: str, result: StageResult) -> None:
+        """A result that took retries records how many attempts (provenance["attempts"])."""
+        attempt = self.attempts.get(self.position[node_id], 1)
+        if attempt > 1:
+            result.provenance = {**result.provenance, "attempts": attempt}
 
     # --- under the lock -----------------------------------------------------------------------
 
@@ -511,6 +539,8 @@ class RunEngine:
             self.free.give(task.resources)
         node_id = task.node_id
         if isinstance(outcome, BaseException):
+            if task.retry is not None and self._retry(i, task, outcome):
+                return self._take() if take_next else -1
             self.failed[i] = node_id
             self._settle(i, node_id)
             self.report.on_error(node_id, outcome)
@@ -539,9 +569,33 @@ class RunEngine:
             if not waiting[child]:
                 heappush(self.ready, child)
 
+    def _retry(self, i: int, task: NodeTask, error: BaseException) -> bool:
+        """Put a failed node back, to be ready again once its backoff has passed, if its
+        policy allows another attempt (under the lock)."""
+        attempt = self.attempts.get(i, 1)
+        if not task.retry.retries(error, attempt):  # type: ignore[union-attr]
+            return False
+        self.attempts[i] = attempt + 1
+        due = time.monotonic() + task.retry.delay_s(attempt)  # type: ignore[union-attr]
+        heappush(self.delayed, (due, i))
+        on_retry = getattr(self.report, "on_retry", None)
+        if on_retry is not None:
+            on_retry(task.node_id, attempt, error)
+        return True
+
+    def _until_next_retry(self) -> float | None:
+        """Seconds until the next delayed retry is due (None: none is waiting)."""
+        if not self.delayed:
+            return None
+        return max(0.0, self.delayed[0][0] - time.monotonic())
+
     def _take(self) -> int:
         """The first ready node whose slots are free, with its slots taken (-1: none); ready
         nodes below a failure are skipped on the way."""
+        if self.delayed:
+            now = time.monotonic()
+            while self.delayed and self.delayed[0][0] <= now:
+                heappush(self.ready, heappop(self.delayed)[1])
         ready, failed, free = self.ready, self.failed, self.free
         if not ready or self.stopped:
             return -1

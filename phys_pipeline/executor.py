@@ -17,6 +17,7 @@ from .dag_cache import DagCache, Filing, node_provenance, open_cache
 from .engine import Cancellation
 from .errors import MetricKeyCollisionError, NodeFailedError, StateMutationError
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
+from .retry import RetryPolicy
 from .scheduler import DEFAULT_RESOURCES, LocalScheduler, NodeTask, Scheduler
 from .types import NodeSpec, NodeStatus, StageResult, State
 
@@ -40,6 +41,7 @@ class NodeRun:
     reason: str
     duration_s: float = 0.0
     error: str | None = None
+    attempts: int = 1  # more than one: it was retried
 
     @property
     def cache_hit(self) -> bool:
@@ -54,6 +56,7 @@ class NodeRun:
             "reason": self.reason,
             "duration_s": self.duration_s,
             "error": self.error,
+            "attempts": self.attempts,
         }
 
 
@@ -126,7 +129,7 @@ class _RunRecorder:
     """Scheduler hooks for one run: keeps results, files them in the cache, forwards to
     callbacks."""
 
-    _EVENTS = ("on_plan", "on_start", "on_done", "on_error", "on_skip", "on_finish")
+    _EVENTS = ("on_plan", "on_start", "on_done", "on_error", "on_skip", "on_retry", "on_finish")
 
     def __init__(
         self,
@@ -145,6 +148,7 @@ class _RunRecorder:
         self.runs: dict[str, NodeRun] = {}
         self.failures: dict[str, BaseException] = {}
         self.corrupted: set[str] = set()  # nodes whose results a stage's write may have spoilt
+        self.retried: dict[str, int] = {}  # node -> its last failed attempt, when retried
         # each event's listeners, looked up once: most runs have none, and hooks fire per node
         self.listeners: dict[str, list[Any]] = {
             event: [m for m in (getattr(cb, event, None) for cb in callbacks) if m is not None]
@@ -193,11 +197,24 @@ class _RunRecorder:
         if node_id in self.corrupted:  # computed from a state a stage wrote to: never kept
             self.cache.forget([planned])  # (filed before the quarantine began)
         self.results[node_id] = result
+        attempts = result.provenance.get("attempts", 1)
         self.runs[node_id] = NodeRun(
-            node_id, NodeStatus.RAN, key, self._reason(node_id), duration_s
+            node_id, NodeStatus.RAN, key, self._reason(node_id), duration_s, attempts=attempts
         )
         if self.listeners["on_done"]:
             self._notify("on_done", node_id, result, False)
+
+    def on_retry(self, node_id: str, attempt: int, error: BaseException) -> None:
+        """Attempt ``attempt`` failed with ``error``; the node will run again."""
+        self.retried[node_id] = attempt
+        _log.info(
+            "node %r: attempt %d failed (%s: %s), retrying",
+            node_id,
+            attempt,
+            type(error).__name__,
+            error,
+        )
+        self._notify("on_retry", node_id, attempt, error)
 
     def on_error(self, node_id: str, error: BaseException) -> None:
         key = self.plan.nodes[node_id].key
@@ -208,6 +225,7 @@ class _RunRecorder:
             key,
             self._reason(node_id),
             error=f"{type(error).__name__}: {error}",
+            attempts=self.retried.get(node_id, 0) + 1,
         )
         if isinstance(error, StateMutationError):
             self._quarantine(node_id)
@@ -275,6 +293,8 @@ class DagExecutor:
         callbacks: Iterable[Any] = (),
         check_mutation: bool = True,
         early_cutoff: bool = True,
+        retry: RetryPolicy | None = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         self.scheduler = scheduler if scheduler is not None else LocalScheduler()
         self.cache: DagCache = open_cache(cache)
@@ -282,6 +302,9 @@ class DagExecutor:
         self.check_mutation = check_mutation
         self.early_cutoff = early_cutoff
         self._running: Cancellation | None = None  # the run in flight's stop button
+        # how often a failing node runs again, and how long one attempt may take (a node's
+        # own NodeSpec.retry wins); retry_policy is 2.0.0's name for it
+        self.retry = retry if retry is not None else retry_policy
 
     def plan(self, state: State, nodes: Sequence[NodeSpec], policy: PolicyLike = None) -> Plan:
         """Keys for every node, computed without running anything."""
@@ -437,6 +460,8 @@ class DagExecutor:
             filing,
             planned.fingerprint,
             planned.code_version if planned.code_version != planned.fingerprint.digest else None,
+            None,
+            spec.retry if spec.retry is not None else self.retry,
         )
 
     def _assemble(

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from ._deprecation import warn_once
 from .errors import ConfigError
 from .hashing import digest, digest_pair, hash_ndarray, hash_small
+from .retry import RetryPolicy
 
 if TYPE_CHECKING:
     from .policy import PolicyBag
@@ -329,6 +330,8 @@ class NodeSpec:
     :class:`NodeInputs`); ``policy_keys``, when set, are the policy keys it reads, overriding
     the stage's; ``sweep`` is set on the clones ``expand_sweep`` makes. ``metadata`` is
     free-form user data: the library never reads it, and it is not part of the cache key.
+    ``retry`` overrides the executor's retry policy and timeout for this node (not part of
+    the key: how often a node is tried does not change its result).
 
     Deprecated: the metadata keys ``gather``, ``input_names``, ``policy_keys`` and ``sweep``
     that these fields replace are moved onto them (a field given too wins), and a clone's
@@ -346,6 +349,7 @@ class NodeSpec:
     inputs: NodeInputs | None = None
     policy_keys: tuple[str, ...] | None = None
     sweep: SweepOrigin | None = None
+    retry: RetryPolicy | None = None
 
     def __post_init__(self) -> None:
         if not _DEPRECATED_METADATA.isdisjoint(self.metadata):
