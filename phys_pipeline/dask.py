@@ -253,7 +253,9 @@ class DaskScheduler:
         declared = self._declared_resources(client)
         requests = {t.node_id: dask_resources(t.node_id, t.resources, declared) for t in tasks}
         submitter = _DaskSubmitter(client, tasks, requests)
-        engine = RunEngine(tasks, available, hooks, release=submitter.release)
+        engine = RunEngine(
+            tasks, available, hooks, release=submitter.release, abandon=submitter.abandon
+        )
         submitter.engine = engine
         try:
             submitter.scatter_inputs(available)
@@ -377,6 +379,13 @@ class _DaskSubmitter:
             outcome = _detached(exc)
         del future  # the outcome is all the driver keeps; the future must not stay pinned
         self.engine.finish_task(task, outcome)
+
+    def abandon(self, node_id: str) -> None:
+        """A node timed out: cancel its tasks on the cluster (the engine's thread)."""
+        keys = (f"{node_id}-{self.token}", f"{node_id}-file-{self.token}")
+        doomed = [self.running.pop(key) for key in keys if key in self.running]
+        if doomed:
+            self.client.cancel(doomed)
 
     def release(self, node_id: str) -> None:
         """No child will ask for this state again: drop the driver's hold on it."""

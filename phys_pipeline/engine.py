@@ -55,7 +55,7 @@ from typing import Any, NamedTuple, Protocol
 
 from ._invoke import call_stage
 from .dag_cache import FiledResult, Filing
-from .errors import CorruptedInputError, StaleCodeError, StateMutationError
+from .errors import CorruptedInputError, NodeTimeoutError, StaleCodeError, StateMutationError
 from .fingerprint import Fingerprint, stale_parts
 from .policy import PolicyBag
 from .retry import RetryPolicy
@@ -320,6 +320,7 @@ class RunEngine:
         slots: Slots | None = None,
         threaded: bool = True,
         release: Callable[[str], None] | None = None,
+        abandon: Callable[[str], None] | None = None,
     ) -> None:
         self.tasks = tasks
         self.hooks = hooks
@@ -371,6 +372,9 @@ class RunEngine:
         self.cancelled = False
         self.attempts: dict[int, int] = {}  # node -> the attempt it is on (retried nodes only)
         self.delayed: list[tuple[float, int]] = []  # (monotonic time due, node): retries
+        self.deadlines: dict[int, float] = {}  # running node -> monotonic time it times out
+        self.abandon = abandon  # told of a node given up on (timed out) still computing
+        self.abandoned = False  # a node was given up on: do not wait for its worker
         self.ended = False  # run() has returned: late outcomes are dropped
         self.lock = threading.Lock()
         self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -396,8 +400,10 @@ class RunEngine:
             hooks, events, settled = self.hooks, self.events, 0
             while settled < len(self.tasks):
                 try:
-                    event, *details = events.get(timeout=self._until_next_retry())
-                except queue.Empty:  # a retry is due
+                    event, *details = events.get(timeout=self._until_next_wakeup())
+                except queue.Empty:  # a retry is due, or a node has run out of time
+                    if self.deadlines:
+                        self._expire()
                     self._fire()
                     continue
                 if event == "crash":
@@ -456,6 +462,7 @@ class RunEngine:
         i = self.position[task.node_id]
         try:
             while i >= 0:
+                attempt = self.attempts.get(i, 1) if self.attempts else 1
                 try:
                     outcome: Outcome = compute(task, states)
                 except Exception as exc:  # noqa: BLE001 - the node's failure; siblings go on
@@ -464,9 +471,9 @@ class RunEngine:
                     self._before_children(task.node_id, outcome)
                 if threaded:
                     with lock:
-                        i = self._finish(i, outcome, True)
+                        i = self._finish(i, outcome, True, attempt)
                 else:  # only this thread: no lock needed
-                    i = self._finish(i, outcome, True)
+                    i = self._finish(i, outcome, True, attempt)
                 if plain:
                     if i >= 0:
                         task = tasks[i]
@@ -523,7 +530,7 @@ class RunEngine:
 
     # --- under the lock -----------------------------------------------------------------------
 
-    def _finish(self, i: int, outcome: Outcome | Reused, take_next: bool) -> int:
+    def _finish(self, i: int, outcome: Outcome | Reused, take_next: bool, attempt: int = 0) -> int:
         """The outcome of running node ``i``: free its slots, record its state or failure,
         settle and report it; with ``take_next``, take the next ready node in the same turn
         of the lock (-1: none). A node that completes after a Stop while ``run`` is still on
@@ -533,7 +540,11 @@ class RunEngine:
         running = self.running
         if i not in running or self.ended:
             return -1
+        if attempt and self.attempts and self.attempts.get(i, 1) != attempt:
+            return -1  # a timed-out attempt's late outcome: a later attempt is running
         running.remove(i)
+        if self.deadlines:
+            self.deadlines.pop(i, None)
         task = self.tasks[i]
         if self.count_slots:
             self.free.give(task.resources)
@@ -589,6 +600,28 @@ class RunEngine:
             return None
         return max(0.0, self.delayed[0][0] - time.monotonic())
 
+    def _until_next_wakeup(self) -> float | None:
+        """Seconds until a retry is due or a running node times out (None: never)."""
+        times = [due for due, _ in self.delayed[:1]] + list(self.deadlines.values())
+        if not times:
+            return None
+        return max(0.0, min(times) - time.monotonic())
+
+    def _expire(self) -> None:
+        """Nodes past their deadline fail with NodeTimeoutError (retried if their policy
+        says so); what they compute is abandoned: its outcome is dropped when it comes."""
+        now = time.monotonic()
+        with self.lock:
+            late = [i for i, deadline in self.deadlines.items() if deadline <= now]
+            for i in late:
+                task = self.tasks[i]
+                seconds = task.retry.timeout_s  # type: ignore[union-attr]
+                self.attempts.setdefault(i, 1)  # its late outcome is told apart from a retry's
+                self._finish(i, NodeTimeoutError(task.node_id, seconds), False)
+                self.abandoned = True
+                if self.abandon is not None:
+                    self.abandon(task.node_id)
+
     def _take(self) -> int:
         """The first ready node whose slots are free, with its slots taken (-1: none); ready
         nodes below a failure are skipped on the way."""
@@ -605,6 +638,8 @@ class RunEngine:
             if not self.count_slots:
                 i = heappop(ready)
                 self.running.add(i)
+                if self.tasks[i].retry is not None:
+                    self._deadline(i)
                 return i
         passed_over: list[int] = []
         taken = -1
@@ -629,9 +664,16 @@ class RunEngine:
             self.running.add(i)
             taken = i
             break
+        if taken >= 0 and self.tasks[taken].retry is not None:
+            self._deadline(taken)
         for i in passed_over:
             heappush(ready, i)
         return taken
+
+    def _deadline(self, i: int) -> None:
+        timeout = self.tasks[i].retry.timeout_s  # type: ignore[union-attr]
+        if timeout is not None:
+            self.deadlines[i] = time.monotonic() + timeout
 
     def _begin(self, i: int) -> bool:
         """Early cutoff, or the node starts: False when ``reuse`` supplied (and so finished)

@@ -26,6 +26,7 @@ __all__ = [
     "MissingRecorderError",
     "MissingStageError",
     "NodeFailedError",
+    "NodeTimeoutError",
     "NotAStateError",
     "PhysPipelineError",
     "PolicyError",
@@ -164,6 +165,15 @@ class StateMutationError(PhysPipelineError, RuntimeError):
             f"node {node_id!r}: stage {stage!r} mutated its input state; call "
             "state.deepcopy() before writing to it"
         )
+
+
+class NodeTimeoutError(PhysPipelineError, TimeoutError):
+    """A node ran longer than its retry policy's ``timeout_s``: given up on (a worker process or
+    Dask task is stopped; a thread, which Python cannot stop, finishes unheard)."""
+
+    def __init__(self, node_id: str, seconds: float) -> None:
+        self.node_id, self.seconds = node_id, seconds
+        super().__init__(f"node {node_id!r} ran longer than its timeout of {seconds:g} s")
 
 
 class CorruptedInputError(PhysPipelineError, RuntimeError):

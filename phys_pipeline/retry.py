@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError, PhysPipelineError
+from .errors import ConfigError, NodeTimeoutError, PhysPipelineError
 
 __all__ = ["RetryPolicy"]
 
@@ -55,9 +55,11 @@ class RetryPolicy:
     def retries(self, error: BaseException, attempt: int) -> bool:
         """Whether attempt number ``attempt`` (1 for the first run), which failed with
         ``error``, gets another."""
-        if attempt > self.max_retries or isinstance(error, PhysPipelineError):
+        if attempt > self.max_retries:
             return False
-        return isinstance(error, self.retry_on)
+        if isinstance(error, NodeTimeoutError):  # a hang may be a passing one
+            return True
+        return not isinstance(error, PhysPipelineError) and isinstance(error, self.retry_on)
 
     def delay_s(self, attempt: int) -> float:
         """How long to wait before the retry that follows failed attempt ``attempt``."""

@@ -133,7 +133,9 @@ class LocalScheduler(JobApi):
             math.inf if self.max_mem_gb is None else self.max_mem_gb,
         )
         try:
-            if self.max_workers == 1 and self.mode == "thread":
+            timed = any(t.retry is not None and t.retry.timeout_s for t in tasks)
+            if self.max_workers == 1 and self.mode == "thread" and not timed:
+                # inline (a timeout needs a thread to watch the clock while a node runs)
                 engine = RunEngine(tasks, available, hooks, slots=slots, threaded=False)
                 engine.run(partial(engine.work, compute=run_node))
                 return
@@ -162,11 +164,19 @@ class LocalScheduler(JobApi):
             # can deadlock the child; stages travel by cloudpickle, nothing relies on fork
             method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
             processes = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method))
-        threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phys-node")
+        # a node that times out keeps its thread (Python cannot stop one): room for as many
+        # abandoned attempts as there can be, so that the run keeps its width (threads are
+        # only started when needed; the engine's slots still bound what runs at once)
+        spare = sum(
+            t.retry.max_retries + 1
+            for t in engine.tasks
+            if t.retry is not None and t.retry.timeout_s
+        )
+        threads = ThreadPoolExecutor(max_workers=workers + spare, thread_name_prefix="phys-node")
         abandon = True
         try:
             yield threads, processes
-            abandon = engine.cancelled
+            abandon = engine.cancelled or engine.abandoned
         finally:
             if processes is not None:
                 if abandon:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from phys_pipeline.errors import ConfigError, NodeFailedError
+from phys_pipeline.errors import ConfigError, NodeFailedError, NodeTimeoutError
 from phys_pipeline.executor import DagExecutor
 from phys_pipeline.policy import PolicyBag
 from phys_pipeline.retry import RetryPolicy
@@ -18,6 +18,10 @@ from phys_pipeline.types import NodeSpec, PipelineStage, SimpleState, StageConfi
 
 START = SimpleState(None)
 FAILURES: dict[str, int] = {}  # stage name -> failures still to come
+
+
+class StepCfg(StageConfig):
+    seconds: float = 0.0
 
 
 class LicenceCfg(StageConfig):
@@ -144,3 +148,70 @@ def test_a_bad_policy_is_a_config_error_naming_the_field(field: str, value: Any)
     with pytest.raises(ConfigError) as caught:
         RetryPolicy(**{field: value})
     assert caught.value.field == field
+
+
+# --- timeouts ---------------------------------------------------------------------------------
+
+
+class Hang(PipelineStage[SimpleState, StepCfg]):
+    """An ill-conditioned fit that hangs the first ``hangs`` times it is called."""
+
+    untracked = ("FAILURES",)
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        if FAILURES.get(self.cfg.name, 0) > 0:
+            FAILURES[self.cfg.name] -= 1
+            time.sleep(self.cfg.seconds)
+        return StageResult(SimpleState(3.0), metrics={"fit": 3.0})
+
+
+def hanging(name: str, hangs: int, seconds: float, **node: Any) -> NodeSpec:
+    FAILURES[name] = hangs
+    return NodeSpec(name, stage=Hang(StepCfg(name=name, seconds=seconds)), **node)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_node_past_its_timeout_is_reported_and_abandoned(workers: int) -> None:
+    executor = DagExecutor(
+        scheduler=LocalScheduler(max_workers=workers), retry=RetryPolicy(timeout_s=0.5)
+    )
+    nodes = [hanging("fit", hangs=1, seconds=5.0), NodeSpec("quick", stage=Quick(StageConfig()))]
+    started = time.perf_counter()
+    result = executor.run(START, nodes, raise_on_error=False)
+    assert time.perf_counter() - started < 4.0  # not the 5 s the fit hangs for
+    assert isinstance(result.failures["fit"], NodeTimeoutError)
+    assert "quick.t" in result.metrics
+
+
+@pytest.mark.timeout(60)
+def test_a_timed_out_attempt_is_retried_and_its_late_result_ignored() -> None:
+    executor = DagExecutor(
+        scheduler=LocalScheduler(max_workers=2),
+        retry=RetryPolicy(timeout_s=0.5, max_retries=1),
+    )
+    result = executor.run(START, [hanging("fit", hangs=1, seconds=1.5)])
+    assert result.runs["fit"].attempts == 2 and result.metrics == {"fit.fit": 3.0}
+    time.sleep(1.5)  # the abandoned first attempt finishes now: nothing changes
+    assert result.runs["fit"].status == "ran"
+
+
+@pytest.mark.timeout(60)
+def test_a_node_on_dask_past_its_timeout_is_cancelled_there() -> None:
+    pytest.importorskip("distributed")
+    from distributed import Client, LocalCluster
+
+    from phys_pipeline.dask import DaskScheduler
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        executor = DagExecutor(scheduler=DaskScheduler(client), retry=RetryPolicy(timeout_s=1.0))
+        nodes = [hanging("fit", hangs=1, seconds=20.0)]
+        started = time.perf_counter()
+        result = executor.run(START, nodes, raise_on_error=False)
+        assert time.perf_counter() - started < 10.0
+        assert isinstance(result.failures["fit"], NodeTimeoutError)
