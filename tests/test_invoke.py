@@ -24,7 +24,6 @@ from phys_pipeline.errors import (
     ConfigError,
     MetricError,
     MetricKeyCollisionError,
-    StageError,
     StageOutputError,
 )
 from phys_pipeline.policy import PolicyBag
@@ -225,26 +224,38 @@ def test_the_stage_gets_the_policy_by_keyword() -> None:
     assert scaled.metrics["max_phase"] == pytest.approx(2.0 * plain)
 
 
-def test_an_exception_in_the_stage_is_a_stage_error_naming_where_and_stage() -> None:
-    with pytest.raises(StageError, match="fibre snapped") as caught:
+def test_an_exception_in_the_stage_keeps_its_type_and_a_note_names_where_stage_and_config() -> None:
+    with pytest.raises(RuntimeError) as caught:
         call(FailStage(FailCfg(name="fibre", message="fibre snapped")))
     error = caught.value
-    assert (error.where, error.stage) == (WHERE, "fibre")
-    assert type(error.cause) is RuntimeError and error.__cause__ is error.cause
-    assert str(error).startswith(f"{WHERE}: stage 'fibre' failed: RuntimeError")
+    assert type(error) is RuntimeError and str(error) == "fibre snapped"
+    assert error.__notes__ == [
+        f"raised by stage 'fibre' in {WHERE}, config "
+        "FailCfg(name='fibre', tags={}, message='fibre snapped')"
+    ]
 
 
 def test_a_stage_without_a_name_is_named_by_its_class() -> None:
-    with pytest.raises(StageError) as caught:
+    with pytest.raises(RuntimeError) as caught:
         call(FailStage(FailCfg()))
-    assert caught.value.stage == "FailStage"
+    [note] = caught.value.__notes__
+    assert note.startswith(f"raised by stage 'FailStage' in {WHERE}, ")
 
 
-def test_our_own_typed_errors_pass_through_unwrapped() -> None:
+def test_the_note_truncates_a_long_config_to_its_first_200_characters() -> None:
+    cfg = FailCfg(name="fibre", message="x" * 1000)
+    with pytest.raises(RuntimeError) as caught:
+        call(FailStage(cfg))
+    [note] = caught.value.__notes__
+    assert note == f"raised by stage 'fibre' in {WHERE}, config {repr(cfg)[:200]}"
+
+
+def test_our_own_typed_errors_pass_through_unwrapped_and_without_a_note() -> None:
     error = ConfigError("node 'lens'", "focal_mm", -1.0, "must be positive")
     with pytest.raises(ConfigError) as caught:
         call(Raises(error))
     assert caught.value is error
+    assert not hasattr(error, "__notes__")
 
 
 @pytest.mark.parametrize(

@@ -376,19 +376,28 @@ class Diverging(PipelineStage[SimpleState, StageConfig]):
         raise FloatingPointError("energy diverged at t=3.2 ps")
 
 
-def test_stage_exception_becomes_stage_error_naming_pipeline_and_stage():
+def test_stage_exception_keeps_its_type_and_a_note_names_pipeline_and_stage():
     pipe = SequentialPipeline([Diverging(StageConfig(name="solver"))], name="md")
-    with pytest.raises(StageError, match=r"pipeline 'md'.*'solver'.*energy diverged") as info:
+    with pytest.raises(FloatingPointError) as info:
         pipe.run(SimpleState())
-    assert info.value.stage == "solver"
+    assert type(info.value) is FloatingPointError
+    assert str(info.value) == "energy diverged at t=3.2 ps"
+    assert info.value.__notes__ == [
+        "raised by stage 'solver' in pipeline 'md', config StageConfig(name='solver', tags={})"
+    ]
 
 
-def test_stage_error_chains_the_original_exception():
-    pipe = SequentialPipeline([Diverging(StageConfig(name="solver"))], name="md")
-    with pytest.raises(StageError) as info:
-        pipe.run(SimpleState())
-    assert isinstance(info.value.__cause__, FloatingPointError)
-    assert info.value.cause is info.value.__cause__
+def test_stage_exception_is_the_very_object_the_stage_raised():
+    """Nothing wraps it (2.0.0's StageError did): what the stage raised is what the caller gets."""
+    diverged = FloatingPointError("energy diverged at t=3.2 ps")
+
+    class Raising(PipelineStage[SimpleState, StageConfig]):
+        def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+            raise diverged
+
+    with pytest.raises(FloatingPointError) as info:
+        SequentialPipeline([Raising(StageConfig(name="solver"))], name="md").run(SimpleState())
+    assert info.value is diverged and info.value.__cause__ is None
 
 
 @pytest.mark.parametrize(
@@ -468,7 +477,7 @@ def test_errors_survive_pickling_with_message_and_attributes(cls, dumps):
 
 def test_stages_after_a_failing_stage_do_not_run():
     after = Probe(StageConfig(name="after"))
-    with pytest.raises(StageError):
+    with pytest.raises(FloatingPointError):
         SequentialPipeline([Diverging(StageConfig()), after]).run(SimpleState())
     assert after.calls == []
 
@@ -571,10 +580,13 @@ def test_nested_pipeline_artifacts_are_outer_inner_stage_key():
     assert out.artifacts == {"outer.inner.ode.log": "converged"}
 
 
-def test_nested_pipeline_stage_error_names_the_inner_pipeline():
+def test_nested_pipeline_stage_exception_notes_the_inner_pipeline_then_the_outer():
     inner = SequentialPipeline([Diverging(StageConfig(name="solver"))], name="inner")
-    with pytest.raises(StageError, match=r"pipeline 'inner'.*'solver'"):
+    with pytest.raises(FloatingPointError) as info:
         SequentialPipeline([inner], name="outer").run(SimpleState())
+    solver, pipeline = info.value.__notes__
+    assert solver.startswith("raised by stage 'solver' in pipeline 'inner', config ")
+    assert pipeline.startswith("raised by stage 'inner' in pipeline 'outer', config ")
 
 
 # --- a pipeline as a DAG node: its cache key follows its inner stages -------------------------
