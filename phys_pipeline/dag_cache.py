@@ -42,6 +42,7 @@ __all__ = [
     "file_on_worker",
     "node_provenance",
     "open_cache",
+    "stamp",
 ]
 
 _log = logging.getLogger("phys_pipeline.cache")
@@ -174,6 +175,8 @@ class DagCache:
         """Store a result a node computed, unless its key covers too little to be trusted
         (``node.uncacheable``): such a result must never be served. A result a worker filed
         already is only counted."""
+        if self.backend is None:
+            return
         if type(result) is FiledResult:
             with self._lock:
                 self.puts += 1
@@ -228,6 +231,18 @@ def node_provenance(node: NodePlan) -> dict[str, str]:
         "code_version": node.code_version,
         "config_hash": node.config_hash,
     }
+
+
+def stamp(result: StageResult, node: NodePlan, duration_s: float) -> None:
+    """Give a computed result its provenance: what the stage recorded, the node's, the time
+    it took, and the digest of its input (``input_digest``, set by ``run_node``)."""
+    provenance = dict(result.provenance)
+    provenance.update(node_provenance(node))
+    provenance["duration_s"] = duration_s
+    digest = getattr(result, "input_digest", None)
+    if digest is not None:
+        provenance["input_digest"] = bytes(digest).hex()
+    result.provenance = provenance
 
 
 def _key_ids(store: Any) -> tuple[str, ...]:
@@ -322,7 +337,11 @@ def file_on_worker(
     """Worker side: file ``result`` in the shared store and return a ``FiledResult`` (no
     state) to send to the driver in its place; the full result when it cannot be filed here
     (other keys, a store failure), so that the driver files it and nothing is lost."""
-    result.provenance = {**result.provenance, **filing.provenance, "duration_s": seconds}
+    provenance = {**result.provenance, **filing.provenance, "duration_s": seconds}
+    digest = getattr(result, "input_digest", None)
+    if digest is not None:
+        provenance["input_digest"] = bytes(digest).hex()
+    result.provenance = provenance
     store = filing.workers.store
     try:
         if _key_ids(store) != filing.workers.key_ids or store.contains(filing.key):

@@ -114,7 +114,8 @@ def run_node(task: NodeTask, parent_states: Mapping[str, State]) -> tuple[StageR
 
     With ``check_mutation``, the input is re-hashed after the run (as Pydra does), because a
     stage that writes to its input would silently corrupt its parent's cached result; its
-    digest is recorded as ``provenance["input_digest"]`` (what early cutoff compares).
+    digest goes with the result (``input_digest``), and filing records it in the provenance
+    (``provenance["input_digest"]``, what early cutoff compares).
     """
     state = node_input(task, parent_states)
     before = state.hashable_repr() if task.check_mutation else None
@@ -128,7 +129,8 @@ def run_node(task: NodeTask, parent_states: Mapping[str, State]) -> tuple[StageR
         if state.hashable_repr() != before:
             raise StateMutationError(task.node_id, stage_name(task.stage))
         # what the result was computed from: early cutoff compares a later input with it
-        result.provenance = {**result.provenance, "input_digest": bytes(before).hex()}
+        # (filing stamps it into the provenance, with the rest: one dict, not two)
+        result.input_digest = before  # type: ignore[attr-defined]
     return result, duration
 
 

@@ -13,7 +13,7 @@ from . import display
 from ._invoke import NamespacedKeys
 from ._v2 import served_from
 from .dag import NodePlan, Plan, Staleness, ancestors_closure, make_plan, policy_seen_by
-from .dag_cache import DagCache, Filing, node_provenance, open_cache
+from .dag_cache import DagCache, Filing, open_cache, stamp
 from .engine import Cancellation
 from .errors import MetricKeyCollisionError, NodeFailedError, StateMutationError
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
@@ -183,11 +183,7 @@ class _RunRecorder:
         """Stamp and store a computed result; called by the engine on the thread that has it,
         before any child can read (and perhaps write to) its state."""
         planned = self.plan.nodes[node_id]
-        result.provenance = {
-            **result.provenance,
-            **node_provenance(planned),
-            "duration_s": duration_s,
-        }
+        stamp(result, planned, duration_s)
         if node_id not in self.corrupted:
             self.cache.file(planned, result)
 
