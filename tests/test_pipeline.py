@@ -429,6 +429,7 @@ ERROR_EXAMPLES: dict[type, tuple] = {
     errors.StageOutputError: ("node 'md'", "solver", 3.0, "a StageResult"),
     errors.StaleCodeError: ("lens", "ThinLens", ["method optics.ThinLens.process"]),
     errors.CorruptedInputError: ("peak", "grid"),
+    errors.NodeTimeoutError: ("fit", 30.0),
     errors.MetricError: ("solver", "energy", np.ones(2), "metrics must be real scalars"),
     errors.MetricKeyCollisionError: ("a.b.c", "node 'a' metric 'b.c'", "node 'a.b' metric 'c'"),
     errors.NotAStateError: ("initial state", [1, 2]),
