@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Any, Generic
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, ClassVar, Generic
 
 from ._invoke import NamespacedKeys, call_stage, is_state
 from ._v2 import served_from
@@ -38,8 +39,15 @@ def _record_artifacts(
         record.setdefault("artifacts", {})[key] = [str(p) for p in paths]
 
 
-# what 2.0.0 called the keys of a stage's provenance record
-_V2_RECORD_KEYS = {"stage": "name", "cfg_hash": "config_hash", "wall_time_s": "duration_s"}
+class _StageRecord(RenamedKeys):
+    """A stage's provenance record, which also answers what 2.0.0 called its keys; made as a
+    plain dict is (one per stage: no Python-level ``__init__``), then given its ``_values``."""
+
+    _where = "SequentialPipeline stage record"
+    _renamed: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"stage": "name", "cfg_hash": "config_hash", "wall_time_s": "duration_s"}
+    )
+    __init__ = dict.__init__  # type: ignore[assignment]
 
 
 class PipelineConfig(StageConfig):
@@ -133,6 +141,7 @@ class SequentialPipeline(Generic[S]):
     ) -> StageResult[S]:
         bag = as_policy(policy) if policy is not None else self._policy
         policy_hash = bag.hash() if bag is not None else EMPTY_POLICY_HASH
+        v2_values = {"policy_hash": policy_hash}  # what 2.0.0's stage records also held
         run_id = uuid.uuid4().hex[:12]
         stage_records: list[dict[str, Any]] = []
         if not is_state(state):
@@ -160,18 +169,16 @@ class SequentialPipeline(Generic[S]):
             if result.metrics:
                 metrics.add(name, f"{prefix}{name}.", result.metrics)
             version = _stage_version(stage, code_versions)
-            record = RenamedKeys(
+            record = _StageRecord(
                 {
                     "name": name,
                     "class": type(stage).__qualname__,
                     "config_hash": cfg_hash,
                     "version": version,
                     "duration_s": duration,
-                },
-                "SequentialPipeline stage record",
-                _V2_RECORD_KEYS,
-                {"policy_hash": policy_hash},
+                }
             )
+            record._values = v2_values
             if result.provenance:
                 record["provenance"] = result.provenance
             if result.artifacts:

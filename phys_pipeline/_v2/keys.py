@@ -9,12 +9,18 @@ from .._deprecation import warn_once
 
 __all__ = ["RenamedKeys"]
 
+_NONE: Mapping[str, Any] = {}
+
 
 class RenamedKeys(dict[str, Any]):
     """A plain dict of a record's current keys that also answers its 2.0.0 keys, warning
     once for each: ``renamed`` maps an old key to the current key holding its value,
     ``values`` gives old keys that have no current key their value. Iterating, comparing or
     saving it sees only the current keys."""
+
+    _where: str = "record"
+    _renamed: Mapping[str, str] = {}
+    _values: Mapping[str, Any] = {}
 
     def __init__(
         self,
@@ -24,7 +30,7 @@ class RenamedKeys(dict[str, Any]):
         values: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(data)
-        self._where, self._renamed, self._values = where, renamed, dict(values or {})
+        self._where, self._renamed, self._values = where, renamed, values or _NONE
 
     def _is_old(self, key: object) -> bool:
         if not isinstance(key, str) or dict.__contains__(self, key):
