@@ -7,7 +7,8 @@ time this process writes, plus what it writes since; it is scanned again when th
 over budget (then the least recently used entries are removed down to ``LOW_WATER`` of the
 budget) or is older than ``RESCAN_EVERY_S``, or twenty times what the last scan took on a large
 cache (other processes write too: the cache may exceed its budget by what they wrote since
-this process last looked).
+this process last looked). A process that wrote settles the budget when it exits, so a cache
+whose writers have all finished is within budget.
 
 Safe with readers and writers in other processes: an entry is removed by renaming its directory
 out of the readers' way (``DiskStore.delete``), so a reader that has it open finishes, a later
@@ -17,9 +18,11 @@ cache somewhat below budget; never an entry half gone.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
@@ -86,6 +89,8 @@ class DiskBudget:
         self._estimate: int | None = None  # bytes in the cache, as far as this process knows
         self._scanned = 0.0  # monotonic time of the last scan
         self._rescan_after = RESCAN_EVERY_S
+        self._written = False  # since the last scan: settle the budget at exit
+        atexit.register(_settle_at_exit, weakref.ref(self))
 
     def note_hit(self, key: str) -> None:
         """An entry was read: remember when (stamped later, in a batch)."""
@@ -96,6 +101,7 @@ class DiskBudget:
     def note_put(self, key: str, nbytes: int) -> None:
         """An entry of ``nbytes`` was written; evict if the cache is now over budget."""
         self._used.pop(key, None)  # a new directory is stamped already
+        self._written = True
         with self._lock:
             stale = time.monotonic() - self._scanned > self._rescan_after
             if self._estimate is None or stale:
@@ -111,6 +117,15 @@ class DiskBudget:
         self._flushed = time.monotonic()
         for key, when in used.items():
             self.store.touch(key, when)
+
+    def settle(self) -> None:
+        """Stamp recent uses and, if this process wrote since it last looked, bring the
+        cache back within budget (at exit, so a process leaves the cache as it should be)."""
+        self.flush()
+        with self._lock:
+            if self._written and self._scan() > self.max_bytes:
+                self._estimate = self._evict()
+            self._written = False
 
     def _scan(self) -> int:
         started = time.monotonic()
@@ -139,3 +154,12 @@ class DiskBudget:
             self.max_bytes,
         )
         return remaining
+
+
+def _settle_at_exit(budget: weakref.ref[DiskBudget]) -> None:
+    alive = budget()
+    if alive is not None:
+        try:
+            alive.settle()
+        except Exception:  # noqa: BLE001 - a cache that cannot be tidied must not fail exit
+            _log.debug("could not settle the budget of %s at exit", alive.store.root)
