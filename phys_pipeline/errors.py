@@ -287,12 +287,34 @@ class NodeFailedError(PhysPipelineError, RuntimeError, ExceptionGroup):
         super().__init__(_failed_message(failures), list(failures.values()))
         self.failures, self.partial = failures, partial
 
-    def derive(self, excs: Sequence[Exception]) -> ExceptionGroup:  # type: ignore[override]
-        """What ``except*`` splits off: a plain group (the rest of the run stays here)."""
-        return ExceptionGroup(self.message, excs)
+    def derive(self, excs: Sequence[Exception]) -> NodeFailedError:  # type: ignore[override]
+        """What ``except*`` leaves (or splits off): a NodeFailedError of just those nodes, so
+        an outer ``except NodeFailedError`` still catches it and names only what is left."""
+        return NodeFailedError(_failures_of(self.failures, excs), self.partial)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return NodeFailedError, (self.failures, self.partial)
+
+
+def _failures_of(
+    failures: dict[str, BaseException], excs: Sequence[BaseException]
+) -> dict[str, BaseException]:
+    """The nodes ``excs`` came from: ``split`` keeps the group's order and passes each node's
+    exception on as itself or, when it is a group, as the part of it that matched."""
+    left = iter(failures.items())
+    kept: dict[str, BaseException] = {}
+    for exc in excs:
+        for node_id, failure in left:
+            if failure is exc or _leaves(exc) <= _leaves(failure):
+                kept[node_id] = exc
+                break
+    return kept
+
+
+def _leaves(exc: BaseException) -> set[int]:
+    if isinstance(exc, BaseExceptionGroup):
+        return set().union(*(_leaves(e) for e in exc.exceptions))
+    return {id(exc)}
 
 
 def _failed_message(failures: dict[str, BaseException]) -> str:

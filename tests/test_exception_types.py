@@ -253,13 +253,6 @@ def test_a_live_session_run_never_raises_and_reports_the_failure() -> None:
 # --- what looks wrong still ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="NodeFailedError.derive returns a plain ExceptionGroup: what except* leaves of a "
-    "DAG failure is no NodeFailedError (an outer `except NodeFailedError` misses it, .failures "
-    "and .partial are gone) and its message still lists the node already handled",
-)
 def test_what_except_star_leaves_is_a_node_failed_error_of_the_nodes_left() -> None:
     with pytest.raises(ExceptionGroup) as caught:
         try:
@@ -270,6 +263,31 @@ def test_what_except_star_leaves_is_a_node_failed_error_of_the_nodes_left() -> N
     assert isinstance(rest, NodeFailedError)
     assert list(rest.failures) == ["fibre"]
     assert str(rest).startswith("1 node(s) failed: fibre (RuntimeError: fibre snapped)")
+
+
+class Checks(PipelineStage[SimpleState, StageConfig]):
+    """A stage that reports two problems at once, as a group of its own."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> Any:
+        raise ExceptionGroup("checks failed", [ValueError("bad grid"), KeyError("no lens")])
+
+
+def test_except_star_takes_its_part_of_a_stage_s_own_group_and_leaves_the_rest_named() -> None:
+    nodes = [*with_a_snapped_fibre(), NodeSpec(id="checks", stage=Checks(StageConfig()))]
+    caught: list[BaseException] = []
+    with pytest.raises(NodeFailedError) as rest:
+        try:
+            DagExecutor().run(SimpleState(None), nodes)
+        except* ValueError as matched:
+            caught.append(matched)
+    (handled,) = caught
+    assert isinstance(handled, NodeFailedError)
+    assert sorted(handled.failures) == ["checks", "fit"]
+    left = rest.value.failures
+    assert sorted(left) == ["checks", "fibre"]
+    assert isinstance(left["fibre"], RuntimeError)
+    assert [type(e) for e in left["checks"].exceptions] == [KeyError]
+    assert rest.value.partial is handled.partial is not None
 
 
 class ConvergenceError(ArithmeticError):
