@@ -236,12 +236,13 @@ def node_provenance(node: NodePlan) -> dict[str, str]:
 def stamp(result: StageResult, node: NodePlan, duration_s: float) -> None:
     """Give a computed result its provenance: what the stage recorded, the node's, the time
     it took, and the digest of its input (``input_digest``, set by ``run_node``)."""
-    provenance = dict(result.provenance)
-    provenance.update(node_provenance(node))
+    provenance = node_provenance(node)
+    if result.provenance:  # what the stage recorded comes first, as it always has
+        provenance = {**result.provenance, **provenance}
     provenance["duration_s"] = duration_s
     digest = getattr(result, "input_digest", None)
     if digest is not None:
-        provenance["input_digest"] = bytes(digest).hex()
+        provenance["input_digest"] = digest.hex()
     result.provenance = provenance
 
 

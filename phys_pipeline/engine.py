@@ -37,9 +37,13 @@ outcome) stores its result, so that a child writing to its input cannot change w
 Other hooks are only ever called on the thread that called ``run``: straight away when every
 node runs on that thread, otherwise through the ``events`` queue.
 
-Designed for retries, timeouts and cancel (not built yet): a retried node goes back on
-``ready`` instead of into ``failed``; a timed-out or cancelled node is settled here and its late
-outcome ignored (``finish_task`` drops outcomes of nodes that are not running).
+Retries, timeouts and cancel live here too: a failed node whose policy allows another attempt
+goes back on ``ready`` once its backoff has passed (``delayed``), instead of into ``failed``; a
+node past its deadline is settled as timed out and its late outcome dropped (``finish_task``
+ignores nodes that are not running); a cancel stops taking nodes and ends ``run``.
+
+With one thread and nothing to reuse, retry or bound, ``_work_in_order`` runs the tasks in
+their order, which is the order the heap would give, without its bookkeeping.
 """
 
 from __future__ import annotations
@@ -334,6 +338,8 @@ class RunEngine:
         self.children: list[list[int]] = []
         self.ready: list[int] = []  # in order, so already a heap
         position, waiting, children = self.position, self.waiting, self.children
+        readers: dict[str, int] = {}  # of the states available already
+        checked = may_retry = False
         for i, task in enumerate(tasks):
             count = 0
             for dep in task.deps:
@@ -341,21 +347,21 @@ class RunEngine:
                 if parent is not None:
                     count += 1
                     children[parent].append(i)
+                else:
+                    readers[dep] = readers.get(dep, 0) + 1
             position[task.node_id] = i
             waiting.append(count)
             children.append([])
             if not count:
                 self.ready.append(i)
+            checked = checked or task.check_mutation
+            may_retry = may_retry or task.retry is not None
         self.states = _States(available)
         # nodes several tasks read: their output digest is kept for run_node to check
-        readers: dict[str, int] = {}
-        for task in tasks:
-            for dep in task.deps:
-                readers[dep] = readers.get(dep, 0) + 1
-        self.shared = {dep for dep, count in readers.items() if count > 1}
-        checked = any(task.check_mutation for task in tasks)
-        if not checked:
-            self.shared = set()
+        self.shared: set[str] = set()
+        if checked:
+            self.shared = {dep for dep, count in readers.items() if count > 1}
+            self.shared.update(tasks[i].node_id for i, kids in enumerate(children) if len(kids) > 1)
         for dep in self.shared & available.keys():
             self.states.digests[dep] = bytes(available[dep].hashable_repr())
         self.failed: dict[int, str] = {}
@@ -372,6 +378,7 @@ class RunEngine:
                     self.unclaimed[dep] = self.unclaimed.get(dep, 0) + 1
         self.stopped = False
         self.cancelled = False
+        self.may_retry = may_retry  # a task has a retry policy (or a timeout)
         self.attempts: dict[int, int] = {}  # node -> the attempt it is on (retried nodes only)
         self.delayed: list[tuple[float, int]] = []  # (monotonic time due, node): retries
         self.deadlines: dict[int, float] = {}  # running node -> monotonic time it times out
@@ -462,6 +469,9 @@ class RunEngine:
         tasks, states, lock, threaded = self.tasks, self.states, self.lock, self.threaded
         plain = self.reuse is None and self.release is None  # nothing to do between nodes
         i = self.position[task.node_id]
+        if plain and not threaded and not self.count_slots and not self.may_retry:
+            self._work_in_order(i, compute)
+            return
         try:
             while i >= 0:
                 attempt = self.attempts.get(i, 1) if self.attempts else 1
@@ -494,6 +504,36 @@ class RunEngine:
             if not threaded:
                 raise
             self.events.put(("crash", exc))
+
+    def _work_in_order(self, first: int, compute: Compute) -> None:
+        """``work`` on the calling thread when nothing is reused, retried or bounded: tasks
+        come parents first, so the next ready node is always the next one in order (what the
+        heap would give), and a finished node's children need only learn of its failure."""
+        tasks, states, failed, report = self.tasks, self.states, self.failed, self.report
+        self.running.clear()
+        self.ready.clear()  # taken here, in order
+        for i in range(first, len(tasks)):
+            if self.stopped:
+                return
+            task = tasks[i]
+            node_id = task.node_id
+            culprit = failed.get(i)
+            if culprit is not None:
+                self._inherit(i, culprit)
+                report.on_skip(node_id, culprit)
+                continue
+            if i != first:  # run told of the first
+                report.on_start(node_id)
+            try:
+                outcome: Outcome = compute(task, states)
+            except Exception as exc:  # noqa: BLE001 - the node's failure; siblings go on
+                failed[i] = node_id
+                self._inherit(i, node_id)
+                report.on_error(node_id, exc)
+                continue
+            self._before_children(node_id, outcome)
+            states[node_id] = outcome[0].state
+            report.on_done(node_id, *outcome)
 
     def finish_task(self, task: NodeTask, outcome: Outcome | Reused) -> None:
         """Report a submitted node's outcome, from any thread: ``(result, seconds)``, the
@@ -574,13 +614,18 @@ class RunEngine:
     def _settle(self, i: int, culprit: str | None) -> None:
         """The readiness update. Node ``i`` is finished: its children lose a parent to wait
         for (and inherit the failure, if any); those with none left become ready."""
+        if culprit is not None:
+            self._inherit(i, culprit)
         waiting = self.waiting
         for child in self.children[i]:
-            if culprit is not None:
-                self.failed.setdefault(child, culprit)
             waiting[child] -= 1
             if not waiting[child]:
                 heappush(self.ready, child)
+
+    def _inherit(self, i: int, culprit: str) -> None:
+        """Node ``i`` failed or was skipped: its children will be skipped, naming ``culprit``."""
+        for child in self.children[i]:
+            self.failed.setdefault(child, culprit)
 
     def _retry(self, i: int, task: NodeTask, error: BaseException) -> bool:
         """Put a failed node back, to be ready again once its backoff has passed, if its

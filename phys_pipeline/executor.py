@@ -390,7 +390,8 @@ class DagExecutor:
         self.cache.finished(plan)
         seconds = time.perf_counter() - prepared.started
         result = self._assemble(plan, prepared.order, recorder, prepared.policy, seconds)
-        _log.debug("run %s: %s", result.provenance["run_id"], result.summary())
+        if _log.isEnabledFor(logging.DEBUG):  # the summary walks every node: only when seen
+            _log.debug("run %s: %s", result.provenance["run_id"], result.summary())
         recorder._notify("on_finish", result)
         if interrupt is not None:
             interrupt.partial = result  # type: ignore[attr-defined]
