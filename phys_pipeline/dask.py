@@ -35,9 +35,10 @@ except ImportError as exc:
         'pip install "phys-pipeline[dask]"'
     ) from exc
 
+from ._portable import portable
 from .dag_cache import file_on_worker
 from .engine import NodeTask, Outcome, RunEngine, RunHooks, run_node_elsewhere
-from .errors import DagError
+from .errors import DagError, RemoteStageError
 from .types import NodeResources, StageResult, State
 
 __all__ = ["RESOURCE_NAMES", "DaskScheduler", "dask_resources"]
@@ -86,10 +87,23 @@ def _file(task: NodeTask, output: tuple[StageResult, float]) -> tuple[StageResul
     return file_on_worker(task.filing, *output)  # type: ignore[arg-type]
 
 
+def _run_node(task: NodeTask, parents: Mapping[str, State]) -> tuple[StageResult, float]:
+    """Worker side: ``run_node_elsewhere``; an exception that Dask could not bring back as
+    itself (it would send ``Exception(repr(exc))``) is raised as a stand-in keeping its
+    message and notes."""
+    try:
+        return run_node_elsewhere(task, parents)
+    except Exception as exc:
+        carried = portable(exc)
+        if not isinstance(carried, RemoteStageError):
+            raise  # Dask's pickling rebuilds it as ``portable`` found it can be
+    raise carried  # out of the handler: no context, which would be the exception itself
+
+
 def _run_root(task: NodeTask, root_state: State) -> tuple[StageResult, float]:
     """Worker side: a root node whose initial state was scattered once rather than embedded in
     every root's task (a big initial field would otherwise travel once per root)."""
-    return run_node_elsewhere(dataclasses.replace(task, root_state=root_state), {})
+    return _run_node(dataclasses.replace(task, root_state=root_state), {})
 
 
 def _detached(exc: BaseException) -> BaseException:
@@ -355,9 +369,7 @@ class _DaskSubmitter:
         expected = {dep: digests[dep] for dep in task.deps if dep in digests}
         if expected:  # parents several nodes read: the worker checks its input against them
             task = dataclasses.replace(task, expected=expected)
-        return self.client.submit(
-            run_node_elsewhere, task, inputs, key=key, pure=False, resources=resources
-        )
+        return self.client.submit(_run_node, task, inputs, key=key, pure=False, resources=resources)
 
     def _state_future(self, dep: str, parents: Mapping[str, State]) -> Future:
         """A parent's state on the cluster; a reused parent's state is shipped on first need."""

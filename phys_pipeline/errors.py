@@ -6,6 +6,7 @@ All errors derive from :class:`PhysPipelineError`; most also derive from the bui
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "NotAStateError",
     "PhysPipelineError",
     "PolicyError",
+    "RemoteStageError",
     "StageError",
     "StageOutputError",
     "StaleCodeError",
@@ -38,6 +40,7 @@ __all__ = [
     "UncacheableWarning",
     "UnhashableValueError",
     "UnknownNodeError",
+    "WorkerDiedError",
 ]
 
 
@@ -334,6 +337,40 @@ class CacheConfigError(CacheError, ValueError):
     def __init__(self, field: str, value: Any, reason: str) -> None:
         self.field, self.value = field, value
         super().__init__(f"CacheConfig.{field} = {value!r}: {reason}")
+
+
+# --- worker processes -----------------------------------------------------------------------
+
+
+class WorkerDiedError(PhysPipelineError, RuntimeError):
+    """The worker process computing a node died (a segfault in a C extension, ``os._exit``, the
+    out-of-memory killer): that node fails, the others go on in new workers. ``exitcode`` is
+    the process's (negative: the number of the signal that ended it)."""
+
+    def __init__(self, node_id: str, exitcode: int) -> None:
+        self.node_id, self.exitcode = node_id, exitcode
+        if exitcode < 0:
+            try:
+                how = f"signal {signal.Signals(-exitcode).name}"
+            except ValueError:
+                how = f"signal {-exitcode}"
+        else:
+            how = f"exit code {exitcode}"
+        super().__init__(f"node {node_id!r}: its worker process died ({how})")
+
+
+class RemoteStageError(RuntimeError):
+    """Stands in for a stage's exception that could not come back from the process it was
+    raised in (it holds a lock, or unpickles wrong): names its type (``module.Qualname``) and
+    keeps its message and notes. Not a PhysPipelineError: it is the stage's own failure, and
+    retried as one."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        self.type_name, self.message = type_name, message
+        super().__init__(f"{type_name}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.type_name, self.message), self.__dict__
 
 
 # names phys-pipeline 2.0.0 code imports from here (PipelineError, DagCycleError, ...)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing as mp
-import pickle
+import threading
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import Any, Literal
 
+from ._portable import portable
 from ._v2 import served_from
 from ._v2.scheduler import JobApi
 from .engine import (
@@ -30,7 +32,7 @@ from .engine import (
     run_node,
     run_node_elsewhere,
 )
-from .errors import ConfigError, DagError, StageError
+from .errors import ConfigError, DagError, StageError, WorkerDiedError
 from .types import StageResult, State, amount_problem, stage_name
 
 # NodeTask, RunHooks, Scheduler, run_node, node_input and DEFAULT_RESOURCES live in the engine;
@@ -47,17 +49,15 @@ __all__ = [
 
 
 def _run_pickled(payload: bytes) -> bytes:
-    """Process-pool entry point: cloudpickle carries classes defined in notebooks."""
+    """Worker process entry point: cloudpickle carries classes defined in notebooks; a
+    failure comes back as itself, or as a stand-in keeping its message and notes."""
     import cloudpickle
 
     task, parents = cloudpickle.loads(payload)
     try:
         return cloudpickle.dumps(("ok", run_node_elsewhere(task, parents)))
     except Exception as exc:  # noqa: BLE001 - shipped back and re-raised in the parent
-        try:
-            return cloudpickle.dumps(("error", exc))
-        except (pickle.PicklingError, TypeError):
-            return cloudpickle.dumps(("error", RuntimeError(repr(exc))))
+        return cloudpickle.dumps(("error", portable(exc)))
 
 
 class LocalScheduler(JobApi):
@@ -139,9 +139,12 @@ class LocalScheduler(JobApi):
                 engine = RunEngine(tasks, available, hooks, slots=slots, threaded=False)
                 engine.run(partial(engine.work, compute=run_node))
                 return
-            engine = RunEngine(tasks, available, hooks, slots=slots)
-            with self._pools(len(tasks), engine) as (threads, processes):
-                compute = run_node if processes is None else partial(_in_process, processes)
+            workers = max(1, min(self.max_workers, len(tasks)))
+            processes = _WorkerProcesses(workers) if self.mode == "process" else None
+            abandon = None if processes is None else processes.abandon
+            engine = RunEngine(tasks, available, hooks, slots=slots, abandon=abandon)
+            with self._threads(workers, engine, processes) as threads:
+                compute = run_node if processes is None else processes.compute
                 # worker threads take ready nodes themselves (``engine.work``), so that a short
                 # node never waits for this thread to wake up; this thread calls the hooks
                 engine.run(partial(threads.submit, engine.work, compute=compute))
@@ -150,23 +153,17 @@ class LocalScheduler(JobApi):
                 bar.close()
 
     @contextlib.contextmanager
-    def _pools(
-        self, n_tasks: int, engine: RunEngine
-    ) -> Iterator[tuple[ThreadPoolExecutor, ProcessPoolExecutor | None]]:
-        """Worker threads, and in process mode the processes they hand their nodes to. Both
-        live only for one ``execute``: a run that ends waits for them; one cancelled or
-        interrupted does not: worker processes are killed, worker threads left to finish their
-        node (Python cannot stop a thread), its outcome dropped."""
-        workers = max(1, min(self.max_workers, n_tasks))
-        processes = None
-        if self.mode == "process":
-            # not fork: forking a process whose other threads (Jupyter's, Dask's) hold locks
-            # can deadlock the child; stages travel by cloudpickle, nothing relies on fork
-            method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-            processes = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method))
-        # a node that times out keeps its thread (Python cannot stop one): room for as many
-        # abandoned attempts as there can be, so that the run keeps its width (threads are
-        # only started when needed; the engine's slots still bound what runs at once)
+    def _threads(
+        self, workers: int, engine: RunEngine, processes: _WorkerProcesses | None
+    ) -> Iterator[ThreadPoolExecutor]:
+        """Worker threads (in process mode, they hand their nodes to ``processes``), living
+        only for one ``execute``. A run that ends waits for them; a thread mode run that was
+        cancelled, interrupted or gave up on a node does not: the thread is left to finish its
+        node (Python cannot stop a thread), its outcome dropped. Worker processes are stopped
+        in any case, killed if still computing, and so free their threads."""
+        # a node that times out keeps its thread until it ends: room for as many abandoned
+        # attempts as there can be, so that the run keeps its width (threads are only started
+        # when needed; the engine's slots still bound what runs at once)
         spare = sum(
             t.retry.max_retries + 1
             for t in engine.tasks
@@ -175,23 +172,102 @@ class LocalScheduler(JobApi):
         threads = ThreadPoolExecutor(max_workers=workers + spare, thread_name_prefix="phys-node")
         abandon = True
         try:
-            yield threads, processes
+            yield threads
             abandon = engine.cancelled or engine.abandoned
         finally:
             if processes is not None:
-                if abandon:
-                    _kill_workers(processes)
-                processes.shutdown(wait=not abandon, cancel_futures=True)
+                processes.close()
+                abandon = False
             threads.shutdown(wait=not abandon, cancel_futures=True)
 
 
-def _kill_workers(pool: ProcessPoolExecutor) -> None:
-    """Stop a process pool's workers now (a cancelled run's nodes must not go on computing);
-    the pool's process table is not public API, hence the care."""
-    processes = getattr(pool, "_processes", None) or {}
-    for process in list(processes.values()):
-        with contextlib.suppress(Exception):
-            process.kill()
+class _WorkerProcesses:
+    """One run's worker processes (a ``pebble`` pool, started on first use; never forked: a
+    fork of a process whose other threads, Jupyter's or Dask's, hold locks can deadlock).
+
+    A node whose worker dies fails alone with WorkerDiedError while pebble starts a new worker
+    for the others; a node given up on (its timeout, a cancelled run) has its worker killed.
+    ``running``: node id -> the future of its current attempt, to kill on ``abandon``."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.lock = threading.Lock()
+        self.running: dict[str, Future] = {}
+        self.closed = False
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> Any:
+        from pebble import ProcessPool
+
+        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        return ProcessPool(max_workers=self.workers, context=mp.get_context(method))
+
+    def compute(self, task: NodeTask, parents: Mapping[str, State]) -> tuple[StageResult, float]:
+        """Compute one node in a worker process, from the worker thread that hands it over."""
+        payload = _pickled(task, {dep: parents[dep] for dep in task.deps})
+        try:
+            return self._run(task, payload)
+        except BrokenProcessPool:
+            # pebble gives up on its whole pool when a worker dies running no node (killed
+            # while idle): this node did not kill it, so it runs again, on a new pool
+            return self._run(task, payload)
+
+    def _run(self, task: NodeTask, payload: bytes) -> tuple[StageResult, float]:
+        import cloudpickle
+        from pebble import ProcessExpired
+
+        future = self._schedule(task, payload)
+        try:
+            status, value = cloudpickle.loads(future.result())
+        except ProcessExpired as exc:
+            raise WorkerDiedError(task.node_id, exc.exitcode) from None
+        finally:
+            with self.lock:
+                if self.running.get(task.node_id) is future:
+                    del self.running[task.node_id]
+        if status == "error":
+            raise value
+        return value
+
+    def _schedule(self, task: NodeTask, payload: bytes) -> Future:
+        # pebble's own clock also stops the attempt, in case the engine gave up on it
+        # (``abandon``) before it was scheduled here
+        timeout = task.retry.timeout_s if task.retry is not None else None
+        broken = None
+        with self.lock:
+            if self.closed:
+                raise CancelledError("the run has ended")
+            if not self.pool.active:  # pebble gave up on it (see ``compute``)
+                broken, self.pool = self.pool, self._new_pool()
+            future = self.pool.schedule(_run_pickled, args=(payload,), timeout=timeout)
+            self.running[task.node_id] = future
+        if broken is not None:
+            self._stop(broken)
+        return future
+
+    def abandon(self, node_id: str) -> None:
+        """The engine gave up on a node (it timed out): kill its worker (pebble does, when a
+        running future is cancelled, and starts another)."""
+        with self.lock:
+            future = self.running.pop(node_id, None)
+        if future is not None:
+            future.cancel()
+
+    def close(self) -> None:
+        """Cancel what still runs (its thread stops waiting), then stop the workers, killing
+        those still computing."""
+        with self.lock:
+            self.closed = True
+            futures = list(self.running.values())
+            self.running.clear()
+        for future in futures:
+            future.cancel()
+        self._stop(self.pool)
+
+    @staticmethod
+    def _stop(pool: Any) -> None:
+        pool.stop()
+        pool.join()
 
 
 class _WithProgress:
@@ -236,19 +312,6 @@ def _pickled(task: NodeTask, parents: dict[str, State]) -> bytes:
             stage_name(task.stage),
             TypeError(f"cannot send the stage and its input to a worker process: {exc}"),
         ) from exc
-
-
-def _in_process(
-    pool: ProcessPoolExecutor, task: NodeTask, parents: Mapping[str, State]
-) -> tuple[StageResult, float]:
-    """Compute one node in a worker process, from the worker thread that hands it over."""
-    import cloudpickle
-
-    payload = _pickled(task, {dep: parents[dep] for dep in task.deps})
-    status, value = cloudpickle.loads(pool.submit(_run_pickled, payload).result())
-    if status == "error":
-        raise value
-    return value
 
 
 def _progress_bar(total: int) -> Any:

@@ -303,25 +303,7 @@ class Solver(PipelineStage[SimpleState, StageConfig]):
         raise ConvergenceError(50, 1e-3)
 
 
-@pytest.mark.parametrize(
-    "mode",
-    [
-        "inline",
-        "threads",
-        pytest.param(
-            "processes",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="scheduler._in_process unpickles the exception by calling "
-                "ConvergenceError(message): the node fails with TypeError "
-                "'__init__() missing 1 required positional argument', type, message and note "
-                "lost (before #14 a StageError holding it was lost the same way; Dask keeps it)",
-            ),
-        ),
-        "dask",
-    ],
-)
+@pytest.mark.parametrize("mode", MODES)
 def test_an_exception_with_its_own_constructor_keeps_type_and_note(
     mode: str, request: pytest.FixtureRequest
 ) -> None:
@@ -349,13 +331,6 @@ class Detector(PipelineStage[SimpleState, StageConfig]):
 
 
 @pytest.mark.parametrize("mode", ["processes", "dask"])
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="an exception that cannot be pickled comes back as RuntimeError (processes) or "
-    "Exception (Dask) holding repr(exc) and no note: stage and config are no longer named "
-    "(before #14 the fallback, repr(StageError), named node and stage)",
-)
 def test_an_exception_that_cannot_be_pickled_still_has_its_note_from_another_process(
     mode: str, request: pytest.FixtureRequest
 ) -> None:
