@@ -106,41 +106,61 @@ def _create_key_file(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _check_key_dir(directory: Path, info: os.stat_result) -> None:
+def _refuse_if_others_control(
+    path: Path,
+    info: os.stat_result,
+    owners: tuple[int, ...],
+    open_bits: int,
+    *,
+    what: str,
+    owner_risk: str,
+    mode_risk: str,
+    chmod: str,
+) -> None:
+    """A CacheError naming ``what`` if it belongs to a uid not in ``owners`` or its mode has any
+    of ``open_bits``: either way someone else could read, replace or change the key."""
     mode = stat.S_IMODE(info.st_mode)
-    if info.st_uid not in (os.geteuid(), 0):
+    if info.st_uid not in owners:
+        raise CacheError(f"{what} belongs to uid {info.st_uid}, {owner_risk} or set {KEY_ENV_VAR}")
+    if mode & open_bits:
         raise CacheError(
-            f"the directory {directory} of the cache key file belongs to uid {info.st_uid}, "
-            f"who could replace the key with their own; keep the key in a directory of yours "
-            f"(XDG_CONFIG_HOME) or set {KEY_ENV_VAR}"
+            f"{what} has mode {mode:#o}: other users can {mode_risk}; run `chmod {chmod} {path}` "
+            f"(or set {KEY_ENV_VAR})"
         )
-    if mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise CacheError(
-            f"the directory {directory} of the cache key file has mode {mode:#o}: other users "
-            f"can write it, so they could replace the key with their own; run "
-            f"`chmod go-w {directory}` (or set {KEY_ENV_VAR})"
-        )
+
+
+def _check_key_dir(directory: Path, info: os.stat_result) -> None:
+    _refuse_if_others_control(
+        directory,
+        info,
+        (os.geteuid(), 0),
+        stat.S_IWGRP | stat.S_IWOTH,
+        what=f"the directory {directory} of the cache key file",
+        owner_risk="who could replace the key with their own; keep the key in a directory of "
+        "yours (XDG_CONFIG_HOME)",
+        mode_risk="write it, so they could replace the key with their own",
+        chmod="go-w",
+    )
 
 
 def _check_key_file(path: Path, info: os.stat_result) -> None:
-    mode = stat.S_IMODE(info.st_mode)
     if not stat.S_ISREG(info.st_mode):
         kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
         raise CacheError(
             f"cache key file {path} is {kind}, not a regular file; remove it (a new key is "
             f"made on first use) or set {KEY_ENV_VAR}"
         )
-    if info.st_uid != os.geteuid():
-        raise CacheError(
-            f"cache key file {path} belongs to uid {info.st_uid}, not to you (uid "
-            f"{os.geteuid()}): its owner could read it and forge cache entries; remove it (a new "
-            f"key is made on first use) or set {KEY_ENV_VAR}"
-        )
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise CacheError(
-            f"cache key file {path} has mode {mode:#o}: other users can read or change it, so "
-            f"they could forge cache entries; run `chmod 600 {path}` (or set {KEY_ENV_VAR})"
-        )
+    _refuse_if_others_control(
+        path,
+        info,
+        (os.geteuid(),),
+        stat.S_IRWXG | stat.S_IRWXO,
+        what=f"cache key file {path}",
+        owner_risk=f"not to you (uid {os.geteuid()}): its owner could read it and forge cache "
+        "entries; remove it (a new key is made on first use)",
+        mode_risk="read or change it, so they could forge cache entries",
+        chmod="600",
+    )
 
 
 def _read_own_file(path: Path) -> bytes:
