@@ -61,7 +61,10 @@ def scalar_metric(stage: str, key: str, value: Any) -> float:
             raise MetricError(stage, key, value, "metric is NaN")
         return number
     raise MetricError(
-        stage, key, value, "metrics must be real scalars; put arrays in the state or artifacts"
+        stage,
+        key,
+        value,
+        "must be a scalar (metrics are real scalars); put arrays in the state or artifacts",
     )
 
 

@@ -222,14 +222,21 @@ class DagCache:
         return f"DagCache({self.backend!r}, hits={self.hits}, misses={self.misses})"
 
 
+# the format of the records below (2.0.0 code reads it as provenance["version"])
+PROVENANCE_VERSION = "v2"
+
+
 def node_provenance(node: NodePlan) -> dict[str, str]:
-    """What a cached result records of the node that computed it."""
+    """What a cached result records of the node that computed it: its key's ingredients,
+    the policy it saw among them."""
     return {
         "node_id": node.id,
         "stage": node.stage_type,
         "cache_key": node.key,
         "code_version": node.code_version,
         "config_hash": node.config_hash,
+        "policy_hash": node.policy_hash,
+        "version": PROVENANCE_VERSION,
     }
 
 

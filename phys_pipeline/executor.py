@@ -12,6 +12,7 @@ from typing import Any
 from . import display
 from ._invoke import NamespacedKeys
 from ._v2 import served_from
+from ._v2.executor import MpiRunner, OnMpiRanks
 from .dag import NodePlan, Plan, Staleness, ancestors_closure, make_plan, policy_seen_by
 from .dag_cache import DagCache, Filing, open_cache, stamp
 from .engine import Cancellation
@@ -291,6 +292,7 @@ class DagExecutor:
         early_cutoff: bool = True,
         retry: RetryPolicy | None = None,
         retry_policy: RetryPolicy | None = None,
+        mpi_runner: MpiRunner | None = None,
     ) -> None:
         self.scheduler = scheduler if scheduler is not None else LocalScheduler()
         self.cache: DagCache = open_cache(cache)
@@ -301,6 +303,7 @@ class DagExecutor:
         # how often a failing node runs again, and how long one attempt may take (a node's
         # own NodeSpec.retry wins); retry_policy is 2.0.0's name for it
         self.retry = retry if retry is not None else retry_policy
+        self.mpi_runner = mpi_runner  # runs the stages of nodes asking for resources.mpi_ranks
 
     def plan(self, state: State, nodes: Sequence[NodeSpec], policy: PolicyLike = None) -> Plan:
         """Keys for every node, computed without running anything."""
@@ -444,19 +447,26 @@ class DagExecutor:
     ) -> NodeTask:
         inputs = spec.inputs
         names = inputs.names if inputs else None
+        resources = spec.resources or DEFAULT_RESOURCES
+        stage, code = spec.stage, planned.fingerprint
+        pinned = planned.code_version if planned.code_version != code.digest else None
+        if self.mpi_runner is not None and resources.mpi_ranks > 1:
+            # the engine checks the wrapper's code, not the stage's: the wrapper checks that
+            stage = OnMpiRanks(stage, self.mpi_runner, resources, spec.id, code, pinned)
+            code = None
         return NodeTask(
             spec.id,
             tuple(spec.deps),
-            spec.stage,
+            stage,
             policy_seen_by(spec, policy),
             None if spec.deps else state,
-            spec.resources or DEFAULT_RESOURCES,
+            resources,
             self.check_mutation,
             tuple(names.get(d, d) for d in spec.deps) if names else None,
             inputs.gather if inputs else False,
             filing,
-            planned.fingerprint,
-            planned.code_version if planned.code_version != planned.fingerprint.digest else None,
+            code,
+            pinned,
             None,
             spec.retry if spec.retry is not None else self.retry,
         )

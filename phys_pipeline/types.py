@@ -66,7 +66,9 @@ class SimpleState(State):
         self.meta = {} if meta is None else meta
 
     def deepcopy(self) -> SimpleState:
-        return SimpleState(copy.deepcopy(self.payload), copy.deepcopy(self.meta))
+        if type(self) is SimpleState:  # the common case, built directly: stages copy often
+            return SimpleState(copy.deepcopy(self.payload), copy.deepcopy(self.meta))
+        return copy.deepcopy(self)  # a subclass stays itself, with what it adds
 
     def hashable_repr(self) -> bytes:
         return digest_pair(self.payload, self.meta, "SimpleState")
@@ -229,24 +231,33 @@ _SETTLED = frozenset(
 @dataclass(frozen=True)
 class NodeResources:
     """Slots a node occupies while it runs (see ``LocalScheduler(max_cpu=, max_gpu=)``).
+    ``mpi_ranks`` above one has the ``mpi_runner`` given to ``DagExecutor`` run the stage on
+    that many MPI ranks (the runner finds them: they take no slots; without a runner the stage
+    runs as any other).
     ``memory_gb`` is 2.0.0's spelling of ``mem_gb``, still accepted and read (deprecated)."""
 
     cpu: int = 1
     gpu: int = 0
     mem_gb: float = 0.0
+    mpi_ranks: int = 1
 
     def __post_init__(self) -> None:
         for name, value, problem in self.problems():
             raise ConfigError("NodeResources", name, value, f"NodeResources.{name} {problem}")
 
     def problems(self) -> list[tuple[str, Any, str]]:
-        """Each field that is not a finite number >= 0 (NaN never fits any slot, so a node
-        asking for it would wait for ever), with why."""
-        return [
+        """Each slot that is not a finite number >= 0 (NaN never fits any slot, so a node
+        asking for it would wait for ever), and ``mpi_ranks`` if not a whole number >= 1,
+        with why."""
+        found = [
             (name, value, problem)
             for name in ("cpu", "gpu", "mem_gb")
             if (problem := amount_problem(value := getattr(self, name))) is not None
         ]
+        ranks = self.mpi_ranks
+        if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
+            found.append(("mpi_ranks", ranks, "must be a whole number >= 1"))
+        return found
 
 
 def amount_problem(value: Any) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
 import pickle
 import sys
 import threading
@@ -40,10 +41,11 @@ from phys_pipeline._v2.record import (
     is_figure,
 )
 from phys_pipeline._v2.scheduler import JobApi, JobHandle
-from phys_pipeline.cache import DiskStore
+from phys_pipeline.cache import CacheConfig, DiskStore, build_cache_backend
 from phys_pipeline.dag import make_plan
 from phys_pipeline.dag_cache import DagCache
 from phys_pipeline.errors import (
+    CacheConfigError,
     CacheError,
     ConfigError,
     CycleError,
@@ -54,6 +56,7 @@ from phys_pipeline.errors import (
     MissingDependencyError,
     MissingRecorderError,
     PhysPipelineError,
+    StaleCodeError,
     UnhashableValueError,
 )
 from phys_pipeline.executor import DagExecutor
@@ -253,7 +256,7 @@ def test_a_metric_that_is_not_a_scalar_is_caught_as_a_stage_contract_error() -> 
         def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
             return StageResult(state=state, metrics={"spectrum": np.ones(3)})
 
-    with pytest.raises(StageContractError, match="'spectrum'"):
+    with pytest.raises(StageContractError, match=r"'spectrum'.*must be a scalar"):
         SequentialPipeline([Spectrometer(StageConfig(name="spec"))]).run(SimpleState(1.0))
 
 
@@ -486,6 +489,96 @@ def test_an_mpi_runner_is_an_object_with_a_run_method() -> None:
     assert runner.run(stage, SimpleState(1.0), resources=NodeResources(cpu=2)).state.payload == 3.0
 
 
+class CountingRunner:
+    """Stands in for mpirun: runs the stage here, as one rank, noting the ranks asked for."""
+
+    def __init__(self) -> None:
+        self.ranks: list[int] = []
+
+    def run(self, stage: Any, state: Any, *, resources: NodeResources) -> StageResult:
+        self.ranks.append(resources.mpi_ranks)
+        result = stage.process(state)
+        result.metrics["pid"] = os.getpid()
+        return result
+
+
+def mpi_chain(ranks: int) -> list[NodeSpec]:
+    return [
+        NodeSpec(id="amp", stage=Amplifier(GainCfg(gain=3.0))),
+        NodeSpec(
+            id="loss",
+            deps=["amp"],
+            stage=Attenuator(LossCfg(transmission=0.5)),
+            resources=NodeResources(mpi_ranks=ranks),
+        ),
+    ]
+
+
+def test_node_resources_ask_for_one_mpi_rank_unless_told() -> None:
+    assert NodeResources().mpi_ranks == 1
+    assert NodeResources(cpu=2, mpi_ranks=4) == NodeResources(2, 0, 0.0, 4)
+
+
+@pytest.mark.parametrize("ranks", [0, -2, 1.5, True, "4"])
+def test_mpi_ranks_not_a_whole_number_from_one_up_are_a_config_error(ranks: Any) -> None:
+    with pytest.raises(ConfigError) as caught:
+        NodeResources(mpi_ranks=ranks)
+    assert caught.value.field == "mpi_ranks"
+
+
+def test_a_node_asking_for_mpi_ranks_runs_through_the_executors_mpi_runner() -> None:
+    runner = CountingRunner()
+    policy = PolicyBag({"coating": "AR"})
+    out = DagExecutor(mpi_runner=runner).run(SimpleState(1.0), mpi_chain(4), policy=policy)
+    assert runner.ranks == [4]  # only "loss" asked for ranks
+    assert out.results["loss"].state.payload == 1.5
+    assert out.results["loss"].state.meta["coating"] == "AR"  # the policy the node's key covers
+    assert out.metrics["loss.pid"] == os.getpid()
+
+
+def test_one_rank_or_no_runner_runs_the_stage_as_any_other() -> None:
+    runner = CountingRunner()
+    out = DagExecutor(mpi_runner=runner).run(SimpleState(1.0), mpi_chain(1))
+    assert runner.ranks == [] and out.results["loss"].state.payload == 1.5
+    assert DagExecutor().run(SimpleState(1.0), mpi_chain(4)).results["loss"].state.payload == 1.5
+
+
+def test_an_mpi_nodes_result_is_cached_like_any_other(tmp_path: Path) -> None:
+    runner = CountingRunner()
+    first = DagExecutor(cache=DiskStore(tmp_path), mpi_runner=runner).run(
+        SimpleState(1.0), mpi_chain(2)
+    )
+    again = DagExecutor(cache=DiskStore(tmp_path), mpi_runner=runner).run(
+        SimpleState(1.0), mpi_chain(2)
+    )
+    assert first.ran == ["amp", "loss"] and again.hits == ["amp", "loss"] and runner.ranks == [2]
+
+
+def test_an_mpi_node_in_a_worker_process_reaches_the_runner_there() -> None:
+    executor = DagExecutor(
+        scheduler=LocalScheduler(max_workers=1, mode="process"), mpi_runner=CountingRunner()
+    )
+    out = executor.run(SimpleState(1.0), mpi_chain(2))
+    assert out.results["loss"].state.payload == 1.5 and out.metrics["loss.pid"] != os.getpid()
+
+
+def test_an_mpi_node_sent_to_a_process_with_other_code_refuses_to_run() -> None:
+    from phys_pipeline._v2.executor import OnMpiRanks
+
+    planned = make_plan(mpi_chain(2), SimpleState(1.0)).nodes["loss"].fingerprint
+    # the plan's code, as a process that imported an older Attenuator would differ from it
+    other = dataclasses.replace(
+        planned, digest="0" * 32, parts={label: "older" for label in planned.parts}
+    )
+    stage, runner = Attenuator(LossCfg()), CountingRunner()
+    here = OnMpiRanks(stage, runner, NodeResources(mpi_ranks=2), "loss", other)
+    assert here.process(SimpleState(1.0)).state.payload == 0.5  # this process: no check
+    arrived = dataclasses.replace(here, made_in=os.getpid() + 1)  # as unpickled elsewhere
+    with pytest.raises(StaleCodeError, match="'loss'"):
+        arrived.process(SimpleState(1.0))
+    assert runner.ranks == [2]
+
+
 # --- phys_pipeline.pipeline -----------------------------------------------------------------
 
 
@@ -506,11 +599,23 @@ def test_a_wrapped_pipeline_runs_as_one_stage_under_its_name() -> None:
 
 def test_a_wrapped_pipeline_keeps_the_state_class() -> None:
     class Pulse(SimpleState):
-        def deepcopy(self) -> Pulse:
-            return Pulse(self.payload, dict(self.meta))
+        """Copied by SimpleState.deepcopy, which it does not override."""
 
     out = SequentialPipeline([quietly(wrapped)], name="laser").run(Pulse(1.0))
-    assert isinstance(out.state, Pulse)
+    assert type(out.state) is Pulse and out.state.payload == 1.0
+
+
+def test_a_simple_state_subclass_copies_as_itself_with_what_it_adds() -> None:
+    class Pulse(SimpleState):
+        pass
+
+    pulse = Pulse(1.0, {"shots": [1, 2]})
+    pulse.carrier_nm = [800.0]  # type: ignore[attr-defined]
+    twin = pulse.deepcopy()
+    assert type(twin) is Pulse and twin == pulse
+    assert twin.carrier_nm == [800.0] and twin.carrier_nm is not pulse.carrier_nm
+    assert twin.meta["shots"] is not pulse.meta["shots"]
+    assert type(SimpleState(1.0).deepcopy()) is SimpleState
 
 
 def test_a_wrapped_pipelines_config_and_version_are_its_pipelines() -> None:
@@ -597,6 +702,39 @@ def test_a_shared_disk_cache_is_our_disk_store_and_serves_a_dag(tmp_path: Path) 
     second = DagExecutor(cache=DagCache(SharedDiskCache(tmp_path))).run(SimpleState(1.0), nodes)
     assert first.ran == ["amp"] and second.hits == ["amp"]
     assert second.results["amp"].state.payload == 2.0
+
+
+def test_a_store_is_named_as_the_cache_config_backend_that_builds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_cache_key: Path
+) -> None:
+    assert build_cache_backend(CacheConfig(disk_root=tmp_path)).name == "disk"
+    assert build_cache_backend(CacheConfig(backend="memory")).name == "memory"
+    assert build_cache_backend(CacheConfig(backend="redis")).name == "redis"  # not connected
+    monkeypatch.setenv("PHYS_PIPELINE_CACHE_KEY", "0f" * 32)
+    shared = CacheConfig(backend="shared-disk", disk_root=tmp_path)
+    assert build_cache_backend(shared).name == "shared-disk"
+
+
+def test_an_unknown_cache_backend_is_unsupported_naming_the_choices() -> None:
+    with pytest.raises(ValueError, match="Unsupported cache backend") as caught:
+        CacheConfig(backend="tape")
+    assert isinstance(caught.value, CacheConfigError) and caught.value.field == "backend"
+    assert all(f"'{name}'" in str(caught.value) for name in ("disk", "shared-disk", "redis"))
+
+
+def test_a_nodes_provenance_records_the_policy_it_saw_and_its_format(tmp_path: Path) -> None:
+    policy = PolicyBag({"coating": "AR", "pump_w": 3.0})
+    nodes = [
+        NodeSpec(id="amp", stage=Amplifier(GainCfg())),
+        NodeSpec(id="loss", deps=["amp"], stage=Attenuator(LossCfg()), policy_keys=["coating"]),
+    ]
+    for run in ("ran", "hit"):
+        out = DagExecutor(cache=DiskStore(tmp_path)).run(SimpleState(1.0), nodes, policy=policy)
+        assert getattr(out, "ran" if run == "ran" else "hits") == ["amp", "loss"]
+        amp, loss = (out.results[nid].provenance for nid in ("amp", "loss"))
+        assert amp["policy_hash"] == out.provenance["policy_hash"] == policy.hash()
+        assert loss["policy_hash"] == policy.hash_of(["coating"]) != policy.hash()
+        assert amp["version"] == loss["version"] == "v2"
 
 
 def test_a_cache_entry_serialises_to_json_and_npz_and_back() -> None:

@@ -248,7 +248,8 @@ class PoolBackend:
 
     def _add(self, res: NodeResources, sign: int) -> None:
         with self.lock:
-            for name, amount in (("workers", 1), *vars(res).items()):
+            slots = ((name, getattr(res, name)) for name in ("cpu", "gpu", "mem_gb"))
+            for name, amount in (("workers", 1), *slots):
                 self.in_use[name] += sign * amount
                 self.peak[name] = max(self.peak[name], self.in_use[name])
 

@@ -31,10 +31,12 @@ class SharedDiskCache(DiskStore):
     """A disk cache under ``root`` for several processes (jobs of one user on a cluster, say).
     ``lock_suffix`` is accepted for 2.0.0 code and unused: no entry needs a lock."""
 
-    name = "shared-disk"
-
     def __init__(self, root: str | os.PathLike[str], *, lock_suffix: str = ".lock") -> None:
         super().__init__(root)
+
+    @property
+    def name(self) -> str:
+        return "shared-disk"
 
 
 def serialize_cache_entry(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib.parse
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -18,6 +18,8 @@ from .tiered import TieredStore
 __all__ = ["CacheConfig", "build_cache_backend"]
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+Backend = Literal["disk", "shared-disk", "memory", "redis"]
+_BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 class CacheConfig(BaseModel):
@@ -29,7 +31,7 @@ class CacheConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    backend: Literal["disk", "shared-disk", "memory", "redis"] = "disk"
+    backend: Backend = "disk"
     disk_root: Path = Path(".cache/phys-pipeline")
     disk_max_bytes: int | None = Field(None, gt=0)  # evict least recently used entries above
     redis_url: str = "redis://localhost:6379/0"
@@ -49,6 +51,14 @@ class CacheConfig(BaseModel):
             field = ".".join(str(part) for part in error["loc"]) or "?"
             reason = error["msg"].removeprefix("Value error, ")
             raise CacheConfigError(field, error.get("input"), reason) from None
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _known_backend(cls, backend: Any) -> Any:
+        if not isinstance(backend, str) or backend not in _BACKENDS:
+            choices = ", ".join(repr(name) for name in _BACKENDS)
+            raise ValueError(f"Unsupported cache backend; use one of {choices}")
+        return backend
 
     @field_validator("redis_url")
     @classmethod

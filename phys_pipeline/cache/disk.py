@@ -475,6 +475,11 @@ class DiskStore:
         self.max_bytes = max_bytes
         self.budget = DiskBudget(self, max_bytes) if max_bytes is not None else None
 
+    @property
+    def name(self) -> str:
+        """The ``CacheConfig.backend`` this store is."""
+        return "shared-disk" if self.shared else "disk"
+
     # --- reading ----------------------------------------------------------------------------
 
     def get(self, key: str) -> StageResult | None:

@@ -6,6 +6,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import ClassVar
 
 from ..types import StageResult
 from .base import CacheWarning, validate_key
@@ -19,6 +20,8 @@ class MemoryStore:
     least recently used entries once their estimated size exceeds ``max_bytes``. Thread-safe.
     A result larger than ``max_bytes`` on its own is not kept. Nothing stored is shared with a
     caller that could change it: arrays are read-only and containers copied (see ``frozen``)."""
+
+    name: ClassVar[str] = "memory"  # the CacheConfig.backend this store is
 
     def __init__(self, max_bytes: int = 2 * 1024**3) -> None:
         if max_bytes <= 0:

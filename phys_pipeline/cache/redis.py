@@ -78,6 +78,7 @@ class RedisStore:
     """
 
     reachable_from_other_processes: ClassVar[bool] = True  # by its URL
+    name: ClassVar[str] = "redis"  # the CacheConfig.backend this store is
 
     def __init__(
         self,
