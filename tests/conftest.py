@@ -14,6 +14,8 @@ from phys_pipeline.session import LiveSession
 from phys_pipeline.types import SimpleState
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from phys_pipeline.widgets import PipelineApp
 
 
@@ -42,6 +44,21 @@ def redis_url(redis_binary: str) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    """A Dask client on a LocalCluster of two single-threaded worker processes, one cluster per
+    test module; needs distributed, imported only when asked for."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as dask_client,
+    ):
+        yield dask_client
 
 
 # --- the widget tests' session and app (tests/test_widget_*.py) ------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from stages.beams import Amplifier, BeamCfg, GainCfg, GaussianBeam
 
 pytest.importorskip("distributed")
 
@@ -53,35 +54,7 @@ REUSED = "cached: upstream output unchanged"
 SLOW_S = 1.5  # long enough for the driver to act while a worker computes
 
 
-# --- stages: a Gaussian beam, amplifiers, a frequency grid and what reads it ---------------------
-
-
-class BeamCfg(StageConfig):
-    n: int = 2048
-    width: float = 0.1
-    tag: str = ""  # changes the key, never the field
-
-
-class GaussianBeam(PipelineStage[SimpleState, BeamCfg]):
-    """Root: a Gaussian beam profile on n points."""
-
-    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
-        x = np.linspace(-1.0, 1.0, self.cfg.n)
-        field = np.exp(-((x / self.cfg.width) ** 2))
-        return StageResult(SimpleState(field), metrics={"power": float(np.sum(field**2))})
-
-
-class GainCfg(StageConfig):
-    gain: float = 2.0
-    tag: str = ""
-
-
-class Amplifier(PipelineStage[SimpleState, GainCfg]):
-    """Multiplies the field by sqrt(gain): the power by gain."""
-
-    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
-        field = state.payload * np.sqrt(self.cfg.gain)
-        return StageResult(SimpleState(field), metrics={"power": float(np.sum(field**2))})
+# --- stages: amplifiers, a frequency grid and what reads it (the beam: stages.beams) ------------
 
 
 class SlowAmplifier(Amplifier):
@@ -254,17 +227,6 @@ def cluster_is_empty(client: Client, timeout_s: float = 30.0) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as dask_client,
-    ):
-        yield dask_client
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,15 @@ from __future__ import annotations
 import os
 import pickle
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from stages.beams import Amplifier, BeamCfg, GainCfg, GaussianBeam
 
 pytest.importorskip("distributed")
 
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from phys_pipeline.cache import DiskStore, MemoryStore
 from phys_pipeline.dag_cache import DagCache, FiledResult
@@ -25,37 +25,10 @@ from phys_pipeline.executor import DagExecutor
 from phys_pipeline.policy import PolicyBag
 from phys_pipeline.session import LiveSession
 from phys_pipeline.sweep import SweepSpec, expand_sweep
-from phys_pipeline.types import NodeSpec, PipelineStage, SimpleState, StageConfig, StageResult
+from phys_pipeline.types import NodeSpec, SimpleState, StageResult
 
 
-class FieldCfg(StageConfig):
-    n: int = 4096
-    width: float = 0.1
-
-
-class GaussianField(PipelineStage[SimpleState, FieldCfg]):
-    """Root: a Gaussian beam profile on a grid of n points."""
-
-    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
-        x = np.linspace(-1.0, 1.0, self.cfg.n)
-        field = np.exp(-((x / self.cfg.width) ** 2))
-        return StageResult(SimpleState(field), metrics={"power": float(np.sum(field**2))})
-
-
-class GainCfg(StageConfig):
-    gain: float = 2.0
-    label: str = "amp"
-
-
-class Amplify(PipelineStage[SimpleState, GainCfg]):
-    """Multiplies the field by sqrt(gain): the power by gain."""
-
-    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
-        field = state.payload * np.sqrt(self.cfg.gain)
-        return StageResult(SimpleState(field), metrics={"power": float(np.sum(field**2))})
-
-
-class EnvGain(Amplify):
+class EnvGain(Amplifier):
     """Reads its gain from the environment: its key cannot cover that, so it is uncacheable."""
 
     def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
@@ -63,26 +36,15 @@ class EnvGain(Amplify):
         return StageResult(SimpleState(state.payload * gain))
 
 
-def beam(gain: float = 2.0, label: str = "amp") -> list[NodeSpec]:
+def beam(gain: float = 2.0, tag: str = "") -> list[NodeSpec]:
     return [
-        NodeSpec("field", stage=GaussianField(FieldCfg())),
-        NodeSpec("amp", ["field"], Amplify(GainCfg(gain=gain, label=label))),
-        NodeSpec("again", ["amp"], Amplify(GainCfg(gain=3.0))),
+        NodeSpec("field", stage=GaussianBeam(BeamCfg(n=4096))),
+        NodeSpec("amp", ["field"], Amplifier(GainCfg(gain=gain, tag=tag))),
+        NodeSpec("again", ["amp"], Amplifier(GainCfg(gain=3.0))),
     ]
 
 
 START = SimpleState(None)
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as dask_client,
-    ):
-        yield dask_client
 
 
 def local_run(nodes: list[NodeSpec]) -> dict[str, np.ndarray]:
@@ -167,7 +129,7 @@ def test_an_uncacheable_node_is_never_filed_by_a_worker(client: Client, tmp_path
 def test_early_cutoff_compares_the_digests_workers_sent(client: Client, tmp_path: Path) -> None:
     executor = DagExecutor(scheduler=DaskScheduler(client), cache=DiskStore(tmp_path))
     executor.run(START, beam())
-    relabelled = executor.run(START, beam(label="renamed"))  # new key, same output
+    relabelled = executor.run(START, beam(tag="renamed"))  # new key, same output
     assert relabelled.ran == ["amp"]
     assert relabelled.runs["again"].reason == "cached: upstream output unchanged"
     changed = executor.run(START, beam(gain=5.0))
@@ -203,7 +165,7 @@ def test_a_session_on_dask_fills_its_memory_tier_from_the_shared_disk(
     assert isinstance(session.executor.cache, DagCache)
 
 
-class Diverges(Amplify):
+class Diverges(Amplifier):
     """A propagation that blows up: the node fails with its own exception."""
 
     def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:

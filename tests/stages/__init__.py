@@ -3,6 +3,8 @@
 - ``stages.media``: nested config models (``Medium``, its subclass ``Glass``).
 - ``stages.optics``: the ultrafast-optics line the widget tests edit (grid -> pulse -> fibre ->
   duration, grid -> spectrum), with a config field of every kind a control is made for.
+- ``stages.beams``: a Gaussian beam and amplifiers (a large field, a tag outside the output),
+  for the tests of results Dask workers file.
 - The frequency grid, quadratic phases and merge wired as ``diamond()`` stay in the top-level
   module ``dag_stages`` (tests/dag_stages.py): tests assert stage identities such as
   ``dag_stages.GridStage`` in stale reasons, so that module keeps its name.
