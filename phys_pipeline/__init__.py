@@ -36,6 +36,7 @@ _LAZY = {
     "expand_sweep": "sweep",
     "sweep_table": "sweep",
     "NodeList": "sweep",
+    "report_progress": "progress",
 }
 # names phys-pipeline 2.0.0 offered here, from the phys_pipeline._v2 module holding them
 _V2 = {

@@ -54,6 +54,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from heapq import heappop, heappush
 from typing import Any, NamedTuple, Protocol
 
@@ -62,6 +63,7 @@ from .dag_cache import FiledResult, Filing
 from .errors import CorruptedInputError, NodeTimeoutError, StaleCodeError, StateMutationError
 from .fingerprint import Fingerprint, stale_parts
 from .policy import PolicyBag
+from .progress import reporting
 from .retry import RetryPolicy
 from .types import DagState, NodeResources, StageResult, State, stage_name
 
@@ -226,7 +228,8 @@ class RunHooks(Protocol):
 
     def on_skip(self, node_id: str, failed_dep: str) -> None: ...
 
-    # optional: on_retry(node_id, attempt, error), when a failed attempt will be retried
+    # optional: on_retry(node_id, attempt, error), when a failed attempt will be retried;
+    # on_progress(node_id, fraction, message), what a stage reports (``progress``)
 
 
 class Scheduler(Protocol):
@@ -306,6 +309,21 @@ class _Deferred:
 
     def on_retry(self, node_id: str, attempt: int, error: BaseException) -> None:
         self.put(("on_retry", node_id, attempt, error))
+
+    def on_progress(self, node_id: str, fraction: float, message: str) -> None:
+        self.put(("on_progress", node_id, fraction, message))
+
+
+_NOT_SETTLING = frozenset({"on_start", "on_retry", "on_progress"})
+"""Events that leave their node where it was: the others each settle one node."""
+
+
+def _reporting_progress(
+    compute: Compute, report: RunHooks, task: NodeTask, states: Mapping[str, State]
+) -> Outcome:
+    """``compute``, with what the stage reports (``report_progress``) going to the hooks."""
+    with reporting(partial(report.on_progress, task.node_id)):  # type: ignore[attr-defined]
+        return compute(task, states)
 
 
 class RunEngine:
@@ -419,10 +437,10 @@ class RunEngine:
                     raise details[0]
                 if event == "cancel":
                     return
-                handler = getattr(hooks, event, None)  # on_retry is optional
+                handler = getattr(hooks, event, None)  # on_retry and on_progress are optional
                 if handler is not None:
                     handler(*details)
-                if event not in ("on_start", "on_retry"):
+                if event not in _NOT_SETTLING:
                     settled += 1
                 if self.ready and len(self.running) < self.free.workers:
                     self._fire()
@@ -468,6 +486,8 @@ class RunEngine:
         same turn of the lock that finishes this one, until none is left to take."""
         tasks, states, lock, threaded = self.tasks, self.states, self.lock, self.threaded
         plain = self.reuse is None and self.release is None  # nothing to do between nodes
+        if getattr(self.hooks, "on_progress", None) is not None:  # someone listens
+            compute = partial(_reporting_progress, compute, self.report)
         i = self.position[task.node_id]
         if plain and not threaded and not self.count_slots and not self.may_retry:
             self._work_in_order(i, compute)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from . import display
@@ -130,7 +131,19 @@ class _RunRecorder:
     """Scheduler hooks for one run: keeps results, files them in the cache, forwards to
     callbacks."""
 
-    _EVENTS = ("on_plan", "on_start", "on_done", "on_error", "on_skip", "on_retry", "on_finish")
+    _EVENTS = (
+        "on_plan",
+        "on_start",
+        "on_done",
+        "on_error",
+        "on_skip",
+        "on_retry",
+        "on_progress",
+        "on_finish",
+    )
+    # what stages report of their progress (``report_progress``): only asked for, and so only
+    # collected, when a callback listens
+    on_progress: Callable[[str, float, str], None] | None = None
 
     def __init__(
         self,
@@ -155,6 +168,8 @@ class _RunRecorder:
             event: [m for m in (getattr(cb, event, None) for cb in callbacks) if m is not None]
             for event in self._EVENTS
         }
+        if self.listeners["on_progress"]:
+            self.on_progress = partial(self._notify, "on_progress")
 
     def _notify(self, event: str, *args: Any) -> None:
         for method in self.listeners[event]:
@@ -275,7 +290,9 @@ class DagExecutor:
 
     ``callbacks`` are objects with any of ``on_plan(plan, stale)``, ``on_start(node_id)``,
     ``on_done(node_id, result, cache_hit)``, ``on_error(node_id, exc)``, ``on_skip(node_id,
-    failed_dep)``, ``on_finish(result)``; progress bars and widgets hook in here.
+    failed_dep)``, ``on_retry(node_id, attempt, error)``, ``on_progress(node_id, fraction,
+    message)`` (what a stage reports with ``report_progress``), ``on_finish(result)``; progress
+    bars and widgets hook in here.
 
     With a cache, ``early_cutoff`` (default) lets a node that is stale only because an upstream
     node changed load its previous result when that upstream node, rerun, produced the same
