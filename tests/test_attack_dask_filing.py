@@ -526,6 +526,26 @@ def test_an_interrupted_filed_run_leaves_nothing_running_and_the_next_run_is_rig
     assert cluster_is_empty(client)
 
 
+def interrupt_once_the_peak_is_done(
+    lonely: Client, nodes: list[NodeSpec], store: DiskStore
+) -> None:
+    """Runs ``nodes`` on the lonely worker and interrupts once the peak finder is done, as
+    Ctrl-C would: nothing may stay on the cluster."""
+    executor = DagExecutor(
+        scheduler=DaskScheduler(lonely), cache=store, callbacks=[InterruptOnDone("peak")]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        executor.run(START, nodes, raise_on_error=False)
+    assert cluster_is_empty(lonely)
+
+
+def peak_without_the_culprit(nodes: list[NodeSpec], store: DiskStore) -> float:
+    """The peak a local run reads through ``store`` once the culprit is gone: the true grid's
+    1.0, unless an entry the culprit corrupted was left cached."""
+    again = DagExecutor(cache=store).run(START, [n for n in nodes if n.id != "culprit"])
+    return again.metrics["peak.peak"]
+
+
 def test_a_stage_writing_to_its_input_on_a_worker_corrupts_nothing_after_the_run(
     lonely: Client, tmp_path: Path
 ) -> None:
@@ -539,10 +559,7 @@ def test_a_stage_writing_to_its_input_on_a_worker_corrupts_nothing_after_the_run
     )
     assert isinstance(out.failures["culprit"], StateMutationError)
     assert not store.contains(out.plan.nodes["peak"].key)
-    again = DagExecutor(cache=DiskStore(tmp_path, signer=signer)).run(
-        START, [n for n in nodes if n.id != "culprit"]
-    )
-    assert again.metrics["peak.peak"] == 1.0
+    assert peak_without_the_culprit(nodes, DiskStore(tmp_path, signer=signer)) == 1.0
 
 
 def test_an_interrupt_after_a_worker_stage_wrote_to_its_input_leaves_no_corrupted_entry(
@@ -550,18 +567,8 @@ def test_an_interrupt_after_a_worker_stage_wrote_to_its_input_leaves_no_corrupte
 ) -> None:
     signer = EntrySigner(f"given {uuid.uuid4().hex}")
     nodes = grid_and_readers()
-    executor = DagExecutor(
-        scheduler=DaskScheduler(lonely),
-        cache=DiskStore(tmp_path, signer=signer),
-        callbacks=[InterruptOnDone("peak")],
-    )
-    with pytest.raises(KeyboardInterrupt):
-        executor.run(START, nodes, raise_on_error=False)
-    assert cluster_is_empty(lonely)
-    again = DagExecutor(cache=DiskStore(tmp_path, signer=signer)).run(
-        START, [n for n in nodes if n.id != "culprit"]
-    )
-    assert again.metrics["peak.peak"] == 1.0
+    interrupt_once_the_peak_is_done(lonely, nodes, DiskStore(tmp_path, signer=signer))
+    assert peak_without_the_culprit(nodes, DiskStore(tmp_path, signer=signer)) == 1.0
 
 
 def test_a_sibling_a_worker_filed_before_the_culprit_returned_is_not_left_cached(
@@ -573,16 +580,8 @@ def test_a_sibling_a_worker_filed_before_the_culprit_returned_is_not_left_cached
         NodeSpec("culprit", ["grid"], SlowScribbler(StageConfig())),
         NodeSpec("peak", ["grid"], LatePeak(StageConfig())),
     ]
-    executor = DagExecutor(
-        scheduler=DaskScheduler(lonely),
-        cache=DiskStore(tmp_path, signer=signer),
-        callbacks=[InterruptOnDone("peak")],
-    )
-    with pytest.raises(KeyboardInterrupt):
-        executor.run(START, nodes, raise_on_error=False)
-    assert cluster_is_empty(lonely)
-    again = DagExecutor(cache=DiskStore(tmp_path, signer=signer)).run(START, [nodes[0], nodes[2]])
-    assert again.metrics["peak.peak"] == 1.0
+    interrupt_once_the_peak_is_done(lonely, nodes, DiskStore(tmp_path, signer=signer))
+    assert peak_without_the_culprit(nodes, DiskStore(tmp_path, signer=signer)) == 1.0
 
 
 # --- uncacheable nodes ---------------------------------------------------------------------------
