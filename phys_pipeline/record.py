@@ -25,6 +25,7 @@ from ._v2.record import FigureApi
 
 __all__ = [
     "ArtifactRecorder",
+    "atomic_write",
     "resolve_artifact",
 ]
 
@@ -57,7 +58,9 @@ def _manifest_lock(root: Path) -> Iterator[None]:
             yield
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` at once: a reader sees the old file or the new one, never a
+    part (a temporary file beside it is renamed over it). Run histories are saved this way too."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -110,7 +113,7 @@ class ArtifactRecorder(FigureApi):
         ]
         with _manifest_lock(self.root):
             manifest = self.manifest() + entries
-            _atomic_write(self.manifest_path, json.dumps(manifest, indent=1).encode())
+            atomic_write(self.manifest_path, json.dumps(manifest, indent=1).encode())
         return paths
 
     @staticmethod
@@ -127,11 +130,11 @@ class ArtifactRecorder(FigureApi):
             return [path]
         if isinstance(value, bytes | bytearray | memoryview):
             path = _with_ext(base, ".bin")
-            _atomic_write(path, bytes(value))
+            atomic_write(path, bytes(value))
             return [path]
         if isinstance(value, str):
             path = _with_ext(base, ".txt")
-            _atomic_write(path, value.encode())
+            atomic_write(path, value.encode())
             return [path]
         try:
             data = json.dumps(value, indent=1, default=_json_default).encode()
@@ -141,7 +144,7 @@ class ArtifactRecorder(FigureApi):
                 "matplotlib figure, an ndarray, bytes, str or JSON-able data"
             ) from exc
         path = _with_ext(base, ".json")
-        _atomic_write(path, data)
+        atomic_write(path, data)
         return [path]
 
 

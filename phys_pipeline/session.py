@@ -1,15 +1,19 @@
 """LiveSession: the model behind interactive exploration; widgets are only views of it.
 
-It holds the nodes, the initial state, a policy, a cache and the last results. Edits are
-validated through the node's config model and only mark what they invalidate; ``run`` computes
-just the stale nodes. Every status change is announced to subscribers (the widgets).
+It holds the nodes, the initial state, a policy, a cache, the last results and the run
+history. Edits are all or nothing: validated through the node's config model and planned before
+the session takes them, so one that fails leaves the session as it was. They only mark what
+they invalidate; ``run`` computes just the stale nodes, and a node edited while a run is in
+flight is stale when it ends. Every status change is announced to subscribers (the widgets).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ._deprecation import deprecated_function, warn_once
@@ -18,6 +22,7 @@ from .dag import Plan, Staleness, make_plan
 from .dag_cache import DagCache, open_cache
 from .errors import UnknownNodeError
 from .executor import DagExecutor, DagRunResult
+from .history import RunHistory
 from .policy import PolicyBag, PolicyLike, as_policy
 from .scheduler import LocalScheduler, Scheduler
 from .types import NodeSpec, NodeStatus, State
@@ -29,6 +34,8 @@ __all__ = [
 ]
 
 Listener = Callable[[str, "LiveSession"], None]
+# what an edit changes: the nodes by id, the initial state and the policy
+_Setup = tuple[dict[str, NodeSpec], State, PolicyBag | None]
 
 
 def _default_session_cache(cache: Any, memory_bytes: int) -> DagCache:
@@ -42,10 +49,30 @@ default_session_cache = deprecated_function(
 )
 
 
+@dataclass
+class _RunInFlight:
+    """The run in progress: the edit count it started at, its plan once made, and the nodes
+    whose key an edit since has changed (what the run computes for them is outdated)."""
+
+    edits: int
+    started: float  # Unix time
+    plan: Plan | None = None
+    outdated: frozenset[str] = frozenset()
+
+
+def _changed_keys(before: Plan, now: Plan) -> frozenset[str]:
+    return frozenset(
+        nid
+        for nid, node in now.nodes.items()
+        if nid not in before.nodes or before.nodes[nid].key != node.key
+    )
+
+
 class LiveSession:
     """A DAG you can play with: ``update`` a node's config, ``stale()`` says what that
-    invalidated and why, ``run()`` reruns only that. Listeners get ``(event, session)`` with
-    event in ``"edit"``, ``"status"``, ``"run"``; they are called from the running thread."""
+    invalidated and why, ``run()`` reruns only that; ``history`` records every run and
+    ``restore`` goes back to one. Listeners get ``(event, session)`` with event in ``"edit"``,
+    ``"status"``, ``"run"``; they are called from the thread that edits or runs."""
 
     def __init__(
         self,
@@ -67,15 +94,20 @@ class LiveSession:
             callbacks=[self],
         )
         self.last_result: DagRunResult | None = None
+        self.history = RunHistory()
         self.status: dict[str, NodeStatus] = {}
         self._listeners: list[Listener] = []
+        # held while an edit plans and commits and while a status changes: widget callbacks
+        # edit and a run reports from other threads than the one running
         self._lock = threading.RLock()
+        self._edits = 0  # edits committed: a run tells by it that it was edited meanwhile
+        self._in_flight: _RunInFlight | None = None
         plan = self.plan()
         # the plan and stale nodes as of the last edit or run: what views draw, without
         # planning again on every event (a run always plans afresh); after a run the stale
         # nodes are worked out when first asked for
         self._current: tuple[Plan, dict[str, Staleness] | None] = (plan, self._stale_in(plan))
-        self._refresh_status(plan, self.current_stale)
+        self.status.update(self._statuses(plan, self.current_stale))
 
     # --- the spec -----------------------------------------------------------------------------
 
@@ -102,41 +134,88 @@ class LiveSession:
     def plan(self) -> Plan:
         return make_plan(list(self._nodes.values()), self.state, self.policy)
 
+    # --- edits: each is all or nothing (see ``_edit``) and returns the stale nodes after it ---
+
     def update(self, node_id: str, **changes: Any) -> dict[str, Staleness]:
-        """Change config fields of one node, validated by its config model. An invalid value
-        raises ConfigError (naming node, field and value) and changes nothing. Returns the
-        stale nodes after the edit."""
-        spec = self.node(node_id)
-        cfg = replace_config(spec.stage.cfg, changes, f"node {node_id!r}")
-        return self._replace(spec.replace(stage=replace_stage_config(spec.stage, cfg)))
+        """Change config fields of one node, validated by its config model. A value the model
+        refuses raises ConfigError, one that cannot be hashed UnhashableValueError (each naming
+        node, field and value); either way nothing changes."""
+
+        def edit(nodes: dict[str, NodeSpec], state: State, policy: PolicyBag | None) -> _Setup:
+            spec = self.node(node_id)
+            cfg = replace_config(spec.stage.cfg, changes, f"node {node_id!r}")
+            stage = replace_stage_config(spec.stage, cfg)
+            return {**nodes, node_id: spec.replace(stage=stage)}, state, policy
+
+        return self._edit(edit)
 
     def set_stage(self, node_id: str, stage: Any) -> dict[str, Staleness]:
-        """Swap in another stage (e.g. a class redefined in a notebook cell)."""
-        return self._replace(self.node(node_id).replace(stage=stage))
+        """Swap in another stage (e.g. a class redefined in a notebook cell); one the plan
+        cannot use (MissingStageError, UnhashableValueError) changes nothing."""
+
+        def edit(nodes: dict[str, NodeSpec], state: State, policy: PolicyBag | None) -> _Setup:
+            return {**nodes, node_id: self.node(node_id).replace(stage=stage)}, state, policy
+
+        return self._edit(edit)
 
     def set_policy(self, policy: PolicyLike = None, **changes: Any) -> dict[str, Staleness]:
-        """Replace the policy, or with keywords only, update entries of the current one."""
-        if policy is None and changes:
-            self.policy = (self.policy or PolicyBag()).updated(changes)
-        else:
+        """Replace the policy, or with keywords only, update entries of the current one. A
+        value that cannot be hashed raises PolicyError naming key and value; nothing changes."""
+
+        def edit(nodes: dict[str, NodeSpec], state: State, current: PolicyBag | None) -> _Setup:
+            if policy is None and changes:
+                return nodes, state, (current or PolicyBag()).updated(changes)
             bag = as_policy(policy)
-            self.policy = bag.updated(changes) if bag is not None and changes else bag
-        return self._edited()
+            return nodes, state, bag.updated(changes) if bag is not None and changes else bag
+
+        return self._edit(edit)
 
     def set_state(self, state: State) -> dict[str, Staleness]:
-        self.state = state
-        return self._edited()
+        """Replace the initial state; anything but a State (NotAStateError) changes nothing."""
+        return self._edit(lambda nodes, _, policy: (nodes, state, policy))
 
-    def _replace(self, spec: NodeSpec) -> dict[str, Staleness]:
+    def restore(self, run_number: int) -> dict[str, Staleness]:
+        """Put every node's config and the policy back as they were for run ``run_number``
+        of ``history``, as one edit (all or nothing, announced as ``"edit"``), so the next run
+        loads every node the cache still holds. Stage code and the initial state are not
+        restored: a node whose code or state changed since stays stale, saying so. A record
+        loaded from JSON has its values validated by the configs' models (ConfigError)."""
+        record = self.history.run(run_number)
+
+        def edit(nodes: dict[str, NodeSpec], state: State, policy: PolicyBag | None) -> _Setup:
+            restored = dict(nodes)
+            for nid in record.nodes:
+                spec = self.node(nid)  # a record of another DAG: UnknownNodeError
+                cfg = record.config_for(nid, spec.stage.cfg)
+                if cfg is not spec.stage.cfg:
+                    restored[nid] = spec.replace(stage=replace_stage_config(spec.stage, cfg))
+            return restored, state, record.policy_bag()
+
+        return self._edit(edit)
+
+    def _edit(
+        self, edit: Callable[[dict[str, NodeSpec], State, PolicyBag | None], _Setup]
+    ) -> dict[str, Staleness]:
+        """Apply ``edit`` (the current nodes, state and policy -> the new ones) all or
+        nothing: the new setup is planned, and its stale nodes and statuses worked out, before
+        the session takes it, so whatever raises on the way leaves the session exactly as it
+        was. During a run, only nodes whose key the edit moves off the run's change status."""
         with self._lock:
-            self._nodes[spec.id] = spec
-        return self._edited()
-
-    def _edited(self) -> dict[str, Staleness]:
-        plan = self.plan()
-        stale = self._stale_in(plan)
-        self._current = (plan, stale)
-        self._refresh_status(plan, stale)
+            nodes, state, policy = edit(self._nodes, self.state, self.policy)
+            plan = make_plan(list(nodes.values()), state, policy)
+            stale = self._stale_in(plan)
+            statuses = self._statuses(plan, stale)
+            flight = self._in_flight
+            if flight is not None and flight.plan is not None:
+                outdated = _changed_keys(flight.plan, plan)
+                shown = outdated | flight.outdated  # an edit undone shows its status again
+                statuses = {nid: s for nid, s in statuses.items() if nid in shown}
+                flight.outdated = outdated
+            # nothing below raises: the session takes the edit
+            self._nodes, self.state, self.policy = nodes, state, policy
+            self._edits += 1
+            self._current = (plan, stale)
+            self.status.update(statuses)
         self._emit("edit")
         return stale
 
@@ -174,26 +253,43 @@ class LiveSession:
             return None
         return run if run.cache_key == plan.nodes[node_id].key else None
 
-    def _refresh_status(self, plan: Plan, stale: dict[str, Staleness]) -> None:
+    def _statuses(self, plan: Plan, stale: dict[str, Staleness]) -> dict[str, NodeStatus]:
+        """Every node's status for ``plan`` after the last run (worked out, not applied)."""
         previous = self.last_result.runs if self.last_result is not None else {}
-        with self._lock:
-            for nid in self._order_hint:
-                failure = self._unchanged_failure(nid, plan)
-                if failure is not None:
-                    self.status[nid] = failure.status
-                elif nid in stale:
-                    self.status[nid] = NodeStatus.STALE if nid in previous else NodeStatus.NOT_RUN
-                else:  # CACHED: in the cache but not loaded by a run with this key yet
-                    last = previous.get(nid)
-                    same = last is not None and last.cache_key == plan.nodes[nid].key
-                    self.status[nid] = last.status if same else NodeStatus.CACHED
+        statuses = {}
+        for nid in self._order_hint:
+            failure = self._unchanged_failure(nid, plan)
+            if failure is not None:
+                statuses[nid] = failure.status
+            elif nid in stale:
+                statuses[nid] = NodeStatus.STALE if nid in previous else NodeStatus.NOT_RUN
+            else:  # CACHED: in the cache but not loaded by a run with this key yet
+                last = previous.get(nid)
+                same = last is not None and last.cache_key == plan.nodes[nid].key
+                statuses[nid] = last.status if same else NodeStatus.CACHED
+        return statuses
 
     def _set_status(self, node_id: str, status: NodeStatus) -> None:
+        """A run's news about a node, unless an edit since has outdated what the run computes
+        for it: then the node stays as the edit showed it (stale)."""
         with self._lock:
+            flight = self._in_flight
+            if flight is not None and node_id in flight.outdated:
+                return
             self.status[node_id] = status
         self._emit("status")
 
     # executor callbacks
+    def on_plan(self, plan: Plan, stale: dict[str, Staleness]) -> None:
+        """The run's plan: nodes edited since the run took its setup are outdated already."""
+        with self._lock:
+            flight = self._in_flight
+            if flight is None:
+                return
+            flight.plan = plan
+            if flight.edits != self._edits:
+                flight.outdated = _changed_keys(plan, self._current[0])
+
     def on_start(self, node_id: str) -> None:
         self._set_status(node_id, NodeStatus.RUNNING)
 
@@ -210,33 +306,45 @@ class LiveSession:
 
     def run(self, targets: Iterable[str] | None = None) -> DagRunResult:
         """Run the stale nodes (or what ``targets`` need); failures are reported in the
-        result (``.failures``) and in node statuses, never raised."""
+        result (``.failures``) and in node statuses, never raised. The run is in ``history``
+        before listeners hear ``"run"``. Edits may come meanwhile (from another thread): the
+        run computes the setup it started with, and nodes edited since are stale when it ends."""
+        with self._lock:
+            nodes, state, policy = list(self._nodes.values()), self.state, self.policy
+            flight = self._in_flight = _RunInFlight(self._edits, time.time())
         try:
-            result = self.executor.run(
-                self.state,
-                list(self._nodes.values()),
-                self.policy,
-                targets=targets,
-                raise_on_error=False,
-            )
+            result = self.executor.run(state, nodes, policy, targets=targets, raise_on_error=False)
         except KeyboardInterrupt as exc:  # the kernel's interrupt: statuses first, then raise
             partial = getattr(exc, "partial", None)
             if partial is not None:
-                self._ran(partial)
+                self._ran(partial, flight)
             raise
-        return self._ran(result)
+        finally:
+            with self._lock:
+                self._in_flight = None
+        return self._ran(result, flight)
 
     def cancel(self) -> None:
         """Stop the run in flight (thread-safe: a Stop button's callback): nodes not run yet
         are shown cancelled, completed ones stay cached. See ``DagExecutor.cancel``."""
         self.executor.cancel()
 
-    def _ran(self, result: DagRunResult) -> DagRunResult:
-        self.last_result = result
-        self._current = (result.plan, None)
+    def _ran(self, result: DagRunResult, flight: _RunInFlight) -> DagRunResult:
+        """Take a finished run's result: statuses, the kept plan, its history record. When
+        edited during the run, the session keeps the last edit's plan and statuses follow it
+        (the edited nodes stale), not the run's."""
         with self._lock:
-            for nid, run in result.runs.items():
-                self.status[nid] = run.status
+            self.last_result = result
+            if flight.edits == self._edits:
+                self._current = (result.plan, None)
+                statuses = {nid: run.status for nid, run in result.runs.items()}
+            else:
+                plan = self._current[0]
+                stale = self._stale_in(plan)
+                self._current = (plan, stale)
+                statuses = self._statuses(plan, stale)
+            self.status.update(statuses)
+            self.history.add(result, flight.started)
         self._emit("run")
         return result
 
@@ -250,8 +358,12 @@ class LiveSession:
 
     def reasons(self) -> dict[str, str]:
         """A one-line explanation per node, for tooltips, as of the last edit or run (views
-        ask on every event: no planning)."""
+        ask on every event: no planning): after a run, why it ran or loaded each node; after
+        an edit, why each node is stale ("cached": it is not). ``last_run_reasons`` keeps
+        the run's reasons across edits."""
         plan, stale = self.current_plan, self.current_stale
+        result = self.last_result
+        runs = result.runs if result is not None and plan is result.plan else {}
         out = {}
         for nid in self._order_hint:
             failure = self._unchanged_failure(nid, plan)
@@ -259,9 +371,19 @@ class LiveSession:
                 out[nid] = failure.error or failure.reason
             elif nid in stale:
                 out[nid] = ", ".join(stale[nid].reasons)
+            elif nid in runs:
+                out[nid] = runs[nid].reason
             else:
                 out[nid] = "cached"
         return out
+
+    def last_run_reasons(self) -> dict[str, str]:
+        """Why the last run ran, loaded, failed, skipped or cancelled each node it covered
+        (e.g. "config field gdd changed", "cached"), kept until the next run whatever is
+        edited meanwhile; empty before the first run. ``history[-1].reasons`` holds the same."""
+        if self.last_result is None:
+            return {}
+        return {nid: run.reason for nid, run in self.last_result.runs.items()}
 
     # --- observers ---------------------------------------------------------------------------
 

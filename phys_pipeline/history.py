@@ -1,0 +1,401 @@
+"""Run history: one record per run of a session, as plain data a panel, a table or a JSON file
+can hold, and what is needed to put the session back as it was for any of them.
+
+A :class:`RunRecord` says when a run started and how long it took, what changed since the run
+before (:class:`Change`: node, field, old and new value), what each node did and why
+(:class:`NodeRecord`), the metrics, and the setup: every node's config values, stage class and
+code version, the policy and the initial state's digest. :class:`RunHistory` is the list of
+them, with ``to_frame()`` (pandas) and JSON ``save``/``load``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
+
+import numpy as np
+from pydantic_core import to_jsonable_python
+
+from ._edit import raw_values, replace_config
+from .policy import PolicyBag
+from .record import atomic_write
+from .types import NodeStatus
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .executor import DagRunResult
+
+__all__ = [
+    "Change",
+    "ChangeKind",
+    "NodeRecord",
+    "RunHistory",
+    "RunRecord",
+]
+
+
+class ChangeKind(enum.StrEnum):
+    """What a :class:`Change` is about."""
+
+    CONFIG = "config"  # a field of a node's config
+    STAGE = "stage"  # the node holds a stage of another class
+    CODE = "code"  # the stage's code, or a value its code reads
+    POLICY = "policy"  # a policy entry (added: old is None; removed: new is None)
+    STATE = "state"  # the initial state (old and new are digests)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One difference between a run's setup and the run's before it. ``node_id`` is None for
+    the policy and the state; ``field`` is the config field or policy key ("" otherwise);
+    ``old`` and ``new`` are plain data (None: absent)."""
+
+    kind: ChangeKind
+    node_id: str | None
+    field: str
+    old: Any
+    new: Any
+
+    def __str__(self) -> str:
+        if self.kind is ChangeKind.CONFIG:
+            return f"{self.node_id}.{self.field}: {self.old!r} -> {self.new!r}"
+        if self.kind is ChangeKind.POLICY:
+            return f"policy {self.field}: {self.old!r} -> {self.new!r}"
+        if self.kind is ChangeKind.STAGE:
+            return f"{self.node_id} stage: {self.old} -> {self.new}"
+        if self.kind is ChangeKind.CODE:
+            return f"{self.node_id} code changed"
+        return "initial state changed"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """One node in one run: its setup (config values as plain data, stage class, code
+    version, key) and what the run did with it. ``status`` is None for a node the run did not
+    cover (``run(targets=...)``)."""
+
+    config: dict[str, Any]
+    stage: str
+    code_version: str
+    cache_key: str
+    status: NodeStatus | None
+    reason: str = ""
+    duration_s: float = 0.0
+    error: str | None = None
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Originals:
+    """The configs and policy objects a run used, kept in the process that ran it, so that a
+    restore gives back exactly them (a loaded history has their plain data only)."""
+
+    configs: dict[str, Any]
+    policy: PolicyBag | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of a session: ``number`` counts from 1, ``started`` is a Unix time,
+    ``changes`` are relative to the run before, ``nodes`` hold each node's setup and outcome
+    in plan order, ``metrics`` are the run's (``"<node>.<key>"``), ``policy`` is the policy's
+    entries as plain data (None: no policy)."""
+
+    number: int
+    run_id: str
+    started: float
+    duration_s: float
+    changes: tuple[Change, ...]
+    nodes: dict[str, NodeRecord]
+    metrics: dict[str, Any]
+    policy: dict[str, Any] | None
+    policy_hash: str
+    state_digest: str
+    originals: _Originals | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of_run(
+        cls, number: int, result: DagRunResult, started: float, before: RunRecord | None
+    ) -> RunRecord:
+        """The record of a finished run; ``before`` is the previous record (None: first)."""
+        plan = result.plan
+        nodes = {}
+        for nid in plan.order:
+            planned, run = plan.nodes[nid], result.runs.get(nid)
+            nodes[nid] = NodeRecord(
+                config={k: _plain(v) for k, v in _config_values(plan.specs[nid].stage.cfg).items()},
+                stage=planned.stage_type,
+                code_version=planned.code_version,
+                cache_key=planned.key,
+                status=None if run is None else run.status,
+                reason="" if run is None else run.reason,
+                duration_s=0.0 if run is None else run.duration_s,
+                error=None if run is None else run.error,
+                attempts=1 if run is None else run.attempts,
+            )
+        bag = plan.policy
+        policy = None if bag is None else {k: _plain(v) for k, v in bag.items()}
+        setup = {"nodes": nodes, "policy": policy, "state_digest": plan.state_digest.hex()}
+        return cls(
+            number=number,
+            run_id=result.provenance["run_id"],
+            started=started,
+            duration_s=result.provenance["duration_s"],
+            changes=() if before is None else _changes(before, **setup),
+            metrics={k: _plain(v) for k, v in result.metrics.items()},
+            policy_hash=result.provenance["policy_hash"],
+            originals=_Originals({n: s.stage.cfg for n, s in plan.specs.items()}, bag),
+            **setup,
+        )
+
+    def _with(self, status: NodeStatus) -> list[str]:
+        return [nid for nid, node in self.nodes.items() if node.status is status]
+
+    @property
+    def ran(self) -> list[str]:
+        return self._with(NodeStatus.RAN)
+
+    @property
+    def hits(self) -> list[str]:
+        return self._with(NodeStatus.HIT)
+
+    @property
+    def failed(self) -> list[str]:
+        return self._with(NodeStatus.FAILED)
+
+    @property
+    def skipped(self) -> list[str]:
+        return self._with(NodeStatus.SKIPPED)
+
+    @property
+    def cancelled(self) -> list[str]:
+        return self._with(NodeStatus.CANCELLED)
+
+    @property
+    def reasons(self) -> dict[str, str]:
+        """Why each node the run covered ran, hit, failed, was skipped or cancelled."""
+        return {nid: n.reason for nid, n in self.nodes.items() if n.status is not None}
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds per node the run covered (a hit's: loading it)."""
+        return {nid: n.duration_s for nid, n in self.nodes.items() if n.status is not None}
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """Every config value, keyed ``"<node>.<field>"`` (the columns of ``to_frame``)."""
+        return {f"{nid}.{k}": v for nid, n in self.nodes.items() for k, v in n.config.items()}
+
+    def config_for(self, node_id: str, current: Any) -> Any:
+        """``node_id``'s config as it was in this run, for a node whose config is ``current``
+        now: the very object, when this process ran it and its class is still ``current``'s;
+        else ``current`` with the recorded values that differ validated in (a ConfigError
+        names node, field and value)."""
+        original = self.originals.configs.get(node_id) if self.originals is not None else None
+        if original is not None and type(original) is type(current):
+            return original
+        now = _config_values(current)
+        changes = {
+            name: value
+            for name, value in self.nodes[node_id].config.items()
+            if name not in now or _plain(now[name]) != value
+        }
+        return replace_config(current, changes, f"node {node_id!r}") if changes else current
+
+    def policy_bag(self) -> PolicyBag | None:
+        """The policy of this run (the very bag when this process ran it)."""
+        if self.originals is not None:
+            return self.originals.policy
+        return None if self.policy is None else PolicyBag(self.policy)
+
+    def to_data(self) -> dict[str, Any]:
+        """The record as plain data (what ``RunHistory.save`` writes)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
+        data["changes"] = [dataclasses.asdict(c) for c in self.changes]
+        data["nodes"] = {nid: dataclasses.asdict(n) for nid, n in self.nodes.items()}
+        return data
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> RunRecord:
+        nodes = {
+            nid: NodeRecord(
+                **{**n, "status": None if n["status"] is None else NodeStatus(n["status"])}
+            )
+            for nid, n in data["nodes"].items()
+        }
+        changes = tuple(Change(**{**c, "kind": ChangeKind(c["kind"])}) for c in data["changes"])
+        return cls(**{**data, "nodes": nodes, "changes": changes})
+
+
+class RunHistory(Sequence[RunRecord]):
+    """The records of a session's runs, oldest first: ``history[-1]`` is the last run,
+    ``history.run(number)`` finds one by its number. A session appends to it; assign a loaded
+    one (``session.history = RunHistory.load(path)``) to continue it."""
+
+    FORMAT = "phys-pipeline run history"
+    VERSION = 1
+
+    def __init__(self, records: Iterable[RunRecord] = ()) -> None:
+        self._records = list(records)
+
+    @overload
+    def __getitem__(self, index: int) -> RunRecord: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[RunRecord]: ...
+    def __getitem__(self, index: int | slice) -> RunRecord | list[RunRecord]:
+        return self._records[index]
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[RunRecord]:
+        return iter(self._records)
+
+    def __repr__(self) -> str:
+        numbers = [r.number for r in self._records]
+        span = f"runs {numbers[0]}..{numbers[-1]}" if numbers else "no runs"
+        return f"RunHistory({span})"
+
+    def run(self, number: int) -> RunRecord:
+        """The record of run ``number``; a KeyError names the numbers there are."""
+        for record in self._records:
+            if record.number == number:
+                return record
+        known = ", ".join(str(r.number) for r in self._records) or "none"
+        raise KeyError(f"no run {number!r} in this history; runs: {known}")
+
+    def add(self, result: DagRunResult, started: float) -> RunRecord:
+        """Append the record of a finished run (numbered after the last one)."""
+        before = self._records[-1] if self._records else None
+        number = before.number + 1 if before is not None else 1
+        record = RunRecord.of_run(number, result, started, before)
+        self._records.append(record)
+        return record
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per run (index ``run``): ``started``, ``duration_s``, a ``"<node>.<field>"``
+        column per config value, then a column per metric (``"metric.<key>"`` where a
+        metric's key is a parameter's column too). Needs pandas."""
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError(
+                "RunHistory.to_frame needs pandas: pip install pandas (or read the records, "
+                "e.g. record.parameters and record.metrics)"
+            ) from exc
+        params = list(dict.fromkeys(k for r in self._records for k in r.parameters))
+        taken = set(params)
+        metrics = {
+            k: f"metric.{k}" if k in taken else k
+            for k in dict.fromkeys(k for r in self._records for k in r.metrics)
+        }
+        rows = [
+            {
+                "run": r.number,
+                "started": r.started,
+                "duration_s": r.duration_s,
+                **r.parameters,
+                **{metrics[k]: v for k, v in r.metrics.items()},
+            }
+            for r in self._records
+        ]
+        columns = ["run", "started", "duration_s", *params, *metrics.values()]
+        frame = pd.DataFrame(rows, columns=columns).set_index("run")
+        frame["started"] = pd.to_datetime(frame["started"], unit="s", utc=True)
+        return frame
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "format": self.FORMAT,
+            "version": self.VERSION,
+            "runs": [r.to_data() for r in self._records],
+        }
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any], where: str = "history") -> RunHistory:
+        """The history ``to_data`` gave; a ValueError says when ``data`` is not one."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where}: not a {cls.FORMAT} (a JSON {type(data).__name__})")
+        if data.get("format") != cls.FORMAT:
+            raise ValueError(f"{where}: not a {cls.FORMAT} (format {data.get('format')!r})")
+        if data.get("version") != cls.VERSION:
+            raise ValueError(
+                f"{where}: {cls.FORMAT} version {data.get('version')!r}; this phys-pipeline "
+                f"reads version {cls.VERSION}"
+            )
+        return cls(RunRecord.from_data(r) for r in data["runs"])
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the history as JSON (plain data: no pickles), all at once."""
+        path = Path(path)
+        atomic_write(path, json.dumps(self.to_data(), indent=1).encode())
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> RunHistory:
+        """A history ``save`` wrote. Its records hold plain data only: restoring one
+        validates its values through the configs' models."""
+        path = Path(path)
+        return cls.from_data(json.loads(path.read_text(encoding="utf-8")), str(path))
+
+
+def _config_values(cfg: Any) -> dict[str, Any]:
+    """A config's field values as they are (pydantic, dataclass or mapping configs)."""
+    if hasattr(type(cfg), "model_fields"):
+        return raw_values(cfg)
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return dict(cfg) if isinstance(cfg, Mapping) else {}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-able data: as pydantic serialises it, arrays as lists, anything else
+    by its repr (a record is data to read and compare, never to unpickle)."""
+    return to_jsonable_python(value, fallback=_unserialisable)
+
+
+def _unserialisable(value: Any) -> Any:
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    return repr(value)
+
+
+def _changes(
+    before: RunRecord,
+    nodes: dict[str, NodeRecord],
+    policy: dict[str, Any] | None,
+    state_digest: str,
+) -> tuple[Change, ...]:
+    """What differs between ``before`` and a run set up with ``nodes``, ``policy`` and the
+    state of ``state_digest``: config fields, stage classes, code, policy entries, state."""
+    changes = []
+    for nid, node in nodes.items():
+        old = before.nodes.get(nid)
+        if old is None:
+            continue
+        if old.stage != node.stage:
+            changes.append(Change(ChangeKind.STAGE, nid, "", old.stage, node.stage))
+        elif old.code_version != node.code_version:
+            changes.append(Change(ChangeKind.CODE, nid, "", old.code_version, node.code_version))
+        changes += _differences(ChangeKind.CONFIG, nid, old.config, node.config)
+    changes += _differences(ChangeKind.POLICY, None, before.policy or {}, policy or {})
+    if before.state_digest != state_digest:
+        changes.append(Change(ChangeKind.STATE, None, "", before.state_digest, state_digest))
+    return tuple(changes)
+
+
+def _differences(
+    kind: ChangeKind, node_id: str | None, old: Mapping[str, Any], new: Mapping[str, Any]
+) -> list[Change]:
+    return [
+        Change(kind, node_id, name, old.get(name), new.get(name))
+        for name in dict.fromkeys([*new, *old])
+        if name not in old or name not in new or old[name] != new[name]
+    ]
