@@ -68,6 +68,11 @@ class LocalScheduler(JobApi):
     when None). ``mode="thread"`` (default) suits numpy/FFT
     stages that release the GIL; ``mode="process"`` suits pure-Python stages. Pools live only
     for one ``execute`` call: no threads or processes are left running after a run.
+
+    In process mode, a worker process that dies fails only its node (WorkerDiedError), and a
+    node past its timeout, or a cancelled run, has its worker killed. A worker that exits with
+    status 0 in mid-node (``os._exit(0)``, a Fortran ``STOP``) is not seen to die: only a
+    ``RetryPolicy(timeout_s=...)`` ends such a node.
     """
 
     def __init__(

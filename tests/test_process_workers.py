@@ -6,8 +6,10 @@ than left computing; a stage's exception that cannot travel comes back as a stan
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -67,20 +69,20 @@ class Amplify(PipelineStage[SimpleState, GainCfg]):
 
 
 class CrashCfg(StageConfig):
-    how: str = "exit"
+    how: str = "exit"  # or "stop", "segv"
     armed: str = ""  # while this file exists, the solver crashes (removing it)
 
 
 class FortranSolver(PipelineStage[SimpleState, CrashCfg]):
-    """A wrapped legacy solver that takes its process down once: by exiting, or by reading
-    address 0 (what a C extension's bad pointer does)."""
+    """A wrapped legacy solver that takes its process down once: by exiting (status 3, or 0 as
+    a Fortran ``STOP`` does), or by reading address 0 (what a C extension's bad pointer does)."""
 
     def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
         if os.path.exists(self.cfg.armed):
             os.remove(self.cfg.armed)
-            if self.cfg.how == "exit":
-                os._exit(3)
-            ctypes.string_at(0)
+            if self.cfg.how == "segv":
+                ctypes.string_at(0)
+            os._exit({"exit": 3, "stop": 0}[self.cfg.how])
         return StageResult(SimpleState(5.0), metrics={"solved": 5.0})
 
 
@@ -151,6 +153,57 @@ def test_a_dead_worker_fails_only_its_node_and_the_next_run_reruns_only_it(
     assert sorted(rerun.hits) == ["probe", "seed", "side"]
     assert rerun.runs["solve"].status is NodeStatus.RAN
     assert rerun.metrics["solve.solved"] == 5.0
+
+
+def kill_idle_siblings() -> None:
+    """Kill the other worker processes of this one's pool (children of the same forkserver)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            pid, ppid = int(stat.parent.name), int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == os.getppid() and pid != os.getpid():
+                os.kill(pid, signal.SIGKILL)
+
+
+class OomKiller(PipelineStage[SimpleState, CrashCfg]):
+    """Fails once (a licence server busy) and, half a second later, when no node runs, does
+    what the out-of-memory killer does: kills the other, idle, worker processes."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        if os.path.exists(self.cfg.armed):
+            os.remove(self.cfg.armed)
+            threading.Timer(0.5, kill_idle_siblings).start()
+            raise OSError("licence server busy")
+        return StageResult(SimpleState(9.0), metrics={"survived": 9.0})
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads siblings from /proc")
+def test_a_worker_killed_while_no_node_runs_fails_no_node(tmp_path: Path) -> None:
+    """Pebble then gives up on its whole pool: the retry runs on a new one."""
+    armed = tmp_path / "armed"
+    armed.touch()
+    retry = RetryPolicy(max_retries=1, backoff_s=2.0, jitter=0.0)
+    nodes = [
+        NodeSpec("seed", stage=Amplify(GainCfg(name="seed"))),
+        NodeSpec("oom", ["seed"], OomKiller(CrashCfg(armed=str(armed))), retry=retry),
+        NodeSpec("after", ["oom"], Amplify(GainCfg(name="after"))),
+    ]
+    result = DagExecutor(scheduler=processes()).run(START, nodes)
+    assert result.runs["oom"].attempts == 2
+    assert result.metrics == {"seed.energy": 2.0, "oom.survived": 9.0, "after.energy": 18.0}
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_exits_with_status_0_is_ended_by_its_timeout(tmp_path: Path) -> None:
+    """Pebble does not see a worker that exits cleanly as dead (what LocalScheduler says)."""
+    armed = tmp_path / "armed"
+    armed.touch()
+    stage = FortranSolver(CrashCfg(how="stop", armed=str(armed)))
+    solver = NodeSpec("solve", ["seed"], stage, retry=RetryPolicy(timeout_s=2.0))
+    result = DagExecutor(scheduler=processes()).run(START, beamline(solver), raise_on_error=False)
+    assert list(result.failures) == ["solve"]
+    assert isinstance(result.failures["solve"], NodeTimeoutError)
+    assert result.metrics == {"seed.energy": 2.0, "side.energy": 6.0, "probe.energy": 4.0}
 
 
 def test_a_worker_died_error_pickles_and_names_an_unknown_signal_by_number() -> None:
