@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from dag_stages import GridCfg, GridStage, PhaseCfg, PhaseStage
+from interrupts import InterruptOnDone
+from stages.scribblers import (
+    DelayCfg,
+    LatePeak,
+    Peak,
+    Scribbler,
+    SlowScribbler,
+    culprit_and_peak,
+)
 
 from phys_pipeline.cache import DiskStore, MemoryStore
 from phys_pipeline.dag import make_plan
@@ -38,7 +46,7 @@ START = SimpleState(None)
 REUSED = "cached: upstream output unchanged"
 
 
-# --- stages: two laser lines and their beat note; a pinned FIR filter; a spectral peak ----------
+# --- stages: two laser lines and their beat note; a pinned FIR filter ---------------------------
 
 
 class LineCfg(StageConfig):
@@ -91,56 +99,6 @@ def fir_nodes(taps: list[float], label: str = "line") -> list[NodeSpec]:
         NodeSpec("line", stage=LaserLine(LineCfg(amplitude=2.0, label=label))),
         NodeSpec("fir", ["line"], FirFilter(StageConfig(), taps)),
     ]
-
-
-class Scribbler(PipelineStage):
-    """Replaces its input grid in place (what read-only arrays cannot stop): the mutation check
-    fails it with StateMutationError."""
-
-    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
-        state.meta["omega"] = np.full(8, 99.0)
-        return StageResult(state=state.deepcopy())
-
-
-class Peak(PipelineStage):
-    """The largest frequency of the grid it reads: what a corrupted grid changes."""
-
-    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
-        peak = float(np.max(state.meta["omega"]))
-        return StageResult(SimpleState(peak), metrics={"peak": peak})
-
-
-class SlowScribbler(Scribbler):
-    """Replaces its input grid in place at once, then computes for a while: the mutation
-    check can only tell once it returns."""
-
-    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
-        result = super().process(state, policy=policy)
-        time.sleep(1.0)
-        return result
-
-
-class LatePeak(Peak):
-    """A peak finder that reads its grid a moment after it starts."""
-
-    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
-        time.sleep(0.2)
-        return super().process(state, policy=policy)
-
-
-class InterruptOnDone:
-    """A callback that aborts the run once ``node_id`` is done, as Ctrl-C in a notebook would
-    (tests/test_dask.py models an interrupt the same way)."""
-
-    def __init__(self, node_id: str) -> None:
-        self.node_id = node_id
-
-    def on_done(self, node_id: str, result: Any, cache_hit: bool) -> None:
-        if node_id == self.node_id:
-            raise KeyboardInterrupt
-
-    def on_error(self, node_id: str, error: BaseException) -> None:
-        self.on_done(node_id, error, False)  # a sibling refusing a corrupted input ends too
 
 
 class TaggedGridCfg(GridCfg):
@@ -224,11 +182,7 @@ def test_swapped_input_names_alone_are_recomputed() -> None:
 def test_an_interrupt_after_a_stage_wrote_to_its_input_leaves_no_corrupted_entry(
     tmp_path: Path,
 ) -> None:
-    nodes = [
-        NodeSpec("grid", stage=GridStage(GridCfg(N=8))),
-        NodeSpec("culprit", ["grid"], Scribbler(StageConfig())),
-        NodeSpec("peak", ["grid"], Peak(StageConfig())),
-    ]
+    nodes = culprit_and_peak(Scribbler(StageConfig()), Peak(StageConfig()))
     honest = fresh_metrics([nodes[0], nodes[2]])["peak.peak"]
     store = DiskStore(tmp_path)
     executor = DagExecutor(
@@ -243,11 +197,7 @@ def test_an_interrupt_after_a_stage_wrote_to_its_input_leaves_no_corrupted_entry
 def test_a_sibling_finished_before_the_culprit_returned_is_not_left_cached(
     tmp_path: Path,
 ) -> None:
-    nodes = [
-        NodeSpec("grid", stage=GridStage(GridCfg(N=8))),
-        NodeSpec("culprit", ["grid"], SlowScribbler(StageConfig())),
-        NodeSpec("peak", ["grid"], LatePeak(StageConfig())),
-    ]
+    nodes = culprit_and_peak(SlowScribbler(DelayCfg(delay_s=1.0)), LatePeak(DelayCfg(delay_s=0.2)))
     store = DiskStore(tmp_path)
     executor = DagExecutor(
         scheduler=LocalScheduler(max_workers=2), cache=store, callbacks=[InterruptOnDone("peak")]
@@ -260,11 +210,7 @@ def test_a_sibling_finished_before_the_culprit_returned_is_not_left_cached(
 
 
 def test_without_an_interrupt_the_corrupted_sibling_is_evicted(tmp_path: Path) -> None:
-    nodes = [
-        NodeSpec("grid", stage=GridStage(GridCfg(N=8))),
-        NodeSpec("culprit", ["grid"], Scribbler(StageConfig())),
-        NodeSpec("peak", ["grid"], Peak(StageConfig())),
-    ]
+    nodes = culprit_and_peak(Scribbler(StageConfig()), Peak(StageConfig()))
     store = DiskStore(tmp_path)
     out = DagExecutor(scheduler=LocalScheduler(max_workers=1), cache=store).run(
         START, nodes, raise_on_error=False

@@ -24,7 +24,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from dag_stages import GridCfg, GridStage
+from interrupts import InterruptOnDone
 from stages.beams import Amplifier, BeamCfg, GainCfg, GaussianBeam
+from stages.scribblers import (
+    DelayCfg,
+    LatePeak,
+    Peak,
+    Scribbler,
+    SlowScribbler,
+    culprit_and_peak,
+)
 
 pytest.importorskip("distributed")
 
@@ -54,7 +64,7 @@ REUSED = "cached: upstream output unchanged"
 SLOW_S = 1.5  # long enough for the driver to act while a worker computes
 
 
-# --- stages: amplifiers, a frequency grid and what reads it (the beam: stages.beams) ------------
+# --- stages: slow and env-reading amplifiers; a settling delay (the rest: stages/) --------------
 
 
 class SlowAmplifier(Amplifier):
@@ -74,24 +84,6 @@ class EnvGain(Amplifier):
         return StageResult(SimpleState(field), metrics={"power": float(np.sum(field**2))})
 
 
-class GridCfg(StageConfig):
-    n: int = 8
-    span: float = 1.0
-
-
-class FrequencyGrid(PipelineStage[SimpleState, GridCfg]):
-    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
-        return StageResult(SimpleState(None, {"omega": np.linspace(-1, 1, self.cfg.n)}))
-
-
-class Scribbler(PipelineStage[SimpleState, StageConfig]):
-    """Replaces its input grid in place: the mutation check fails it."""
-
-    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
-        state.meta["omega"] = np.full(8, 99.0)
-        return StageResult(state=state.deepcopy())
-
-
 class Settle(PipelineStage[SimpleState, StageConfig]):
     """Waits for the grid to settle (so that what reads the grid after it runs last)."""
 
@@ -100,31 +92,11 @@ class Settle(PipelineStage[SimpleState, StageConfig]):
         return StageResult(SimpleState(0.0))
 
 
-class SlowScribbler(Scribbler):
-    """Replaces its input grid in place at once, then computes for a while: the mutation
-    check can only tell once it returns."""
-
-    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
-        result = super().process(state, policy=policy)
-        time.sleep(SLOW_S)
-        return result
-
-
-class LatePeak(PipelineStage[SimpleState, StageConfig]):
-    """Reads its grid's largest frequency a moment after it starts."""
-
-    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
-        time.sleep(0.3)
-        peak = float(np.max(state.meta["omega"]))
-        return StageResult(SimpleState(peak), metrics={"peak": peak})
-
-
-class Peak(PipelineStage[DagState, StageConfig]):
-    """The largest frequency of the grid it reads: what a corrupted grid changes."""
+class SettledPeak(Peak):
+    """The peak of the grid, gathered with ``settle`` so that it is read after it."""
 
     def process(self, state: DagState, *, policy: PolicyBag | None = None) -> StageResult:
-        peak = float(np.max(state.inputs["grid"].meta["omega"]))
-        return StageResult(SimpleState(peak), metrics={"peak": peak})
+        return super().process(state.inputs["grid"], policy=policy)
 
 
 def beam(
@@ -140,10 +112,12 @@ def beam(
 def grid_and_readers() -> list[NodeSpec]:
     """A grid read by a culprit that writes to it and, after it, by a peak finder."""
     return [
-        NodeSpec("grid", stage=FrequencyGrid(GridCfg())),
+        NodeSpec("grid", stage=GridStage(GridCfg(N=8))),
         NodeSpec("culprit", ["grid"], Scribbler(StageConfig())),
         NodeSpec("settle", ["grid"], Settle(StageConfig())),
-        NodeSpec("peak", ["grid", "settle"], Peak(StageConfig()), inputs=NodeInputs(gather=True)),
+        NodeSpec(
+            "peak", ["grid", "settle"], SettledPeak(StageConfig()), inputs=NodeInputs(gather=True)
+        ),
     ]
 
 
@@ -161,23 +135,6 @@ def assert_matches_local(result: DagRunResult, nodes: list[NodeSpec]) -> None:
     assert result.metrics == pytest.approx(expected.metrics)
     for node_id, payload in payloads(expected).items():
         np.testing.assert_allclose(result.results[node_id].state.payload, payload)
-
-
-class InterruptOnDone:
-    """Aborts the run once ``node_id`` is done, as Ctrl-C in a notebook would."""
-
-    def __init__(self, node_id: str) -> None:
-        self.node_id = node_id
-
-    def on_done(self, node_id: str, result: Any, cache_hit: bool) -> None:
-        if node_id == self.node_id:
-            raise KeyboardInterrupt
-
-    def on_error(self, node_id: str, error: BaseException) -> None:
-        self.on_done(node_id, error, False)  # a sibling refusing a corrupted input ends too
-
-    def on_skip(self, node_id: str, failed_dep: str) -> None:
-        self.on_done(node_id, failed_dep, False)  # ... or one below such a sibling
 
 
 class OnStart:
@@ -575,11 +532,9 @@ def test_a_sibling_a_worker_filed_before_the_culprit_returned_is_not_left_cached
     lonely: Client, tmp_path: Path
 ) -> None:
     signer = EntrySigner(f"given {uuid.uuid4().hex}")
-    nodes = [
-        NodeSpec("grid", stage=FrequencyGrid(GridCfg())),
-        NodeSpec("culprit", ["grid"], SlowScribbler(StageConfig())),
-        NodeSpec("peak", ["grid"], LatePeak(StageConfig())),
-    ]
+    nodes = culprit_and_peak(
+        SlowScribbler(DelayCfg(delay_s=SLOW_S)), LatePeak(DelayCfg(delay_s=0.3))
+    )
     interrupt_once_the_peak_is_done(lonely, nodes, DiskStore(tmp_path, signer=signer))
     assert peak_without_the_culprit(nodes, DiskStore(tmp_path, signer=signer)) == 1.0
 

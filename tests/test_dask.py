@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from interrupts import InterruptOnDone
 
 pytest.importorskip("distributed")
 
@@ -438,24 +439,13 @@ def test_nothing_stays_on_the_cluster_after_a_run(client: Client) -> None:
     assert set(run.failures) == {"boom", "locked"}  # results and errors are still held here
 
 
-class StopAfter:
-    """A callback that aborts the run once ``node_id`` is done, as a notebook interrupt would."""
-
-    def __init__(self, node_id: str) -> None:
-        self.node_id = node_id
-
-    def on_done(self, node_id: str, result: Any, cache_hit: bool) -> None:
-        if node_id == self.node_id:
-            raise KeyboardInterrupt
-
-
 def test_an_interrupted_run_leaves_nothing_on_the_cluster(client: Client) -> None:
     nodes = [
         NodeSpec("fast", stage=Passthrough(StageConfig())),
         NodeSpec("slow", stage=Sleep(StageConfig())),
         NodeSpec("after_slow", ["slow"], Passthrough(StageConfig())),
     ]
-    executor = DagExecutor(scheduler=DaskScheduler(client), callbacks=[StopAfter("fast")])
+    executor = DagExecutor(scheduler=DaskScheduler(client), callbacks=[InterruptOnDone("fast")])
 
     with pytest.raises(KeyboardInterrupt):
         executor.run(INITIAL, nodes)
