@@ -11,12 +11,12 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xxhash
+from stages.states import Trace
 from tripwire import Tripwire
 
 from phys_pipeline.cache import CacheWarning, DiskStore
@@ -24,26 +24,12 @@ from phys_pipeline.cache.disk import entry_path
 from phys_pipeline.cache.frozen import FrozenMapping
 from phys_pipeline.cache.signing import EntrySigner
 from phys_pipeline.errors import CacheError
-from phys_pipeline.types import SimpleState, StageResult, State
+from phys_pipeline.types import SimpleState, StageResult
 
 pytestmark = pytest.mark.usefixtures("isolated_cache_key")
 
 KEY = "0123456789abcdef0123456789abcdef"
 OTHER_KEY = "fedcba9876543210fedcba9876543210"
-
-
-@dataclass(slots=True)
-class FieldState(State):
-    """A user state that needs pickle (it holds an arbitrary object)."""
-
-    amplitude: np.ndarray
-    units: object
-
-    def deepcopy(self) -> FieldState:
-        return FieldState(self.amplitude.copy(), self.units)
-
-    def hashable_repr(self) -> bytes:
-        return self.amplitude.tobytes()
 
 
 def rewrite(path: Path, data: bytes | str) -> None:
@@ -60,7 +46,7 @@ def json_result() -> StageResult:
 
 
 def pickle_result() -> StageResult:
-    return StageResult(FieldState(np.arange(6.0), {"unit": ("V", "m")}), metrics={"peak": 5.0})
+    return StageResult(Trace(np.arange(6.0), {"unit": ("V", "m")}), metrics={"peak": 5.0})
 
 
 def entry(cache: DiskStore, key: str = KEY) -> Path:
@@ -266,7 +252,7 @@ def test_entry_copied_to_another_keys_path_is_foreign(
 
 
 def tripwire_result(marker: Path) -> StageResult:
-    return StageResult(FieldState(np.ones(2), Tripwire(marker)))
+    return StageResult(Trace(np.ones(2), Tripwire(marker)))
 
 
 def test_tripwire_fires_when_a_genuine_entry_is_read(tmp_path: Path) -> None:
@@ -445,7 +431,7 @@ def test_writer_failing_midway_leaves_nothing_behind(
 def expected_result(index: int) -> StageResult:
     rng = np.random.default_rng(index)
     if index % 2:
-        return StageResult(FieldState(rng.normal(size=40_000), ("T", index)), {"i": index})
+        return StageResult(Trace(rng.normal(size=40_000), ("T", index)), {"i": index})
     return StageResult(SimpleState({"psi": rng.normal(size=40_000), "i": index}), {"i": index})
 
 
@@ -467,9 +453,9 @@ def hammer(root: str, rounds: int) -> tuple[int, int, list[str]]:
                     continue
                 hits += 1
                 want = expected_result(index)
-                payload = got.state.amplitude if index % 2 else got.state.payload["psi"]
+                payload = got.state.samples if index % 2 else got.state.payload["psi"]
                 good = np.array_equal(
-                    payload, want.state.amplitude if index % 2 else want.state.payload["psi"]
+                    payload, want.state.samples if index % 2 else want.state.payload["psi"]
                 )
                 wrong += not (good and got.metrics == want.metrics)
     return hits, wrong, [str(w.message) for w in recorded]

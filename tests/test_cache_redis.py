@@ -7,36 +7,24 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import redis
 from redis_server import RedisServer, free_port
+from stages.states import Trace
 from tripwire import Tripwire
 
 from phys_pipeline.cache import CacheWarning, RedisStore
 from phys_pipeline.cache.signing import EntrySigner
 from phys_pipeline.errors import CacheError
-from phys_pipeline.types import DagState, SimpleState, StageResult, State
+from phys_pipeline.types import DagState, SimpleState, StageResult
 
 pytestmark = pytest.mark.usefixtures("isolated_cache_key")
 
 KEY = "0123456789abcdef0123456789abcdef"
 OTHER_KEY = "fedcba9876543210fedcba9876543210"
-
-
-@dataclass(slots=True)
-class ProbeState(State):
-    signal: np.ndarray
-    probe: object
-
-    def deepcopy(self) -> ProbeState:
-        return ProbeState(self.signal.copy(), self.probe)
-
-    def hashable_repr(self) -> bytes:
-        return self.signal.tobytes()
 
 
 @pytest.fixture
@@ -71,10 +59,10 @@ def test_simple_state_with_arrays_round_trips(store: RedisStore) -> None:
 
 
 def test_pickled_and_dag_states_round_trip(store: RedisStore) -> None:
-    store.put(KEY, StageResult(ProbeState(np.arange(4.0), {("a", 1): "b"})))
+    store.put(KEY, StageResult(Trace(np.arange(4.0), {("a", 1): "b"})))
     back = store.get(KEY)
-    assert type(back.state) is ProbeState and back.state.probe == {("a", 1): "b"}
-    np.testing.assert_array_equal(back.state.signal, np.arange(4.0))
+    assert type(back.state) is Trace and back.state.label == {("a", 1): "b"}
+    np.testing.assert_array_equal(back.state.samples, np.arange(4.0))
     store.put(OTHER_KEY, StageResult(DagState({"a": SimpleState(1), "b": SimpleState(2)})))
     dag = store.get(OTHER_KEY).state
     assert type(dag) is DagState and dag["a"] == SimpleState(1)
@@ -162,7 +150,7 @@ def test_entry_signed_with_another_key_is_never_unpickled(
 ) -> None:
     marker = tmp_path / "pwned"
     forger = RedisStore(redis_url, store.prefix, signer=EntrySigner("attacker"))
-    forger.put(KEY, StageResult(ProbeState(np.ones(2), Tripwire(marker))))
+    forger.put(KEY, StageResult(Trace(np.ones(2), Tripwire(marker))))
     assert not marker.exists()
     assert store.get(KEY) is None
     [message] = cache_warnings(recwarn)
@@ -174,7 +162,7 @@ def test_entry_signed_with_another_key_is_never_unpickled(
 def test_genuine_tripwire_entry_does_fire(store: RedisStore, tmp_path: Path) -> None:
     """Control for the forgery test above."""
     marker = tmp_path / "pwned"
-    store.put(KEY, StageResult(ProbeState(np.ones(2), Tripwire(marker))))
+    store.put(KEY, StageResult(Trace(np.ones(2), Tripwire(marker))))
     assert store.get(KEY) is not None and marker.exists()
 
 

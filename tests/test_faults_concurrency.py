@@ -8,13 +8,13 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from dag_stages import diamond
+from stages.states import Trace
 
 from phys_pipeline.cache import DiskStore, RedisStore
 from phys_pipeline.executor import DagExecutor, DagRunResult
@@ -32,20 +32,6 @@ from phys_pipeline.types import (
 pytestmark = pytest.mark.usefixtures("isolated_cache_key")
 
 
-@dataclass(slots=True)
-class SpectrumState(State):
-    """A user state (stored as a signed pickle, its array out of band)."""
-
-    power: np.ndarray
-    resolution: tuple[float, str]
-
-    def deepcopy(self) -> SpectrumState:
-        return SpectrumState(self.power.copy(), self.resolution)
-
-    def hashable_repr(self) -> bytes:
-        return self.power.tobytes() + repr(self.resolution).encode()
-
-
 class Spectrometer(PipelineStage[SimpleState, StageConfig]):
     """The power spectrum of a Gaussian pulse on the grid."""
 
@@ -53,7 +39,7 @@ class Spectrometer(PipelineStage[SimpleState, StageConfig]):
         omega = state.meta["omega"]
         power = np.abs(np.fft.fft(np.exp(-(omega**2) * 40.0))) ** 2
         resolution = (float(omega[1] - omega[0]), "rad/fs")
-        return StageResult(SpectrumState(power, resolution), {"peak": float(power.max())})
+        return StageResult(Trace(power, resolution), {"peak": float(power.max())})
 
 
 def sweep_nodes() -> list[NodeSpec]:

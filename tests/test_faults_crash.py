@@ -14,7 +14,6 @@ import tempfile
 import textwrap
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 import xxhash
 from dag_stages import GridCfg, GridStage, PhaseCfg, PhaseStage
+from stages.states import Trace
 
 from phys_pipeline.cache import CacheWarning, DiskStore
 from phys_pipeline.executor import DagExecutor
@@ -41,20 +41,6 @@ KEYSPACE = 1000  # more keys than the writers get through, so every kill lands i
 KILLS = 40
 
 
-@dataclass(slots=True)
-class PulseState(State):
-    """A user state: only a (signed) pickle can store it; its field stays out of the pickle."""
-
-    field: np.ndarray
-    label: tuple[str, int]
-
-    def deepcopy(self) -> PulseState:
-        return PulseState(self.field.copy(), self.label)
-
-    def hashable_repr(self) -> bytes:
-        return self.field.tobytes() + repr(self.label).encode()
-
-
 def key_of(index: int) -> str:
     return xxhash.xxh3_128_hexdigest(f"crash-{index}".encode())
 
@@ -64,7 +50,7 @@ def expected(index: int) -> StageResult:
     rng = np.random.default_rng(index)
     size = 12_500 + (index * 7919) % 40_000
     if index % 2:
-        state: State = PulseState(rng.normal(size=size), ("pulse", index))
+        state: State = Trace(rng.normal(size=size), ("pulse", index))
     else:
         state = SimpleState({"psi": rng.normal(size=size), "k": np.arange(index % 7)}, {"i": index})
     return StageResult(state, metrics={"index": float(index)}, provenance={"writer": "crash"})
@@ -74,9 +60,9 @@ def is_expected(got: StageResult, index: int) -> bool:
     want = expected(index)
     if type(got.state) is not type(want.state) or got.metrics != want.metrics:
         return False
-    if isinstance(want.state, PulseState):
+    if isinstance(want.state, Trace):
         return got.state.label == want.state.label and np.array_equal(
-            got.state.field, want.state.field
+            got.state.samples, want.state.samples
         )
     return (
         got.state.meta == want.state.meta
@@ -198,7 +184,7 @@ class ToPulse(PipelineStage[SimpleState, StageConfig]):
     def process(self, state: SimpleState, *, policy: object = None) -> StageResult:
         omega = state.meta["omega"]
         field = np.exp(-(omega**2)) * np.exp(1j * omega)
-        return StageResult(PulseState(field, ("gauss", len(omega))), {"energy": float(omega.size)})
+        return StageResult(Trace(field, ("gauss", len(omega))), {"energy": float(omega.size)})
 
 
 def resumable_nodes(workdir: Path) -> list[NodeSpec]:
@@ -218,8 +204,8 @@ def resumable_nodes(workdir: Path) -> list[NodeSpec]:
 
 
 def same_state(got: State, want: State) -> bool:
-    if isinstance(want, PulseState):
-        return got.label == want.label and np.array_equal(got.field, want.field)
+    if isinstance(want, Trace):
+        return got.label == want.label and np.array_equal(got.samples, want.samples)
     return got == want  # SimpleState compares by canonical hash: arrays by content
 
 
