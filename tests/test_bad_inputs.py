@@ -135,6 +135,13 @@ def raise_failure(nodes: list[NodeSpec], node_id: str, policy: dict | None = Non
     raise failure
 
 
+def fails_after_grid(
+    node_id: str, stage: PipelineStage, policy: dict | None = None
+) -> Callable[[Path], None]:
+    """A catalogue trigger: ``stage`` runs after the grid as ``node_id``, which alone fails."""
+    return lambda _: raise_failure(after_grid(node_id, stage), node_id, policy)
+
+
 def session() -> LiveSession:
     return LiveSession(diamond(), SimpleState(None))
 
@@ -265,41 +272,37 @@ CATALOGUE = {
     ),
     # what stages return or do
     "stage returns a non-State": Bad(
-        lambda _: raise_failure(after_grid("energy", ReturnsNumber(StageConfig())), "energy"),
+        fails_after_grid("energy", ReturnsNumber(StageConfig())),
         StageOutputError,
         ("'energy'", "ReturnsNumber", "float", "42.0"),
     ),
     "stage returns a dict": Bad(
-        lambda _: raise_failure(after_grid("fit", ReturnsDict(StageConfig(name="fit"))), "fit"),
+        fails_after_grid("fit", ReturnsDict(StageConfig(name="fit"))),
         StageOutputError,
         ("'fit'", "dict", "StageResult"),
     ),
     "stage returns None": Bad(
-        lambda _: raise_failure(after_grid("lost", ReturnsNone(StageConfig())), "lost"),
+        fails_after_grid("lost", ReturnsNone(StageConfig())),
         StageOutputError,
         ("'lost'", "ReturnsNone", "NoneType"),
     ),
     "non-scalar metric": Bad(
-        lambda _: raise_failure(
-            after_grid("spec", SpectrumMetric(StageConfig(name="spectrometer"))), "spec"
-        ),
+        fails_after_grid("spec", SpectrumMetric(StageConfig(name="spectrometer"))),
         MetricError,
         ("'spectrometer'", "'spectrum'"),
     ),
     "NaN metric": Bad(
-        lambda _: raise_failure(after_grid("meter", NanMetric(StageConfig())), "meter"),
+        fails_after_grid("meter", NanMetric(StageConfig())),
         MetricError,
         ("'NanMetric'", "'energy_J'", "NaN"),
     ),
     "stage mutates its input": Bad(
-        lambda _: raise_failure(after_grid("vandal", Vandal(StageConfig())), "vandal"),
+        fails_after_grid("vandal", Vandal(StageConfig())),
         StateMutationError,
         ("'vandal'", "'Vandal'", "deepcopy"),
     ),
     "stage reads an undeclared policy key": Bad(
-        lambda _: raise_failure(
-            after_grid("nosy", Nosy(StageConfig())), "nosy", {"solver.tolerance": 1e-9}
-        ),
+        fails_after_grid("nosy", Nosy(StageConfig()), {"solver.tolerance": 1e-9}),
         PolicyError,
         ("'solver.tolerance'", "'nosy'", "phase.scale"),
     ),
