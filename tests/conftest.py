@@ -46,6 +46,15 @@ def redis_url(redis_binary: str) -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture
+def own_redis(redis_binary: str) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that kill or freeze it (``stop()`` also ends
+    a stopped process)."""
+    server = RedisServer(redis_binary)
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
     """A Dask client on a LocalCluster of two single-threaded worker processes, one cluster per

@@ -7,7 +7,6 @@ import os
 import signal
 import time
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -67,14 +66,6 @@ def chain(saboteur: tuple[int, int] | None = None) -> list[NodeSpec]:
     return nodes
 
 
-@pytest.fixture
-def server(redis_binary: str) -> Iterator[RedisServer]:
-    """A server of this test's own, since the test kills it."""
-    made = RedisServer(redis_binary)
-    yield made
-    made.stop()  # SIGKILL also ends a stopped process
-
-
 def timed_run(executor: DagExecutor, nodes: list[NodeSpec]) -> tuple[DagRunResult, float, list]:
     with warnings.catch_warnings(record=True) as recorded:
         warnings.simplefilter("always")  # so that repeated warnings are counted, not merged
@@ -97,32 +88,32 @@ def cache_warnings(recorded: list[warnings.WarningMessage]) -> list[str]:
 
 @pytest.mark.parametrize("outage", OUTAGES.values(), ids=OUTAGES.keys())
 def test_server_lost_mid_run_costs_one_warning_and_at_most_one_timeout(
-    server: RedisServer, outage: int
+    own_redis: RedisServer, outage: int
 ) -> None:
     reference, compute_s = reference_run()
-    store = RedisStore(server.url, "outage", timeout_s=TIMEOUT_S, retry_after_s=60.0)
+    store = RedisStore(own_redis.url, "outage", timeout_s=TIMEOUT_S, retry_after_s=60.0)
     executor = DagExecutor(cache=store)
-    out, seconds, recorded = timed_run(executor, chain((server.process.pid, outage)))
+    out, seconds, recorded = timed_run(executor, chain((own_redis.process.pid, outage)))
 
     assert out.ok and out.ran == [f"a{i}" for i in range(CHAIN)]
     assert out.metrics == reference.metrics
     [message] = cache_warnings(recorded)
-    assert f"127.0.0.1:{server.port}" in message and "unavailable" in message
+    assert f"127.0.0.1:{own_redis.port}" in message and "unavailable" in message
     # one timeout at most (a frozen server), not one per node; a refused connection is instant
     assert seconds < compute_s + 2 * TIMEOUT_S + 1.0
     if outage == signal.SIGSTOP:
         assert seconds > 0.8 * TIMEOUT_S  # the frozen server really did cost the timeout
 
     # still down: the rerun fetches nothing, computes everything, warns no more, waits no more
-    again, seconds, recorded = timed_run(executor, chain((server.process.pid, 0)))
+    again, seconds, recorded = timed_run(executor, chain((own_redis.process.pid, 0)))
     assert again.ran == [f"a{i}" for i in range(CHAIN)]
     assert again.metrics == reference.metrics
     assert cache_warnings(recorded) == []
     assert seconds < compute_s + 1.0
 
     if outage == signal.SIGSTOP:  # thawed, the server holds what was written before the outage
-        os.kill(server.process.pid, signal.SIGCONT)
-        thawed = RedisStore(server.url, "outage", timeout_s=5.0)
+        os.kill(own_redis.process.pid, signal.SIGCONT)
+        thawed = RedisStore(own_redis.url, "outage", timeout_s=5.0)
         keys = out.plan.keys
         assert all(thawed.contains(keys[f"a{i}"]) for i in range(KILLER))
         assert not any(thawed.contains(keys[f"a{i}"]) for i in range(KILLER + 1, CHAIN))
@@ -140,13 +131,13 @@ class KillOnPlan:
         os.kill(self.pid, signal.SIGKILL)
 
 
-def test_entries_that_cannot_be_fetched_are_computed(server: RedisServer) -> None:
+def test_entries_that_cannot_be_fetched_are_computed(own_redis: RedisServer) -> None:
     reference, compute_s = reference_run()
-    store = RedisStore(server.url, "fetch", timeout_s=TIMEOUT_S, retry_after_s=60.0)
+    store = RedisStore(own_redis.url, "fetch", timeout_s=TIMEOUT_S, retry_after_s=60.0)
     DagExecutor(cache=store).run(SimpleState(None), chain())
     assert len(store) == CHAIN
 
-    saboteur = KillOnPlan(server.process.pid)
+    saboteur = KillOnPlan(own_redis.process.pid)
     executor = DagExecutor(cache=store, callbacks=[saboteur])
     out, seconds, recorded = timed_run(executor, chain())
     assert saboteur.stale == {}  # planned as all hits ...
@@ -154,24 +145,24 @@ def test_entries_that_cannot_be_fetched_are_computed(server: RedisServer) -> Non
     assert {r.reason for r in out.runs.values()} == {"cache entry unreadable"}
     assert out.metrics == reference.metrics
     [message] = cache_warnings(recorded)
-    assert f"127.0.0.1:{server.port}" in message
+    assert f"127.0.0.1:{own_redis.port}" in message
     assert seconds < compute_s + 2 * TIMEOUT_S + 1.0
 
 
 @pytest.mark.parametrize("outage", OUTAGES.values(), ids=OUTAGES.keys())
 def test_strict_cache_raises_a_cache_error_naming_the_server(
-    server: RedisServer, outage: int
+    own_redis: RedisServer, outage: int
 ) -> None:
-    config = CacheConfig(backend="redis", redis_url=server.url, timeout_s=TIMEOUT_S, strict=True)
+    config = CacheConfig(backend="redis", redis_url=own_redis.url, timeout_s=TIMEOUT_S, strict=True)
     executor = DagExecutor(cache=config)
     started = time.monotonic()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # strict: an error, not a warning
         with pytest.raises(CacheError) as caught:
-            executor.run(SimpleState(None), chain((server.process.pid, outage)))
+            executor.run(SimpleState(None), chain((own_redis.process.pid, outage)))
     assert time.monotonic() - started < 2 * TIMEOUT_S + 2.0
     message = str(caught.value)
-    assert f"redis://127.0.0.1:{server.port}/0" in message
+    assert f"redis://127.0.0.1:{own_redis.port}/0" in message
     assert "SET failed" in message  # the write of the node that stopped the server
 
 

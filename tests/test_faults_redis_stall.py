@@ -12,7 +12,6 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -113,14 +112,6 @@ def amplifier_chain(freeze_pid: int = 0) -> list[NodeSpec]:
     return nodes
 
 
-@pytest.fixture
-def server(redis_binary: str) -> Iterator[RedisServer]:
-    """A server of this test's own, since the test freezes it."""
-    made = RedisServer(redis_binary)
-    yield made
-    made.stop()  # SIGKILL also ends a stopped process
-
-
 def executor(cache: object = None) -> DagExecutor:
     return DagExecutor(LocalScheduler(max_workers=AMPLIFIERS), cache)
 
@@ -145,21 +136,21 @@ def assert_same_answers(out: DagRunResult, reference: DagRunResult) -> None:
 
 
 def test_a_run_during_a_stall_costs_one_timeout_one_warning_and_recovers(
-    server: RedisServer, caplog: pytest.LogCaptureFixture
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="phys_pipeline.cache")
     reference, compute_s = timed_run(executor(), amplifier_chain())[:2]
-    store = RedisStore(server.url, f"stall-{uuid.uuid4().hex[:8]}")
+    store = RedisStore(own_redis.url, f"stall-{uuid.uuid4().hex[:8]}")
     # a stall costs about one command's timeout, two when calls overlap; 3x that is generous
     bound_s = 3 * 2 * store.deadline_s(MIB)
     cached = executor(store)
 
     # amp1 freezes the server while the amplifiers' 2 MiB results are being written
-    out, seconds, messages = timed_run(cached, amplifier_chain(server.process.pid))
+    out, seconds, messages = timed_run(cached, amplifier_chain(own_redis.process.pid))
     assert_same_answers(out, reference)
     assert len(out.ran) == len(reference.ran)
     [message] = messages
-    assert f"127.0.0.1:{server.port}" in message and "unavailable" in message
+    assert f"127.0.0.1:{own_redis.port}" in message and "unavailable" in message
     assert seconds < compute_s + bound_s
 
     # still frozen: the next run waits for no node (one retry at most, if a backoff ran out)
@@ -168,7 +159,7 @@ def test_a_run_during_a_stall_costs_one_timeout_one_warning_and_recovers(
     assert messages == []
     assert seconds < compute_s + bound_s
 
-    os.kill(server.process.pid, signal.SIGCONT)
+    os.kill(own_redis.process.pid, signal.SIGCONT)
     waited = time.monotonic()
     while not store.contains(KEY):  # the put that retries when the backoff runs out lands
         assert time.monotonic() - waited < 3 * store.max_retry_after_s
@@ -184,15 +175,15 @@ def test_a_run_during_a_stall_costs_one_timeout_one_warning_and_recovers(
 
 @pytest.mark.parametrize("megabytes", [0.25, 8], ids=["small entry", "8 MiB entry"])
 def test_strict_store_raises_within_the_deadline_on_a_stalled_server(
-    server: RedisServer, megabytes: float
+    own_redis: RedisServer, megabytes: float
 ) -> None:
-    store = build_cache_backend(CacheConfig(backend="redis", redis_url=server.url, strict=True))
+    store = build_cache_backend(CacheConfig(backend="redis", redis_url=own_redis.url, strict=True))
     result = StageResult(SimpleState(np.ones(int(megabytes * MIB / 8))))
-    os.kill(server.process.pid, signal.SIGSTOP)
+    os.kill(own_redis.process.pid, signal.SIGSTOP)
     started = time.monotonic()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # strict: an error, not a warning
-        with pytest.raises(CacheError, match=f"127.0.0.1:{server.port}/0: SET failed"):
+        with pytest.raises(CacheError, match=f"127.0.0.1:{own_redis.port}/0: SET failed"):
             store.put(KEY, result)
     assert time.monotonic() - started < 3 * store.deadline_s(MIB)
 
