@@ -193,13 +193,12 @@ def test_deeply_nested_meta_is_a_miss_with_one_warning(
 
 
 def test_dead_server_costs_one_warning_and_no_waiting(
-    redis_binary: str, recwarn: pytest.WarningsRecorder
+    own_redis: RedisServer, recwarn: pytest.WarningsRecorder
 ) -> None:
-    server = RedisServer(redis_binary)
-    store = RedisStore(server.url, "outage", timeout_s=0.2)
+    store = RedisStore(own_redis.url, "outage", timeout_s=0.2)
     store.put(KEY, StageResult(SimpleState(1)))
     assert store.get(KEY) is not None
-    server.stop()
+    own_redis.stop()
 
     start = time.monotonic()
     for _ in range(50):
@@ -208,12 +207,12 @@ def test_dead_server_costs_one_warning_and_no_waiting(
         assert not store.contains(KEY)
     assert time.monotonic() - start < 1.0
     [message] = cache_warnings(recwarn)
-    assert f"127.0.0.1:{server.port}" in message
+    assert f"127.0.0.1:{own_redis.port}" in message
 
-    strict = RedisStore(server.url, "outage", timeout_s=0.2, strict=True)
-    with pytest.raises(CacheError, match=f"127.0.0.1:{server.port}"):
+    strict = RedisStore(own_redis.url, "outage", timeout_s=0.2, strict=True)
+    with pytest.raises(CacheError, match=f"127.0.0.1:{own_redis.port}"):
         strict.get(KEY)
-    with pytest.raises(CacheError, match=f"127.0.0.1:{server.port}"):
+    with pytest.raises(CacheError, match=f"127.0.0.1:{own_redis.port}"):
         strict.put(KEY, StageResult(SimpleState(1)))
 
 
@@ -254,23 +253,19 @@ def test_store_retries_after_the_backoff_and_warns_again_on_a_new_outage(
 
 
 def test_full_server_that_evicts_nothing_drops_writes_with_one_warning_and_serves_reads(
-    redis_binary: str, recwarn: pytest.WarningsRecorder
+    own_redis: RedisServer, recwarn: pytest.WarningsRecorder
 ) -> None:
-    server = RedisServer(redis_binary)
-    try:
-        store = RedisStore(server.url, "full")
-        store.put(KEY, big_result())
-        client = redis.Redis.from_url(server.url)
-        client.config_set("maxmemory", "1mb")  # less than it holds already
-        client.config_set("maxmemory-policy", "noeviction")
-        client.close()
-        for seed in range(3):
-            store.put(OTHER_KEY, big_result(seed))
-            store.put(OTHER_KEY, StageResult(SimpleState(seed)))
-        assert not store.contains(OTHER_KEY)
-        np.testing.assert_array_equal(store.get(KEY).state.payload, big_result().state.payload)
-    finally:
-        server.stop()
+    store = RedisStore(own_redis.url, "full")
+    store.put(KEY, big_result())
+    client = redis.Redis.from_url(own_redis.url)
+    client.config_set("maxmemory", "1mb")  # less than it holds already
+    client.config_set("maxmemory-policy", "noeviction")
+    client.close()
+    for seed in range(3):
+        store.put(OTHER_KEY, big_result(seed))
+        store.put(OTHER_KEY, StageResult(SimpleState(seed)))
+    assert not store.contains(OTHER_KEY)
+    np.testing.assert_array_equal(store.get(KEY).state.payload, big_result().state.payload)
     [message] = cache_warnings(recwarn)
     assert "refused SET" in message and "maxmemory" in message
 
