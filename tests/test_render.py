@@ -16,7 +16,16 @@ from phys_pipeline import views as render
 from phys_pipeline.dag import make_plan
 from phys_pipeline.executor import DagExecutor
 from phys_pipeline.policy import PolicyBag
-from phys_pipeline.types import NodeSpec, PipelineStage, SimpleState, StageConfig, StageResult
+from phys_pipeline.sweep import SweepSpec, expand_sweep
+from phys_pipeline.types import (
+    NodeSpec,
+    PipelineStage,
+    SimpleState,
+    StageConfig,
+    StageResult,
+    SweepOrigin,
+)
+from phys_pipeline.views.svg import SVG_STYLE
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -276,3 +285,187 @@ def test_importing_the_package_loads_no_jupyter_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- folded sweeps ------------------------------------------------------------------------------
+
+
+def swept_amplifier(gains: tuple[float, ...] = (3.0, 5.0, 8.0)) -> list[NodeSpec]:
+    """seed -> preamp -> booster (gain swept) -> compressor -> report (gathers every
+    variant), preamp -> monitor: booster and compressor get a variant per gain."""
+    chain = [
+        NodeSpec("seed", [], GainStage(GainCfg()), op_name="Oscillator"),
+        NodeSpec("preamp", ["seed"], GainStage(GainCfg(gain=2.0))),
+        NodeSpec("booster", ["preamp"], GainStage(GainCfg(gain=5.0))),
+        NodeSpec("compressor", ["booster"], GainStage(GainCfg(gain=0.9))),
+        NodeSpec("monitor", ["preamp"], GainStage(GainCfg(gain=0.01))),
+        NodeSpec("report", ["compressor"], GainStage(GainCfg())),
+    ]
+    spec = SweepSpec("booster", {"gain": list(gains)})
+    return expand_sweep(chain, [spec], gather=["report"])
+
+
+def group_elements(svg: str) -> dict[str, ET.Element]:
+    root = ET.fromstring(svg)
+    return {
+        g.get("data-group"): g for g in root.iter(f"{SVG}g") if "pp-group" in g.get("class", "")
+    }
+
+
+def edge_pairs(svg: str) -> set[tuple[str | None, str | None]]:
+    root = ET.fromstring(svg)
+    return {
+        (g.get("data-src"), g.get("data-dst"))
+        for g in root.iter(f"{SVG}g")
+        if "pp-edge" in g.get("class", "")
+    }
+
+
+def test_sweep_groups_gather_the_variants_of_each_swept_node() -> None:
+    nodes = swept_amplifier()
+    groups = render.sweep_groups(nodes)
+    assert groups == {
+        "booster": ("booster[gain=3]", "booster[gain=5]", "booster[gain=8]"),
+        "compressor": ("compressor[gain=3]", "compressor[gain=5]", "compressor[gain=8]"),
+    }
+    plan = make_plan(nodes, SimpleState(payload=1.0))
+    assert render.sweep_groups(plan) == groups  # a Plan groups as its nodes do
+    assert render.sweep_groups(swept_amplifier(gains=(3.0,))) == {}  # one variant: no group
+
+
+def test_a_base_id_naming_another_node_is_never_folded() -> None:
+    """A folded box takes its base id, so a group whose base id is some other node's stays
+    unfolded: two boxes never share an id."""
+    nodes = [
+        NodeSpec("booster", [], GainStage(GainCfg())),
+        *(
+            NodeSpec(f"copy{i}", ["booster"], GainStage(GainCfg()), sweep=SweepOrigin("booster"))
+            for i in range(3)
+        ),
+    ]
+    assert render.sweep_groups(nodes) == {}
+
+
+def test_a_folded_group_is_one_stacked_box_with_its_count(engine: str) -> None:
+    nodes = swept_amplifier()
+    svg = render.dag_svg(nodes, engine=engine, fold=render.sweep_groups(nodes))
+    assert set(node_groups(svg)) == {"seed", "preamp", "monitor", "report"}
+    groups = group_elements(svg)
+    assert set(groups) == {"booster", "compressor"}
+    booster = groups["booster"]
+    assert booster.get("data-count") == "3"
+    assert booster.get("id") == "group-booster"
+    assert next(booster.iter(f"{SVG}text")).text == "booster \u00d73"
+    cards = [r.get("class") for r in booster.iter(f"{SVG}rect")]
+    assert cards == ["pp-card", "pp-card", None]  # two cards behind the front one
+    assert edge_pairs(svg) == {  # the variants' edges, each drawn once
+        ("seed", "preamp"),
+        ("preamp", "booster"),
+        ("preamp", "monitor"),
+        ("booster", "compressor"),
+        ("compressor", "report"),
+    }
+
+
+def test_unfolding_a_group_draws_its_variants_and_keeps_the_others_folded() -> None:
+    nodes = swept_amplifier()
+    svg = render.dag_svg(nodes, fold=["compressor"])
+    assert set(group_elements(svg)) == {"compressor"}
+    assert {"booster[gain=3]", "booster[gain=5]", "booster[gain=8]"} <= set(node_groups(svg))
+    assert ("booster[gain=5]", "compressor") in edge_pairs(svg)
+    everything = render.dag_svg(nodes)  # nothing folded unless asked
+    assert not group_elements(everything) and len(node_groups(everything)) == len(nodes)
+
+
+def test_folding_is_part_of_the_memoised_structure() -> None:
+    nodes = swept_amplifier()
+    structure = render.structure_of(nodes)
+    groups = render.sweep_groups(nodes)
+    folded = render.fold(structure, groups)
+    assert render.fold(structure, {}) is structure
+    assert render.DrawnNode("booster", "GainStage", 3) in folded[0]
+    assert len(folded[0]) == len(structure[0]) - 4
+    assert render.layout(folded, "layered") is render.layout(
+        render.fold(structure, groups), "layered"
+    )
+
+
+@pytest.mark.parametrize(
+    ("members", "worst"),
+    [
+        (["ran", "failed", "running", "stale"], "failed"),
+        (["ran", "running", "stale", "hit"], "running"),
+        (["hit", "stale", "ran"], "stale"),
+        (["hit", "ran", "cached"], "cached"),
+        (["hit", "ran"], "ran"),
+        (["hit", "hit"], "hit"),
+        ([], "not run"),
+    ],
+)
+def test_a_folded_group_shows_the_worst_status_of_its_variants(
+    members: list[str], worst: str
+) -> None:
+    assert render.worst_status(members) == worst
+    if members:
+        nodes = swept_amplifier(gains=tuple(float(g) for g in range(1, len(members) + 1)))
+        variants = render.sweep_groups(nodes)["booster"]
+        statuses = dict(zip(variants, members, strict=True))
+        svg = render.dag_svg(nodes, statuses, fold=["booster"])
+        assert render.status_class(worst) in group_elements(svg)["booster"].get("class", "")
+
+
+def test_a_folded_group_tooltip_counts_statuses_and_reasons() -> None:
+    nodes = swept_amplifier()
+    variants = render.sweep_groups(nodes)["booster"]
+    statuses = dict(zip(variants, ["ran", "stale", "stale"], strict=True))
+    reasons = {variants[1]: "config field gain changed", variants[2]: "config field gain changed"}
+    svg = render.dag_svg(nodes, statuses, reasons, fold=["booster"])
+    title = group_elements(svg)["booster"].find(f"{SVG}title")
+    assert title is not None
+    assert title.text == (
+        "booster \u00d73 (sweep variants)\nstatus: stale\n2 stale, 1 ran\n"
+        "why: config field gain changed (2 of 3)"
+    )
+
+
+@pytest.mark.parametrize("engine_name", _usable_engines())
+def test_folded_boxes_and_their_cards_lie_inside_the_picture(engine_name: str) -> None:
+    nodes = swept_amplifier()
+    svg = render.dag_svg(nodes, engine=engine_name, fold=render.sweep_groups(nodes))  # type: ignore[arg-type]
+    root = ET.fromstring(svg)
+    _, _, width, height = (float(v) for v in root.get("viewBox", "").split())
+    for g in group_elements(svg).values():
+        for rect in g.iter(f"{SVG}rect"):
+            x, y = float(rect.get("x", 0)), float(rect.get("y", 0))
+            w, h = float(rect.get("width", 0)), float(rect.get("height", 0))
+            assert x >= 0 and x + w <= width and y >= 0 and y + h <= height, (x, y, w, h)
+
+
+def test_every_colour_reads_a_jupyterlab_variable_with_a_fallback() -> None:
+    """Themes: text, lines, background and status hues come from JupyterLab's variables; each
+    has a fallback (a picture in an <img> or a downloaded file has no variables)."""
+    style = SVG_STYLE
+    assert not re.search(r"var\(--[a-z0-9-]+\)", style)  # never a var() without a fallback
+    assert ".pp-dag text{fill:var(--jp-ui-font-color1," in style
+    assert ".pp-dag .pp-bg{fill:var(--jp-layout-color1," in style
+    assert "stroke:var(--jp-ui-font-color2," in style  # edges
+    assert (
+        "color-mix(in srgb,var(--jp-error-color1,#d32f2f) 40%,var(--jp-layout-color1,#fff))"
+        in style
+    )
+    assert "stroke:var(--jp-warn-color1,#f57c00)" in style
+
+
+def _luminance(colour: str) -> float:
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_status_fills_of_a_static_picture_keep_their_text_legible() -> None:
+    """Where no theme variables exist, boxes take the light theme's tints under its text
+    (black at 87% on the tint, about #212121): a WCAG contrast ratio of 4.5 at least."""
+    text = _luminance("#212121")
+    for status, (fill, _) in render.STATUS_COLOURS.items():
+        ratio = (_luminance(fill) + 0.05) / (text + 0.05)
+        assert ratio >= 4.5, (status, fill, ratio)

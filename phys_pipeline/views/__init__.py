@@ -11,26 +11,31 @@ from ..dag import Plan
 from ..executor import DagRunResult
 from ..sweep import NodeList
 from .html import failures_html, metrics_html, result_html, run_statuses, table_html
-from .layout import Engine, Layout, Structure, layout, structure_of
+from .layout import DrawnNode, Engine, Layout, Structure, fold, layout, structure_of, sweep_groups
 from .plots import figure_png, sweep_png, sweep_series
 from .svg import (
     DEFAULT_STATUS,
     LEGEND_TEXT,
+    SEVERITY,
     STATUS_COLOURS,
     dag_svg,
     dom_id,
+    group_title,
     layout_svg,
     node_title,
     nodes_svg,
     recolour,
     status_class,
     status_slug,
+    worst_status,
 )
 
 __all__ = [
     "DEFAULT_STATUS",
     "LEGEND_TEXT",
+    "SEVERITY",
     "STATUS_COLOURS",
+    "DrawnNode",
     "Engine",
     "Layout",
     "Structure",
@@ -38,6 +43,8 @@ __all__ = [
     "dom_id",
     "failures_html",
     "figure_png",
+    "fold",
+    "group_title",
     "layout",
     "layout_svg",
     "metrics_html",
@@ -49,9 +56,11 @@ __all__ = [
     "status_class",
     "status_slug",
     "structure_of",
+    "sweep_groups",
     "sweep_png",
     "sweep_series",
     "table_html",
+    "worst_status",
 ]
 
 display.register(Plan, display.SVG, dag_svg)

@@ -1,7 +1,16 @@
-// DagView front end: the SVG arrives once per graph structure; statuses only switch CSS
-// classes on <g class="pp-node" data-node="..."> groups. A click sets `selected`.
+// DagView front end: the SVG arrives once per drawn structure; statuses only switch CSS
+// classes on <g class="pp-node" data-node="..."> groups, and folded sweep groups
+// (<g class="pp-group" data-group="...">) take the status Python worked out for them. A click
+// on a node sets `selected`, on a folded group adds it to `expanded`. The picture scrolls in
+// its box and zooms: the toolbar, pinch or Ctrl + wheel, keys + - 0 in the box.
 
 const STATUS_PREFIX = "status-";
+const PX_PER_UNIT = 4 / 3; // the SVG's user units are points
+const ZOOM_STEP = 1.25;
+const ZOOM_MIN = 0.2;
+const ZOOM_MAX = 4;
+const FILE_NAME = "pipeline-dag.svg";
+const WIDEST_ASK = 800; // px: the most width the view asks of a row it shares; wider scrolls
 
 function slug(status) {
   return String(status).toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") || "unknown";
@@ -15,48 +24,216 @@ function titleText(id, label, status, reason) {
   return lines.join("\n");
 }
 
+function setStatus(g, status) {
+  const wanted = STATUS_PREFIX + slug(status);
+  if (g.classList.contains(wanted)) return;
+  for (const cls of [...g.classList]) {
+    if (cls.startsWith(STATUS_PREFIX)) g.classList.remove(cls);
+  }
+  g.classList.add(wanted);
+}
+
+function setTitle(g, text) {
+  const title = g.querySelector("title");
+  if (title) title.textContent = text;
+}
+
+function button(className, text, help, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = className;
+  b.textContent = text;
+  b.title = help;
+  b.setAttribute("aria-label", help);
+  b.addEventListener("click", onClick);
+  return b;
+}
+
 function render({ model, el }) {
   el.classList.add("pp-dag-view");
+  const toolbar = document.createElement("div");
+  toolbar.className = "pp-dag-toolbar";
   const box = document.createElement("div");
   box.className = "pp-dag-box";
-  el.appendChild(box);
+  box.tabIndex = 0;
+  box.title = "Ctrl + wheel or pinch to zoom";
+  box.setAttribute("data-lm-suppress-shortcuts", "true"); // keys + - 0 zoom, not the notebook's
+  const chips = document.createElement("span");
+  chips.className = "pp-dag-expanded";
+  let zoom = 1;
+  let anchor = null; // where an unfolded group was clicked, kept in view when it redraws
 
-  const groups = () => box.querySelectorAll("g.pp-node");
+  const svgOf = () => box.querySelector("svg.pp-dag");
+  const level = button("pp-zoom-reset", "100%", "zoom to 100%", () => zoomTo(1));
+  toolbar.append(
+    button("pp-zoom-out", "\u2212", "zoom out", () => zoomTo(zoom / ZOOM_STEP)),
+    level,
+    button("pp-zoom-in", "+", "zoom in", () => zoomTo(zoom * ZOOM_STEP)),
+    button("pp-zoom-fit", "fit", "zoom to fit the whole DAG", fit),
+    button("pp-download", "\u2913 SVG", "download the DAG as an SVG file", download),
+    chips,
+  );
+  el.append(toolbar, box);
+
+  function natural(svg) {
+    const view = svg.viewBox.baseVal;
+    return [view.width * PX_PER_UNIT, view.height * PX_PER_UNIT];
+  }
+
+  function applyZoom() {
+    const svg = svgOf();
+    if (svg) {
+      const [width, height] = natural(svg);
+      svg.style.width = `${width * zoom}px`;
+      svg.style.height = `${height * zoom}px`;
+    }
+    level.textContent = `${Math.round(zoom * 100)}%`;
+    box.dataset.zoom = String(zoom);
+  }
+
+  // zoom to `next`, keeping the picture's point under (clientX, clientY) where it is
+  function zoomTo(next, clientX, clientY) {
+    next = Math.min(ZOOM_MAX, Math.max(ZOOM_MIN, next));
+    const frame = box.getBoundingClientRect();
+    const dx = (clientX ?? frame.left + box.clientWidth / 2) - frame.left;
+    const dy = (clientY ?? frame.top + box.clientHeight / 2) - frame.top;
+    const x = (box.scrollLeft + dx) / zoom;
+    const y = (box.scrollTop + dy) / zoom;
+    zoom = next;
+    applyZoom();
+    box.scrollLeft = x * zoom - dx;
+    box.scrollTop = y * zoom - dy;
+  }
+
+  // the whole picture in view (never above 100%: a small DAG already fits)
+  function fit() {
+    const svg = svgOf();
+    if (!svg) return;
+    const [width, height] = natural(svg);
+    const tallest = parseFloat(getComputedStyle(box).maxHeight) || box.clientHeight;
+    const inner = box.clientWidth - 2;
+    zoomTo(Math.min(1, inner / width, (tallest - 2) / height));
+    box.scrollLeft = 0;
+    box.scrollTop = 0;
+  }
+
+  function onWheel(event) {
+    if (!event.ctrlKey && !event.metaKey) return; // a plain wheel scrolls, as everywhere
+    event.preventDefault();
+    zoomTo(zoom * Math.exp(-event.deltaY * 0.002), event.clientX, event.clientY);
+  }
+
+  function onKey(event) {
+    const steps = { "+": ZOOM_STEP, "=": ZOOM_STEP, "-": 1 / ZOOM_STEP };
+    if (event.key in steps) zoomTo(zoom * steps[event.key]);
+    else if (event.key === "0") zoomTo(1);
+    else return;
+    event.preventDefault();
+  }
+
+  function download() {
+    const svg = svgOf();
+    if (!svg) return;
+    const copy = svg.cloneNode(true);
+    copy.removeAttribute("style"); // its own width and height: the picture at 100%
+    for (const g of copy.querySelectorAll(".pp-selected")) g.classList.remove("pp-selected");
+    const text = new XMLSerializer().serializeToString(copy);
+    const url = URL.createObjectURL(new Blob([text], { type: "image/svg+xml" }));
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = FILE_NAME;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }
 
   function paintStatuses() {
     const statuses = model.get("statuses") || {};
     const reasons = model.get("reasons") || {};
-    for (const g of groups()) {
+    for (const g of box.querySelectorAll("g.pp-node")) {
       const id = g.getAttribute("data-node");
       const status = statuses[id];
       if (status === undefined) continue;
-      const wanted = STATUS_PREFIX + slug(status);
-      if (!g.classList.contains(wanted)) {
-        for (const cls of [...g.classList]) {
-          if (cls.startsWith(STATUS_PREFIX)) g.classList.remove(cls);
-        }
-        g.classList.add(wanted);
-      }
-      const title = g.querySelector("title");
-      if (title) title.textContent = titleText(id, g.getAttribute("data-label"), status, reasons[id]);
+      setStatus(g, status);
+      setTitle(g, titleText(id, g.getAttribute("data-label"), status, reasons[id]));
     }
+  }
+
+  function paintGroups() {
+    const groups = model.get("groups") || {};
+    for (const g of box.querySelectorAll("g.pp-group")) {
+      const group = groups[g.getAttribute("data-group")];
+      if (!group) continue;
+      setStatus(g, group.status);
+      setTitle(g, `${group.title}\n(click to show the ${group.count} variants)`);
+    }
+    const expanded = (model.get("expanded") || []).filter((id) => groups[id]);
+    chips.replaceChildren(
+      ...expanded.map((id) =>
+        button(
+          "pp-fold",
+          `fold ${id} \u00d7${groups[id].count}`,
+          `draw the ${groups[id].count} variants of ${id} as one box again`,
+          () => {
+            model.set("expanded", (model.get("expanded") || []).filter((other) => other !== id));
+            model.save_changes();
+          },
+        ),
+      ),
+    );
   }
 
   function paintSelection() {
     const selected = model.get("selected");
-    for (const g of groups()) {
+    for (const g of box.querySelectorAll("g.pp-node")) {
       g.classList.toggle("pp-selected", g.getAttribute("data-node") === selected);
     }
   }
 
+  // The box's width never follows the zoom (its CSS contains it): it asks for the picture's
+  // width at 100%, so a row it shares keeps its shape while one zooms.
+  function askWidth() {
+    const svg = svgOf();
+    const width = svg ? Math.min(natural(svg)[0], WIDEST_ASK) : 0;
+    box.style.containIntrinsicInlineSize = `${Math.ceil(width) + 2}px`;
+  }
+
   function draw() {
     box.innerHTML = model.get("svg") || "";
+    askWidth();
+    applyZoom();
+    if (anchor && svgOf()) {
+      // the same fraction of the new picture under the same point of the box
+      const picture = svgOf().getBoundingClientRect();
+      box.scrollLeft = anchor.fx * picture.width - anchor.dx;
+      box.scrollTop = anchor.fy * picture.height - anchor.dy;
+    }
+    anchor = null;
     paintStatuses();
+    paintGroups();
     paintSelection();
   }
 
   function onClick(event) {
-    const g = event.target.closest && event.target.closest("g.pp-node");
+    const target = event.target;
+    if (!target.closest) return;
+    const group = target.closest("g.pp-group");
+    if (group) {
+      const id = group.getAttribute("data-group");
+      const picture = svgOf().getBoundingClientRect();
+      const frame = box.getBoundingClientRect();
+      anchor = {
+        fx: (event.clientX - picture.left) / picture.width,
+        fy: (event.clientY - picture.top) / picture.height,
+        dx: event.clientX - frame.left,
+        dy: event.clientY - frame.top,
+      };
+      model.set("expanded", [...(model.get("expanded") || []).filter((x) => x !== id), id]);
+      model.save_changes();
+      return;
+    }
+    const g = target.closest("g.pp-node");
     if (!g) return;
     const id = g.getAttribute("data-node");
     model.set("selected", model.get("selected") === id ? "" : id);
@@ -64,18 +241,24 @@ function render({ model, el }) {
   }
 
   box.addEventListener("click", onClick);
-  model.on("change:svg", draw);
-  model.on("change:statuses", paintStatuses);
-  model.on("change:reasons", paintStatuses);
-  model.on("change:selected", paintSelection);
+  box.addEventListener("wheel", onWheel, { passive: false });
+  box.addEventListener("keydown", onKey);
+  const listeners = {
+    "change:svg": draw,
+    "change:statuses": paintStatuses,
+    "change:reasons": paintStatuses,
+    "change:groups": paintGroups,
+    "change:expanded": paintGroups,
+    "change:selected": paintSelection,
+  };
+  for (const [name, listener] of Object.entries(listeners)) model.on(name, listener);
   draw();
 
   return () => {
     box.removeEventListener("click", onClick);
-    model.off("change:svg", draw);
-    model.off("change:statuses", paintStatuses);
-    model.off("change:reasons", paintStatuses);
-    model.off("change:selected", paintSelection);
+    box.removeEventListener("wheel", onWheel);
+    box.removeEventListener("keydown", onKey);
+    for (const [name, listener] of Object.entries(listeners)) model.off(name, listener);
   };
 }
 
