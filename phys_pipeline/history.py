@@ -23,6 +23,7 @@ import numpy as np
 from pydantic_core import to_jsonable_python
 
 from ._edit import raw_values, replace_config
+from .hashing import hexdigest
 from .policy import PolicyBag
 from .record import atomic_write
 from .types import NodeStatus
@@ -77,8 +78,9 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class NodeRecord:
-    """One node in one run: its setup (config values as plain data, stage class, code
-    version, key) and what the run did with it. ``status`` is None for a node the run did not
+    """One node in one run: its setup (config values as plain data, an array of more than 64
+    elements by dtype, shape and digest; stage class, code version, key) and what the run did
+    with it. ``status`` is None for a node the run did not
     cover (``run(targets=...)``)."""
 
     config: dict[str, Any]
@@ -129,8 +131,9 @@ class RunRecord:
         nodes = {}
         for nid in plan.order:
             planned, run = plan.nodes[nid], result.runs.get(nid)
+            values = _config_values(plan.specs[nid].stage.cfg)
             nodes[nid] = NodeRecord(
-                config={k: _plain(v) for k, v in _config_values(plan.specs[nid].stage.cfg).items()},
+                config={name: _plain(value) for name, value in values.items()},
                 stage=planned.stage_type,
                 code_version=planned.code_version,
                 cache_key=planned.key,
@@ -356,14 +359,22 @@ def _config_values(cfg: Any) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    """``value`` as JSON-able data: as pydantic serialises it, arrays as lists, anything else
-    by its repr (a record is data to read and compare, never to unpickle)."""
+    """``value`` as JSON-able data: as pydantic serialises it, small arrays as lists, larger
+    ones by a summary, anything else by its repr (a record is data to read and compare, never
+    to unpickle)."""
     return to_jsonable_python(value, fallback=_unserialisable)
 
 
+_LISTED_ELEMENTS = 64  # a record holds arrays up to this size; larger ones would swell it
+
+
 def _unserialisable(value: Any) -> Any:
-    if isinstance(value, np.ndarray | np.generic):
-        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        if value.size <= _LISTED_ELEMENTS:
+            return value.tolist()
+        return f"<ndarray {value.dtype} {value.shape} {hexdigest(value, 'array')[:16]}>"
     return repr(value)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 from stages.optics import ALL
 
@@ -88,6 +89,17 @@ def test_a_record_holds_the_setup_of_its_run(explored):
     plan = explored.last_result.plan
     assert explored.history[-1].nodes["fibre"].cache_key == plan.nodes["fibre"].key
     assert explored.history[-1].nodes["fibre"].stage == plan.nodes["fibre"].stage_type
+
+
+def test_a_large_array_in_a_config_is_recorded_by_a_summary_that_sees_changes(session):
+    session.update("grid", weights=np.ones(4096))
+    session.run()
+    session.update("grid", weights=np.linspace(0.5, 1.0, 4096))
+    session.run()
+    first, second = (record.parameters["grid.weights"] for record in session.history)
+    assert first.startswith("<ndarray float64 (4096,) ") and first != second
+    assert [c.field for c in session.history[1].changes] == ["weights"]
+    assert session.restore(1) == {}  # the arrays themselves are kept in memory
 
 
 def test_a_failed_run_records_the_failure_and_what_it_skipped(session):

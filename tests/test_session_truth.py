@@ -18,6 +18,7 @@ from phys_pipeline.errors import (
     UnhashableValueError,
 )
 from phys_pipeline.policy import PolicyBag
+from phys_pipeline.scheduler import LocalScheduler
 from phys_pipeline.session import LiveSession
 from phys_pipeline.types import SimpleState
 
@@ -45,12 +46,16 @@ def gated() -> GatedFibre:
     return GatedFibre(FibreCfg())
 
 
-@pytest.fixture
-def live(gated: GatedFibre) -> LiveSession:
+@pytest.fixture(params=[1, 2], ids=["inline", "worker-threads"])
+def live(request: pytest.FixtureRequest, gated: GatedFibre) -> LiveSession:
     """The optics DAG (grid -> pulse -> fibre -> duration, grid -> spectrum), run once, its
-    fibre gated; ``fibre.length_m`` then edited to 2 m, so the next run computes the fibre."""
+    fibre gated; ``fibre.length_m`` then edited to 2 m, so the next run computes the fibre.
+    Nodes run inline on the run's thread, or on worker threads that report from there."""
     nodes = [n.replace(stage=gated) if n.id == "fibre" else n for n in optics_nodes()]
-    session = LiveSession(nodes, SimpleState(), policy={"dispersion_scale": 1.0})
+    scheduler = LocalScheduler(max_workers=request.param)
+    session = LiveSession(
+        nodes, SimpleState(), policy={"dispersion_scale": 1.0}, scheduler=scheduler
+    )
     gated.gate.set()
     session.run()
     session.update("fibre", length_m=2.0)
@@ -76,8 +81,14 @@ class RunInThread:
 
 
 def run_blocked_in_fibre(live: LiveSession, gated: GatedFibre) -> RunInThread:
+    """Start a run and return once the fibre computes and the session shows it running (a
+    worker thread may enter the stage before the run's thread reports it)."""
+    shown = threading.Event()
+    unsubscribe = live.subscribe(lambda _, s: s.status["fibre"] == "running" and shown.set())
     running = RunInThread(live)
     assert gated.entered.wait(WAIT_S), "the run never reached the fibre"
+    assert shown.wait(WAIT_S), "the session never showed the fibre running"
+    unsubscribe()
     return running
 
 
@@ -294,3 +305,14 @@ def test_a_first_run_says_not_cached_and_no_run_says_nothing(session):
     assert session.last_run_reasons() == {}
     session.run()
     assert set(session.last_run_reasons().values()) == {"not cached"}
+
+
+def test_a_cancelled_run_is_recorded_with_what_it_did_not_get_to(live, gated):
+    running = run_blocked_in_fibre(live, gated)
+    live.cancel()  # a Stop button, from this thread
+    gated.gate.set()
+    result = running.join()
+    record = live.history[-1]
+    assert record.cancelled == result.cancelled and "duration" in record.cancelled
+    assert record.hits == ["grid", "pulse", "spectrum"]
+    assert live.status["duration"] == "cancelled"
