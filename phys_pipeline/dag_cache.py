@@ -29,6 +29,7 @@ from typing import Any
 from ._cutoff import EarlyCutoff
 from ._deprecation import deprecated_function
 from .cache.base import CacheStore, CacheWarning, validate_key
+from .cache.figures import Figures, figures_entry, figures_from_entry, figures_key
 from .dag import NodePlan, Plan, Staleness
 from .errors import CacheError
 from .types import StageResult
@@ -143,6 +144,38 @@ class DagCache:
                 self.backend.clear()
             except Exception as exc:  # noqa: BLE001
                 self._failed("clear", "(all)", exc)
+
+    def put_figures(
+        self, node_key: str, figures: Mapping[str, tuple[str, bytes]], *, node_id: str = "?"
+    ) -> None:
+        """Keep the rendered figures of the result under ``node_key`` (name -> (MIME type,
+        bytes), PNG or SVG) as data in a signed entry of their own, so a view can show them
+        after a restart though lazy artifacts are not cached. Views call it when they draw;
+        runs never do (not counted as a put). A store failure is a warning, as for ``put``."""
+        node_key = validate_key(node_key)
+        entry = figures_entry(node_key, figures, node_id)
+        if self.backend is None:
+            return
+        key = figures_key(node_key)
+        try:
+            self.backend.put(key, entry)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("write of figures", key, exc)
+
+    def figures(self, node_key: str) -> Figures | None:
+        """The figures kept for ``node_key`` by ``put_figures``, or None: none kept, or an entry
+        that does not authenticate or is not figures (a miss, as for ``get``; not counted, and
+        nothing is deleted)."""
+        node_key = validate_key(node_key)
+        if self.backend is None:
+            return None
+        key = figures_key(node_key)
+        try:
+            entry = self.backend.get(key)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("read of figures", key, exc)
+            return None
+        return None if entry is None else figures_from_entry(node_key, entry)
 
     def reset_stats(self) -> None:
         with self._lock:

@@ -91,3 +91,116 @@ def test_a_sweep_over_text_values_gets_its_table_but_no_plot() -> None:
     live.run()
     assert "units" in view.sweep.value
     assert bytes(view.sweep_plot.value) == b"" and view.sweep_plot.layout.display == "none"
+
+
+def images(outputs: tuple[dict, ...]) -> list[dict]:
+    return [o for o in outputs if "image/png" in o["data"]]
+
+
+def test_the_dag_sinks_are_watched_by_default_and_stay_on_screen(session: LiveSession) -> None:
+    view = ArtifactView(session)
+    assert view.watched == ["duration", "spectrum"]  # nothing reads them
+    assert view.watched_box.layout.display == "none"  # all nodes are listed anyway
+    session.run()
+    view.show("grid")
+    assert view.watched_box.layout.display != "none"
+    assert [p.node_id for p in view.watched_box.children] == ["duration", "spectrum"]
+    assert "phase_span" in view.panels["duration"].metrics.value
+    assert "bins" in view.panels["spectrum"].metrics.value
+    assert "phase_span" not in view.metrics.value  # the selected node's table is grid's
+    view.show("duration")  # selected: shown once, in the selected panel
+    assert view.panels["duration"].layout.display == "none"
+    assert view.panels["spectrum"].layout.display != "none"
+    assert "phase_span" in view.metrics.value
+
+
+def test_pinning_a_node_keeps_its_plot_on_screen_and_unpinning_drops_it(
+    session: LiveSession,
+) -> None:
+    from phys_pipeline.errors import UnknownNodeError
+
+    view = ArtifactView(session, "fibre", watched=[])
+    session.run()
+    assert view.pin_button.value is False and view.pin_button.layout.display != "none"
+    view.pin_button.value = True  # the pin toggle of the selected node
+    assert view.watched == ["fibre"]
+    view.show("grid")
+    panel = view.panels["fibre"]
+    assert len(images(panel.output.outputs)) == 1 and not images(view.output.outputs)
+    assert panel.pin_button.value is True
+    panel.pin_button.value = False  # the toggle of the watched panel unpins
+    assert view.watched == [] and "fibre" not in view.panels
+    assert view.watched_box.children == () and panel.comm is None  # closed
+    view.pin("duration")
+    view.unpin("duration")
+    assert view.watched == []
+    with pytest.raises(UnknownNodeError, match="no-such-node"):
+        view.pin("no-such-node")
+
+
+def test_an_edit_greys_what_it_made_stale_until_the_next_run(session: LiveSession) -> None:
+    view = ArtifactView(session, "fibre")
+    session.run()
+    assert "pp-stale" not in view.title.value + view.metrics.value
+    session.update("fibre", length_m=2.0)
+    caption, figure = view.output.outputs
+    assert "stale" in view.title.value and "pp-stale-badge" in caption["data"]["text/html"]
+    assert 'class="pp-figure pp-stale"' in figure["data"]["text/html"]
+    assert '<tr class="pp-stale"><td>fibre</td>' in view.metrics.value
+    assert "pp-stale-badge" in view.panels["duration"].title.value  # downstream of the edit
+    assert "pp-stale-badge" not in view.panels["spectrum"].title.value
+    session.update("fibre", length_m=1.0)  # undone: what is shown is current again
+    assert "pp-stale" not in view.title.value + view.metrics.value
+    session.update("fibre", length_m=3.0)
+    session.run()
+    assert "pp-stale" not in view.title.value + view.metrics.value
+    assert "pp-stale" not in str(view.output.outputs)
+    assert "pp-stale" not in view.panels["duration"].title.value
+
+
+def test_each_figure_has_a_png_download_link(session: LiveSession) -> None:
+    import base64
+    import re
+
+    from phys_pipeline.widgets.artifact_view import PNG_MAGIC
+
+    view = ArtifactView(session, "fibre")
+    session.run()
+    (figure,) = images(view.output.outputs)
+    card = figure["data"]["text/html"]
+    link = re.search(r'<a class="pp-download" download="([^"]+)" href="([^"]+)"', card)
+    assert link is not None and link.group(1) == "fibre.phase.png"
+    assert link.group(2) == "data:image/png;base64," + figure["data"]["image/png"]
+    assert f'<img src="{link.group(2)}"' in card  # the very image shown
+    assert base64.b64decode(figure["data"]["image/png"]).startswith(PNG_MAGIC)
+
+
+def test_the_metric_table_has_node_and_metric_columns_under_aligned_headers() -> None:
+    import re
+
+    nodes = expand_sweep(optics_nodes(), [SweepSpec("pulse", {"fwhm_ps": [0.5, 2.0]})])
+    live = LiveSession(nodes, SimpleState())
+    view = ArtifactView(live)
+    live.run()
+    table = view.metrics.value
+    headers = re.findall(r'<th style="text-align:(\w+)">(\w+)</th>', table)
+    assert headers == [("left", "node"), ("left", "metric"), ("right", "value")]
+    rows = re.findall(
+        r"<tr[^>]*><td>([^<]*)</td><td>([^<]*)</td><td style=\"text-align:right\">", table
+    )
+    assert ("pulse[fwhm_ps=0.5]", "t0_ps") in rows  # a dot in the node id splits nothing
+    assert ("fibre[fwhm_ps=2]", "gdd_ps2") in rows
+
+
+def test_every_colour_of_the_panel_but_the_figure_card_follows_the_jupyterlab_theme() -> None:
+    import re
+
+    import phys_pipeline.widgets.artifact_view as module
+
+    css = Path(module.__file__).with_name("artifact_view.css").read_text()
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    colours = re.findall(r"(#[0-9a-fA-F]{3,8}|rgba?\([^)]*\))", css)
+    assert colours  # fallbacks are there
+    uses = re.findall(r"var\((--[\w-]+), (#[0-9a-fA-F]{3,8}|rgba?\([^)]*\))\)", css)
+    assert sorted(colour for _, colour in uses) == sorted(colours)  # each one is a fallback
+    assert {name for name, _ in uses if not name.startswith("--jp-")} == {"--pp-figure-background"}

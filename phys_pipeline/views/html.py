@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from .layout import Engine
@@ -19,20 +19,29 @@ def run_statuses(result: Any) -> tuple[dict[str, str], dict[str, str]]:
     return statuses, reasons
 
 
-def metrics_html(metrics: Mapping[str, Any], *, css_class: str = "pp-metrics") -> str:
-    """A table of namespaced metrics (``"node.key"``), one row per metric."""
+def metrics_html(
+    metrics: Mapping[Any, Any], *, css_class: str = "pp-metrics", stale: Collection[str] = ()
+) -> str:
+    """A table of metrics, one row per metric, keyed by ``(node, metric)`` or namespaced
+    (``"node.key"``); rows of the nodes in ``stale`` have the class ``pp-stale`` (views grey
+    them). Each header is aligned as its column."""
     if not metrics:
         return f'<p class="{css_class} pp-empty">no metrics</p>'
     rows = []
     for key, value in metrics.items():
-        node, _, name = key.rpartition(".") if "." in key else ("", "", key)
+        if isinstance(key, tuple):
+            node, name = key
+        else:
+            node, _, name = key.rpartition(".") if "." in key else ("", "", key)
         shown = f"{value:.6g}" if isinstance(value, float) else str(value)
+        marked = ' class="pp-stale"' if node in stale else ""
         rows.append(
-            f"<tr><td>{html.escape(node)}</td><td>{html.escape(name)}</td>"
+            f"<tr{marked}><td>{html.escape(node)}</td><td>{html.escape(name)}</td>"
             f'<td style="text-align:right">{html.escape(shown)}</td></tr>'
         )
     return (
-        f'<table class="{css_class}"><thead><tr><th>node</th><th>metric</th><th>value</th>'
+        f'<table class="{css_class}"><thead><tr><th style="text-align:left">node</th>'
+        '<th style="text-align:left">metric</th><th style="text-align:right">value</th>'
         f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
 

@@ -1,113 +1,271 @@
-"""ArtifactView: the last run's figures, metrics and sweep table, for one node or all.
+"""ArtifactView: the last run's figures, metrics and sweep table, for the selected node (or all)
+and for the watched nodes that stay on screen whatever is selected.
 
 Output is written as ready-made display-data dicts (``Output.outputs``), not captured with
 ``with output:``, because auto-runs refresh it from a timer thread where capturing does not
 work; figures are rendered to PNG and closed, so inline backends do not show them again.
+
+Each node's artifacts are drawn once per result (lazy ones are called when first shown), and
+the PNGs are kept beside the node's cache entry (``DagCache.put_figures``): lazy artifacts are
+not cached, so a result loaded after a restart comes without them, and the view shows the kept
+figures instead of asking for a rerun. Only drawing stores figures; a run never does.
+
+Figures sit on a light card of their own, whatever the theme, and are saved as drawn: they keep
+the stage's colours (dark on white by default, which a dark background would swallow), and a
+PNG from the cache cannot follow a theme chosen after it was drawn. Everything else in the
+panel takes its colours from the JupyterLab theme (``artifact_view.css``).
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import re
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
 
+from ..cache.figures import FIGURE_MIME_TYPES, Figures
+from ..dag import Plan
 from ..executor import DagRunResult
 from ..record import resolve_artifact
 from ..session import LiveSession
-from ..types import NodeStatus
+from ..types import NodeStatus, StageResult
 from ..views import figure_png, metrics_html, sweep_png, table_html
 from ._subscribe import SessionView, closed_on_failure
 
 __all__ = [
-    "ArtifactView",
     "PNG_MAGIC",
+    "ArtifactView",
     "display_data",
 ]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_CSS = (Path(__file__).parent / "artifact_view.css").read_text(encoding="utf-8")
+_EXTENSIONS = {"image/png": "png", "image/svg+xml": "svg"}
+_UNSAFE_IN_FILE_NAMES = re.compile(r"[^A-Za-z0-9._=+-]+")
+_STALE_BADGE = (
+    '<span class="pp-badge pp-stale-badge" title="edited since this result was computed: '
+    'rerun to update">stale</span>'
+)
 
 
-def display_data(value: Any) -> dict[str, Any]:
-    """One artifact value as an nbformat display-data output: figures and PNG bytes as
-    images, everything else as text."""
+@dataclass(frozen=True, slots=True)
+class _Drawn:
+    """One artifact as drawn: an image (``mime`` in FIGURE_MIME_TYPES, ``data`` its bytes) or
+    anything else as a display-data bundle (``mime`` "bundle", ``data`` the bundle)."""
+
+    mime: str
+    data: Any
+
+    @property
+    def is_image(self) -> bool:
+        return self.mime in FIGURE_MIME_TYPES
+
+
+def _draw(value: Any) -> _Drawn:
+    """Figures and PNG bytes as an image; anything else as HTML (if it has a repr) or text."""
     if hasattr(value, "savefig"):
         value = figure_png(value)
     if isinstance(value, bytes) and value.startswith(PNG_MAGIC):
-        data = {"image/png": base64.b64encode(value).decode("ascii"), "text/plain": "<image>"}
-    elif hasattr(value, "_repr_html_"):
-        data = {"text/html": value._repr_html_(), "text/plain": repr(value)}
+        return _Drawn("image/png", value)
+    if hasattr(value, "_repr_html_"):
+        return _Drawn("bundle", {"text/html": value._repr_html_(), "text/plain": repr(value)})
+    return _Drawn("bundle", {"text/plain": value if isinstance(value, str) else repr(value)})
+
+
+def _output(name: str, drawn: _Drawn, *, stale: bool = False) -> dict[str, Any]:
+    """An nbformat display-data output of one drawn artifact. An image is a card with a
+    download link (HTML) plus the bare image, for front ends that show no HTML."""
+    if drawn.is_image:
+        encoded = base64.b64encode(drawn.data).decode("ascii")
+        url = f"data:{drawn.mime};base64,{encoded}"
+        file_name = f"{_UNSAFE_IN_FILE_NAMES.sub('_', name)}.{_EXTENSIONS[drawn.mime]}"
+        label = html.escape(name)
+        card = (
+            f'<div class="pp-figure{" pp-stale" if stale else ""}">'
+            f'<div class="pp-figure-card"><img src="{url}" alt="{label}"></div>'
+            f'<a class="pp-download" download="{html.escape(file_name)}" href="{url}" '
+            f'title="download {html.escape(file_name)}">download {_EXTENSIONS[drawn.mime].upper()}'
+            "</a></div>"
+        )
+        data = {"text/html": card, drawn.mime: encoded, "text/plain": f"<image {name}>"}
     else:
-        data = {"text/plain": value if isinstance(value, str) else repr(value)}
+        data = dict(drawn.data)
+        if stale:
+            shown = data.get("text/html") or f"<pre>{html.escape(data['text/plain'])}</pre>"
+            data["text/html"] = f'<div class="pp-stale">{shown}</div>'
     return {"output_type": "display_data", "data": data, "metadata": {}}
 
 
-def _caption(text: str) -> dict[str, Any]:
+def display_data(value: Any, *, name: str = "figure") -> dict[str, Any]:
+    """One artifact value as an nbformat display-data output: figures and PNG bytes as an
+    image with a download link (saved as ``<name>.png``), everything else as text."""
+    return _output(name, _draw(value))
+
+
+def _caption(text: str, *, stale: bool = False) -> dict[str, Any]:
+    shown = html.escape(text)
+    if stale:
+        shown = f'<span class="pp-stale">{shown}</span>{_STALE_BADGE}'
     return {
         "output_type": "display_data",
-        "data": {"text/html": f"<b>{html.escape(text)}</b>", "text/plain": text},
+        "data": {"text/html": f"<b>{shown}</b>", "text/plain": text},
         "metadata": {},
     }
 
 
-def _cached_without_plots(result: DagRunResult, node_ids: list[str]) -> list[str]:
-    """Nodes of ``node_ids`` that hit the cache and came back without artifacts."""
-    return [
-        nid
-        for nid in node_ids
-        if nid in result.results
-        and result.runs[nid].status is NodeStatus.HIT
-        and not result.results[nid].artifacts
-    ]
+def _sinks(plan: Plan) -> list[str]:
+    """The nodes no other node reads: what a DAG computes in the end."""
+    read = {dep for node in plan.nodes.values() for dep in node.deps}
+    return [nid for nid in plan.order if nid not in read]
+
+
+def _close_tree(widget: w.Widget) -> None:
+    """Close a widget and every widget in it (closing a box leaves its children open)."""
+    for child in getattr(widget, "children", ()):
+        _close_tree(child)
+    widget.close()
+
+
+class _Section(w.VBox):
+    """One panel of the view: a title (with a stale badge) and a pin toggle, why plots are
+    missing (with a rerun button), the figures and the metrics."""
+
+    def __init__(
+        self,
+        on_pin: Callable[[str, bool], None],
+        on_rerun: Callable[[_Section], None],
+        node_id: str | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.title = w.HTML("")
+        self.pin_button = w.ToggleButton(
+            value=False,
+            description="pin",
+            icon="thumb-tack",
+            tooltip="keep this node's plots and metrics on screen whatever is selected",
+        )
+        self.pin_button.add_class("pp-pin-button")
+        self.note = w.HTML("")
+        self.note.add_class("pp-artifact-note")
+        self.rerun_button = w.Button(
+            description="Rerun node", icon="refresh", layout=w.Layout(display="none")
+        )
+        self.rerun_button.add_class("pp-rerun-button")
+        self.output = w.Output()
+        self.metrics = w.HTML("")
+        self.metrics.add_class("pp-metrics-panel")
+        head = w.HBox([self.title, self.pin_button])
+        head.add_class("pp-section-head")
+        super().__init__([head, w.HBox([self.note, self.rerun_button]), self.output, self.metrics])
+        self._on_pin = on_pin
+        self.pin_button.observe(self._pinned, "value")
+        self.rerun_button.on_click(lambda _: on_rerun(self))
+
+    def _pinned(self, change: dict[str, Any]) -> None:
+        self.pin_button.description = "pinned" if change["new"] else "pin"
+        if self.node_id:
+            self._on_pin(self.node_id, change["new"])
+
+    def show_pin(self, pinned: bool | None) -> None:
+        """The toggle's state (None: hidden, when the section shows no single node)."""
+        self.pin_button.layout.display = "none" if pinned is None else None
+        self.pin_button.value = bool(pinned)
+
+    def show_rerun(self, note: str) -> None:
+        """Say why plots are missing, with the rerun button when the section has one node."""
+        self.note.value = note
+        shown = bool(note) and self.node_id is not None
+        self.rerun_button.layout.display = None if shown else "none"
+        if shown:
+            self.rerun_button.description = f"Rerun {self.node_id}"
 
 
 class ArtifactView(SessionView, w.VBox):
-    """Artifacts of ``node_id`` (None: every node, up to ``max_items``) from the session's
-    last run, replaced after each run. ``output`` holds the figures, ``metrics`` the table,
-    ``sweep`` the sweep table (when the DAG has swept nodes). ``note`` says why plots are
-    missing after cache hits; ``rerun_button`` (shown then) recomputes the selected node."""
+    """Artifacts and metrics of ``node_id`` (None: every node, up to ``max_items`` artifacts)
+    from the session's last run, replaced after each run, below the panels of the ``watched``
+    nodes (by default the DAG's sinks), which stay whatever is selected; the pin toggle of a
+    panel adds or removes its node. Nodes edited since their result was computed are greyed
+    with a "stale" badge until rerun. ``output`` holds the selected figures, ``metrics`` their
+    table, ``sweep`` the sweep table (when the DAG has swept nodes); ``note`` says why plots
+    are missing after cache hits (no figures kept for them) and ``rerun_button`` (shown then)
+    recomputes the selected node. ``panels`` are the watched nodes' sections, by node id."""
 
     def __init__(
         self,
         session: LiveSession,
         node_id: str | None = None,
         *,
+        watched: Iterable[str] | None = None,
         max_items: int = 24,
         **kwargs: Any,
     ) -> None:
         self.session = session
         self.node_id = node_id
         self.max_items = max_items
+        self.panels: dict[str, _Section] = {}
+        # node id -> the result drawn and its artifacts as drawn (or its figures from the cache)
+        self._drawn: dict[str, tuple[StageResult, list[tuple[str, _Drawn]]]] = {}
+        self._filed: set[str] = set()  # node keys whose figures this view has stored
+        self._shown_stale: frozenset[str] = frozenset()
+        self._lock = threading.RLock()  # runs refresh from their thread, clicks from the UI's
         with closed_on_failure(self):
-            self.title = w.HTML("")
-            self.output = w.Output()
-            self.output.add_class("pp-artifacts")
-            self.metrics = w.HTML("")
-            self.metrics.add_class("pp-metrics-panel")
+            style = w.HTML(f"<style>{_CSS}</style>", layout=w.Layout(display="none"))
+            self.watched_box = w.Box()
+            self.watched_box.add_class("pp-watched")
+            self.main = _Section(self._pin_toggled, self._rerun)
+            self.main.output.add_class("pp-artifacts")
+            # the selected node's widgets, by the names they had before watched panels came
+            self.title, self.note, self.output = self.main.title, self.main.note, self.main.output
+            self.metrics, self.rerun_button = self.main.metrics, self.main.rerun_button
+            self.pin_button = self.main.pin_button
             self.sweep = w.HTML("")
             self.sweep.add_class("pp-sweep-table")
             self.sweep_plot = w.Image(format="png", layout=w.Layout(display="none"))
             self.sweep_plot.add_class("pp-sweep-plot")
-            self.note = w.HTML("")
-            self.note.add_class("pp-artifact-note")
-            self.rerun_button = w.Button(
-                description="Rerun node", icon="refresh", layout=w.Layout(display="none")
-            )
-            self.rerun_button.add_class("pp-rerun-button")
-            self.rerun_button.on_click(lambda _: self._rerun())
             super().__init__(**kwargs)
             self.add_class("pp-artifact-view")
-            self.children = [
-                self.title,
-                w.HBox([self.note, self.rerun_button]),
-                self.output,
-                self.metrics,
-                self.sweep,
-                self.sweep_plot,
-            ]
+            self.children = [style, self.watched_box, self.main, self.sweep, self.sweep_plot]
+            self._watched = self._checked(
+                _sinks(session.current_plan) if watched is None else watched
+            )
             self.refresh()
             self._follow(session)
+
+    # --- what is shown ------------------------------------------------------------------------
+
+    @property
+    def watched(self) -> list[str]:
+        """The nodes whose plots and metrics stay on screen whatever node is selected."""
+        return list(self._watched)
+
+    @watched.setter
+    def watched(self, node_ids: Iterable[str]) -> None:
+        self._watched = self._checked(node_ids)
+        self.refresh()
+
+    def pin(self, node_id: str) -> None:
+        """Watch ``node_id`` (UnknownNodeError if the session has no such node)."""
+        if node_id not in self._watched:
+            self.watched = [*self._watched, node_id]
+
+    def unpin(self, node_id: str) -> None:
+        if node_id in self._watched:
+            self.watched = [nid for nid in self._watched if nid != node_id]
+
+    def _checked(self, node_ids: Iterable[str]) -> list[str]:
+        ids = list(dict.fromkeys(node_ids))
+        for nid in ids:
+            self.session.node(nid)  # an unknown id raises UnknownNodeError naming it
+        return ids
+
+    def _pin_toggled(self, node_id: str, pinned: bool) -> None:
+        (self.pin if pinned else self.unpin)(node_id)
 
     def show(self, node_id: str | None) -> None:
         """Switch to one node's artifacts (None or "": all nodes)."""
@@ -115,85 +273,177 @@ class ArtifactView(SessionView, w.VBox):
         self.refresh()
 
     def refresh(self) -> None:
-        result = self.session.last_result
+        with self._lock:
+            result = self.session.last_result
+            results = result.results if result is not None else {}
+            self._drawn = {n: d for n, d in self._drawn.items() if results.get(n) is d[0]}
+            stale = self._stale(result)
+            self._shown_stale = stale
+            self._show_main(result, stale)
+            self._show_watched(result, stale)
+            base = self._sweep_base(result) if result is not None else ""
+            self.sweep.value = self._sweep_html(result, base) if result is not None else ""
+            self._show_sweep_plot(sweep_png(result, base) if base != "" else None)
+
+    def _stale(self, result: DagRunResult | None) -> frozenset[str]:
+        """Nodes of ``result`` computed under another key than the session's plan gives them
+        now: edited since (``NodeStatus.STALE``), or a setup restored since that the cache
+        holds but no run has loaded yet; not a node whose edit was undone."""
+        if result is None:
+            return frozenset()
+        now = self.session.current_plan.nodes
+        return frozenset(
+            nid for nid, run in result.runs.items() if nid in now and now[nid].key != run.cache_key
+        )
+
+    def _show_main(self, result: DagRunResult | None, stale: frozenset[str]) -> None:
+        main = self.main
+        main.node_id = self.node_id
+        main.show_pin(self.node_id in self._watched if self.node_id else None)
         where = f"node {self.node_id!r}" if self.node_id else "all nodes"
         if result is None:
-            self.title.value = f"<i>artifacts of {html.escape(where)}: run the DAG first</i>"
-            self.output.outputs = ()
-            self.metrics.value = self.sweep.value = ""
-            self._explain([])
-            self._show_sweep_plot(None)
+            main.title.value = f"<i>artifacts of {html.escape(where)}: run the DAG first</i>"
+            main.output.outputs = ()
+            main.metrics.value = ""
+            main.show_rerun("")
             return
-        self.title.value = f"<b>artifacts of {html.escape(where)}</b>"
-        node_ids = [self.node_id] if self.node_id else result.execution_order
-        self.output.outputs = tuple(self._outputs(result, node_ids))
-        shown_any = any(nid in result.results and result.results[nid].artifacts for nid in node_ids)
-        self._explain([] if shown_any else _cached_without_plots(result, node_ids))
-        self.metrics.value = metrics_html(
+        badge = _STALE_BADGE if self.node_id in stale else ""
+        main.title.value = f"<b>artifacts of {html.escape(where)}</b>{badge}"
+        if self.node_id:
+            node_ids = [self.node_id]
+        else:  # watched nodes first: the ones a long list must not cut off
+            node_ids = [*self._watched, *result.execution_order]
+            node_ids = list(dict.fromkeys(nid for nid in node_ids if nid in result.runs))
+        self._fill(main, result, node_ids, stale)
+
+    def _show_watched(self, result: DagRunResult | None, stale: frozenset[str]) -> None:
+        """One panel per watched node, hidden while its node is the selected one; none when all
+        nodes are shown (they are all in the list below)."""
+        for nid in [nid for nid in self.panels if nid not in self._watched]:
+            _close_tree(self.panels.pop(nid))
+        for nid in self._watched:
+            if nid not in self.panels:
+                self.panels[nid] = _Section(self._pin_toggled, self._rerun, nid)
+                self.panels[nid].add_class("pp-node-panel")
+        self.watched_box.children = [self.panels[nid] for nid in self._watched]
+        self.watched_box.layout.display = "none" if self.node_id is None else None
+        for nid, panel in self.panels.items():
+            panel.show_pin(True)
+            panel.layout.display = "none" if nid == self.node_id else None
+            badge = _STALE_BADGE if nid in stale else ""
+            panel.title.value = f"<b>{html.escape(nid)}</b>{badge}"
+            if self.node_id is None or nid == self.node_id:
+                continue  # not on screen: drawn when it is
+            if result is None or nid not in result.runs:
+                panel.output.outputs = ()
+                panel.metrics.value = '<p class="pp-metrics pp-empty">not run yet</p>'
+                panel.show_rerun("")
+            else:
+                self._fill(panel, result, [nid], stale)
+
+    def _fill(
+        self, section: _Section, result: DagRunResult, node_ids: list[str], stale: frozenset[str]
+    ) -> None:
+        """Figures, metrics and the missing-plots note of ``node_ids`` in ``section``."""
+        outputs: list[dict[str, Any]] = []
+        shown = more = plotless = 0
+        for nid in node_ids:
+            found = result.results.get(nid)
+            if found is None:
+                continue
+            if shown >= self.max_items:  # past the limit: counted, not drawn
+                more += len(found.artifacts)
+                continue
+            drawn = self._drawing(result, nid, found)
+            plotless += not drawn and result.runs[nid].status is NodeStatus.HIT
+            for name, item in drawn:
+                if shown >= self.max_items:
+                    more += 1
+                    continue
+                shown += 1
+                outputs.append(_caption(f"{nid}.{name}", stale=nid in stale))
+                outputs.append(_output(f"{nid}.{name}", item, stale=nid in stale))
+        if more:
+            outputs.append(_output("", _draw(f"{more} more; select a node to see its own")))
+        alone = section.node_id
+        if alone and alone not in result.results:
+            run = result.runs.get(alone)
+            why = f"{run.status}: {run.error or run.reason}" if run else "not in the last run"
+            outputs.append(_output("", _draw(f"node {alone!r} has no result ({why})")))
+        section.output.outputs = tuple(outputs)
+        section.metrics.value = metrics_html(
             {
-                f"{nid}.{key}": value
+                (nid, key): value
                 for nid in node_ids
                 if nid in result.results
                 for key, value in result.results[nid].metrics.items()
-            }
+            },
+            stale=stale,
         )
-        base = self._sweep_base(result)
-        self.sweep.value = self._sweep_html(result, base)
-        self._show_sweep_plot(sweep_png(result, base) if base != "" else None)
-
-    def _explain(self, cached: list[str]) -> None:
-        """Say why the area is empty when the shown nodes came from the cache without their
-        plots, and offer to rerun the selected one."""
-        self.rerun_button.layout.display = "none"
-        if not cached:
-            self.note.value = ""
-        elif self.node_id:
-            self.note.value = (
+        if shown or not plotless:
+            section.show_rerun("")
+        elif section.node_id:
+            section.show_rerun(
                 "<i>loaded from the cache; plots are not cached: rerun this node to draw them</i>"
             )
-            self.rerun_button.description = f"Rerun {self.node_id}"
-            self.rerun_button.layout.display = None
         else:
-            self.note.value = (
-                f"<i>{len(cached)} node(s) loaded from the cache; plots are not cached: "
+            section.show_rerun(
+                f"<i>{plotless} node(s) loaded from the cache; plots are not cached: "
                 "select a node and rerun it to draw its plots</i>"
             )
 
-    def _rerun(self) -> None:
-        """Button callback: recompute the selected node; a failure is shown, never raised."""
-        if not self.node_id:
+    def _drawing(
+        self, result: DagRunResult, node_id: str, found: StageResult
+    ) -> list[tuple[str, _Drawn]]:
+        """The node's artifacts as drawn (each lazy one called once per result) and, for a
+        result loaded without some, the figures kept in the cache for them. What is drawn
+        here is kept in the cache for next time."""
+        kept = self._drawn.get(node_id)
+        if kept is not None and kept[0] is found:
+            return kept[1]
+        drawn: list[tuple[str, _Drawn]] = []
+        for name, artifact in found.artifacts.items():
+            try:
+                drawn.append((name, _draw(resolve_artifact(artifact))))
+            except Exception as exc:  # noqa: BLE001 - one broken plot must not hide the rest
+                drawn.append((name, _draw(f"artifact failed: {type(exc).__name__}: {exc}")))
+        cache, run = self.session.executor.cache, result.runs[node_id]
+        kept_figures: Figures | None = None
+        if run.status is NodeStatus.HIT:
+            kept_figures = cache.figures(run.cache_key)
+        if kept_figures:
+            drawn += [
+                (name, _Drawn(mime, data))
+                for name, (mime, data) in kept_figures.items()
+                if name not in found.artifacts
+            ]
+        else:
+            self._file(result, node_id, {n: (d.mime, d.data) for n, d in drawn if d.is_image})
+        self._drawn[node_id] = (found, drawn)
+        return drawn
+
+    def _file(self, result: DagRunResult, node_id: str, figures: Figures) -> None:
+        """Keep a node's figures beside its cache entry, once (never for a node whose result
+        cannot be cached: its key does not say what it shows)."""
+        key = result.runs[node_id].cache_key
+        if not figures or key in self._filed or result.plan.nodes[node_id].uncacheable:
+            return
+        self._filed.add(key)
+        self.session.executor.cache.put_figures(key, figures, node_id=node_id)
+
+    def _rerun(self, section: _Section) -> None:
+        """Button callback: recompute the section's node; a failure is shown, never raised."""
+        if not section.node_id:
             return
         try:
-            self.session.rerun(self.node_id)  # its "run" event refreshes this view
+            self.session.rerun(section.node_id)  # its "run" event refreshes this view
         except Exception as exc:  # noqa: BLE001 - a button callback: show, never raise
-            self.note.value = (
-                f"<span style='color:#b91c1c'>rerun failed: {html.escape(type(exc).__name__)}: "
+            section.note.value = (
+                f"<span class='pp-error'>rerun failed: {html.escape(type(exc).__name__)}: "
                 f"{html.escape(str(exc))}</span>"
             )
 
-    def _outputs(self, result: DagRunResult, node_ids: list[str]) -> list[dict[str, Any]]:
-        outputs: list[dict[str, Any]] = []
-        items = [
-            (nid, key, artifact)
-            for nid in node_ids
-            if nid in result.results
-            for key, artifact in result.results[nid].artifacts.items()
-        ]
-        for nid, key, artifact in items[: self.max_items]:
-            outputs.append(_caption(f"{nid}.{key}"))
-            try:
-                outputs.append(display_data(resolve_artifact(artifact)))
-            except Exception as exc:  # noqa: BLE001 - one broken plot must not hide the rest
-                outputs.append(display_data(f"artifact failed: {type(exc).__name__}: {exc}"))
-        if len(items) > self.max_items:
-            outputs.append(
-                display_data(f"{len(items) - self.max_items} more; select a node to see its own")
-            )
-        if self.node_id and self.node_id not in result.results:
-            run = result.runs.get(self.node_id)
-            why = f"{run.status}: {run.error or run.reason}" if run else "not in the last run"
-            outputs.append(display_data(f"node {self.node_id!r} has no result ({why})"))
-        return outputs
+    # --- sweeps -------------------------------------------------------------------------------
 
     def _show_sweep_plot(self, png: bytes | None) -> None:
         self.sweep_plot.value = png or b""
@@ -216,10 +466,21 @@ class ArtifactView(SessionView, w.VBox):
 
         return "<b>sweep</b>" + table_html(sweep_table(result, base))
 
+    # --- following the session ----------------------------------------------------------------
+
     def _on_session(self, event: str, session: LiveSession) -> None:
-        if event != "run":
+        """After a run, everything; after an edit, only if it changed which nodes are stale
+        (what is drawn is kept, so nothing is drawn again)."""
+        if event not in ("run", "edit"):
+            return
+        if event == "edit" and self._stale(session.last_result) == self._shown_stale:
             return
         try:
             self.refresh()
         except Exception as exc:  # noqa: BLE001 - a listener must not break session.run()
             self.title.value = f"<b>artifacts unavailable</b>: {html.escape(repr(exc))}"
+
+    def close(self) -> None:
+        for child in self.children:
+            _close_tree(child)
+        super().close()
