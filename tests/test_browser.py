@@ -439,36 +439,40 @@ def click_node(page: sync_api.Page, node_id: str) -> None:
     page.locator(f'svg.pp-dag g.pp-node[data-node="{node_id}"]').click()
 
 
-def slider(page: sync_api.Page, field: str) -> sync_api.Locator:
-    """The slider of config field ``field`` in the open ConfigEditor."""
-    return page.locator(".pp-config-editor .widget-slider").filter(
-        has=page.locator(".widget-label", has_text=re.compile(rf"^{re.escape(field)}$"))
+def field_row(page: sync_api.Page, field: str) -> sync_api.Locator:
+    """The row of config field ``field`` in the open ConfigEditor: name, slider, value, unit."""
+    return page.locator(".pp-config-editor .pp-field").filter(
+        has=page.locator(".pp-field-name", has_text=re.compile(rf"^{re.escape(field)}$"))
     )
+
+
+def value_box(page: sync_api.Page, field: str) -> sync_api.Locator:
+    """The box beside the slider holding the field's exact value."""
+    return field_row(page, field).locator(".pp-field-value input")
 
 
 def nudge_slider(page: sync_api.Page, field: str, key: str = "ArrowRight") -> tuple[str, str]:
     """Focus the slider handle and press ``key`` once, as a keyboard user would; returns the
-    readout before and after."""
-    row = slider(page, field)
-    readout = row.locator(".widget-readout")
-    before = readout.inner_text().strip()
-    row.locator(".noUi-handle").focus()
+    value shown beside the slider before and after."""
+    box = value_box(page, field)
+    before = box.input_value()
+    field_row(page, field).locator(".noUi-handle").focus()
     page.keyboard.press(key)
-    sync_api.expect(readout).not_to_have_text(before, timeout=RUN_TIMEOUT_MS)
-    return before, readout.inner_text().strip()
+    sync_api.expect(box).not_to_have_value(before, timeout=RUN_TIMEOUT_MS)
+    return before, box.input_value()
 
 
 def type_slider_value(page: sync_api.Page, field: str, text: str) -> tuple[str, str]:
-    """Type ``text`` into the slider's readout and press Enter, as a user can; returns the
-    readout before and after."""
-    readout = slider(page, field).locator(".widget-readout")
-    before = readout.inner_text().strip()
-    readout.click()
+    """Type ``text`` into the box beside the slider and press Enter, as a user can; returns
+    the value shown there before and after."""
+    box = value_box(page, field)
+    before = box.input_value()
+    box.click()
     page.keyboard.press("Control+a")
     page.keyboard.type(text)
     page.keyboard.press("Enter")
-    sync_api.expect(readout).not_to_have_text(before, timeout=RUN_TIMEOUT_MS)
-    return before, readout.inner_text().strip()
+    sync_api.expect(box).not_to_have_value(before, timeout=RUN_TIMEOUT_MS)
+    return before, box.input_value()
 
 
 # Why Notebook 7 gets no arrow key (checked with notebook 7.6.5, jupyterlab 4.6.6, ipywidgets
@@ -480,14 +484,14 @@ def type_slider_value(page: sync_api.Page, field: str, text: str) -> tuple[str, 
 # ArrowRight -> notebook:move-cursor-heading-below-or-expand (selector
 # ``.jp-Notebook.jp-mod-commandMode:not(.jp-mod-readWrite) :focus``) matches the focused
 # handle. In JupyterLab noUiSlider's handle sees the key first. What works in Notebook 7: typing
-# into the readout (focus in a contentEditable sets jp-mod-readWrite, which turns those
-# shortcuts off) and a synthetic keydown (keyCode 0 matches no binding). The cure belongs
+# into the value box beside the slider (focus in an input sets jp-mod-readWrite, which turns
+# those shortcuts off) and a synthetic keydown (keyCode 0 matches no binding). The cure belongs
 # upstream (jupyter/notebook#7716; ``data-lm-suppress-shortcuts`` on the slider, which a stock
 # ipywidget cannot be given from Python).
 def move_slider(page: sync_api.Page, ui: str, field: str, text: str) -> tuple[str, str]:
     """Raise a slider: one arrow-key step in JupyterLab; in Notebook 7, which takes the arrow
     keys of a focused slider handle for its own shortcuts (see above), by typing ``text`` into
-    the readout instead."""
+    the value box beside it instead."""
     return nudge_slider(page, field) if ui == "lab" else type_slider_value(page, field, text)
 
 
@@ -535,25 +539,27 @@ def test_pipeline_app_reruns_only_what_a_slider_edit_invalidates(
     screenshot(page, f"{ui}-02-after-first-run")
 
     # grid's window_fs (10 .. 1e6 fs) slides on a log scale beside a text box with its exact
-    # value; an out-of-range value typed there is refused with pydantic's message, not clamped.
+    # value and its unit; an out-of-range value typed there is refused with pydantic's
+    # message, not clamped, and the box shows the config's value again.
     click_node(page, "grid")
     editor = page.locator(".pp-config-editor")
-    log_slider = editor.locator(".pp-log-slider")
-    sync_api.expect(log_slider.locator(".widget-slider .widget-label")).to_have_text("window_fs")
-    text_box = log_slider.locator(".pp-log-readout input")
-    sync_api.expect(text_box).to_have_value("4000")
+    sync_api.expect(field_row(page, "window_fs").locator(".widget-hslider")).to_be_visible()
+    sync_api.expect(field_row(page, "window_fs").locator(".pp-field-unit")).to_have_text("fs")
+    text_box = value_box(page, "window_fs")
+    sync_api.expect(text_box).to_have_value("4000.0")
     text_box.fill("5e7")
     text_box.press("Enter")
     sync_api.expect(editor.locator(".pp-field-error .pp-error")).to_contain_text(
         "less than or equal to 1000000"
     )
+    sync_api.expect(text_box).to_have_value("4000.0")
     wait_for_statuses(page, dict.fromkeys(NODE_IDS, "ran"))  # nothing went stale
 
     # Select glass in the DAG: its config editor opens with a slider per bounded field.
     click_node(page, "glass")
     sync_api.expect(editor).to_contain_text("glass")
     sync_api.expect(editor).to_contain_text("DispersiveFibreCfg")
-    sync_api.expect(slider(page, "beta2_fs2_per_mm")).to_be_visible()
+    sync_api.expect(field_row(page, "beta2_fs2_per_mm").locator(".widget-hslider")).to_be_visible()
     assert page.locator('svg.pp-dag g.pp-node[data-node="glass"].pp-selected').count() == 1
 
     # Move the GVD slider one step: glass and everything downstream goes stale, nothing runs.

@@ -60,7 +60,11 @@ def soliton_period_km(beta2: float, t0_ps: float) -> float:
 
 class SechPulseCfg(StageConfig):
     t0_ps: float = Field(
-        1.0, ge=0.01, le=100.0, description="sech half-width T0 (ps); intensity FWHM = 1.763 T0"
+        1.0,
+        ge=0.01,
+        le=100.0,
+        description="sech half-width T0 (ps); intensity FWHM = 1.763 T0",
+        json_schema_extra={"unit": "ps"},
     )
     soliton_order: float = Field(
         1.0, gt=0.0, le=10.0, description="soliton order N = sqrt(gamma P0 T0^2 / |beta2|)"
@@ -70,13 +74,22 @@ class SechPulseCfg(StageConfig):
         ge=-200.0,
         lt=0.0,
         description="anomalous GVD of the fibre the launch is matched to (ps^2/km); SMF: -21.7",
+        json_schema_extra={"unit": "ps²/km"},
     )
     gamma_per_W_km: float = Field(
-        1.3, gt=0.0, le=1000.0, description="nonlinear coefficient of that fibre (1/(W km))"
+        1.3,
+        gt=0.0,
+        le=1000.0,
+        description="nonlinear coefficient of that fibre (1/(W km))",
+        json_schema_extra={"unit": "1/(W km)"},
     )
     n_points: GridSize = Field(1024, description="number of FFT samples (a power of two)")
     window_t0: float = Field(
-        40.0, ge=10.0, le=1000.0, description="total time window in units of T0"
+        40.0,
+        ge=10.0,
+        le=1000.0,
+        description="total time window in units of T0",
+        json_schema_extra={"unit": "T0"},
     )
 
 
@@ -122,12 +135,21 @@ class SplitStepNLSECfg(StageConfig):
         ge=-200.0,
         le=200.0,
         description="group-velocity dispersion (ps^2/km); negative (anomalous) supports solitons",
+        json_schema_extra={"unit": "ps²/km"},
     )
     beta3_ps3_per_km: float = Field(
-        0.0, ge=-10.0, le=10.0, description="third-order dispersion (ps^3/km); SMF: about 0.1"
+        0.0,
+        ge=-10.0,
+        le=10.0,
+        description="third-order dispersion (ps^3/km); SMF: about 0.1",
+        json_schema_extra={"unit": "ps³/km"},
     )
     gamma_per_W_km: float = Field(
-        1.3, ge=0.0, le=1000.0, description="nonlinear coefficient (1/(W km)); 0 = linear fibre"
+        1.3,
+        ge=0.0,
+        le=1000.0,
+        description="nonlinear coefficient (1/(W km)); 0 = linear fibre",
+        json_schema_extra={"unit": "1/(W km)"},
     )
     length: float = Field(
         1.0, gt=0.0, le=1000.0, description="fibre length, in the unit chosen by length_unit"

@@ -213,9 +213,14 @@ class FrequencyGridCfg(StageConfig):
         ge=10.0,
         le=1e6,
         description="total time window (fs); the pulse and its dispersed wings must fit inside",
+        json_schema_extra={"unit": "fs"},
     )
     centre_wavelength_nm: float = Field(
-        800.0, ge=200.0, le=5000.0, description="carrier (centre) wavelength (nm)"
+        800.0,
+        ge=200.0,
+        le=5000.0,
+        description="carrier (centre) wavelength (nm)",
+        json_schema_extra={"unit": "nm"},
     )
 
 
@@ -251,7 +256,11 @@ class FrequencyGridStage(PipelineStage[SimpleState, FrequencyGridCfg]):
 
 class GaussianPulseCfg(StageConfig):
     fwhm_fs: float = Field(
-        30.0, ge=1.0, le=10000.0, description="intensity FWHM duration of the launched pulse (fs)"
+        30.0,
+        ge=1.0,
+        le=10000.0,
+        description="intensity FWHM duration of the launched pulse (fs)",
+        json_schema_extra={"unit": "fs"},
     )
     chirp: float = Field(
         0.0,
@@ -293,18 +302,26 @@ def _apply_spectral_phase(st: SimpleState, phase: np.ndarray) -> None:
 
 
 class DispersiveFibreCfg(StageConfig):
-    length_m: float = Field(0.01, ge=0.0, le=100.0, description="fibre (or glass) length (m)")
+    length_m: float = Field(
+        0.01,
+        ge=0.0,
+        le=100.0,
+        description="fibre (or glass) length (m)",
+        json_schema_extra={"unit": "m"},
+    )
     beta2_fs2_per_mm: float = Field(
         36.16,
         ge=-1000.0,
         le=1000.0,
         description="group-velocity dispersion (fs^2/mm = ps^2/km); fused silica at 800 nm: 36.16",
+        json_schema_extra={"unit": "fs²/mm"},
     )
     beta3_fs3_per_mm: float = Field(
         27.47,
         ge=-10000.0,
         le=10000.0,
         description="third-order dispersion (fs^3/mm); fused silica at 800 nm: 27.47",
+        json_schema_extra={"unit": "fs³/mm"},
     )
 
 
@@ -330,16 +347,25 @@ class DispersiveFibreStage(PipelineStage[SimpleState, DispersiveFibreCfg]):
 
 class GratingCompressorCfg(StageConfig):
     groove_density_per_mm: float = Field(
-        1200.0, ge=100.0, le=3600.0, description="grating groove density (lines/mm)"
+        1200.0,
+        ge=100.0,
+        le=3600.0,
+        description="grating groove density (lines/mm)",
+        json_schema_extra={"unit": "lines/mm"},
     )
     incidence_deg: float = Field(
-        30.0, ge=0.0, lt=90.0, description="angle of incidence on the first grating (deg)"
+        30.0,
+        ge=0.0,
+        lt=90.0,
+        description="angle of incidence on the first grating (deg)",
+        json_schema_extra={"unit": "deg"},
     )
     separation_mm: float = Field(
         10.0,
         ge=0.0,
         le=2000.0,
         description="perpendicular distance between the grating faces (mm)",
+        json_schema_extra={"unit": "mm"},
     )
     passes: Literal[2, 1] = Field(
         2, description="passes through the pair; 2 (with a fold mirror) undoes the spatial chirp"
@@ -481,6 +507,7 @@ class PulseDurationCfg(StageConfig):
         ge=1.0,
         le=50.0,
         description="half-width of the plotted time range, in units of the measured FWHM",
+        json_schema_extra={"unit": "FWHM"},
     )
 
 

@@ -1,8 +1,17 @@
-"""ConfigEditor: one control per editable config field, generated from the config model.
+"""ConfigEditor: one row per editable config field, generated from the config model.
 
-The editor only proposes values: ``LiveSession.update`` validates them. A rejected value stays
-visible with pydantic's message beside it, while the config, the stale set and the DAG stay as
-they were.
+A row shows the field's name, a slider for a bounded number, the value in a box where it can
+be typed exactly, and the field's unit (see ``phys_pipeline.units``); every row has the same
+column widths. The editor only proposes values: ``LiveSession.update`` validates them through
+the model. A refused value is never clamped and never applied: pydantic's message shows under
+its row, the row shows the config's value again, and the config, the stale set and the DAG
+stay as they were.
+
+A slider spans the field's whole range when that range is narrow around the value. A wider
+one (a positive value, and bounds reaching more than ``WIDE_RANGE`` times above a tenth of
+it) gets a log slider over ``WINDOW_DECADES`` on each side of the value, which recentres on a
+value shown at or beyond its ends. The browser clamps what a slider shows to its span, so a
+slider never takes typed values: the box beside it does.
 """
 
 from __future__ import annotations
@@ -23,38 +32,54 @@ import traitlets
 from .._deprecation import deprecated_function
 from ..errors import ConfigError
 from ..session import LiveSession
+from ..units import field_unit
 from ._subscribe import SessionView, closed_on_failure
 
 __all__ = [
     "ConfigEditor",
     "FieldControl",
     "FieldRow",
+    "IntegerSlider",
     "Kind",
-    "LOG_SLIDER_DECADES",
+    "LinearSlider",
     "LogSlider",
     "MAX_SLID_DIGITS",
+    "NAME_WIDTH",
     "SKIPPED_FIELDS",
+    "SLIDER_WIDTH",
+    "UNIT_WIDTH",
+    "VALUE_WIDTH",
+    "WIDE_RANGE",
+    "WINDOW_DECADES",
     "config_controls",
     "field_control",
     "fields_with_controls",
     "log_slider_step",
-    "make_control",
+    "log_window",
+    "make_entry",
+    "make_slider",
+    "parse_number",
     "proposed_value",
-    "readout_format",
     "significant_digits",
     "skipped_note",
     "slider_step",
+    "slides_in_log",
     "snap_log_value",
     "widget_value",
 ]
 
 SKIPPED_FIELDS = frozenset({"name", "tags"})
 
-Kind = Literal[
-    "int-slider", "float-slider", "log-slider", "dropdown", "checkbox", "int", "float", "text"
-]
-LOG_SLIDER_DECADES = 3  # a positive float range this many decades wide or more slides in log
+Kind = Literal["int-slider", "float-slider", "dropdown", "checkbox", "int", "float", "text"]
+WIDE_RANGE = 100.0  # bounds reaching this factor above a tenth of the value: a log window
+WINDOW_DECADES = 1  # a log slider's span on each side of the value
 MAX_SLID_DIGITS = 12  # digits a log slider's position carries through the browser's floats
+# a row is the name, then slider, value and unit: one line where there is room, else two
+# (the name above); the second part fits PipelineApp's 25em side panel
+NAME_WIDTH, SLIDER_WIDTH, VALUE_WIDTH, UNIT_WIDTH = "12em", "11.5em", "7em", "4em"
+_WIDE_ENTRY = f"calc({SLIDER_WIDTH} + {VALUE_WIDTH} + 4px)"  # the slider and value columns
+_SLIDERS = ("int-slider", "float-slider")
+_NUMBERS: dict[str, type] = {"int-slider": int, "int": int, "float-slider": float, "float": float}
 _TEXT_KINDS: dict[type, Kind] = {int: "int", float: "float", str: "text"}
 
 
@@ -69,6 +94,12 @@ class FieldControl:
     high: float | None = None
     options: tuple[tuple[str, Any], ...] = ()
     optional: bool = False  # ``X | None``: a text box, empty means None
+    unit: str | None = None
+
+    @property
+    def number(self) -> type | None:
+        """``int`` or ``float`` for a number field (typed text is read as one), else None."""
+        return _NUMBERS.get(self.kind)
 
 
 def _bounds(metadata: list[Any]) -> tuple[float | None, float | None, bool, bool]:
@@ -87,7 +118,7 @@ def _bounds(metadata: list[Any]) -> tuple[float | None, float | None, bool, bool
 
 
 def field_control(
-    name: str, annotation: Any, metadata: list[Any], description: str = ""
+    name: str, annotation: Any, metadata: list[Any], description: str = "", unit: str | None = None
 ) -> FieldControl | None:
     """The control for one field, or None when the type is not editable here (arrays,
     containers, models, unions other than ``X | None`` of a number or a string)."""
@@ -97,28 +128,27 @@ def field_control(
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         inner = [arg for arg in args if arg is not type(None)]
         if len(args) == 2 and len(inner) == 1 and inner[0] in _TEXT_KINDS:
-            return FieldControl(name, _TEXT_KINDS[inner[0]], description, optional=True)
+            kind = _TEXT_KINDS[inner[0]]
+            return FieldControl(name, kind, description, optional=True, unit=unit)
         return None
     if typing.get_origin(annotation) is Literal:
         options = tuple((str(v), v) for v in args)
-        return FieldControl(name, "dropdown", description, options=options)
+        return FieldControl(name, "dropdown", description, options=options, unit=unit)
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         options = tuple((member.name, member) for member in annotation)
-        return FieldControl(name, "dropdown", description, options=options)
+        return FieldControl(name, "dropdown", description, options=options, unit=unit)
     if annotation is bool:
-        return FieldControl(name, "checkbox", description)
+        return FieldControl(name, "checkbox", description, unit=unit)
     if annotation in (int, float):
         low, high, low_open, high_open = _bounds(metadata)
         if low is not None and high is not None and math.isfinite(high - low):
             if annotation is int:  # open integer bounds are the next integer inside
                 low, high = math.floor(low) + low_open, math.ceil(high) - high_open
-                return FieldControl(name, "int-slider", description, low, high)
-            if low > 0 and high / low >= 10**LOG_SLIDER_DECADES:
-                return FieldControl(name, "log-slider", description, low, high)
-            return FieldControl(name, "float-slider", description, low, high)
-        return FieldControl(name, "int" if annotation is int else "float", description)
+                return FieldControl(name, "int-slider", description, low, high, unit=unit)
+            return FieldControl(name, "float-slider", description, low, high, unit=unit)
+        return FieldControl(name, _TEXT_KINDS[annotation], description, unit=unit)
     if annotation is str:
-        return FieldControl(name, "text", description)
+        return FieldControl(name, "text", description, unit=unit)
     return None
 
 
@@ -131,7 +161,13 @@ def fields_with_controls(cfg: Any) -> list[tuple[str, FieldControl | None]]:
         fields = [
             (
                 name,
-                field_control(name, info.annotation, list(info.metadata), info.description or ""),
+                field_control(
+                    name,
+                    info.annotation,
+                    list(info.metadata),
+                    info.description or "",
+                    field_unit(cls, name),
+                ),
             )
             for name, info in model_fields.items()
         ]
@@ -143,7 +179,8 @@ def fields_with_controls(cfg: Any) -> list[tuple[str, FieldControl | None]]:
             metadata = list(getattr(hint, "__metadata__", ()))
             base = typing.get_args(hint)[0] if metadata else hint
             description = f.metadata.get("description", "")
-            fields.append((f.name, field_control(f.name, base, metadata, description)))
+            unit = field_unit(cls, f.name)
+            fields.append((f.name, field_control(f.name, base, metadata, description, unit)))
     else:
         fields = []
     return [(name, spec) for name, spec in fields if name not in SKIPPED_FIELDS]
@@ -162,34 +199,60 @@ config_fields = deprecated_function(
 
 
 def widget_value(spec: FieldControl, value: Any) -> Any:
-    """What the control shows for a config value: an optional's None is an empty box, an
-    enum's raw value its member."""
-    if spec.optional:
-        return "" if value is None else str(value)
+    """What a field's entry shows for a config value: text for a number beside its slider or
+    an optional (None is an empty box), an enum's raw value as its member."""
+    if spec.optional and value is None:
+        return ""
+    if spec.optional or spec.kind in (*_SLIDERS, "text"):
+        return str(value)
     if spec.kind == "dropdown":  # an Enum stored as its value (``use_enum_values=True``)
         for _, option in spec.options:
             if isinstance(option, enum.Enum) and option is not value and option.value == value:
                 return option
-        return value
-    if spec.kind == "text":
-        return str(value)
     return value
 
 
-def proposed_value(spec: FieldControl, shown: Any) -> Any:
-    """The config value a control's content proposes: an optional's empty box is None, its
-    number text a number (text that is no number goes to the model, which names the error)."""
-    if not spec.optional:
-        return shown
-    text = str(shown).strip()
-    if not text:
-        return None
-    if spec.kind in ("int", "float"):
+def parse_number(text: str, number: type) -> Any:
+    """The number ``text`` spells (an int field takes ``1e3`` or ``2.5`` as floats, for the
+    model to accept or refuse), or the text itself, for the model to name what is wrong."""
+    for parse in (int, float) if number is int else (float,):
         try:
-            return int(text) if spec.kind == "int" else float(text)
+            return parse(text.strip())
         except ValueError:
-            return text
+            pass
+    return text
+
+
+def proposed_value(spec: FieldControl, shown: Any) -> Any:
+    """The config value an entry's content proposes: an optional's empty box is None, a
+    number field's text a number."""
+    if spec.optional and not str(shown).strip():
+        return None
+    if spec.number is not None and isinstance(shown, str):
+        return parse_number(shown, spec.number)
     return shown
+
+
+# --- slider spans and steps ----------------------------------------------------------------
+
+
+def slides_in_log(low: float, high: float, value: float) -> bool:
+    """Whether a field bounded by ``low..high`` slides on a log window around ``value``: a
+    positive value whose bounds reach more than ``WIDE_RANGE`` times above a tenth of it (so
+    0.5 m in 0..100 m does, 1.0 in 0..10 does not: its whole range is the slider's)."""
+    value = min(max(value, low), high)
+    return low >= 0 and value > 0 and high > WIDE_RANGE * max(low, value / 10)
+
+
+def log_window(low: float, high: float, value: float) -> tuple[float, float]:
+    """``WINDOW_DECADES`` each side of a positive ``value``, shifted inside ``low..high``."""
+    reach = 10.0**WINDOW_DECADES
+    lo, hi = value / reach, value * reach
+    if lo < low:
+        return low, min(high, low * reach**2)
+    if hi > high:
+        return max(low, high / reach**2), high
+    return lo, hi
 
 
 def _steps_down_from(limit: float) -> Iterator[float]:
@@ -218,13 +281,11 @@ def slider_step(low: float, high: float, value: float) -> float:
     return next((step for step in steps if _on_grid(value, low, step)), steps[0])
 
 
-def readout_format(step: float, low: float, high: float) -> str:
-    """Show as many digits as the step resolves: ``.2f`` for a 0.02 step."""
-    decimals = max(0, -math.floor(math.log10(step)))
-    if decimals <= 6:
-        return f".{decimals}f"
-    magnitude = math.floor(math.log10(max(abs(low), abs(high), step)))
-    return f".{magnitude + decimals + 1}g"
+def _decimals(value: float) -> int:
+    """Digits after the point that print ``value`` back exactly (0.05: 2, 1000.0: 0)."""
+    if value == 0:
+        return 0
+    return max(0, significant_digits(value) - 1 - math.floor(math.log10(abs(value))))
 
 
 def significant_digits(value: float) -> int:
@@ -241,7 +302,7 @@ def log_slider_step(low: float, high: float, value: float) -> tuple[float, int]:
     """(exponent step, significant digits) for a log slider over ``low..high`` with at least
     ~1000 positions, one of them exactly at ``value`` (the step divides log10(value/low)), so
     sliding back to it, rounded to the digits, gives ``value`` again (up to
-    ``MAX_SLID_DIGITS`` digits; the text box beside the slider holds longer values)."""
+    ``MAX_SLID_DIGITS`` digits; the box beside the slider holds longer values)."""
     lo, hi = math.log10(low), math.log10(high)
     step = next(_steps_down_from((hi - lo) / 1000))
     if not low < value <= high:  # at low, or a value the model never checked: no anchoring
@@ -256,134 +317,205 @@ def snap_log_value(value: float, digits: int, low: float, high: float) -> float:
     return min(max(float(f"{value:.{digits}g}"), low), high)
 
 
-class LogSlider(w.HBox, w.ValueWidget):
-    """A FloatLogSlider (``slider``) for a positive range of many decades, with a FloatText
-    (``text``) beside it holding the exact ``value``.
+# --- sliders --------------------------------------------------------------------------------
 
-    The slider moves in steps of the exponent and its own readout clamps typed values to the
-    bounds and shows 3 digits, so it cannot hold most values exactly: slid values are rounded
-    to ``digits`` significant digits, and typed ones reach the model as typed (an
-    out-of-range one is rejected with pydantic's message, not clamped)."""
 
-    value = traitlets.CFloat(1.0)
+class _Unclamped(traitlets.HasTraits):
+    """For a slider class (first among its bases): a value set from code outside the slider's
+    span stays as it is, where ipywidgets would clamp it, so the model refuses or accepts it.
+    ``show`` displays a config value, ``proposal`` turns a slider value into one."""
+
+    value: Any
+
+    @traitlets.validate("value")
+    def _validate_value(self, proposal: dict[str, Any]) -> Any:
+        return proposal["value"]
+
+    def show(self, value: Any) -> None:
+        self.value = value
+
+    def proposal(self, value: Any) -> Any:
+        return value
+
+
+class LinearSlider(_Unclamped, w.FloatSlider):
+    """A float field's slider over its whole range, on a step grid through its value. A
+    position is proposed as the decimal it stands for (the browser sends 36.16 + 0.02 as
+    36.18000000000001); a value off the grid (set from code) as it is."""
+
+    def proposal(self, value: float) -> float:
+        index = (value - self.min) / self.step
+        if abs(index - round(index)) < 1e-6:
+            decimals = max(_decimals(self.min), _decimals(self.step))
+            return round(self.min + round(index) * self.step, decimals)
+        return value
+
+
+class IntegerSlider(_Unclamped, w.IntSlider):
+    """An int field's slider over its whole range."""
+
+
+class LogSlider(_Unclamped, w.FloatLogSlider):
+    """A slider over ``WINDOW_DECADES`` each side of the value (within the field's bounds
+    ``low..high``), in steps of the exponent, recentred on a value shown at or beyond its ends.
+
+    A position is proposed rounded to the digits the step resolves (10**3.3 reads 2000; a
+    whole number for an ``integer`` field), so a slid value reads well and sliding back gives
+    the value exactly; a value off the grid (set from code) is proposed as it is."""
 
     def __init__(
-        self, value: float, low: float, high: float, common: dict[str, Any], **kwargs: Any
+        self, low: float, high: float, value: float, integer: bool = False, **kwargs: Any
     ) -> None:
-        step, self.digits = log_slider_step(low, high, value)
-        self.low, self.high = low, high
-        self.slider = w.FloatLogSlider(
-            value=value,
-            base=10.0,
-            min=math.log10(low),
-            max=math.log10(high),
-            step=step,
-            readout=False,
-            continuous_update=False,
-            **common,
-        )
-        self.text = w.FloatText(value=value, layout=w.Layout(width="9em"))
-        self.text.add_class("pp-log-readout")
-        self._syncing = False
-        super().__init__([self.slider, self.text], value=value, **kwargs)
-        self.add_class("pp-log-slider")
-        self.slider.observe(self._slid, "value")
-        self.text.observe(self._typed, "value")
-        self.observe(self._shown, "value")
+        self.low, self.high, self.integer = low, high, integer
+        self.digits = 1
+        super().__init__(base=10.0, **kwargs)
+        self._centre(min(max(value, low), high))
+        self.show(value)
 
-    def _slid(self, change: dict[str, Any]) -> None:
-        if not self._syncing:
-            self.value = snap_log_value(change["new"], self.digits, self.low, self.high)
+    def _centre(self, value: float) -> None:
+        lo, hi = log_window(self.low, self.high, value)
+        step, self.digits = log_slider_step(lo, hi, value)
+        with self.hold_sync(), self.hold_trait_notifications():
+            self.min, self.max, self.step = math.log10(lo), math.log10(hi), step
+            self.value = value
 
-    def _typed(self, change: dict[str, Any]) -> None:
-        if not self._syncing:
-            self.value = change["new"]
+    def show(self, value: float) -> None:
+        """Show ``value``: recentred if it lies within the bounds but not inside the span; at
+        the span's nearer end if it cannot be shown (0, or a value out of bounds)."""
+        if value > 0 and self.low <= value <= self.high:
+            inside = self.min + self.step / 2 < math.log10(value) < self.max - self.step / 2
+            if not inside:  # the last position at either end counts as the end
+                self._centre(value)
+                return
+        self.value = min(max(value, 10**self.min), 10**self.max)
 
-    def _shown(self, change: dict[str, Any]) -> None:
-        """Show a new value in both parts (the slider clamps one outside its range)."""
-        self._syncing = True
-        try:
-            self.text.value = change["new"]
-            self.slider.value = change["new"]
-        finally:
-            self._syncing = False
+    def proposal(self, value: float) -> float | int:
+        index = (math.log10(value) - self.min) / self.step if value > 0 else 0.5
+        if abs(index - round(index)) < 1e-6:  # a position of the slider
+            value = snap_log_value(value, self.digits, self.low, self.high)
+            return round(value) if self.integer else value
+        return int(value) if self.integer and float(value).is_integer() else value
 
 
-def make_control(spec: FieldControl, value: Any) -> w.ValueWidget:
-    """An ipywidget for ``spec`` showing the config value ``value``; no callbacks attached."""
+def make_slider(spec: FieldControl, value: Any) -> LinearSlider | IntegerSlider | LogSlider | None:
+    """The slider of a bounded number field showing the config value ``value`` (see the
+    module docstring for its span), or None for other fields; no callbacks attached."""
+    if spec.kind not in _SLIDERS:
+        return None
+    low, high = float(spec.low), float(spec.high)  # type: ignore[arg-type]
     common: dict[str, Any] = {
-        "description": spec.name,
         "tooltip": spec.description or None,
-        "style": {"description_width": "initial"},
+        "readout": False,
+        "continuous_update": False,
+        "layout": w.Layout(width=SLIDER_WIDTH),
     }
-    value = widget_value(spec, value)
-    if spec.optional:
-        return w.Text(value=value, placeholder="empty: None", continuous_update=False, **common)
+    if slides_in_log(low, high, value):
+        return LogSlider(low, high, value, integer=spec.kind == "int-slider", **common)
     if spec.kind == "int-slider":
-        return w.IntSlider(
-            value=value, min=spec.low, max=spec.high, continuous_update=False, **common
-        )
-    if spec.kind == "float-slider":
-        low, high = float(spec.low), float(spec.high)  # type: ignore[arg-type]
-        step = slider_step(low, high, value)
-        return w.FloatSlider(
-            value=value,
-            min=low,
-            max=high,
-            step=step,
-            readout_format=readout_format(step, low, high),
-            continuous_update=False,
-            **common,
-        )
-    if spec.kind == "log-slider":
-        return LogSlider(value, float(spec.low), float(spec.high), common)  # type: ignore[arg-type]
-    if spec.kind == "dropdown":
-        return w.Dropdown(options=list(spec.options), value=value, **common)
-    if spec.kind == "checkbox":
-        return w.Checkbox(value=bool(value), indent=False, **common)
+        return IntegerSlider(value=value, min=int(low), max=int(high), **common)
+    return LinearSlider(
+        value=value, min=low, max=high, step=slider_step(low, high, value), **common
+    )
+
+
+def make_entry(spec: FieldControl, value: Any) -> w.ValueWidget:
+    """The widget a field's value is entered in, showing the config value ``value``: a text
+    box holding a bounded number exactly (beside its slider) or an optional, a number box, a
+    dropdown, a checkbox or a text box. Numbers sit in the value column, the others span the
+    slider's column too. No callbacks attached."""
+    shown = widget_value(spec, value)
+    layout = w.Layout(width=VALUE_WIDTH if spec.number else _WIDE_ENTRY)
+    common: dict[str, Any] = {"tooltip": spec.description or None, "layout": layout}
+    if spec.optional:
+        return w.Text(value=shown, placeholder="empty: None", continuous_update=False, **common)
     if spec.kind == "int":
-        return w.IntText(value=value, **common)
+        return w.IntText(value=shown, **common)
     if spec.kind == "float":
-        return w.FloatText(value=value, **common)
-    return w.Text(value=value, continuous_update=False, **common)
+        return w.FloatText(value=shown, **common)
+    if spec.kind == "dropdown":
+        return w.Dropdown(options=list(spec.options), value=shown, **common)
+    if spec.kind == "checkbox":
+        return w.Checkbox(value=bool(shown), indent=False, **common)
+    return w.Text(value=shown, continuous_update=False, **common)
 
 
 class FieldRow:
-    """One field's control and the label beside it that says why a value was rejected;
-    ``on_change(name, value)`` gets each proposed config value."""
+    """One field: its name, slider (bounded numbers), entry, unit, and the line under them
+    that says why a value was refused; ``on_change(name, value)`` gets each proposed config
+    value. ``control`` is the slider, or the entry when there is none."""
 
     def __init__(
         self, spec: FieldControl, value: Any, on_change: Callable[[str, Any], None]
     ) -> None:
         self.spec = spec
-        self.control = make_control(spec, value)
-        self.error = w.HTML("")
+        self.value = value  # the config value shown
+        self._on_change = on_change
+        self._showing = False
+        self.slider = make_slider(spec, value)
+        self.entry = make_entry(spec, value)
+        self.error = w.HTML("", layout=w.Layout(display="none"))
         self.error.add_class("pp-field-error")
-        self.box = w.HBox([self.control, self.error])
-        self.control.observe(
-            lambda change: on_change(spec.name, proposed_value(spec, change["new"])), "value"
+        self.name_label = w.Label(
+            spec.name, tooltip=spec.description or None, layout=w.Layout(width=NAME_WIDTH)
         )
+        self.name_label.add_class("pp-field-name")
+        self.unit_label = w.Label(spec.unit or "", layout=w.Layout(width=UNIT_WIDTH))
+        self.unit_label.add_class("pp-field-unit")
+        self.entry.add_class("pp-field-value")
+        if self.slider is not None:
+            cells: list[w.Widget] = [self.slider]
+            self.slider.observe(self._slid, "value")
+        elif spec.number is not None:  # keep numbers in the value column
+            cells = [w.HTML("", layout=w.Layout(width=SLIDER_WIDTH))]
+        else:
+            cells = []
+        controls = w.HBox([*cells, self.entry, self.unit_label])
+        line = w.HBox([self.name_label, controls], layout=w.Layout(flex_flow="row wrap"))
+        line.add_class("pp-field")
+        self.box = w.VBox([line, self.error])
+        self.entry.observe(self._typed, "value")
 
     @property
-    def rejected(self) -> bool:
-        return bool(self.error.value)
+    def control(self) -> w.ValueWidget:
+        return self.entry if self.slider is None else self.slider
+
+    def _slid(self, change: dict[str, Any]) -> None:
+        if not self._showing:
+            self._on_change(self.spec.name, self.slider.proposal(change["new"]))  # type: ignore[union-attr]
+
+    def _typed(self, change: dict[str, Any]) -> None:
+        if not self._showing:
+            self._on_change(self.spec.name, proposed_value(self.spec, change["new"]))
 
     def show(self, value: Any) -> None:
-        """Show ``value`` (a config value), unless the field shows a rejected value."""
-        shown = widget_value(self.spec, value)
-        if not self.rejected and self.control.value != shown:
-            self.control.value = shown
+        """Show the config value ``value`` in the entry and on the slider."""
+        self.value = value
+        self._showing = True
+        try:
+            shown = widget_value(self.spec, value)
+            if self.entry.value != shown:
+                self.entry.value = shown
+            if self.slider is not None:
+                self.slider.show(value)
+        finally:
+            self._showing = False
 
     def show_error(self, message: str) -> None:
+        """Say why a value was refused, and show the config's value again (it did not
+        change); an empty message clears the line."""
         self.error.value = (
             f"<span class='pp-error' style='color:#b91c1c'>{html.escape(message)}</span>"
             if message
             else ""
         )
+        self.error.layout.display = None if message else "none"
+        for widget in (self.entry, self.slider):
+            if widget is not None and message:
+                widget.add_class("pp-invalid")
+            elif widget is not None:
+                widget.remove_class("pp-invalid")
         if message:
-            self.control.add_class("pp-invalid")
-        else:
-            self.control.remove_class("pp-invalid")
+            self.show(self.value)
 
 
 def skipped_note(names: list[str], why: str = "not editable here") -> w.HTML:
@@ -398,16 +530,16 @@ def skipped_note(names: list[str], why: str = "not editable here") -> w.HTML:
 class ConfigEditor(SessionView, w.VBox):
     """Edit one node's config: each change goes through ``session.update(node_id, ...)``.
 
-    ``controls`` maps field name -> widget, ``errors`` field name -> the HTML label that shows
-    why a value was rejected (empty when the value was accepted); ``skipped`` names the
-    fields without a control (arrays, containers...)."""
+    ``rows`` maps field name -> FieldRow; ``controls`` field name -> its slider or entry,
+    ``entries`` -> the box its value is typed in, ``errors`` -> the HTML line that says why
+    a value was refused (empty when the last one was accepted); ``skipped`` names the fields
+    without a control (arrays, containers...)."""
 
     def __init__(self, session: LiveSession, node_id: str, **kwargs: Any) -> None:
         self.session = session
         self.node_id = node_id
         self.rows: dict[str, FieldRow] = {}
         self.skipped: list[str] = []
-        self._syncing = False
         self._config_type: type = object
         with closed_on_failure(self):
             super().__init__(**kwargs)
@@ -418,6 +550,10 @@ class ConfigEditor(SessionView, w.VBox):
     @property
     def controls(self) -> dict[str, w.ValueWidget]:
         return {name: row.control for name, row in self.rows.items()}
+
+    @property
+    def entries(self) -> dict[str, w.ValueWidget]:
+        return {name: row.entry for name, row in self.rows.items()}
 
     @property
     def errors(self) -> dict[str, w.HTML]:
@@ -444,9 +580,7 @@ class ConfigEditor(SessionView, w.VBox):
         self.children = children
 
     def _propose(self, name: str, value: Any) -> None:
-        """Widget callback: never raises into the kernel; a rejection is shown, not applied."""
-        if self._syncing:
-            return
+        """Widget callback: never raises into the kernel; a refusal is shown, not applied."""
         row = self.rows[name]
         try:
             self.session.update(self.node_id, **{name: value})
@@ -461,18 +595,13 @@ class ConfigEditor(SessionView, w.VBox):
         return getattr(self.session.config(self.node_id), name, None)
 
     def refresh(self) -> None:
-        """Show the session's current values (after edits made elsewhere); a field showing a
-        rejected value keeps it until the user fixes it."""
+        """Show the session's current values (after edits made here or elsewhere)."""
         cfg = self.session.config(self.node_id)
         if type(cfg) is not self._config_type:
             self._build()
             return
-        self._syncing = True
-        try:
-            for name, row in self.rows.items():
-                row.show(getattr(cfg, name))
-        finally:
-            self._syncing = False
+        for name, row in self.rows.items():
+            row.show(getattr(cfg, name))
 
     def _on_session(self, event: str, session: LiveSession) -> None:
         if event == "edit":
