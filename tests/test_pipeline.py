@@ -430,6 +430,7 @@ ERROR_EXAMPLES: dict[type, tuple] = {
     errors.StaleCodeError: ("lens", "ThinLens", ["method optics.ThinLens.process"]),
     errors.CorruptedInputError: ("peak", "grid"),
     errors.NodeTimeoutError: ("fit", 30.0),
+    errors.WorkerDiedError: ("fit", -11),
     errors.MetricError: ("solver", "energy", np.ones(2), "metrics must be real scalars"),
     errors.MetricKeyCollisionError: ("a.b.c", "node 'a' metric 'b.c'", "node 'a.b' metric 'c'"),
     errors.NotAStateError: ("initial state", [1, 2]),

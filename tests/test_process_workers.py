@@ -48,12 +48,16 @@ def alive(pid: int) -> bool:
 
 
 def wait_for(path: Path, seconds: float = 30.0) -> int:
-    """The pid a stage wrote to ``path``, once it has."""
+    """The first pid a stage wrote to ``path``, once it has."""
     deadline = time.monotonic() + seconds
-    while not path.exists() or not path.read_text():
+    while not path.exists() or not path.read_text().endswith("\n"):
         assert time.monotonic() < deadline, f"{path} was never written"
         time.sleep(0.02)
-    return int(path.read_text())
+    return pids(path)[0]
+
+
+def pids(path: Path) -> list[int]:
+    return [int(line) for line in path.read_text().split()]
 
 
 class GainCfg(StageConfig):
@@ -93,10 +97,11 @@ class SlowCfg(StageConfig):
 
 
 class SlowFit(PipelineStage[SimpleState, SlowCfg]):
-    """A fit that writes its process id, then hangs for ``seconds``."""
+    """A fit that adds its process id to ``pid_file``, then hangs for ``seconds``."""
 
     def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
-        Path(self.cfg.pid_file).write_text(str(os.getpid()))
+        with open(self.cfg.pid_file, "a") as pid_file:
+            pid_file.write(f"{os.getpid()}\n")
         if not self.cfg.armed or os.path.exists(self.cfg.armed):
             if self.cfg.armed:
                 os.remove(self.cfg.armed)
@@ -206,12 +211,8 @@ def test_a_worker_that_exits_with_status_0_is_ended_by_its_timeout(tmp_path: Pat
     assert result.metrics == {"seed.energy": 2.0, "side.energy": 6.0, "probe.energy": 4.0}
 
 
-def test_a_worker_died_error_pickles_and_names_an_unknown_signal_by_number() -> None:
-    import pickle
-
-    copy = pickle.loads(pickle.dumps(WorkerDiedError("fit", -200)))
-    assert type(copy) is WorkerDiedError and copy.node_id == "fit" and copy.exitcode == -200
-    assert str(copy) == "node 'fit': its worker process died (signal 200)"
+def test_a_worker_died_error_names_a_signal_python_has_no_name_for_by_its_number() -> None:
+    assert str(WorkerDiedError("fit", -200)) == "node 'fit': its worker process died (signal 200)"
 
 
 # --- timeouts -----------------------------------------------------------------------------------
@@ -221,23 +222,15 @@ def test_a_worker_died_error_pickles_and_names_an_unknown_signal_by_number() -> 
 def test_a_node_past_its_timeout_has_its_worker_killed_and_is_retried(tmp_path: Path) -> None:
     """One worker process: the retry (and the other nodes) can only run once the hung
     worker is gone."""
-    retry = RetryPolicy(timeout_s=1.0, max_retries=1)
+    retry = RetryPolicy(timeout_s=4.0, max_retries=1)
     executor = DagExecutor(scheduler=processes(workers=1))
-    first: list[int] = []
     started = time.perf_counter()
-
-    class FirstPid:
-        def on_retry(self, node_id: str, attempt: int, error: BaseException) -> None:
-            first.append(int((tmp_path / "fit.pid").read_text()))
-
-    nodes = beamline(slow_fit(tmp_path, once=True, retry=retry))
-    result = executor.run(START, nodes, callbacks=[FirstPid()])
+    result = executor.run(START, beamline(slow_fit(tmp_path, once=True, retry=retry)))
     assert time.perf_counter() - started < 40.0  # not the 60 s the first attempt hangs for
     assert result.runs["fit"].attempts == 2 and result.metrics["fit.fit"] == 7.0
     assert result.metrics["side.energy"] == 6.0 and result.metrics["probe.energy"] == 4.0
-    (hung,) = first
-    assert int((tmp_path / "fit.pid").read_text()) != hung  # the retry ran in a new worker
-    assert not alive(hung)
+    hung, retried = pids(tmp_path / "fit.pid")
+    assert retried != hung and not alive(hung)
 
 
 @pytest.mark.timeout(60)
