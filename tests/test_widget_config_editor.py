@@ -513,6 +513,7 @@ REFUSALS = [
     ("length_m", "entry", "abc", "valid number"),
     ("length_m", "entry", "", "valid number"),
     ("length_m", "slider", 250.0, "less than or equal to 100"),
+    ("length_m", "slider", 500.0, "less than or equal to 100"),  # on the grid, past the span
     ("steps", "entry", 0, "greater than or equal to 1"),
     ("span", "entry", -3.0, "greater than 0"),
     ("cooled", "entry", True, "no cooler is fitted"),

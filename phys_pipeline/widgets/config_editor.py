@@ -7,11 +7,11 @@ the model. A refused value is never clamped and never applied: pydantic's messag
 its row, the row shows the config's value again, and the config, the stale set and the DAG
 stay as they were.
 
-A slider spans the field's whole range when that range is narrow around the value. A wider
-one (a positive value, and bounds reaching more than ``WIDE_RANGE`` times above a tenth of
-it) gets a log slider over ``WINDOW_DECADES`` on each side of the value, which recentres on a
-value shown at or beyond its ends. The browser clamps what a slider shows to its span, so a
-slider never takes typed values: the box beside it does.
+A slider spans the field's whole range when that range is narrow around the value the row
+is made with. A wider one (a positive value, and bounds reaching more than ``WIDE_RANGE``
+times above a tenth of it) gets a log slider over ``WINDOW_DECADES`` on each side of the
+value, which recentres on a value shown at or beyond its ends. The browser clamps what a
+slider shows to its span, so a slider never takes typed values: the box beside it does.
 """
 
 from __future__ import annotations
@@ -338,17 +338,27 @@ class _Unclamped(traitlets.HasTraits):
         return value
 
 
+def _position(offset: float, step: float, span: float) -> int | None:
+    """The index of the slider position ``offset`` from the start of a ``span`` in steps of
+    ``step``, or None when it is none: the browser sends nothing else, so such a value came
+    from code and is proposed as it is (never snapped, let alone into the span)."""
+    index = offset / step
+    nearest = round(index)
+    if abs(index - nearest) < 1e-6 and 0 <= nearest <= round(span / step):
+        return nearest
+    return None
+
+
 class LinearSlider(_Unclamped, w.FloatSlider):
     """A float field's slider over its whole range, on a step grid through its value. A
     position is proposed as the decimal it stands for (the browser sends 36.16 + 0.02 as
     36.18000000000001); a value off the grid (set from code) as it is."""
 
     def proposal(self, value: float) -> float:
-        index = (value - self.min) / self.step
-        if abs(index - round(index)) < 1e-6:
-            decimals = max(_decimals(self.min), _decimals(self.step))
-            return round(self.min + round(index) * self.step, decimals)
-        return value
+        index = _position(value - self.min, self.step, self.max - self.min)
+        if index is None:
+            return value
+        return round(self.min + index * self.step, max(_decimals(self.min), _decimals(self.step)))
 
 
 class IntegerSlider(_Unclamped, w.IntSlider):
@@ -390,8 +400,8 @@ class LogSlider(_Unclamped, w.FloatLogSlider):
         self.value = min(max(value, 10**self.min), 10**self.max)
 
     def proposal(self, value: float) -> float | int:
-        index = (math.log10(value) - self.min) / self.step if value > 0 else 0.5
-        if abs(index - round(index)) < 1e-6:  # a position of the slider
+        span = self.max - self.min
+        if value > 0 and _position(math.log10(value) - self.min, self.step, span) is not None:
             value = snap_log_value(value, self.digits, self.low, self.high)
             return round(value) if self.integer else value
         return int(value) if self.integer and float(value).is_integer() else value
