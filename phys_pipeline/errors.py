@@ -44,8 +44,9 @@ __all__ = [
 ]
 
 
-def _rebuild(cls: type[PhysPipelineError], args: tuple, attributes: dict) -> PhysPipelineError:
-    """Unpickle an error without calling its ``__init__`` (whose signature is not its args)."""
+def _rebuild(cls: type[BaseException], args: tuple, attributes: dict) -> BaseException:
+    """Unpickle an error without calling its ``__init__`` (whose signature is not its args):
+    ours, and a stage's own that travels from a worker process (see ``_portable``)."""
     error = cls.__new__(cls, *args)
     Exception.__init__(error, *args)
     error.__dict__.update(attributes)

@@ -5,7 +5,8 @@ The run engine applies it without ever sleeping on the thread that runs hooks: a
 goes back on the ready list once its backoff has passed, and other nodes run meanwhile. A
 stage's own error is retried only if it is one of ``retry_on``; our contract errors (a stage
 that wrote to its input, returned no StageResult, runs stale code) never are, since running
-again would fail the same way.
+again would fail the same way. A timeout, and a worker process that died (out of memory, a
+flaky driver), are retried whatever ``retry_on`` says: both may pass.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError, NodeTimeoutError, PhysPipelineError
+from .errors import ConfigError, NodeTimeoutError, PhysPipelineError, WorkerDiedError
 
 __all__ = ["RetryPolicy"]
 
@@ -57,8 +58,8 @@ class RetryPolicy:
         ``error``, gets another."""
         if attempt > self.max_retries:
             return False
-        if isinstance(error, NodeTimeoutError):  # a hang may be a passing one
-            return True
+        if isinstance(error, NodeTimeoutError | WorkerDiedError):  # a hang or a crash (out of
+            return True  # memory, a flaky driver) may be a passing one
         return not isinstance(error, PhysPipelineError) and isinstance(error, self.retry_on)
 
     def delay_s(self, attempt: int) -> float:

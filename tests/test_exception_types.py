@@ -235,7 +235,7 @@ def test_the_apps_run_panel_names_the_failed_node_once(session: LiveSession) -> 
 
     controls = RunControls(session)
     session.update("fibre", broken=True)
-    controls.run_button.click()
+    controls.run()  # what the Run button starts on a thread
     assert controls.errors.value == (
         '<ul class="pp-errors" style="color:#b91c1c">'
         "<li><b>node &#x27;fibre&#x27; failed</b>: RuntimeError: fibre snapped</li></ul>"
@@ -250,7 +250,7 @@ def test_a_live_session_run_never_raises_and_reports_the_failure() -> None:
     assert live.reasons()["fit"] == f"PhaseFitError: {FIT_MESSAGE}"
 
 
-# --- what looks wrong still ---------------------------------------------------------------------
+# --- except*, and exceptions that travel badly -------------------------------------------------
 
 
 def test_what_except_star_leaves_is_a_node_failed_error_of_the_nodes_left() -> None:

@@ -160,6 +160,19 @@ def test_a_dead_worker_fails_only_its_node_and_the_next_run_reruns_only_it(
     assert rerun.metrics["solve.solved"] == 5.0
 
 
+@pytest.mark.timeout(120)
+def test_a_node_whose_worker_died_is_retried_when_its_policy_allows(tmp_path: Path) -> None:
+    """A crash may pass (the out-of-memory killer, a flaky driver), as a hang may."""
+    armed = tmp_path / "armed"
+    armed.touch()
+    retry = RetryPolicy(max_retries=1, jitter=0.0)
+    cfg = CrashCfg(how="segv", armed=str(armed))
+    solver = NodeSpec("solve", ["seed"], FortranSolver(cfg), retry=retry)
+    result = DagExecutor(scheduler=processes()).run(START, beamline(solver))
+    assert result.runs["solve"].attempts == 2
+    assert result.metrics["solve.solved"] == 5.0
+
+
 def kill_idle_siblings() -> None:
     """Kill the other worker processes of this one's pool (children of the same forkserver)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
