@@ -51,6 +51,21 @@ def test_closing_the_app_unsubscribes_its_views(session: LiveSession) -> None:
     app.close()
     app.close()  # closing twice is harmless
     assert session._listeners == []
+    assert session.executor.callbacks == [session]  # the run controls' progress listener too
+
+
+def test_the_side_panel_keeps_its_width_and_the_dag_takes_the_rest(app: PipelineApp) -> None:
+    """Fixed, not sized by what it shows: a long failure wraps inside it instead of widening
+    it (and shrinking the DAG); the browser test measures it."""
+    from phys_pipeline.widgets.app import SIDE_WIDTH
+
+    (row, _) = app.children
+    assert row.children == (app.dag, app.side_panel)
+    side = app.side_panel.layout
+    assert (side.width, side.flex) == (SIDE_WIDTH, f"0 0 {SIDE_WIDTH}")
+    assert app.controls in app.side_panel.children
+    assert app.policy_editor in app.side_panel.children
+    assert (app.dag.layout.flex, app.dag.layout.min_width) == ("1 1 0", "0")
 
 
 def test_app_uses_the_cache_a_cache_config_describes(tmp_path: Path) -> None:

@@ -27,11 +27,20 @@ __all__ = [
 
 V = TypeVar("V", bound=w.Widget)
 
+SIDE_WIDTH = "30em"
+# Rows in the side panel wrap rather than widen it, and long words (paths in a failure) break.
+# Scoped to the panel, in a hidden HTML widget: plain ipywidgets bring no stylesheet of theirs.
+SIDE_PANEL_CSS = """<style>
+.pp-side-panel .widget-hbox { flex-wrap: wrap; }
+.pp-side-panel .widget-html-content { overflow-wrap: anywhere; }
+</style>"""
+
 
 class PipelineApp(w.VBox):
     """A notebook front end for a DAG. ``session`` is the model; ``dag`` (DagView),
     ``controls`` (RunControls), ``policy_editor`` (PolicyEditor), ``artifacts`` (ArtifactView) and
-    ``editors`` (node id -> ConfigEditor, made on first selection) are views of it.
+    ``editors`` (node id -> ConfigEditor, made on first selection) are views of it. Beside the
+    DAG, ``side_panel`` (``SIDE_WIDTH`` wide) holds the controls and editors.
     ``policy_model``, a pydantic model of the policy, gives the policy editor its controls."""
 
     def __init__(
@@ -71,14 +80,26 @@ class PipelineApp(w.VBox):
             self._editor_box.add_class("pp-editor-box")
             w.link((self.node_picker, "value"), (self.dag, "selected"))
             self.dag.observe(lambda change: self.select(change["new"]), "selected")
-            side = w.VBox(
-                [self.controls, self.node_picker, self._editor_box, self.policy_editor],
-                layout=w.Layout(min_width="22em", flex="0 1 auto"),
+            # the side panel keeps its width whatever it shows (a long failure wraps inside
+            # it, a wide row wraps or scrolls); the DAG takes the rest and may shrink to it
+            self.side_panel = w.VBox(
+                [
+                    w.HTML(SIDE_PANEL_CSS, layout=w.Layout(display="none")),
+                    self.controls,
+                    self.node_picker,
+                    self._editor_box,
+                    self.policy_editor,
+                ],
+                layout=w.Layout(flex=f"0 0 {SIDE_WIDTH}", width=SIDE_WIDTH, overflow="auto"),
             )
-            self.dag.layout = w.Layout(flex="1 1 auto")
+            self.side_panel.add_class("pp-side-panel")
+            self.dag.layout = w.Layout(flex="1 1 0", min_width="0")
             super().__init__(**kwargs)
             self.add_class("pp-pipeline-app")
-            self.children = [w.HBox([self.dag, side]), self.artifacts]
+            self.children = [
+                w.HBox([self.dag, self.side_panel], layout=w.Layout(width="100%")),
+                self.artifacts,
+            ]
             self.select("")
 
     @property

@@ -1,16 +1,23 @@
-"""RunControls: a Run button, debounced auto-run, progress, the run summary and failures.
+"""RunControls: a Run/Stop button, debounced auto-run, progress, the run summary and failures.
 
-Threads: with auto-run on, every config or policy edit (re)starts a ``threading.Timer`` of
-``debounce_s``; when it fires, the run happens on that timer thread, so the kernel stays free
-for more edits while it runs. An edit during a run schedules another run after it. Runs are
-serialised by a lock; no thread outlives its run, and ``close()`` cancels a pending timer.
+Threads: a run never blocks the kernel's comm callbacks, so that Stop can be clicked. The Run
+button starts the run on a thread of its own (``start``); with auto-run on, every config or
+policy edit (re)starts a ``threading.Timer`` of ``debounce_s`` and the run happens on that
+timer thread. An edit during a run schedules another run after it. Runs are serialised by a
+lock; ``run()`` is the blocking call both use. The button reads Run again as soon as the
+session announces the run's end, before slower views (plots) have redrawn; a Run clicked then
+waits for them. While nodes run, a ticker thread refreshes their elapsed seconds every
+``TICK_S``; it exits when no node is running. No thread outlives its run, and ``close()``
+cancels a pending timer and stops the ticker.
 """
 
 from __future__ import annotations
 
 import html
 import threading
-from typing import Any
+import time
+from types import SimpleNamespace
+from typing import Any, Literal
 
 import ipywidgets as w
 
@@ -21,72 +28,161 @@ from ..views import failures_html
 from ._subscribe import SessionView, closed_on_failure
 
 __all__ = [
+    "TICK_S",
     "RunControls",
 ]
+
+TICK_S = 0.5
+"""How often the running line's elapsed seconds move on."""
 
 # nodes a run has still to settle
 _WAITING = frozenset({NodeStatus.STALE, NodeStatus.NOT_RUN, NodeStatus.RUNNING})
 
+ButtonLook = Literal["run", "stop", "stopping"]
+_LOOKS: dict[ButtonLook, dict[str, Any]] = {
+    "run": {"description": "Run", "icon": "play", "button_style": "primary", "disabled": False},
+    "stop": {
+        "description": "Stop",
+        "icon": "stop",
+        "button_style": "warning",
+        "disabled": False,
+        "tooltip": "stop the run: finished nodes stay cached, the rest are cancelled",
+    },
+    "stopping": {
+        "description": "Stopping",
+        "icon": "stop",
+        "button_style": "warning",
+        "disabled": True,
+        "tooltip": "stopping: waiting for the run to return",
+    },
+}
+
 
 class RunControls(SessionView, w.VBox):
-    """Run the session's stale nodes. ``run_button`` (text "Run"), ``auto_run`` (a
-    Checkbox), ``progress`` (IntProgress: nodes done of those that had to run),
-    ``status_line`` (HTML, the result's ``summary()``), ``errors`` (HTML, failures by node)."""
+    """Run the session's stale nodes. ``run_button`` ("Run"; "Stop" while a run of these
+    controls is in flight), ``auto_run`` (a Checkbox), ``progress`` (IntProgress: nodes done of
+    those that had to run), ``running_line`` (HTML: each running node's elapsed seconds and last
+    ``report_progress``), ``status_line`` (HTML, the result's ``summary()``), ``errors`` (HTML,
+    failures by node). ``running_since`` maps each running node to the Unix time it started."""
 
     def __init__(self, session: LiveSession, *, debounce_s: float = 0.3, **kwargs: Any) -> None:
         self.session = session
         self.debounce_s = debounce_s
+        # before anything can fail: close() uses them
         self._run_lock = threading.Lock()
-        self._timer_lock = threading.Lock()  # before anything can fail: close() takes it
+        self._timer_lock = threading.Lock()
         self._timer: threading.Timer | None = None
+        # guards the button's look, the Stop request and what is running (the run's thread,
+        # the ticker and the kernel's comm callbacks all change them)
+        self._activity_lock = threading.Lock()
+        self._stop_requested = False
+        self._ticker: tuple[threading.Event, threading.Thread] | None = None
+        self._look: ButtonLook = "run"
+        self._idle_tooltip = "run the stale nodes"
+        # the executor's callbacks hear stages' report_progress; the session does not pass it on
+        self._progress_hook = SimpleNamespace(on_progress=self._on_progress)
         self._pending: list[str] | None = None  # nodes this run has to compute
+        self.running_since: dict[str, float] = {}
+        self.node_progress: dict[str, tuple[float, str]] = {}  # node -> (fraction, message)
         with closed_on_failure(self):
-            self.run_button = w.Button(
-                description="Run",
-                icon="play",
-                button_style="primary",
-                tooltip="run the stale nodes",
-            )
+            self.run_button = w.Button(layout=w.Layout(width="auto", min_width="7em"))
             self.run_button.add_class("pp-run-button")
-            self.run_button.on_click(lambda _: self.run())
-            self.auto_run = w.Checkbox(value=False, description="auto-run", indent=False)
+            self._show_button("run")
+            self.run_button.on_click(self._clicked)
+            self.auto_run = w.Checkbox(
+                value=False, description="auto-run", indent=False, layout=w.Layout(width="auto")
+            )
             self.auto_run.add_class("pp-auto-run")
             self.auto_run.observe(self._auto_run_toggled, "value")
             self.progress = w.IntProgress(
-                value=0, min=0, max=1, description="0/0", layout=w.Layout(width="16em")
+                value=0,
+                min=0,
+                max=1,
+                description="0/0",
+                layout=w.Layout(width="auto", flex="1 1 auto", min_width="6em"),
             )
             self.progress.add_class("pp-progress")
+            self.running_line = w.HTML("")
+            self.running_line.add_class("pp-running-line")
             self.status_line = w.HTML("")
             self.status_line.add_class("pp-status-line")
-            self.errors = w.HTML("")
+            self.errors = w.HTML("", layout=w.Layout(overflow="auto"))
             self.errors.add_class("pp-run-errors")
             super().__init__(**kwargs)
             self.add_class("pp-run-controls")
             self.children = [
-                w.HBox([self.run_button, self.auto_run, self.progress]),
+                w.HBox([self.run_button, self.auto_run]),
+                self.progress,
+                self.running_line,
                 self.status_line,
                 self.errors,
             ]
             self._follow(session)
+            session.executor.callbacks.append(self._progress_hook)
             self._show_stale()
 
     # --- running -----------------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        """True while a run of these controls (button, auto-run or ``run()``) is in flight,
+        or its views still redraw."""
+        return self._run_lock.locked()
+
     def run(self) -> DagRunResult | None:
-        """Run the stale nodes now (blocking). Failures are shown in the panel; nothing is
-        raised into the kernel. Returns the result, or None if the run could not start."""
+        """Run the stale nodes now, blocking until the run ends (after the run of these
+        controls in flight, if any). Failures are shown in the panel; nothing is raised into
+        the kernel. Returns the result, or None if the run could not start."""
         with self._run_lock:
             try:
+                with self._activity_lock:
+                    if not self._stop_requested:  # else a Stop came while this run waited
+                        self._show_button("stop")
                 self._start_progress(list(self.session.current_stale))
-                return self.session.run()  # the "run" event shows the result
+                return self.session.run()  # the "run" event shows the result and Run
             except Exception as exc:  # noqa: BLE001 - a button callback: show, never raise
                 self.errors.value = (
                     f"<div class='pp-errors' style='color:#b91c1c'>run failed: "
                     f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</div>"
                 )
+                with self._activity_lock:
+                    self._ended()
                 return None
             finally:
                 self._pending = None
+
+    def start(self) -> threading.Thread:
+        """Run the stale nodes on a background thread (what the Run button does), so the
+        kernel stays free to take Stop and edits; the button reads Stop at once. Returns
+        the thread (it waits for a run of these controls still in flight)."""
+        with self._activity_lock:
+            self._show_button("stop")
+        thread = threading.Thread(target=self.run, name="phys-pipeline-run", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        """Stop the run in flight (the Stop button): nodes not finished are reported
+        cancelled, finished ones stay cached. The request holds until the run ends, so a
+        Stop while the run still loads from the cache takes effect at its first node."""
+        with self._activity_lock:
+            if self._look == "run":  # no run of these controls in flight
+                return
+            self._stop_requested = True
+            self._show_button("stopping")
+        self.session.cancel()
+
+    def _clicked(self, _: w.Button) -> None:
+        if self._look == "run":
+            self.start()
+        else:
+            self.stop()
+
+    def _ended(self) -> None:
+        """The run is over (activity lock held): idle, whatever the statuses say."""
+        self._stop_requested = False
+        self._follow_running(set())
+        self._show_button("run")
 
     def schedule_run(self) -> None:
         """(Re)start the debounce timer: many quick edits make one run."""
@@ -108,7 +204,7 @@ class RunControls(SessionView, w.VBox):
     def run_pending(self) -> bool:
         """True while an auto-run is scheduled or running (tests poll this)."""
         timer = self._timer
-        return (timer is not None and timer.is_alive()) or self._run_lock.locked()
+        return (timer is not None and timer.is_alive()) or self.running
 
     def _auto_run_toggled(self, change: dict[str, Any]) -> None:
         if change["new"] and self.session.stale():
@@ -116,7 +212,60 @@ class RunControls(SessionView, w.VBox):
         elif not change["new"]:
             self.cancel_scheduled()
 
+    # --- what is running ---------------------------------------------------------------------
+
+    def _on_progress(self, node_id: str, fraction: float, message: str) -> None:
+        """A stage's ``report_progress`` (executor callback, on the run's thread)."""
+        with self._activity_lock:
+            if node_id in self.running_since:
+                self.node_progress[node_id] = (fraction, message)
+                self._show_running()
+
+    def _follow_running(self, running: set[str]) -> None:
+        """Note when nodes start and forget those that stopped; tick while any runs. Call
+        with the activity lock held."""
+        now = time.time()
+        for nid in self.running_since.keys() - running:
+            del self.running_since[nid]
+            self.node_progress.pop(nid, None)
+        for nid in running - self.running_since.keys():
+            self.running_since[nid] = now
+        if running and self._ticker is None:
+            stop = threading.Event()
+            ticker = threading.Thread(
+                target=self._tick, args=(stop,), name="phys-pipeline-elapsed", daemon=True
+            )
+            self._ticker = (stop, ticker)
+            ticker.start()
+        elif not running and self._ticker is not None:
+            self._ticker[0].set()
+            self._ticker = None
+        self._show_running()
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(TICK_S):
+            with self._activity_lock:
+                self._show_running()
+
+    def _show_running(self) -> None:
+        """One line per running node: "fit 40% iteration 4 of 10, 3.2 s" (activity lock held)."""
+        now = time.time()
+        lines = []
+        for nid, since in self.running_since.items():
+            fraction, message = self.node_progress.get(nid, (None, ""))
+            done = "" if fraction is None else f"{fraction:.0%} {message}".rstrip() + ", "
+            lines.append(f"<div>running: {html.escape(f'{nid} {done}{now - since:.1f} s')}</div>")
+        self.running_line.value = "".join(lines)
+
     # --- showing -----------------------------------------------------------------------------
+
+    def _show_button(self, look: ButtonLook) -> None:
+        """Run, Stop or Stopping (activity lock held, or before any run)."""
+        self._look = look
+        with self.run_button.hold_sync():
+            self.run_button.set_trait("tooltip", self._idle_tooltip)
+            for trait, value in _LOOKS[look].items():
+                setattr(self.run_button, trait, value)
 
     def _start_progress(self, pending: list[str]) -> None:
         self._pending = pending
@@ -135,25 +284,41 @@ class RunControls(SessionView, w.VBox):
         self.progress.description = f"{done}/{len(self._pending or ())}"
 
     def show_result(self, result: DagRunResult) -> None:
-        """The summary line (``result.summary()``) and failures, naming each failed node."""
+        """The summary line (``result.summary()``) and failures, naming each failed node; the
+        bar counts the nodes settled (not those a Stop cancelled)."""
         total = len(self._pending) if self._pending is not None else len(result.runs)
+        done = max(total - len(result.cancelled), 0)
         self.progress.max = max(total, 1)
-        self.progress.value = self.progress.max
-        self.progress.description = f"{total}/{total}"
-        self.progress.bar_style = "danger" if result.failures else "success"
+        self.progress.value = done if total else 1  # nothing had to run: full
+        self.progress.description = f"{done}/{total}"
+        if result.failures:
+            self.progress.bar_style = "danger"
+        else:
+            self.progress.bar_style = "warning" if result.cancelled else "success"
         self.status_line.value = html.escape(result.summary())
         self.errors.value = failures_html(result.failures)
 
     def _show_stale(self) -> None:
-        """How much a run would compute, in the button's tooltip (its text stays "Run")."""
+        """How much a run would compute, in the Run button's tooltip."""
         stale = sum(s in _WAITING for s in self.session.status.values())
-        self.run_button.tooltip = f"run the {stale} stale node(s)" if stale else "nothing is stale"
+        self._idle_tooltip = f"run the {stale} stale node(s)" if stale else "nothing is stale"
+        with self._activity_lock:
+            if self._look == "run":
+                self.run_button.tooltip = self._idle_tooltip
 
     def _on_session(self, event: str, session: LiveSession) -> None:
         if event == "status":
+            running = {nid for nid, s in list(session.status.items()) if s is NodeStatus.RUNNING}
+            with self._activity_lock:
+                self._follow_running(running)
+                if self._stop_requested:  # a Stop before the executor could take it
+                    session.cancel()
             self._count_progress()
-        elif event == "run" and session.last_result is not None:
-            self.show_result(session.last_result)
+        elif event == "run":
+            with self._activity_lock:
+                self._ended()
+            if session.last_result is not None:
+                self.show_result(session.last_result)
             self._show_stale()
         elif event == "edit":
             self._show_stale()
@@ -162,4 +327,12 @@ class RunControls(SessionView, w.VBox):
 
     def close(self) -> None:
         self.cancel_scheduled()
+        callbacks = self.session.executor.callbacks
+        if self._progress_hook in callbacks:
+            callbacks.remove(self._progress_hook)
+        with self._activity_lock:
+            ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker[0].set()
+            ticker[1].join()
         super().close()
