@@ -283,6 +283,7 @@ class _WithProgress:
         self.reuse = getattr(hooks, "reuse", None)
         self.file = getattr(hooks, "file", None)
         self.cancellation = getattr(hooks, "cancellation", None)
+        self.on_progress = getattr(hooks, "on_progress", None)  # what stages report
 
     def on_start(self, node_id: str) -> None:
         self.hooks.on_start(node_id)

@@ -104,3 +104,10 @@ def test_worker_processes_report_nothing_and_do_not_fail() -> None:
     out = DagExecutor(scheduler=scheduler, callbacks=[listener]).run(SimpleState(None), two_nodes())
     assert not out.failures
     assert listener.heard == []
+
+
+def test_a_progress_bar_scheduler_passes_the_reports_on() -> None:
+    listener = Listener()
+    scheduler = LocalScheduler(max_workers=2, progress=True)
+    DagExecutor(scheduler=scheduler, callbacks=[listener]).run(SimpleState(None), two_nodes())
+    assert {nid for nid, _, _ in listener.heard} == {"solve", "fit"}
