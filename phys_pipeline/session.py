@@ -96,6 +96,10 @@ class LiveSession:
         self.last_result: DagRunResult | None = None
         self.history = RunHistory()
         self.status: dict[str, NodeStatus] = {}
+        # of the nodes running now: since when (time.monotonic()), and what each stage last
+        # reported of its progress (fraction, message; ``report_progress``)
+        self.running_since: dict[str, float] = {}
+        self.progress: dict[str, tuple[float, str]] = {}
         self._listeners: list[Listener] = []
         # held while an edit plans and commits and while a status changes: widget callbacks
         # edit and a run reports from other threads than the one running
@@ -291,16 +295,28 @@ class LiveSession:
                 flight.outdated = _changed_keys(plan, self._current[0])
 
     def on_start(self, node_id: str) -> None:
+        self.running_since[node_id] = time.monotonic()
         self._set_status(node_id, NodeStatus.RUNNING)
 
+    def on_progress(self, node_id: str, fraction: float, message: str) -> None:
+        """A running stage's report (``report_progress``): listeners hear ``"progress"``."""
+        self.progress[node_id] = (fraction, message)
+        self._emit("progress")
+
     def on_done(self, node_id: str, result: Any, cache_hit: bool) -> None:
+        self._stopped(node_id)
         self._set_status(node_id, NodeStatus.HIT if cache_hit else NodeStatus.RAN)
 
     def on_error(self, node_id: str, error: BaseException) -> None:
+        self._stopped(node_id)
         self._set_status(node_id, NodeStatus.FAILED)
 
     def on_skip(self, node_id: str, failed_dep: str) -> None:
         self._set_status(node_id, NodeStatus.SKIPPED)
+
+    def _stopped(self, node_id: str) -> None:
+        self.running_since.pop(node_id, None)
+        self.progress.pop(node_id, None)
 
     # --- running -----------------------------------------------------------------------------
 
@@ -322,6 +338,8 @@ class LiveSession:
         finally:
             with self._lock:
                 self._in_flight = None
+            self.running_since.clear()  # cancelled or abandoned nodes run no more
+            self.progress.clear()
         return self._ran(result, flight)
 
     def cancel(self) -> None:
@@ -388,7 +406,10 @@ class LiveSession:
     # --- observers ---------------------------------------------------------------------------
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener(event, session)`` on every change; returns an unsubscribe function."""
+        """Call ``listener(event, session)`` on every change; returns an unsubscribe function.
+        Events: ``"edit"`` (an edit was taken), ``"status"`` (a node's status changed during a
+        run), ``"progress"`` (a running stage reported, see ``progress``), ``"run"`` (a run
+        ended: ``last_result`` and ``history`` have it)."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 

@@ -17,6 +17,7 @@ from phys_pipeline.executor import DagExecutor
 from phys_pipeline.policy import PolicyBag
 from phys_pipeline.progress import report_progress
 from phys_pipeline.scheduler import LocalScheduler
+from phys_pipeline.session import LiveSession
 from phys_pipeline.types import NodeSpec, PipelineStage, SimpleState, StageConfig, StageResult
 
 
@@ -111,3 +112,17 @@ def test_a_progress_bar_scheduler_passes_the_reports_on() -> None:
     scheduler = LocalScheduler(max_workers=2, progress=True)
     DagExecutor(scheduler=scheduler, callbacks=[listener]).run(SimpleState(None), two_nodes())
     assert {nid for nid, _, _ in listener.heard} == {"solve", "fit"}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_session_keeps_each_running_node_s_progress_and_start_and_drops_them_after(
+    workers: int,
+) -> None:
+    live = LiveSession(two_nodes(), SimpleState(None), scheduler=LocalScheduler(workers))
+    seen: list[tuple[str, dict[str, tuple[float, str]], set[str]]] = []
+    live.subscribe(lambda event, s: seen.append((event, dict(s.progress), set(s.running_since))))
+    live.run()
+    progress = [(p, running) for event, p, running in seen if event == "progress"]
+    assert progress[0] == ({"solve": (1 / 3, "step 1 of 3")}, {"solve"})
+    assert ({"fit": (1.0, "step 3 of 3")}, {"fit"}) in progress
+    assert live.progress == {} and live.running_since == {}
