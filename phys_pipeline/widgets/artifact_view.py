@@ -216,7 +216,7 @@ class ArtifactView(SessionView, w.VBox):
         self._lock = threading.RLock()  # runs refresh from their thread, clicks from the UI's
         with closed_on_failure(self):
             style = w.HTML(f"<style>{_CSS}</style>", layout=w.Layout(display="none"))
-            self.watched_box = w.Box()
+            self.watched_box = w.HBox(layout=w.Layout(flex_flow="row wrap"))
             self.watched_box.add_class("pp-watched")
             self.main = _Section(self._pin_toggled, self._rerun)
             self.main.output.add_class("pp-artifacts")
