@@ -137,3 +137,18 @@ def test_runs_never_store_figures_only_drawing_does(tmp_path: Path) -> None:
     ArtifactView(live, "fibre")  # drawing fibre's plot keeps it
     assert len(store) == len(ALL) + 1
     assert set(DagCache(store).figures(fibre_key(live)) or ()) == {"phase"}
+
+
+def test_a_strict_cache_refusing_the_figures_leaves_the_plot_on_screen(tmp_path: Path) -> None:
+    from phys_pipeline.errors import CacheError
+
+    store = DiskStore(tmp_path / "cache", strict=True)
+    live = LiveSession(optics_nodes(), SimpleState(), cache=store)
+    planted = entry_path(store.root, figures_key(fibre_key(live)))
+    planted.parent.mkdir(parents=True)
+    planted.symlink_to(tmp_path, target_is_directory=True)  # the store follows no link
+    with pytest.raises(CacheError, match="symbolic link"):
+        DagCache(store, strict=True).put_figures(fibre_key(live), {"phase": ("image/png", PNG)})
+    view = ArtifactView(live, "fibre")
+    live.run()  # the view's put_figures raises inside: it is not the panel's failure
+    assert len(shown_pngs(view)) == 1 and "unavailable" not in view.title.value

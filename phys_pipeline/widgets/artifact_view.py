@@ -23,6 +23,7 @@ import html
 import re
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import ipywidgets as w
 
 from ..cache.figures import FIGURE_MIME_TYPES, Figures
 from ..dag import Plan
+from ..errors import CacheError
 from ..executor import DagRunResult
 from ..record import resolve_artifact
 from ..session import LiveSession
@@ -410,7 +412,8 @@ class ArtifactView(SessionView, w.VBox):
         cache, run = self.session.executor.cache, result.runs[node_id]
         kept_figures: Figures | None = None
         if run.status is NodeStatus.HIT:
-            kept_figures = cache.figures(run.cache_key)
+            with suppress(CacheError):  # a strict cache's failure: the run reports it anyway
+                kept_figures = cache.figures(run.cache_key)
         if kept_figures:
             drawn += [
                 (name, _Drawn(mime, data))
@@ -429,7 +432,8 @@ class ArtifactView(SessionView, w.VBox):
         if not figures or key in self._filed or result.plan.nodes[node_id].uncacheable:
             return
         self._filed.add(key)
-        self.session.executor.cache.put_figures(key, figures, node_id=node_id)
+        with suppress(CacheError):  # as when reading them: the figures are shown all the same
+            self.session.executor.cache.put_figures(key, figures, node_id=node_id)
 
     def _rerun(self, section: _Section) -> None:
         """Button callback: recompute the section's node; a failure is shown, never raised."""
