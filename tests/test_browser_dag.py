@@ -6,11 +6,11 @@ compressor -> {fit, duration}`` with the glass length swept over seven values. T
 what a physicist sees: four folded groups of seven variants, readable labels (every text's
 computed font size times the zoom is at least 10 px), nothing cut off (every box inside the
 scroll box's scroll area, the box inside the app), a folded group coloured by its worst
-variant, a group unfolded by a click and folded again, zoom by buttons and Ctrl + wheel, the
-SVG download, and legible colours: legend and node text at a contrast ratio of 4.5 or more
-(computed from the page's computed colours), the selection outline at 3 or more. The server,
-browser and notebook helpers are ``tests/test_browser.py``'s; screenshots go to a new
-directory under the system's temporary one (their paths are printed).
+variant, a group unfolded by a click and folded again, zoom by buttons, Ctrl + wheel and
+pinches, the SVG download, and legible colours: legend and node text (on every status's fill)
+at a contrast ratio of 4.5 or more, computed from the page's computed colours, the selection
+outline at 3 or more. The server, browser and notebook helpers are ``tests/test_browser.py``'s;
+screenshots go to a new directory under the system's temporary one (their paths are printed).
 """
 
 from __future__ import annotations
@@ -102,6 +102,8 @@ GEOMETRY_JS = """view => {
 # Contrast ratios (WCAG) from computed colours, each composited as the page paints it: the
 # backgrounds of the view's ancestors, the SVG's background, a node's front card, then the
 # text or stroke (on a canvas, which reads every CSS colour syntax, color-mix results too).
+# Legend text on the background, node text on its card, node text on each status's fill (the
+# legend's swatches), the toolbar's buttons, and the selection outline on the background.
 CONTRAST_JS = """view => {
     const canvas = document.createElement('canvas');
     canvas.width = canvas.height = 1;
@@ -136,7 +138,7 @@ CONTRAST_JS = """view => {
     };
     const svg = view.querySelector('svg.pp-dag');
     const page = [...backdrop(svg), getComputedStyle(svg.querySelector('.pp-bg')).fill];
-    const out = {legend: [], nodes: [], outline: [], buttons: []};
+    const out = {legend: [], nodes: [], statuses: [], outline: [], buttons: []};
     for (const t of svg.querySelectorAll('.pp-legend text')) {
         out.legend.push([t.textContent, ratio([...page, getComputedStyle(t).fill], page)]);
     }
@@ -152,11 +154,36 @@ CONTRAST_JS = """view => {
             out.outline.push([g.dataset.node, ratio([...page, stroke], page)]);
         }
     }
+    // every status's fill, as the legend's swatches show it, under a node's text colour
+    const ink = getComputedStyle(svg.querySelector('g.pp-node text')).fill;
+    for (const item of svg.querySelectorAll('.pp-legend-item[class*="status-"]')) {
+        const under = [...page, getComputedStyle(item.querySelector('rect')).fill];
+        out.statuses.push([item.textContent, ratio([...under, ink], under)]);
+    }
     for (const b of view.querySelectorAll('.pp-dag-toolbar button')) {
         const under = backdrop(b);
         out.buttons.push([b.textContent, ratio([...under, getComputedStyle(b).color], under)]);
     }
     return out;
+}"""
+
+
+# Touch and Safari pinches, as the browser would send them (Playwright's Chromium sends neither).
+PINCH_JS = """box => {
+    const {left, top} = box.getBoundingClientRect();
+    const touch = (type, id, x) => box.dispatchEvent(new PointerEvent(type, {
+        pointerId: id, pointerType: 'touch', clientX: left + x, clientY: top + 50,
+        bubbles: true, cancelable: true}));
+    touch('pointerdown', 11, 100); touch('pointerdown', 12, 150);
+    touch('pointermove', 11, 75); touch('pointermove', 12, 175);
+    touch('pointerup', 11, 75); touch('pointerup', 12, 175);
+}"""
+GESTURE_JS = """box => {
+    const {left, top} = box.getBoundingClientRect();
+    const gesture = (type, scale) => box.dispatchEvent(Object.assign(
+        new Event(type, {bubbles: true, cancelable: true}),
+        {scale, clientX: left + 100, clientY: top + 50}));
+    gesture('gesturestart', 1); gesture('gesturechange', 0.5); gesture('gestureend', 0.5);
 }"""
 
 
@@ -179,8 +206,9 @@ def assert_readable_and_whole(page: sync_api.Page) -> dict:
 
 def assert_legible(page: sync_api.Page, theme: str) -> None:
     ratios = dag_view(page).evaluate(CONTRAST_JS)
-    assert len(ratios["legend"]) == 10 and ratios["nodes"], ratios
-    for kind, least in (("legend", 4.5), ("nodes", 4.5), ("buttons", 4.5), ("outline", 3.0)):
+    assert len(ratios["legend"]) == 10 and len(ratios["statuses"]) == 9, ratios
+    kinds = {"legend": 4.5, "nodes": 4.5, "statuses": 4.5, "buttons": 4.5, "outline": 3.0}
+    for kind, least in kinds.items():
         poor = [(what, round(r, 2)) for what, r in ratios[kind] if r < least]
         assert not poor, f"{theme}: {kind} contrast under {least}: {poor}"
 
@@ -309,7 +337,7 @@ def test_a_30_node_sweep_dag_is_folded_readable_and_legible_in_every_theme(
     assert_legible(page, THEMES[0])
     screenshot(view, shots, f"{ui}-light-unfolded")
 
-    # Zoom: buttons, Ctrl + wheel over the picture, fit, back to 100%.
+    # Zoom: buttons, Ctrl + wheel over the picture, pinches, fit, back to 100%.
     view.locator(".pp-zoom-in").click()
     assert zoom(page) == pytest.approx(1.25, rel=1e-3)
     view.locator(".pp-zoom-out").click()
@@ -321,6 +349,11 @@ def test_a_30_node_sweep_dag_is_folded_readable_and_legible_in_every_theme(
     page.wait_for_function(
         "() => parseFloat(document.querySelector('.pp-pipeline-app .pp-dag-box').dataset.zoom) > 1"
     )
+    view.locator(".pp-zoom-reset").click()
+    view.locator(".pp-dag-box").evaluate(PINCH_JS)  # two fingers twice as far apart
+    assert zoom(page) == pytest.approx(2.0, rel=1e-3)
+    view.locator(".pp-dag-box").evaluate(GESTURE_JS)  # Safari's trackpad pinch, to half
+    assert zoom(page) == pytest.approx(1.0, rel=1e-3)
     view.locator(".pp-zoom-fit").click()
     fitted = geometry(page)
     assert fitted["width"] <= fitted["boxWidth"] and fitted["height"] <= fitted["maxHeight"]

@@ -2,7 +2,8 @@
 // classes on <g class="pp-node" data-node="..."> groups, and folded sweep groups
 // (<g class="pp-group" data-group="...">) take the status Python worked out for them. A click
 // on a node sets `selected`, on a folded group adds it to `expanded`. The picture scrolls in
-// its box and zooms: the toolbar, pinch or Ctrl + wheel, keys + - 0 in the box.
+// its box and zooms: the toolbar, Ctrl + wheel, a pinch (trackpad or touch). No keys: in a
+// notebook they belong to its shortcuts (0 0 restarts the kernel).
 
 const STATUS_PREFIX = "status-";
 const PX_PER_UNIT = 4 / 3; // the SVG's user units are points
@@ -55,9 +56,7 @@ function render({ model, el }) {
   toolbar.className = "pp-dag-toolbar";
   const box = document.createElement("div");
   box.className = "pp-dag-box";
-  box.tabIndex = 0;
   box.title = "Ctrl + wheel or pinch to zoom";
-  box.setAttribute("data-lm-suppress-shortcuts", "true"); // keys + - 0 zoom, not the notebook's
   const chips = document.createElement("span");
   chips.className = "pp-dag-expanded";
   let zoom = 1;
@@ -123,12 +122,40 @@ function render({ model, el }) {
     zoomTo(zoom * Math.exp(-event.deltaY * 0.002), event.clientX, event.clientY);
   }
 
-  function onKey(event) {
-    const steps = { "+": ZOOM_STEP, "=": ZOOM_STEP, "-": 1 / ZOOM_STEP };
-    if (event.key in steps) zoomTo(zoom * steps[event.key]);
-    else if (event.key === "0") zoomTo(1);
-    else return;
+  // Safari's trackpad pinch (other browsers send it as Ctrl + wheel)
+  let gestureZoom = 1;
+  function onGestureStart(event) {
     event.preventDefault();
+    gestureZoom = zoom;
+  }
+  function onGestureChange(event) {
+    event.preventDefault();
+    zoomTo(gestureZoom * event.scale, event.clientX, event.clientY);
+  }
+
+  // two fingers on a touch screen; one finger still scrolls (touch-action in the CSS)
+  const touches = new Map();
+  let pinch = null;
+  function spread() {
+    const [a, b] = touches.values();
+    return [Math.hypot(a.clientX - b.clientX, a.clientY - b.clientY), a, b];
+  }
+  function onPointerDown(event) {
+    if (event.pointerType !== "touch") return;
+    touches.set(event.pointerId, event);
+    if (touches.size === 2) pinch = { distance: spread()[0], zoom };
+  }
+  function onPointerMove(event) {
+    if (!touches.has(event.pointerId)) return;
+    touches.set(event.pointerId, event);
+    if (!pinch || touches.size !== 2) return;
+    const [distance, a, b] = spread();
+    const [x, y] = [(a.clientX + b.clientX) / 2, (a.clientY + b.clientY) / 2];
+    zoomTo((pinch.zoom * distance) / pinch.distance, x, y);
+  }
+  function onPointerUp(event) {
+    touches.delete(event.pointerId);
+    if (touches.size < 2) pinch = null;
   }
 
   function download() {
@@ -240,9 +267,19 @@ function render({ model, el }) {
     model.save_changes();
   }
 
-  box.addEventListener("click", onClick);
-  box.addEventListener("wheel", onWheel, { passive: false });
-  box.addEventListener("keydown", onKey);
+  const events = {
+    click: onClick,
+    wheel: onWheel,
+    gesturestart: onGestureStart,
+    gesturechange: onGestureChange,
+    pointerdown: onPointerDown,
+    pointermove: onPointerMove,
+    pointerup: onPointerUp,
+    pointercancel: onPointerUp,
+  };
+  for (const [name, handler] of Object.entries(events)) {
+    box.addEventListener(name, handler, { passive: false });
+  }
   const listeners = {
     "change:svg": draw,
     "change:statuses": paintStatuses,
@@ -255,9 +292,7 @@ function render({ model, el }) {
   draw();
 
   return () => {
-    box.removeEventListener("click", onClick);
-    box.removeEventListener("wheel", onWheel);
-    box.removeEventListener("keydown", onKey);
+    for (const [name, handler] of Object.entries(events)) box.removeEventListener(name, handler);
     for (const [name, listener] of Object.entries(listeners)) model.off(name, listener);
   };
 }
