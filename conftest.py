@@ -1,13 +1,19 @@
 """The whole test session, notebooks included, runs with a throwaway home: no test (and no
 tutorial kernel nbval starts) reads or writes the developer's ``$HOME``, such as the cache
 signing key in ``~/.config/phys-pipeline``. Tests that need a key file of their own take the
-``isolated_cache_key`` fixture (tests/conftest.py)."""
+``isolated_cache_key`` fixture (tests/conftest.py).
+
+Each tutorial under notebooks/ must run top to bottom in a minute: nbval runs one test per
+cell, and the cell that takes its notebook past the budget fails, naming the notebook and its
+time so far. (Here rather than in notebooks/, whose file browser readers see.)"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+from collections import defaultdict
+from collections.abc import Iterator
 
 import pytest
 
@@ -43,3 +49,23 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 _HOME = pytest.StashKey[str]()
+
+
+NOTEBOOK_BUDGET_S = 60.0
+_spent: dict[str, float] = defaultdict(float)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    notebook = item.nodeid.split("::", 1)[0]
+    if not notebook.endswith(".ipynb"):
+        return
+    _spent[notebook] += call.duration
+    if call.when == "call" and report.passed and _spent[notebook] > NOTEBOOK_BUDGET_S:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{notebook} has taken {_spent[notebook]:.1f} s so far, over its "
+            f"{NOTEBOOK_BUDGET_S:.0f} s budget: a tutorial must run top to bottom in a minute"
+        )
