@@ -232,15 +232,16 @@ def _evolution_plot(
         span = 6.0 * max(fwhm_in, fwhm(t, intensity_zt[-1]))
         keep = np.abs(t) <= span
         fig = Figure(figsize=(9, 3.5), layout="constrained")
+        fig.get_layout_engine().set(wspace=0.12)  # the colour bar's label clear of the profile's
         ax_map, ax_profile = fig.subplots(1, 2)
         mesh = ax_map.pcolormesh(t[keep], z_km, intensity_zt[:, keep], shading="auto", cmap="magma")
-        fig.colorbar(mesh, ax=ax_map, label="|A|^2 (W)")
+        fig.colorbar(mesh, ax=ax_map, label=r"$|A|^2$ (W)")
         ax_map.set_xlabel("time (ps)")
         ax_map.set_ylabel("z (km)")
         ax_profile.plot(t[keep], intensity_zt[0, keep], "--", color="0.5", label="input")
         ax_profile.plot(t[keep], intensity_zt[-1, keep], color="C0", label="output")
         ax_profile.set_xlabel("time (ps)")
-        ax_profile.set_ylabel("|A|^2 (W)")
+        ax_profile.set_ylabel(r"$|A|^2$ (W)")
         ax_profile.legend(loc="upper right", fontsize="small")
         return fig
 
