@@ -28,10 +28,11 @@ __all__ = [
 V = TypeVar("V", bound=w.Widget)
 
 SIDE_WIDTH = "30em"
-# Rows in the side panel wrap rather than widen it, and long words (paths in a failure) break.
+# In the side panel a row of plain controls wraps rather than widen it (a row holding a box
+# lets that box shrink: it wraps its own row), and long words (paths in a failure) break.
 # Scoped to the panel, in a hidden HTML widget: plain ipywidgets bring no stylesheet of theirs.
 SIDE_PANEL_CSS = """<style>
-.pp-side-panel .widget-hbox { flex-wrap: wrap; }
+.pp-side-panel .widget-hbox:not(:has(> .widget-box)) { flex-wrap: wrap; }
 .pp-side-panel .widget-html-content { overflow-wrap: anywhere; }
 </style>"""
 
