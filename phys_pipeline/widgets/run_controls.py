@@ -63,7 +63,9 @@ class RunControls(SessionView, w.VBox):
     controls is in flight), ``auto_run`` (a Checkbox), ``progress`` (IntProgress: nodes done of
     those that had to run), ``running_line`` (HTML: each running node's elapsed seconds and last
     ``report_progress``), ``status_line`` (HTML, the result's ``summary()``), ``errors`` (HTML,
-    failures by node). ``running_since`` maps each running node to the Unix time it started."""
+    failures by node). ``running_since`` maps each running node to the Unix time it started,
+    ``node_progress`` to its last ``(fraction, message)``; both are replaced, never changed in
+    place, so another thread may read them as they are."""
 
     def __init__(self, session: LiveSession, *, debounce_s: float = 0.3, **kwargs: Any) -> None:
         self.session = session
@@ -218,18 +220,17 @@ class RunControls(SessionView, w.VBox):
         """A stage's ``report_progress`` (executor callback, on the run's thread)."""
         with self._activity_lock:
             if node_id in self.running_since:
-                self.node_progress[node_id] = (fraction, message)
+                self.node_progress = {**self.node_progress, node_id: (fraction, message)}
                 self._show_running()
 
     def _follow_running(self, running: set[str]) -> None:
         """Note when nodes start and forget those that stopped; tick while any runs. Call
         with the activity lock held."""
-        now = time.time()
-        for nid in self.running_since.keys() - running:
-            del self.running_since[nid]
-            self.node_progress.pop(nid, None)
-        for nid in running - self.running_since.keys():
-            self.running_since[nid] = now
+        if running != self.running_since.keys():
+            kept = {nid: t for nid, t in self.running_since.items() if nid in running}
+            started = dict.fromkeys(sorted(running - kept.keys()), time.time())
+            self.running_since = kept | started  # in the order they started
+            self.node_progress = {nid: p for nid, p in self.node_progress.items() if nid in running}
         if running and self._ticker is None:
             stop = threading.Event()
             ticker = threading.Thread(
