@@ -212,6 +212,11 @@ class RunRecord:
         }
         return replace_config(current, changes, f"node {node_id!r}") if changes else current
 
+    def changes_since(self, other: RunRecord) -> tuple[Change, ...]:
+        """What differs between ``other``'s setup and this run's (``old``: ``other``'s), as
+        ``changes`` says for the run before: to compare any two runs."""
+        return _changes(other, self.nodes, self.policy, self.state_digest)
+
     def policy_bag(self) -> PolicyBag | None:
         """The policy of this run (the very bag when this process ran it)."""
         if self.originals is not None:

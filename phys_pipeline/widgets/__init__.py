@@ -10,6 +10,7 @@ from .app import PipelineApp
 from .artifact_view import ArtifactView
 from .config_editor import ConfigEditor, FieldControl, config_controls
 from .dag_view import DagView
+from .history_view import HistoryView
 from .policy_editor import PolicyEditor, parse_policy_value
 from .run_controls import RunControls
 
@@ -18,6 +19,7 @@ __all__ = [
     "ConfigEditor",
     "DagView",
     "FieldControl",
+    "HistoryView",
     "PipelineApp",
     "PolicyEditor",
     "RunControls",
