@@ -58,14 +58,14 @@ def test_each_run_gets_a_row_newest_first_with_its_changes_counts_and_sink_metri
     assert view.watched == ["duration.phase_span", "spectrum.bins"]  # the sinks' metrics
     number, _, changes, counts, took, phase_span, bins = cells(view, 3)
     assert number == "3"
-    assert "pulse.fwhm_ps: 1.0 -&gt; 2.0" in changes
-    assert "policy dispersion_scale: 1.0 -&gt; 2.0" in changes
+    assert "pulse.fwhm_ps: 1.0 → 2.0" in changes
+    assert "policy dispersion_scale: 1.0 → 2.0" in changes
     assert counts == "3 ran, 2 hit" and took.endswith("ms")
     assert float(phase_span) == pytest.approx(
         session.history[-1].metrics["duration.phase_span"], rel=1e-5
     )
     assert bins == "256"
-    assert "fibre.length_m: 1.0 -&gt; 2.0" in cells(view, 2)[2]
+    assert "fibre.length_m: 1.0 → 2.0" in cells(view, 2)[2]
     assert cells(view, 2)[3] == "2 ran, 3 hit"
     assert "first run" in cells(view, 1)[2] and cells(view, 1)[3] == "5 ran, 0 hit"
     newest = view.rows[0]
@@ -122,9 +122,9 @@ def test_pinning_a_run_compares_its_metrics_and_setup_with_the_last_run(
     assert table["spectrum.bins"][2:] == ["+0", "+0.00%"]
     setup = re.findall(r"<li>([^<]*)</li>", view.comparison.value)
     assert setup == [
-        "pulse.fwhm_ps: 1.0 -&gt; 2.0",
-        "fibre.length_m: 1.0 -&gt; 2.0",
-        "policy dispersion_scale: 1.0 -&gt; 2.0",
+        "pulse.fwhm_ps: 1.0 → 2.0",
+        "fibre.length_m: 1.0 → 2.0",
+        "policy dispersion_scale: 1.0 → 2.0",
     ]
     other = next(row for row in view.rows if row.number == 2)
     other.pin_button.value = True  # one pinned run at a time
@@ -147,7 +147,7 @@ def test_a_run_not_in_the_history_cannot_be_pinned(session: LiveSession) -> None
 
 def test_the_metric_plot_is_a_png_that_marks_the_pinned_run(session: LiveSession) -> None:
     view = HistoryView(session)
-    assert view.plot_card.layout.display == "none"
+    assert view.metric_box.layout.display == "none"
     three_runs(session)
     assert view.metric_picker.value == "duration.phase_span"  # the first watched metric
     assert set(view.metric_picker.options) == set(session.history[-1].metrics)
@@ -231,6 +231,11 @@ def test_a_refused_restore_is_shown_in_the_panel_and_changes_nothing(
     assert "cannot restore run 1: ConfigError" in view.message.value
     assert "length_m" in view.message.value and "pp-error" in view.message.value
     assert session.config("fibre").length_m == 1.0
+    view.restore(7)  # a run the history does not have
+    assert view.message.value == (
+        '<span class="pp-error">cannot restore run 7: KeyError: no run 7 in this history; '
+        "runs: 1</span>"
+    )
 
 
 def test_the_view_wraps_or_scrolls_instead_of_overflowing(session: LiveSession) -> None:

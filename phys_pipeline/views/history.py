@@ -70,10 +70,16 @@ def changes_html(record: RunRecord, *, limit: int = 3) -> str:
     if not record.changes:
         return '<span class="pp-muted">no change</span>'
     lines = [html.escape(str(c)) for c in record.changes]
-    shown = [f'<span class="pp-change">{line}</span>' for line in lines[:limit]]
+    shown = [f'<span class="pp-change">{_arrowed(line)}</span>' for line in lines[:limit]]
     if len(lines) > limit:
         shown.append(f'<span class="pp-muted">+{len(lines) - limit} more</span>')
     return f'<span title="{"&#10;".join(lines)}">{"".join(shown)}</span>'
+
+
+def _arrowed(change: str) -> str:
+    """A change's text with its " -> " as one arrow, so a narrow column never breaks a line
+    between the arrow's two halves."""
+    return change.replace(" -&gt; ", " \N{RIGHTWARDS ARROW} ")
 
 
 def counts_html(record: RunRecord) -> str:
@@ -159,8 +165,9 @@ def comparison_html(pinned: RunRecord, current: RunRecord) -> str:
 def _setup_html(changes: Sequence[Change]) -> str:
     if not changes:
         return '<p class="pp-muted">same configs and policy</p>'
-    items = "".join(f"<li>{html.escape(str(c))}</li>" for c in changes)
-    return f'<div class="pp-setup-diff">setup (pinned -&gt; last):<ul>{items}</ul></div>'
+    items = "".join(f"<li>{_arrowed(html.escape(str(c)))}</li>" for c in changes)
+    head = "setup (pinned \N{RIGHTWARDS ARROW} last):"
+    return f'<div class="pp-setup-diff">{head}<ul>{items}</ul></div>'
 
 
 def plottable_metrics(records: Iterable[RunRecord]) -> list[str]:

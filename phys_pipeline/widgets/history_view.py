@@ -133,9 +133,10 @@ class HistoryView(SessionView, w.VBox):
     each run. ``rows`` are the rows shown (``number``, ``record``, ``cells``, ``pin_button``,
     ``restore_button``); ``watched`` the metrics they show (default: every metric of the DAG's
     sink nodes). ``pinned`` (a run number or None) is the run compared with the last one in
-    ``comparison``; ``metric_picker`` chooses the metric ``metric_plot`` draws over the runs;
-    ``figures`` shows the pinned and the last run's kept figures of ``figure_nodes`` (default:
-    the sinks). ``message`` says what Restore did, or why it was refused."""
+    ``comparison``; ``metric_picker`` chooses the metric ``metric_plot`` draws over the runs
+    (both in ``metric_box``); ``figures`` shows the pinned and the last run's kept figures of
+    ``figure_nodes`` (default: the sinks). ``message`` says what Restore did, or why it was
+    refused."""
 
     pinned = traitlets.Int(None, allow_none=True, help="the run compared with the last one")
 
@@ -175,11 +176,12 @@ class HistoryView(SessionView, w.VBox):
             self.comparison.add_class("pp-comparison-box")
             self.metric_picker = w.Dropdown(description="metric", options=[])
             self.metric_plot = w.Image(format="png", layout=w.Layout(display="none"))
-            self.plot_card = w.VBox([self.metric_picker, self.metric_plot])
-            self.plot_card.add_class("pp-plot-card")
+            card = w.Box([self.metric_plot])  # light, as the plot: the picker stays outside
+            card.add_class("pp-plot-card")
+            self.metric_box = w.VBox([self.metric_picker, card])
             self.figures = w.HTML("")
             self.figures.add_class("pp-history-figures")
-            plots = w.HBox([self.plot_card, self.figures])
+            plots = w.HBox([self.metric_box, self.figures])
             plots.add_class("pp-plots")
             super().__init__(
                 [style, self.title, self.message, scroll, self.older, self.comparison, plots],
@@ -325,7 +327,7 @@ class HistoryView(SessionView, w.VBox):
                 )
             finally:
                 self._choosing = False
-        self.plot_card.layout.display = None if options else "none"
+        self.metric_box.layout.display = None if options else "none"
 
     def _metric_picked(self, _: dict[str, Any]) -> None:
         if not self._choosing:
@@ -359,9 +361,10 @@ class HistoryView(SessionView, w.VBox):
         try:
             stale = self.session.restore(number)
         except Exception as exc:  # noqa: BLE001 - a button callback: show, never raise
+            said = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # unquoted
             self.message.value = (
                 f'<span class="pp-error">cannot restore run {number}: '
-                f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</span>"
+                f"{html.escape(type(exc).__name__)}: {html.escape(str(said))}</span>"
             )
             return
         after = (
