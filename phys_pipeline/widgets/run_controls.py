@@ -16,7 +16,6 @@ from __future__ import annotations
 import html
 import threading
 import time
-from types import SimpleNamespace
 from typing import Any, Literal
 
 import ipywidgets as w
@@ -62,10 +61,8 @@ class RunControls(SessionView, w.VBox):
     """Run the session's stale nodes. ``run_button`` ("Run"; "Stop" while a run of these
     controls is in flight), ``auto_run`` (a Checkbox), ``progress`` (IntProgress: nodes done of
     those that had to run), ``running_line`` (HTML: each running node's elapsed seconds and last
-    ``report_progress``), ``status_line`` (HTML, the result's ``summary()``), ``errors`` (HTML,
-    failures by node). ``running_since`` maps each running node to the Unix time it started,
-    ``node_progress`` to its last ``(fraction, message)``; both are replaced, never changed in
-    place, so another thread may read them as they are."""
+    ``report_progress``, from the session's ``running_since`` and ``progress``),
+    ``status_line`` (HTML, the result's ``summary()``), ``errors`` (HTML, failures by node)."""
 
     def __init__(self, session: LiveSession, *, debounce_s: float = 0.3, **kwargs: Any) -> None:
         self.session = session
@@ -74,18 +71,15 @@ class RunControls(SessionView, w.VBox):
         self._run_lock = threading.Lock()
         self._timer_lock = threading.Lock()
         self._timer: threading.Timer | None = None
-        # guards the button's look, the Stop request and what is running (the run's thread,
-        # the ticker and the kernel's comm callbacks all change them)
+        # guards the button's look, the Stop request, the ticker and the running line (the
+        # run's thread, the ticker and the kernel's comm callbacks all change them)
         self._activity_lock = threading.Lock()
         self._stop_requested = False
         self._ticker: tuple[threading.Event, threading.Thread] | None = None
+        self._closed = False  # an event already on its way after close() starts no ticker
         self._look: ButtonLook = "run"
         self._idle_tooltip = "run the stale nodes"
-        # the executor's callbacks hear stages' report_progress; the session does not pass it on
-        self._progress_hook = SimpleNamespace(on_progress=self._on_progress)
         self._pending: list[str] | None = None  # nodes this run has to compute
-        self.running_since: dict[str, float] = {}
-        self.node_progress: dict[str, tuple[float, str]] = {}  # node -> (fraction, message)
         with closed_on_failure(self):
             self.run_button = w.Button(layout=w.Layout(width="auto", min_width="7em"))
             self.run_button.add_class("pp-run-button")
@@ -120,7 +114,6 @@ class RunControls(SessionView, w.VBox):
                 self.errors,
             ]
             self._follow(session)
-            session.executor.callbacks.append(self._progress_hook)
             self._show_stale()
 
     # --- running -----------------------------------------------------------------------------
@@ -181,9 +174,9 @@ class RunControls(SessionView, w.VBox):
             self.stop()
 
     def _ended(self) -> None:
-        """The run is over (activity lock held): idle, whatever the statuses say."""
+        """The run is over (activity lock held): idle."""
         self._stop_requested = False
-        self._follow_running(set())
+        self._tick_while(running=False)
         self._show_button("run")
 
     def schedule_run(self) -> None:
@@ -216,22 +209,10 @@ class RunControls(SessionView, w.VBox):
 
     # --- what is running ---------------------------------------------------------------------
 
-    def _on_progress(self, node_id: str, fraction: float, message: str) -> None:
-        """A stage's ``report_progress`` (executor callback, on the run's thread)."""
-        with self._activity_lock:
-            if node_id in self.running_since:
-                self.node_progress = {**self.node_progress, node_id: (fraction, message)}
-                self._show_running()
-
-    def _follow_running(self, running: set[str]) -> None:
-        """Note when nodes start and forget those that stopped; tick while any runs. Call
-        with the activity lock held."""
-        if running != self.running_since.keys():
-            kept = {nid: t for nid, t in self.running_since.items() if nid in running}
-            started = dict.fromkeys(sorted(running - kept.keys()), time.time())
-            self.running_since = kept | started  # in the order they started
-            self.node_progress = {nid: p for nid, p in self.node_progress.items() if nid in running}
-        if running and self._ticker is None:
+    def _tick_while(self, running: bool) -> None:
+        """Start the ticker when nodes run, stop it when none does, and show what runs
+        (activity lock held)."""
+        if running and self._ticker is None and not self._closed:
             stop = threading.Event()
             ticker = threading.Thread(
                 target=self._tick, args=(stop,), name="phys-pipeline-elapsed", daemon=True
@@ -249,11 +230,14 @@ class RunControls(SessionView, w.VBox):
                 self._show_running()
 
     def _show_running(self) -> None:
-        """One line per running node: "fit 40% iteration 4 of 10, 3.2 s" (activity lock held)."""
-        now = time.time()
+        """One line per running node: "fit 40% iteration 4 of 10, 3.2 s" (activity lock held;
+        the session's dicts change on the run's thread: read copies)."""
+        now = time.monotonic()
+        running = self.session.running_since.copy()
+        progress = self.session.progress.copy()
         lines = []
-        for nid, since in self.running_since.items():
-            fraction, message = self.node_progress.get(nid, (None, ""))
+        for nid, since in sorted(running.items(), key=lambda item: item[1]):
+            fraction, message = progress.get(nid, (None, ""))
             done = "" if fraction is None else f"{fraction:.0%} {message}".rstrip() + ", "
             lines.append(f"<div>running: {html.escape(f'{nid} {done}{now - since:.1f} s')}</div>")
         self.running_line.value = "".join(lines)
@@ -309,12 +293,14 @@ class RunControls(SessionView, w.VBox):
 
     def _on_session(self, event: str, session: LiveSession) -> None:
         if event == "status":
-            running = {nid for nid, s in list(session.status.items()) if s is NodeStatus.RUNNING}
             with self._activity_lock:
-                self._follow_running(running)
+                self._tick_while(running=bool(session.running_since))
                 if self._stop_requested:  # a Stop before the executor could take it
                     session.cancel()
             self._count_progress()
+        elif event == "progress":
+            with self._activity_lock:
+                self._show_running()
         elif event == "run":
             with self._activity_lock:
                 self._ended()
@@ -328,11 +314,9 @@ class RunControls(SessionView, w.VBox):
 
     def close(self) -> None:
         self.cancel_scheduled()
-        callbacks = self.session.executor.callbacks
-        if self._progress_hook in callbacks:
-            callbacks.remove(self._progress_hook)
         with self._activity_lock:
             ticker, self._ticker = self._ticker, None
+            self._closed = True
         if ticker is not None:
             ticker[0].set()
             ticker[1].join()
