@@ -1,0 +1,211 @@
+"""Edit → updated plot in the browser: a typed value to the new plot on screen, in JupyterLab 4.
+
+    python benchmarks/browser_edit.py [--edits 15] [--revisits 8] [--debounce S] [--profile]
+                                      [--json PATH]
+
+The tutorial's DAG (``tests/browser/edit_latency.ipynb``: grid → pulse → fibre → compressor →
+{phase, duration}, auto-run on) in a real JupyterLab and headless Chromium, started by the
+browser tests' own harness (``tests/test_browser.py``: its server and browser fixtures, called
+as plain generators) and measured by ``tests/test_browser_latency.py``'s helpers. Each edit
+types a grating separation into the compressor's value box and presses Enter; the page times
+(``performance.now()``, a MutationObserver) the Enter key to the watched ``duration`` plot's
+new image. One warm-up edit first, then ``--edits`` separations never computed before (three
+nodes run) and ``--revisits`` alternating between two of them (every node a cache hit).
+
+Prints median and p90 with the debounce and without it, against the target "≤ 150 ms +
+debounce", and the median split: browser → kernel, debounce, the run, the app's views after
+the run (figures drawn and sent), kernel → page. ``--profile`` also times each view's
+listener in the kernel and each watched figure's drawing. Skips (exit 0) without Chromium,
+Playwright or JupyterLab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET_MS = 150.0  # past the auto-run's debounce
+
+# In the kernel: wrap each session listener (the app's views, in the order they subscribed)
+# to time it per event. Profiling only: it reaches into the session's listener list.
+PROFILE_LISTENERS = """
+import time as _time
+
+listener_ms = {}
+
+def _timed(listener):
+    name = getattr(listener, '__qualname__', repr(listener))
+    def call(event, session):
+        started = _time.perf_counter()
+        try:
+            return listener(event, session)
+        finally:
+            listener_ms.setdefault(f'{name} on {event}', []).append(
+                1000 * (_time.perf_counter() - started))
+    return call
+
+session._listeners[:] = [_timed(listener) for listener in session._listeners]
+"""
+
+# In the kernel: what one watched figure costs, as the artifact view draws it (median of 5).
+PROFILE_FIGURES = """
+import base64 as _base64, io as _io, statistics as _statistics, time as _time
+from phys_pipeline.views import figure_png as _figure_png
+
+def _median_ms(fn):
+    times = []
+    for _ in range(5):
+        started = _time.perf_counter()
+        value = fn()
+        times.append(1000 * (_time.perf_counter() - started))
+    return _statistics.median(times), value
+
+_figures = {}
+for _name, _artifact in session.last_result.artifacts.items():
+    _make, _figure = _median_ms(_artifact)
+    _tight, _png = _median_ms(lambda: _figure_png(_artifact()))
+    _plain, _ = _median_ms(lambda: _artifact().savefig(_io.BytesIO(), format='png', dpi=96))
+    _encode, _ = _median_ms(lambda: _base64.b64encode(_png))
+    _figures[_name] = {'make': _make, 'png': _tight - _make, 'png_untight': _plain - _make,
+                       'base64': _encode, 'bytes': len(_png)}
+print(json.dumps({'figures': _figures, 'listeners': {
+    name: _statistics.median(times) for name, times in listener_ms.items()}}))
+"""
+
+
+def fresh_values(count: int) -> list[str]:
+    """Separations around the tutorial's 100 mm, each new: 99, 101.25, 98.5, 102.75 ..."""
+    return [f"{100 + (-1) ** (i + 1) * (1 + 0.25 * i):g}" for i in range(count)]
+
+
+def percentile(values: list[float], q: int) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+class _TempDirs:
+    """What the server fixture asks of pytest's ``tmp_path_factory``: ``mktemp(name)``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def mktemp(self, name: str) -> Path:
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root))
+
+
+@contextmanager
+def page_on_jupyterlab(harness: Any) -> Iterator[tuple[Any, Any]]:
+    """(page, server): the harness's JupyterLab, Chromium and page fixtures, used as the
+    context managers their generators are."""
+    with tempfile.TemporaryDirectory(prefix="pp-browser-edit-") as root:
+        lab = contextmanager(harness.lab.__wrapped__)(_TempDirs(Path(root)))
+        browser = contextmanager(harness.browser.__wrapped__)()
+        page = contextmanager(harness.page.__wrapped__)
+        with lab as server, browser as chromium, page(chromium) as opened:
+            yield opened, server
+
+
+def report(name: str, timings: list[Any]) -> None:
+    """Median and p90, with the debounce and past it, and the median split."""
+    if not timings:
+        return
+    latency = [t.latency_ms for t in timings]
+    past = [t.latency_ms - t.debounce_ms for t in timings]
+    painted = [t.painted - t.typed for t in timings]
+    debounce = timings[0].debounce_ms
+    verdict = "met" if statistics.median(past) <= TARGET_MS else "MISSED"
+    print(f"\n{name} ({len(timings)} edits)")
+    print(
+        f"  edit → new plot in the page: median {statistics.median(latency):.0f} ms, "
+        f"p90 {percentile(latency, 90):.0f} ms (debounce {debounce:.0f} ms included)"
+    )
+    print(
+        f"  past the debounce:           median {statistics.median(past):.0f} ms, "
+        f"p90 {percentile(past, 90):.0f} ms   target ≤ {TARGET_MS:.0f} ms + debounce: {verdict}"
+    )
+    print(
+        f"  image decoded and drawn:     median {statistics.median(painted):.0f} ms "
+        "(the next frame after it)"
+    )
+    splits = [t.split() for t in timings]
+    parts = {part: statistics.median(s[part] for s in splits) for part in splits[0]}
+    print("  median split, ms: " + ", ".join(f"{part} {ms:.0f}" for part, ms in parts.items()))
+
+
+def profile(figures: dict[str, Any]) -> None:
+    print("\nkernel profile (medians, ms)")
+    for name, ms in figures["listeners"].items():
+        if not name.endswith(" on status") and not name.startswith("stamp."):
+            print(f"  {name:40} {ms:7.1f}")
+    for name, cost in figures["figures"].items():
+        print(
+            f"  figure {name}: make {cost['make']:.1f}, savefig PNG {cost['png']:.1f} "
+            f"(without bbox_inches='tight' {cost['png_untight']:.1f}), base64 "
+            f"{cost['base64']:.2f}; {cost['bytes'] / 1024:.0f} KiB"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--edits", type=int, default=15, help="new separations (runs)")
+    parser.add_argument("--revisits", type=int, default=8, help="cache-hit edits")
+    parser.add_argument("--debounce", type=float, help="auto-run debounce, s (default: 0.3)")
+    parser.add_argument("--profile", action="store_true", help="time views and figures too")
+    parser.add_argument("--json", type=Path, help="write every edit's stamps here")
+    args = parser.parse_args()
+    if args.edits < 2:
+        parser.error("--edits must be at least 2 (revisits alternate between two of them)")
+
+    sys.path.insert(0, str(REPO / "tests"))
+    import pytest
+
+    try:
+        import test_browser as harness
+        import test_browser_latency as latency
+    except pytest.skip.Exception as skip:
+        print(f"skipped: {skip}")
+        return 0
+    if harness.CHROMIUM is None:
+        print("skipped: Chromium not installed (apt-get install chromium)")
+        return 0
+
+    fresh = fresh_values(args.edits + 1)
+    warm_up, fresh = fresh[0], fresh[1:]
+    revisits = [fresh[i % 2] for i in range(args.revisits)]
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    with page_on_jupyterlab(harness) as (page, server):
+        panel = latency.open_latency_app(page, server)
+        if args.debounce is not None:
+            latency.set_debounce(page, args.debounce)
+        if args.profile:
+            latency.kernel_print(page, PROFILE_LISTENERS)
+        latency.measure_edit(page, panel, warm_up)  # pays one-off costs: not counted
+        ran = [latency.measure_edit(page, panel, value) for value in fresh]
+        hit = [latency.measure_edit(page, panel, value) for value in revisits]
+        figures = json.loads(latency.kernel_print(page, PROFILE_FIGURES)) if args.profile else {}
+    print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+    assert all(t.kernel["ran"] == ["compressor", "phase", "duration"] for t in ran)
+    assert all(t.cached for t in hit)
+    report("new separations: compressor, phase and duration run", ran)
+    report("revisited separations: every node a cache hit, figures drawn again", hit)
+    if figures:
+        profile(figures)
+    if args.json:
+        args.json.write_text(json.dumps(latency.timings_json([*ran, *hit]), indent=1))
+        print(f"\nevery edit: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
