@@ -152,9 +152,10 @@ class _RunRecorder:
         cache: DagCache,
         callbacks: Sequence[Any],
         early_cutoff: bool,
+        cancellation: Cancellation,
     ) -> None:
         self.plan, self.reasons, self.cache = plan, reasons, cache
-        self.cancellation = Cancellation()  # the engine subscribes: executor.cancel() presses it
+        self.cancellation = cancellation  # the engine subscribes: executor.cancel() presses it
         # schedulers call ``reuse`` (from worker threads) before running a node, when present
         cutoff = cache.early_cutoff(plan, reasons) if early_cutoff else None
         self.reuse = cutoff.reuse if cutoff is not None else None
@@ -350,8 +351,17 @@ class DagExecutor:
         """Run the DAG (or only what ``targets`` need). On failure, raises NodeFailedError
         naming the failed nodes (``.partial`` holds the result; completed nodes stay cached),
         or with ``raise_on_error=False`` returns the result with ``.failures`` set."""
-        prepared = self.prepare(state, nodes, policy, targets=targets, callbacks=callbacks)
-        result = self.execute(prepared)
+        # the stop button exists from the start: a cancel while the run plans or loads from the
+        # cache stops it before anything computes
+        stop = self._running = Cancellation()
+        try:
+            prepared = self.prepare(
+                state, nodes, policy, targets=targets, callbacks=callbacks, cancellation=stop
+            )
+        except BaseException:
+            self._running = None
+            raise
+        result = self.execute(prepared)  # with the same button, until it returns
         if result.failures and raise_on_error:
             raise NodeFailedError(result.failures, partial=result)
         return result
@@ -364,9 +374,12 @@ class DagExecutor:
         *,
         targets: Iterable[str] | None = None,
         callbacks: Iterable[Any] = (),
+        cancellation: Cancellation | None = None,
     ) -> PreparedRun:
         """The first half of ``run``: plan, staleness, cached nodes loaded, tasks for the rest
-        (what profilers time apart; nothing is computed yet)."""
+        (what profilers time apart; nothing is computed yet). ``cancellation``: the run's stop
+        button, if it has one already (``run`` makes it first, so that a cancel meanwhile
+        counts)."""
         started = time.perf_counter()
         bag = as_policy(policy)
         plan = make_plan(nodes, state, bag)
@@ -374,7 +387,9 @@ class DagExecutor:
         order = [nid for nid in plan.order if wanted is None or nid in wanted]
         reasons = self.cache.stale(plan)
         listeners = [*self.callbacks, *callbacks]
-        recorder = _RunRecorder(plan, reasons, self.cache, listeners, self.early_cutoff)
+        recorder = _RunRecorder(
+            plan, reasons, self.cache, listeners, self.early_cutoff, cancellation or Cancellation()
+        )
         recorder._notify("on_plan", plan, reasons)
         to_run = self._load_hits(plan, order, reasons, recorder)
         # workers that reach the store file results themselves: states skip the driver

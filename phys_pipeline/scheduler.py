@@ -69,6 +69,12 @@ class LocalScheduler(JobApi):
     stages that release the GIL; ``mode="process"`` suits pure-Python stages. Pools live only
     for one ``execute`` call: no threads or processes are left running after a run.
 
+    One worker in thread mode runs nodes on the calling thread (``inline=True``, the fastest).
+    With ``inline=False`` it runs them on a thread of its own, so that a cancel (a Stop button)
+    or the interrupt button ends the run at once while a node computes: the node is abandoned
+    (reported cancelled; should it complete, its result is still cached, being right), which
+    is a live session's default.
+
     In process mode, a worker process that dies fails only its node (WorkerDiedError), and a
     node past its timeout, or a cancelled run, has its worker killed. A worker that exits with
     status 0 in mid-node (``os._exit(0)``, a Fortran ``STOP``) is not seen to die: only a
@@ -84,6 +90,7 @@ class LocalScheduler(JobApi):
         max_mem_gb: float | None = None,
         mode: Literal["thread", "process"] = "thread",
         progress: bool = False,
+        inline: bool = True,
     ) -> None:
         if max_workers < 1:
             raise ConfigError("LocalScheduler", "max_workers", max_workers, "must be >= 1")
@@ -103,11 +110,13 @@ class LocalScheduler(JobApi):
         self.max_mem_gb = max_mem_gb
         self.mode = mode
         self.progress = progress
+        self.inline = inline
 
     def __repr__(self) -> str:
         return (
             f"LocalScheduler(max_workers={self.max_workers}, max_cpu={self.max_cpu}, "
-            f"max_gpu={self.max_gpu}, max_mem_gb={self.max_mem_gb}, mode={self.mode!r})"
+            f"max_gpu={self.max_gpu}, max_mem_gb={self.max_mem_gb}, mode={self.mode!r}"
+            f"{'' if self.inline else ', inline=False'})"
         )
 
     def _check_fits(self, task: NodeTask) -> None:
@@ -139,7 +148,7 @@ class LocalScheduler(JobApi):
         )
         try:
             timed = any(t.retry is not None and t.retry.timeout_s for t in tasks)
-            if self.max_workers == 1 and self.mode == "thread" and not timed:
+            if self.inline and self.max_workers == 1 and self.mode == "thread" and not timed:
                 # inline (a timeout needs a thread to watch the clock while a node runs)
                 engine = RunEngine(tasks, available, hooks, slots=slots, threaded=False)
                 engine.run(partial(engine.work, compute=run_node))

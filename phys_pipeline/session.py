@@ -89,7 +89,8 @@ class LiveSession:
         self.state = state
         self.policy: PolicyBag | None = as_policy(policy)
         self.executor = DagExecutor(
-            scheduler=scheduler or LocalScheduler(max_workers=1),
+            # one node at a time, on a thread of its own: Stop ends a run while a node computes
+            scheduler=scheduler or LocalScheduler(max_workers=1, inline=False),
             cache=open_cache(cache, memory_bytes=memory_bytes),
             callbacks=[self],
         )

@@ -118,6 +118,10 @@ def test_stop_cancels_the_rest_of_the_chain_and_the_button_reads_run_within_a_se
     sync_api.expect(running_line).not_to_have_text(first.group(0), timeout=RUN_TIMEOUT_MS)
     later = progress.match(running_line.inner_text().strip())
     assert later is not None and float(later.group(3)) >= float(first.group(3))
+    # the DAG shows the running node's seconds and progress on the node itself
+    elapsed = app.locator('g.pp-node[data-node="slab2"] .pp-elapsed')
+    sync_api.expect(elapsed).to_have_text(re.compile(r"^\d+\.\d s \d+%$"))
+    assert app.locator('g.pp-node[data-node="slab2"] .pp-node-progress').count() == 1
     shoot(page, app, shots / f"{ui}-1-running-slab2.png")
 
     # Stop: the button reads Run again within a second of the click, measured in the page.

@@ -180,3 +180,49 @@ def test_cancel_stops_a_dask_run_and_leaves_nothing_on_the_cluster() -> None:
             assert time.monotonic() < deadline
             time.sleep(0.1)
     assert np.isfinite(result.metrics["seed.energy"])
+
+
+def test_cancel_while_the_run_plans_stops_it_before_anything_computes() -> None:
+    """A Stop pressed while the run still plans or loads from the cache is not lost."""
+    executor = DagExecutor(cache=MemoryStore())
+    nodes = chain(slow_seconds=0.0)
+    executor.run(START, nodes[:1])  # the first node is cached
+
+    class StopAtPlan:
+        def on_plan(self, plan: Any, stale: Any) -> None:
+            executor.cancel()
+
+    out = executor.run(START, nodes, callbacks=[StopAtPlan()])
+    assert out.hits == [nodes[0].id]
+    assert out.ran == []
+    assert out.cancelled == [node.id for node in nodes[1:]]
+
+
+RELEASE = threading.Event()
+
+
+class Held(PipelineStage[SimpleState, StepCfg]):
+    """Computes until the test lets it go (an integration that has not converged yet)."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        RELEASE.wait(30)
+        return StageResult(SimpleState(1.0))
+
+
+@pytest.mark.timeout(60)
+def test_a_session_s_run_ends_at_cancel_while_its_node_still_computes() -> None:
+    """A live session runs nodes on a thread of its own: Stop does not wait for the node."""
+    RELEASE.clear()
+    nodes = [
+        NodeSpec("seed", stage=Amplify(StepCfg())),
+        NodeSpec("held", ["seed"], Held(StepCfg())),
+    ]
+    live = LiveSession(nodes, START)
+    live.subscribe(lambda event, s: s.cancel() if s.status.get("held") == "running" else None)
+    try:
+        out = live.run()
+        assert not RELEASE.is_set()  # returned while the node was still computing
+        assert out.ran == ["seed"] and out.cancelled == ["held"]
+        assert live.status["held"] == NodeStatus.CANCELLED
+    finally:
+        RELEASE.set()

@@ -126,3 +126,18 @@ def test_dag_view_front_end_is_one_es_module() -> None:
     assert '"change:statuses"' in text and "save_changes()" in text
     assert "new Blob(" in text and "link.download" in text  # the SVG download
     assert DagView()._esm == text
+
+
+def test_a_running_node_s_seconds_and_progress_reach_the_picture(session: LiveSession) -> None:
+    """What the session hears from the executor as a node runs (``on_start``, then the stage's
+    ``report_progress``), the view sends on for the browser to draw on the node."""
+    view = DagView.from_session(session)
+    session.on_start("fibre")
+    assert view.running["fibre"]["fraction"] is None
+    session.on_progress("fibre", 0.4, "step 4 of 10")
+    fibre = view.running["fibre"]
+    assert (fibre["fraction"], fibre["message"]) == (0.4, "step 4 of 10")
+    assert fibre["elapsed_s"] >= 0.0
+    session.on_done("fibre", None, cache_hit=False)
+    assert view.running == {}
+    view.close()

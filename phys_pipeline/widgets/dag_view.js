@@ -12,6 +12,8 @@ const ZOOM_MIN = 0.2;
 const ZOOM_MAX = 4;
 const FILE_NAME = "pipeline-dag.svg";
 const WIDEST_ASK = 800; // px: the most width the view asks of a row it shares; wider scrolls
+const SVG_NS = "http://www.w3.org/2000/svg";
+const TICK_MS = 500; // how often a running node's seconds are redrawn
 
 function slug(status) {
   return String(status).toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") || "unknown";
@@ -187,6 +189,63 @@ function render({ model, el }) {
     }
   }
 
+  // running nodes: seconds so far (and progress) in place of the stage's name, a progress bar
+  // along the bottom of the box
+  let runningSince = 0; // performance.now() when `running` last came: its seconds are as of then
+  let ticker = null;
+  function paintRunning() {
+    const running = model.get("running") || {};
+    const waited = (performance.now() - runningSince) / 1000;
+    for (const g of box.querySelectorAll("g.pp-node")) {
+      for (const old of g.querySelectorAll(".pp-running-mark")) old.remove();
+      const label = g.querySelector("text.pp-label");
+      if (label) label.classList.remove("pp-running-hidden");
+      const node = running[g.getAttribute("data-node")];
+      const frame = g.querySelector("rect");
+      const name = g.querySelector("text.pp-id");
+      if (!node || !frame || !name) continue;
+      const seconds = document.createElementNS(SVG_NS, "text");
+      seconds.setAttribute("class", "pp-running-mark pp-elapsed");
+      seconds.setAttribute("x", name.getAttribute("x"));
+      const below = parseFloat(name.getAttribute("y")) + 12;
+      seconds.setAttribute("y", label ? label.getAttribute("y") : String(below));
+      seconds.setAttribute("text-anchor", "middle");
+      seconds.setAttribute("font-size", (label || name).getAttribute("font-size"));
+      const percent = node.fraction == null ? "" : ` ${Math.round(node.fraction * 100)}%`;
+      seconds.textContent = `${(node.elapsed_s + waited).toFixed(1)} s${percent}`;
+      if (label) label.classList.add("pp-running-hidden");
+      g.append(seconds);
+      if (node.fraction != null) {
+        const [x, y] = [frame.x.baseVal.value, frame.y.baseVal.value];
+        const [w, h] = [frame.width.baseVal.value, frame.height.baseVal.value];
+        const bar = document.createElementNS(SVG_NS, "rect");
+        bar.setAttribute("class", "pp-running-mark pp-node-progress");
+        bar.setAttribute("x", String(x + 2));
+        bar.setAttribute("y", String(y + h - 4));
+        bar.setAttribute("width", String(Math.max(0, (w - 4) * node.fraction)));
+        bar.setAttribute("height", "2.5");
+        g.append(bar);
+      }
+      if (node.message) {
+        const title = g.querySelector("title");
+        if (title && !title.textContent.includes("\nnow: ")) {
+          title.textContent += `\nnow: ${node.message}`;
+        }
+      }
+    }
+    const anyRunning = Object.keys(running).length > 0;
+    if (anyRunning && ticker === null) ticker = setInterval(paintRunning, TICK_MS);
+    if (!anyRunning && ticker !== null) {
+      clearInterval(ticker);
+      ticker = null;
+    }
+  }
+  function onRunning() {
+    runningSince = performance.now();
+    paintStatuses(); // tooltips afresh: a message replaces the last one
+    paintRunning();
+  }
+
   function paintGroups() {
     const groups = model.get("groups") || {};
     for (const g of box.querySelectorAll("g.pp-group")) {
@@ -240,6 +299,7 @@ function render({ model, el }) {
     paintStatuses();
     paintGroups();
     paintSelection();
+    paintRunning();
   }
 
   function onClick(event) {
@@ -287,6 +347,7 @@ function render({ model, el }) {
     "change:groups": paintGroups,
     "change:expanded": paintGroups,
     "change:selected": paintSelection,
+    "change:running": onRunning,
   };
   for (const [name, listener] of Object.entries(listeners)) model.on(name, listener);
   draw();
@@ -294,6 +355,7 @@ function render({ model, el }) {
   return () => {
     for (const [name, handler] of Object.entries(events)) box.removeEventListener(name, handler);
     for (const [name, listener] of Object.entries(listeners)) model.off(name, listener);
+    if (ticker !== null) clearInterval(ticker);
   };
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ class DagView(SessionView, anywidget.AnyWidget):
     a folded group unfolds it. The picture scrolls in its box and zooms (toolbar, or pinch and
     Ctrl + wheel) at readable sizes, and downloads as an SVG file.
 
+    A running node shows its seconds so far and, if its stage reports it (``report_progress``),
+    a progress bar along its box and the stage's message in its tooltip (``running``).
+
     Give it a Plan or NodeSpecs to draw once, or a LiveSession (``DagView(session)``, or
     ``DagView.from_session``) to follow it: redrawn after edits and runs, recoloured on every
     status change."""
@@ -55,6 +59,9 @@ class DagView(SessionView, anywidget.AnyWidget):
     selected = traitlets.Unicode("").tag(sync=True)
     expanded = traitlets.List(traitlets.Unicode()).tag(sync=True)
     groups = traitlets.Dict(value_trait=traitlets.Dict()).tag(sync=True)
+    # running node -> {"elapsed_s", "fraction" (None: not reported), "message"}, as of the
+    # last event: the browser counts the seconds on from there itself (no clock is shared)
+    running = traitlets.Dict(value_trait=traitlets.Dict()).tag(sync=True)
 
     def __init__(self, plan_or_nodes: Any = None, *, engine: Engine = "auto", **kwargs: Any):
         self.session: LiveSession | None = None
@@ -151,5 +158,25 @@ class DagView(SessionView, anywidget.AnyWidget):
             with self.hold_sync():
                 self.statuses = dict(session.status)
                 self._paint_groups()
+                self.running = running_of(session)
+        elif event == "progress":
+            self.running = running_of(session)
         else:
-            self.redraw()
+            with self.hold_sync():
+                self.redraw()
+                self.running = running_of(session)
+
+
+def running_of(session: LiveSession) -> dict[str, dict[str, Any]]:
+    """What each running node has been doing, for the picture: seconds so far and its last
+    reported progress."""
+    now = time.monotonic()
+    progress = dict(session.progress)  # copies: a run's thread changes them meanwhile
+    return {
+        node_id: {
+            "elapsed_s": round(now - since, 3),
+            "fraction": progress[node_id][0] if node_id in progress else None,
+            "message": progress[node_id][1] if node_id in progress else "",
+        }
+        for node_id, since in dict(session.running_since).items()
+    }
