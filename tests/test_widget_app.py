@@ -81,3 +81,15 @@ def test_app_uses_the_cache_a_cache_config_describes(tmp_path: Path) -> None:
         result = second.controls.run()
         second.close()
     assert result is not None and result.ran == [] and set(result.hits) == ALL
+
+
+def test_the_history_tab_follows_the_session_s_runs(app: PipelineApp) -> None:
+    """Results and History share the tab under the DAG; every run gets a row."""
+    assert app.results.children == (app.artifacts, app.history)
+    assert app.results.titles == ("Results", "History")
+    app.controls.run()
+    app.session.update("fibre", length_m=2.0)
+    app.controls.run()
+    assert [row.number for row in app.history.rows] == [2, 1]
+    app.history.pinned = 1
+    assert "fibre" in app.history.comparison.value

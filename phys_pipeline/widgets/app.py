@@ -1,5 +1,6 @@
-"""PipelineApp: the DAG, run controls, config and policy editors and artifacts around one
-LiveSession. Selecting a node (click it, or pick it in the list) shows its editor and plots."""
+"""PipelineApp: the DAG, run controls, config and policy editors, artifacts and the run history
+around one LiveSession. Selecting a node (click it, or pick it in the list) shows its editor
+and plots."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ._subscribe import closed_on_failure
 from .artifact_view import ArtifactView
 from .config_editor import ConfigEditor
 from .dag_view import DagView
+from .history_view import HistoryView
 from .policy_editor import PolicyEditor
 from .run_controls import RunControls
 
@@ -39,8 +41,10 @@ SIDE_PANEL_CSS = """<style>
 
 class PipelineApp(w.VBox):
     """A notebook front end for a DAG. ``session`` is the model; ``dag`` (DagView),
-    ``controls`` (RunControls), ``policy_editor`` (PolicyEditor), ``artifacts`` (ArtifactView) and
-    ``editors`` (node id -> ConfigEditor, made on first selection) are views of it. Beside the
+    ``controls`` (RunControls), ``policy_editor`` (PolicyEditor), ``artifacts`` (ArtifactView),
+    ``history`` (HistoryView: every run, pin one to compare, restore) and ``editors`` (node id
+    -> ConfigEditor, made on first selection) are views of it; ``results`` is the tab holding
+    the artifacts and the history. Beside the
     DAG, ``side_panel`` (``SIDE_WIDTH`` wide) holds the controls and editors.
     ``policy_model``, a pydantic model of the policy, gives the policy editor its controls."""
 
@@ -70,6 +74,8 @@ class PipelineApp(w.VBox):
             self.controls = self._own(RunControls(session, debounce_s=debounce_s))
             self.policy_editor = self._own(PolicyEditor(session, model=policy_model))
             self.artifacts = self._own(ArtifactView(session))
+            # after the artifacts: on a run's end they keep its figures, which history shows
+            self.history = self._own(HistoryView(session))
             ids = list(session.specs)
             self.node_picker = w.Dropdown(
                 options=[("(all nodes)", ""), *((nid, nid) for nid in ids)],
@@ -97,9 +103,13 @@ class PipelineApp(w.VBox):
             self.dag.layout = w.Layout(flex="1 1 0", min_width="0")
             super().__init__(**kwargs)
             self.add_class("pp-pipeline-app")
+            # results of the selected and watched nodes, or every run so far to compare with
+            self.results = w.Tab(children=[self.artifacts, self.history])
+            self.results.titles = ("Results", "History")
+            self.results.add_class("pp-results-tabs")
             self.children = [
                 w.HBox([self.dag, self.side_panel], layout=w.Layout(width="100%")),
-                self.artifacts,
+                self.results,
             ]
             self.select("")
 
