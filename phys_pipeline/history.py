@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,8 @@ import numpy as np
 from pydantic_core import to_jsonable_python
 
 from ._edit import raw_values, replace_config
-from .hashing import hexdigest
+from .errors import ConfigError, PolicyError
+from .hashing import config_hash, hexdigest
 from .policy import PolicyBag
 from .record import atomic_write
 from .types import NodeStatus
@@ -79,9 +81,9 @@ class Change:
 @dataclass(frozen=True, slots=True)
 class NodeRecord:
     """One node in one run: its setup (config values as plain data, an array of more than 64
-    elements by dtype, shape and digest; stage class, code version, key) and what the run did
-    with it. ``status`` is None for a node the run did not
-    cover (``run(targets=...)``)."""
+    elements by dtype, shape and digest; stage class, code version, key, and the config's hash,
+    which tells a restore whether it gave back this very config) and what the run did with it.
+    ``status`` is None for a node the run did not cover (``run(targets=...)``)."""
 
     config: dict[str, Any]
     stage: str
@@ -92,6 +94,7 @@ class NodeRecord:
     duration_s: float = 0.0
     error: str | None = None
     attempts: int = 1
+    config_hash: str = ""  # "": a history saved before it was recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,7 @@ class RunRecord:
                 duration_s=0.0 if run is None else run.duration_s,
                 error=None if run is None else run.error,
                 attempts=1 if run is None else run.attempts,
+                config_hash=planned.config_hash,
             )
         bag = plan.policy
         policy = None if bag is None else {k: _plain(v) for k, v in bag.items()}
@@ -199,18 +203,54 @@ class RunRecord:
     def config_for(self, node_id: str, current: Any) -> Any:
         """``node_id``'s config as it was in this run, for a node whose config is ``current``
         now: the very object, when this process ran it and its class is still ``current``'s;
-        else ``current`` with the recorded values that differ validated in (a ConfigError
-        names node, field and value)."""
+        else ``current`` with the recorded values that differ validated in. What would not be
+        this run's config is refused with a ConfigError naming node, field and value: the run's
+        object written to in place since, a value validated into another (a converting
+        validator), an array recorded by its summary only, values plain data does not keep
+        exactly (checked against the config's hash)."""
+        record, where = self.nodes[node_id], f"node {node_id!r}"
         original = self.originals.configs.get(node_id) if self.originals is not None else None
         if original is not None and type(original) is type(current):
+            self._check_config(record, original, where, "was written to in place since")
             return original
         now = _config_values(current)
-        changes = {
-            name: value
-            for name, value in self.nodes[node_id].config.items()
-            if name not in now or _plain(now[name]) != value
-        }
-        return replace_config(current, changes, f"node {node_id!r}") if changes else current
+        changes = {}
+        for name, value in record.config.items():
+            if name in now and _same_plain(_plain(now[name]), value):
+                continue
+            if _is_summary(value):
+                raise ConfigError(
+                    where, name, value, f"run {self.number} kept this array by its summary only"
+                )
+            changes[name] = value
+        cfg = replace_config(current, changes, where) if changes else current
+        self._check_config(record, cfg, where, "cannot be given back from the history's data")
+        return cfg
+
+    def _check_config(self, record: NodeRecord, cfg: Any, where: str, why: str) -> None:
+        """A ConfigError unless ``cfg`` is the config ``record`` saw: every field as recorded
+        and, with the same fields, the same hash (histories saved before hashes were
+        recorded are checked field by field only)."""
+        values = _config_values(cfg)
+        differ = [
+            name
+            for name, value in record.config.items()
+            if name in values and not _same_plain(_plain(values[name]), value)
+        ]
+        if not differ and (
+            not record.config_hash
+            or values.keys() != record.config.keys()
+            or config_hash(cfg) == record.config_hash
+        ):
+            return
+        names = differ or list(record.config)
+        raise ConfigError(
+            where,
+            ", ".join(names),
+            {name: record.config[name] for name in names},
+            f"the config run {self.number} used {why} (restored, it would be "
+            f"{ {name: values.get(name) for name in names}!r}); set it by hand",
+        )
 
     def changes_since(self, other: RunRecord) -> tuple[Change, ...]:
         """What differs between ``other``'s setup and this run's (``old``: ``other``'s), as
@@ -218,10 +258,25 @@ class RunRecord:
         return _changes(other, self.nodes, self.policy, self.state_digest)
 
     def policy_bag(self) -> PolicyBag | None:
-        """The policy of this run (the very bag when this process ran it)."""
+        """The policy of this run: the very bag when this process ran it, else one made from
+        the recorded plain data, which must hash as the run's did: a PolicyError names the
+        keys whose values plain data may not give back (an enum kept as its value, a tuple as
+        a list, an array or an object by a summary) when it does not."""
         if self.originals is not None:
             return self.originals.policy
-        return None if self.policy is None else PolicyBag(self.policy)
+        if self.policy is None:
+            return None
+        bag = PolicyBag(self.policy)
+        if bag.hash() != self.policy_hash:
+            suspects = [k for k, v in self.policy.items() if isinstance(v, str | list | dict)]
+            keys = suspects or list(self.policy)
+            raise PolicyError(
+                ", ".join(keys),
+                {k: self.policy[k] for k in keys},
+                f"the history's plain data does not give back run {self.number}'s policy; "
+                "set it by hand",
+            )
+        return bag
 
     def to_data(self) -> dict[str, Any]:
         """The record as plain data (what ``RunHistory.save`` writes)."""
@@ -371,6 +426,7 @@ def _plain(value: Any) -> Any:
 
 
 _LISTED_ELEMENTS = 64  # a record holds arrays up to this size; larger ones would swell it
+_SUMMARY = re.compile(r"<ndarray \S+ \(.*\) [0-9a-f]{16}>")
 
 
 def _unserialisable(value: Any) -> Any:
@@ -381,6 +437,17 @@ def _unserialisable(value: Any) -> Any:
             return value.tolist()
         return f"<ndarray {value.dtype} {value.shape} {hexdigest(value, 'array')[:16]}>"
     return repr(value)
+
+
+def _is_summary(value: Any) -> bool:
+    """Whether a recorded value is an array's summary (what ``_unserialisable`` gives)."""
+    return isinstance(value, str) and _SUMMARY.fullmatch(value) is not None
+
+
+def _same_plain(a: Any, b: Any) -> bool:
+    """Plain values equal as JSON writes them: 1 and 1.0, or 1 and True, differ (a key tells
+    them apart), two NaNs do not."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def _changes(
