@@ -13,7 +13,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._deprecation import deprecated_function, warn_once
@@ -51,13 +51,15 @@ default_session_cache = deprecated_function(
 
 @dataclass
 class _RunInFlight:
-    """The run in progress: the edit count it started at, its plan once made, and the nodes
-    whose key an edit since has changed (what the run computes for them is outdated)."""
+    """The run in progress: the edit count it started at, its plan once made, the nodes whose
+    key an edit since has changed (what the run computes for them is outdated), and the last
+    status it reported of each node (shown again when an edit is undone)."""
 
     edits: int
     started: float  # Unix time
     plan: Plan | None = None
     outdated: frozenset[str] = frozenset()
+    reported: dict[str, NodeStatus] = field(default_factory=dict)
 
 
 def _changed_keys(before: Plan, now: Plan) -> frozenset[str]:
@@ -213,8 +215,12 @@ class LiveSession:
             flight = self._in_flight
             if flight is not None and flight.plan is not None:
                 outdated = _changed_keys(flight.plan, plan)
-                shown = outdated | flight.outdated  # an edit undone shows its status again
-                statuses = {nid: s for nid, s in statuses.items() if nid in shown}
+                # an edit undone shows the run's news of its nodes again (running, ran, ...)
+                statuses = {
+                    nid: s if nid in outdated else flight.reported.get(nid, s)
+                    for nid, s in statuses.items()
+                    if nid in outdated or nid in flight.outdated
+                }
                 flight.outdated = outdated
             # nothing below raises: the session takes the edit
             self._nodes, self.state, self.policy = nodes, state, policy
@@ -279,8 +285,10 @@ class LiveSession:
         for it: then the node stays as the edit showed it (stale)."""
         with self._lock:
             flight = self._in_flight
-            if flight is not None and node_id in flight.outdated:
-                return
+            if flight is not None:
+                flight.reported[node_id] = status
+                if node_id in flight.outdated:
+                    return
             self.status[node_id] = status
         self._emit("status")
 

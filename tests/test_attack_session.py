@@ -1,5 +1,6 @@
 """Attacks on LiveSession's truth and its run history: a restore that would quietly give back
-another setup than the run's. Each test names what must never happen."""
+another setup than the run's, statuses that say a node runs when it does not (or does not when
+it does). Each test names what must never happen."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 from pydantic import field_validator
-from stages.optics import FibreStage
+from stages.optics import FibreCfg, FibreStage, optics_nodes
+from test_session_truth import GatedFibre, run_blocked_in_fibre
 
 from phys_pipeline.errors import ConfigError, PolicyError
 from phys_pipeline.history import RunHistory
 from phys_pipeline.policy import PolicyBag
+from phys_pipeline.scheduler import LocalScheduler
 from phys_pipeline.session import LiveSession
 from phys_pipeline.types import (
     NodeSpec,
@@ -199,3 +202,53 @@ def test_a_policy_array_written_to_in_place_is_not_served_from_the_cache():
     live.run()
     mask[:] = 0.0
     assert live.run().metrics["m.passed"] == 0.0
+
+
+# --- statuses during and after a run ----------------------------------------------------------
+
+
+@pytest.fixture(params=[1, 2], ids=["inline", "worker-threads"])
+def held(request: pytest.FixtureRequest) -> tuple[LiveSession, GatedFibre]:
+    """The optics session run once, its fibre then gated and lengthened to 2 m."""
+    gated = GatedFibre(FibreCfg())
+    nodes = [n.replace(stage=gated) if n.id == "fibre" else n for n in optics_nodes()]
+    live = LiveSession(
+        nodes,
+        SimpleState(),
+        policy={"dispersion_scale": 1.0},
+        scheduler=LocalScheduler(max_workers=request.param),
+    )
+    gated.gate.set()
+    live.run()
+    live.update("fibre", length_m=2.0)
+    gated.gate.clear()
+    return live, gated
+
+
+@pytest.mark.timeout(60)
+def test_an_edit_undone_while_its_node_runs_shows_it_running_again(held):
+    live, gated = held
+    running = run_blocked_in_fibre(live, gated)
+    live.update("fibre", length_m=3.0)
+    assert live.status["fibre"] == "stale"
+    live.update("fibre", length_m=2.0)  # back to what the run computes: it still runs
+    assert live.status["fibre"] == "running"
+    gated.gate.set()
+    running.join()
+    assert live.status["fibre"] == "ran"
+
+
+@pytest.mark.timeout(60)
+def test_a_run_cancelled_then_edited_shows_the_edit_and_records_the_cancel(held):
+    live, gated = held
+    running = run_blocked_in_fibre(live, gated)
+    live.cancel()
+    live.update("fibre", length_m=3.0)
+    gated.gate.set()
+    result = running.join()
+    assert "duration" in result.cancelled
+    assert live.status["fibre"] == "stale" and live.status["duration"] == "stale"
+    assert live.history[-1].cancelled == result.cancelled
+    rerun = live.run()
+    assert rerun.metrics["fibre.gdd_ps2"] == pytest.approx(-0.06)
+    assert live.stale() == {} and live.status["fibre"] == "ran"
