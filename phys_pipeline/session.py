@@ -308,7 +308,11 @@ class LiveSession:
         self._set_status(node_id, NodeStatus.RUNNING)
 
     def on_progress(self, node_id: str, fraction: float, message: str) -> None:
-        """A running stage's report (``report_progress``): listeners hear ``"progress"``."""
+        """A running stage's report (``report_progress``): listeners hear ``"progress"``. One
+        from a node that is not running (a timed-out attempt's thread, which Python cannot
+        stop) is dropped."""
+        if node_id not in self.running_since:
+            return
         self.progress[node_id] = (fraction, message)
         self._emit("progress")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,13 @@ from test_session_truth import GatedFibre, run_blocked_in_fibre
 from phys_pipeline.errors import ConfigError, PolicyError
 from phys_pipeline.history import RunHistory
 from phys_pipeline.policy import PolicyBag
+from phys_pipeline.progress import report_progress
+from phys_pipeline.retry import RetryPolicy
 from phys_pipeline.scheduler import LocalScheduler
 from phys_pipeline.session import LiveSession
 from phys_pipeline.types import (
     NodeSpec,
+    NodeStatus,
     PipelineStage,
     SimpleState,
     StageConfig,
@@ -252,3 +256,39 @@ def test_a_run_cancelled_then_edited_shows_the_edit_and_records_the_cancel(held)
     rerun = live.run()
     assert rerun.metrics["fibre.gdd_ps2"] == pytest.approx(-0.06)
     assert live.stale() == {} and live.status["fibre"] == "ran"
+
+
+class Slab(PipelineStage[SimpleState, StageConfig]):
+    """Reports its progress every 50 ms for ``tags['seconds']``; the slab that times out keeps
+    on reporting from its abandoned thread."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        steps = int(self.cfg.tags["seconds"] / 0.05)
+        for step in range(steps):
+            report_progress(step / steps, f"step {step}")
+            threading.Event().wait(0.05)
+        return StageResult(SimpleState(1.0), metrics={"done": 1.0})
+
+
+@pytest.mark.timeout(60)
+def test_a_timed_out_nodes_late_progress_is_not_shown_as_running():
+    nodes = [
+        NodeSpec(
+            "hung",
+            stage=Slab(StageConfig(tags={"seconds": 1.5})),
+            retry=RetryPolicy(timeout_s=0.3),
+        ),
+        NodeSpec("long", stage=Slab(StageConfig(tags={"seconds": 1.5}))),
+    ]
+    live = LiveSession(nodes, SimpleState(), scheduler=LocalScheduler(max_workers=2))
+    untrue: list[tuple[str, Any]] = []
+
+    def check(event: str, session: LiveSession) -> None:
+        progress = dict(session.progress)
+        if event == "progress" and "hung" in progress and session.status["hung"] != "running":
+            untrue.append((session.status["hung"], progress["hung"]))
+
+    live.subscribe(check)
+    result = live.run()
+    assert result.runs["hung"].status is NodeStatus.FAILED
+    assert untrue == []
