@@ -337,30 +337,53 @@ class LiveSession:
         """Run the stale nodes (or what ``targets`` need); failures are reported in the
         result (``.failures``) and in node statuses, never raised. The run is in ``history``
         before listeners hear ``"run"``. Edits may come meanwhile (from another thread): the
-        run computes the setup it started with, and nodes edited since are stale when it ends."""
+        run computes the setup it started with, and nodes edited since are stale when it ends.
+        A run that raises (a strict cache's CacheError, the kernel's interrupt) leaves no
+        node shown running."""
         with self._lock:
             nodes, state, policy = list(self._nodes.values()), self.state, self.policy
             flight = self._in_flight = _RunInFlight(self._edits, time.time())
         try:
             result = self.executor.run(state, nodes, policy, targets=targets, raise_on_error=False)
-        except KeyboardInterrupt as exc:  # the kernel's interrupt: statuses first, then raise
+        except BaseException as exc:
+            self._ended()
+            # the kernel's interrupt holds what the run did; anything else, nothing
             partial = getattr(exc, "partial", None)
-            if partial is not None:
-                self._ran(partial, flight)
+            if isinstance(exc, KeyboardInterrupt) and partial is not None:
+                self._took(partial, flight)
+                self._emit("run")
+            else:
+                self._restatus()
             raise
-        finally:
-            with self._lock:
-                self._in_flight = None
-            self.running_since.clear()  # cancelled or abandoned nodes run no more
-            self.progress.clear()
-        return self._ran(result, flight)
+        self._ended()
+        self._took(result, flight)
+        self._emit("run")
+        return result
+
+    def _ended(self) -> None:
+        """The run is over: no run in flight, no node running (cancelled or abandoned nodes
+        run no more)."""
+        with self._lock:
+            self._in_flight = None
+        self.running_since.clear()
+        self.progress.clear()
+
+    def _restatus(self) -> None:
+        """After a run that ended without a result: every node as the setup and the cache
+        say (as after an edit)."""
+        with self._lock:
+            plan = self._current[0]
+            stale = self._stale_in(plan)
+            self._current = (plan, stale)
+            self.status.update(self._statuses(plan, stale))
+        self._emit("status")
 
     def cancel(self) -> None:
         """Stop the run in flight (thread-safe: a Stop button's callback): nodes not run yet
         are shown cancelled, completed ones stay cached. See ``DagExecutor.cancel``."""
         self.executor.cancel()
 
-    def _ran(self, result: DagRunResult, flight: _RunInFlight) -> DagRunResult:
+    def _took(self, result: DagRunResult, flight: _RunInFlight) -> None:
         """Take a finished run's result: statuses, the kept plan, its history record. When
         edited during the run, the session keeps the last edit's plan and statuses follow it
         (the edited nodes stale), not the run's."""
@@ -376,8 +399,6 @@ class LiveSession:
                 statuses = self._statuses(plan, stale)
             self.status.update(statuses)
             self.history.add(result, flight.started)
-        self._emit("run")
-        return result
 
     def rerun(self, node_id: str) -> DagRunResult:
         """Run again with ``node_id`` recomputed though it is cached, e.g. to draw its plots

@@ -15,7 +15,9 @@ from pydantic import field_validator
 from stages.optics import FibreCfg, FibreStage, optics_nodes
 from test_session_truth import GatedFibre, run_blocked_in_fibre
 
-from phys_pipeline.errors import ConfigError, PolicyError
+from phys_pipeline.cache import DiskStore
+from phys_pipeline.cache.disk import entry_path
+from phys_pipeline.errors import CacheError, ConfigError, PolicyError
 from phys_pipeline.history import RunHistory
 from phys_pipeline.policy import PolicyBag
 from phys_pipeline.progress import report_progress
@@ -240,6 +242,28 @@ def test_an_edit_undone_while_its_node_runs_shows_it_running_again(held):
     gated.gate.set()
     running.join()
     assert live.status["fibre"] == "ran"
+
+
+@pytest.mark.timeout(60)
+def test_a_run_a_strict_cache_ends_leaves_no_node_running(tmp_path):
+    """A strict store that refuses the fibre's entry ends the run with CacheError (as asked);
+    the fibre must not be shown running forever after: every node is shown as the cache
+    holds it."""
+    store = DiskStore(tmp_path / "cache", strict=True)
+    live = LiveSession(optics_nodes(), SimpleState(), cache=store)
+    planted = entry_path(store.root, live.current_plan.nodes["fibre"].key).parent
+    planted.parent.mkdir(parents=True)
+    planted.write_text("a file where the entry's directory goes")
+    heard: list[str] = []
+    live.subscribe(lambda event, s: heard.append(event))
+    with pytest.raises(CacheError):
+        live.run()
+    assert NodeStatus.RUNNING not in live.status.values()
+    assert live.running_since == {} and live.progress == {}
+    stale = live.stale()  # the fibre sits in the memory tier, in front of the refusing disk
+    assert live.status == {nid: "not run" if nid in stale else "cached" for nid in live.specs}
+    assert {"grid", "pulse"}.isdisjoint(stale) and "duration" in stale
+    assert heard[-1] == "status"  # the views hear it
 
 
 @pytest.mark.timeout(60)
