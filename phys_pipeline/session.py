@@ -107,6 +107,9 @@ class LiveSession:
         # held while an edit plans and commits and while a status changes: widget callbacks
         # edit and a run reports from other threads than the one running
         self._lock = threading.RLock()
+        # held for a whole run: a run asked for while one is in flight (an auto-run and a
+        # click) waits for it, then plans afresh, so runs, results and records keep one order
+        self._run_lock = threading.RLock()
         self._edits = 0  # edits committed: a run tells by it that it was edited meanwhile
         self._in_flight: _RunInFlight | None = None
         plan = self.plan()
@@ -338,25 +341,28 @@ class LiveSession:
         result (``.failures``) and in node statuses, never raised. The run is in ``history``
         before listeners hear ``"run"``. Edits may come meanwhile (from another thread): the
         run computes the setup it started with, and nodes edited since are stale when it ends.
-        A run that raises (a strict cache's CacheError, the kernel's interrupt) leaves no
-        node shown running."""
-        with self._lock:
-            nodes, state, policy = list(self._nodes.values()), self.state, self.policy
-            flight = self._in_flight = _RunInFlight(self._edits, time.time())
-        try:
-            result = self.executor.run(state, nodes, policy, targets=targets, raise_on_error=False)
-        except BaseException as exc:
+        A run asked for while another is in flight waits for it. A run that raises (a strict
+        cache's CacheError, the kernel's interrupt) leaves no node shown running."""
+        with self._run_lock:
+            with self._lock:
+                nodes, state, policy = list(self._nodes.values()), self.state, self.policy
+                flight = self._in_flight = _RunInFlight(self._edits, time.time())
+            try:
+                result = self.executor.run(
+                    state, nodes, policy, targets=targets, raise_on_error=False
+                )
+            except BaseException as exc:
+                self._ended()
+                # the kernel's interrupt holds what the run did; anything else, nothing
+                partial = getattr(exc, "partial", None)
+                if isinstance(exc, KeyboardInterrupt) and partial is not None:
+                    self._took(partial, flight)
+                    self._emit("run")
+                else:
+                    self._restatus()
+                raise
             self._ended()
-            # the kernel's interrupt holds what the run did; anything else, nothing
-            partial = getattr(exc, "partial", None)
-            if isinstance(exc, KeyboardInterrupt) and partial is not None:
-                self._took(partial, flight)
-                self._emit("run")
-            else:
-                self._restatus()
-            raise
-        self._ended()
-        self._took(result, flight)
+            self._took(result, flight)
         self._emit("run")
         return result
 
@@ -405,8 +411,9 @@ class LiveSession:
         (lazy artifacts are not cached, so a result loaded from disk has none). Its entry is
         dropped and written anew; every other node loads from the cache as usual."""
         self.node(node_id)  # an unknown id raises UnknownNodeError naming it
-        self.executor.cache.forget([self.plan().nodes[node_id]])
-        return self.run()
+        with self._run_lock:  # not while another run may file it again
+            self.executor.cache.forget([self.plan().nodes[node_id]])
+            return self.run()
 
     def reasons(self) -> dict[str, str]:
         """A one-line explanation per node, for tooltips, as of the last edit or run (views

@@ -1,6 +1,6 @@
 """Attacks on LiveSession's truth and its run history: a restore that would quietly give back
 another setup than the run's, statuses that say a node runs when it does not (or does not when
-it does). Each test names what must never happen."""
+it does), and runs that overlap. Each test names what must never happen."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from pydantic import field_validator
 from stages.optics import FibreCfg, FibreStage, optics_nodes
-from test_session_truth import GatedFibre, run_blocked_in_fibre
+from test_session_truth import WAIT_S, GatedFibre, RunInThread, run_blocked_in_fibre
 
 from phys_pipeline.cache import DiskStore
 from phys_pipeline.cache.disk import entry_path
@@ -267,6 +267,25 @@ def test_a_run_a_strict_cache_ends_leaves_no_node_running(tmp_path):
 
 
 @pytest.mark.timeout(60)
+def test_overlapping_runs_leave_the_later_runs_result_and_record_last(held):
+    """A run started while another is in flight (an auto-run and a click): the session's last
+    result and last record must be of the setup it shows, not of the older run that happened
+    to end last."""
+    live, gated = held
+    older = run_blocked_in_fibre(live, gated)  # computes 2 m, held in the fibre
+    live.set_stage("fibre", FibreStage(FibreCfg(length_m=3.0)))  # not gated
+    newer = RunInThread(live)
+    gated.gate.set()
+    older.join()
+    newer.join()
+    assert live.config("fibre").length_m == 3.0
+    assert live.last_result.metrics["fibre.gdd_ps2"] == pytest.approx(-0.06)
+    assert live.history[-1].nodes["fibre"].config["length_m"] == 3.0
+    assert [r.nodes["fibre"].config["length_m"] for r in live.history] == [1.0, 2.0, 3.0]
+    assert live.status["fibre"] in ("ran", "hit") and live.stale() == {}
+
+
+@pytest.mark.timeout(60)
 def test_a_run_cancelled_then_edited_shows_the_edit_and_records_the_cancel(held):
     live, gated = held
     running = run_blocked_in_fibre(live, gated)
@@ -316,3 +335,50 @@ def test_a_timed_out_nodes_late_progress_is_not_shown_as_running():
     result = live.run()
     assert result.runs["hung"].status is NodeStatus.FAILED
     assert untrue == []
+
+
+@pytest.mark.timeout(120)
+def test_edits_from_several_threads_while_runs_happen_end_truthful(held):
+    """Sliders on other threads keep editing while runs come and go; once they stop, every
+    node shown ran or hit was computed for the setup shown, and every node shown stale is."""
+    live, gated = held
+    gated.gate.set()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def slide(node: str, field: str, values: list[float]) -> None:
+        try:
+            i = 0
+            while not stop.is_set():
+                live.update(node, **{field: values[i % len(values)]})
+                i += 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    sliders = [
+        threading.Thread(target=slide, args=("fibre", "length_m", [1.0, 2.0, 3.0])),
+        threading.Thread(target=slide, args=("pulse", "fwhm_ps", [0.5, 1.0])),
+        threading.Thread(target=slide, args=("duration", "threshold", [0.25, 0.5])),
+    ]
+    for slider in sliders:
+        slider.start()
+    runs = [RunInThread(live) for _ in range(3)]
+    for _ in range(5):
+        live.run()
+    for run in runs:
+        run.join()
+    stop.set()
+    for slider in sliders:
+        slider.join(WAIT_S)
+    assert errors == []
+    plan, result = live.current_plan, live.last_result
+    stale = live.stale()
+    for nid, status in live.status.items():
+        if status in ("ran", "hit"):
+            assert result.runs[nid].cache_key == plan.nodes[nid].key, nid
+        if status in ("stale", "not run"):
+            assert nid in stale, nid
+        assert status != "running", nid
+    final = live.run()
+    for nid, run in final.runs.items():
+        assert run.cache_key == live.current_plan.nodes[nid].key
