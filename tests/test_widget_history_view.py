@@ -249,6 +249,22 @@ def test_the_view_wraps_or_scrolls_instead_of_overflowing(session: LiveSession) 
     assert "minmax(12em, 28em)" in view.table.layout.grid_template_columns
 
 
+def test_pin_and_restore_come_before_the_metrics_so_a_wide_table_keeps_them_in_view(
+    session: LiveSession,
+) -> None:
+    view = HistoryView(session)
+    three_runs(session)
+    row = view.rows[0]
+    assert row.cells[2:4] == [row.pin_button, row.restore_button]
+    headers = [cell.value for cell in view.table.children[: len(row.cells)]]
+    assert headers[:5] == ["run", "time", "", "", "changed since the run before"]
+    assert headers[-2:] == ["duration<br>phase_span", "spectrum<br>bins"]  # the metrics last
+    # a column per cell: four before the changes' (which wraps), then counts, took, metrics
+    template = view.table.layout.grid_template_columns
+    assert template == "repeat(4, max-content) minmax(12em, 28em) repeat(4, max-content)"
+    assert len(row.cells) == 4 + 1 + 4
+
+
 def test_every_colour_but_the_plot_cards_follows_the_jupyterlab_theme() -> None:
     import phys_pipeline.widgets.history_view as module
 

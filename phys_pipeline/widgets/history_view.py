@@ -1,7 +1,7 @@
 """HistoryView: the session's runs, newest first, to compare and go back to.
 
-One row per run: its number and time, what changed since the run before, what its nodes did,
-how long it took and the watched metrics, with a Pin toggle and a Restore button. With a run
+One row per run: its number and time, a Pin toggle and a Restore button, what changed since
+the run before, what its nodes did, how long it took and the watched metrics. With a run
 pinned, the view compares it with the last run (metric deltas, setup differences), marks it on
 the plot of a metric over the runs, and shows the figures the cache keeps for both runs side by
 side. Figures are kept by the artifact view when it draws them: made after it, this view hears
@@ -46,7 +46,9 @@ __all__ = [
 ]
 
 _CSS = (Path(__file__).parent / "history_view.css").read_text(encoding="utf-8")
-_HEADERS = ("run", "time", "changed since the run before", "nodes", "took")
+# Pin and Restore come right after the run's number and time: a row with many metrics
+# scrolls sideways in its box, and they stay in view at its start.
+_HEADERS = ("run", "time", "", "", "changed since the run before", "nodes", "took")
 
 
 def _sinks(plan: Plan) -> list[str]:
@@ -102,12 +104,12 @@ class _Row:
         self.cells: list[w.Widget] = [
             _cell(f"{record.number}", "pp-run-number"),
             _cell(started_html(record)),
+            self.pin_button,
+            self.restore_button,
             _cell(changes_html(record), "pp-run-changes"),
             _cell(counts_html(record)),
             _cell(seconds_text(record.duration_s)),
             *(_cell(html.escape(format_value(record.metrics.get(k)))) for k in metrics),
-            self.pin_button,
-            self.restore_button,
         ]
         self.pin_button.observe(lambda change: on_pin(self.number, change["new"]), "value")
         self.restore_button.on_click(lambda _: on_restore(self.number))
@@ -249,7 +251,7 @@ class HistoryView(SessionView, w.VBox):
             self._metrics = metrics
             self._headers = [
                 _cell(h, "pp-history-head")
-                for h in [*_HEADERS, *(_metric_header(k) for k in metrics), "", ""]
+                for h in [*_HEADERS, *(_metric_header(k) for k in metrics)]
             ]
         shown = records[::-1][: self.max_rows]
         made = {(row.number, row.record.run_id): row for row in self.rows}
@@ -267,7 +269,7 @@ class HistoryView(SessionView, w.VBox):
         self._mark_rows()
         self.table.children = [*self._headers, *(cell for row in self.rows for cell in row.cells)]
         self.table.layout.grid_template_columns = (
-            f"repeat(2, max-content) minmax(12em, 28em) repeat({len(metrics) + 4}, max-content)"
+            f"repeat(4, max-content) minmax(12em, 28em) repeat({len(metrics) + 2}, max-content)"
         )
         self.table.layout.display = None if self.rows else "none"
 
