@@ -247,9 +247,12 @@ class DagCache:
         self._previous = plan
 
     def forget(self, nodes: Iterable[NodePlan]) -> None:
-        """Drop the entries of ``nodes`` (a stage corrupted them, or the user asked)."""
+        """Drop the entries of ``nodes`` (a stage corrupted them, or the user asked) and the
+        figures kept beside them: they show the result dropped, not the one filed next (a
+        store keeps the first entry put under a key)."""
         for node in nodes:
             self.delete(node.key)
+            self.delete(figures_key(node.key))
 
     def __repr__(self) -> str:
         return f"DagCache({self.backend!r}, hits={self.hits}, misses={self.misses})"

@@ -171,7 +171,7 @@ def test_every_read_and_write_of_a_session_goes_through_its_owner(
     session.run()
     assert store.calls["get"] == owner.hits + owner.misses > 0
     assert store.calls["put"] == owner.puts > 0
-    assert store.calls["delete"] == len(deletes) == 1  # rerun's
+    assert store.calls["delete"] == len(deletes) == 2  # rerun's: the entry, its figures
 
 
 def test_an_executor_reads_and_writes_its_store_only_through_its_owner() -> None:

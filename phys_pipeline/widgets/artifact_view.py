@@ -213,7 +213,6 @@ class ArtifactView(SessionView, w.VBox):
         self.panels: dict[str, _Section] = {}
         # node id -> the result drawn and its artifacts as drawn (or its figures from the cache)
         self._drawn: dict[str, tuple[StageResult, list[tuple[str, _Drawn]]]] = {}
-        self._filed: set[str] = set()  # node keys whose figures this view has stored
         self._shown_stale: frozenset[str] = frozenset()
         self._lock = threading.RLock()  # runs refresh from their thread, clicks from the UI's
         with closed_on_failure(self):
@@ -426,12 +425,12 @@ class ArtifactView(SessionView, w.VBox):
         return drawn
 
     def _file(self, result: DagRunResult, node_id: str, figures: Figures) -> None:
-        """Keep a node's figures beside its cache entry, once (never for a node whose result
-        cannot be cached: its key does not say what it shows)."""
+        """Keep a node's figures beside its cache entry (never for a node whose result cannot
+        be cached: its key does not say what it shows). Each result is drawn once, so a result
+        computed again under its key (``rerun``) keeps its own figures."""
         key = result.runs[node_id].cache_key
-        if not figures or key in self._filed or result.plan.nodes[node_id].uncacheable:
+        if not figures or result.plan.nodes[node_id].uncacheable:
             return
-        self._filed.add(key)
         with suppress(CacheError):  # as when reading them: the figures are shown all the same
             self.session.executor.cache.put_figures(key, figures, node_id=node_id)
 
