@@ -12,6 +12,8 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
+from dag_stages import GridCfg, GridStage
+from stages.scribblers import Peak, Scribbler
 
 from phys_pipeline.cache import DiskStore
 from phys_pipeline.policy import PolicyBag
@@ -72,3 +74,40 @@ def test_a_rerun_keeps_the_new_results_figures_not_the_old_ones(tmp_path):
     result = again.run()
     assert result.hits == ["mc"] and result.metrics["mc.shot"] == 2.0
     assert shown(later) == [picture("shot 2")]
+
+
+class FiguredGrid(GridStage):
+    """The grid, with a lazy plot of its largest frequency (read from the state when drawn)."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        result = super().process(state, policy=policy)
+        meta = result.state.meta
+        result.artifacts = {"grid": lambda: picture(f"peak {float(meta['omega'].max())}")}
+        return result
+
+
+@pytest.mark.timeout(60)
+def test_the_figure_of_a_result_a_sibling_corrupted_is_never_kept(tmp_path):
+    """The culprit writes 99s into the grid it shares with the peak finder: the run drops the
+    grid's entry, and the grid's plot, drawn afterwards from the corrupted state, must not be
+    kept for the grid's key, where the next run files the true grid."""
+    root = tmp_path / "cache"
+    nodes = [
+        NodeSpec("grid", stage=FiguredGrid(GridCfg(N=8))),
+        NodeSpec("culprit", ["grid"], Scribbler(StageConfig())),
+        NodeSpec("peak", ["grid"], Peak(StageConfig())),
+    ]
+    live = LiveSession(nodes, START, cache=DiskStore(root))
+    view = ArtifactView(live, "grid")
+    first = live.run()
+    assert "culprit" in first.failures
+    assert shown(view) == [picture("peak 99.0")]  # what the corrupted state holds now
+    live.set_stage("culprit", Peak(StageConfig()))  # the culprit fixed
+    second = live.run()
+    assert second.runs["grid"].status == "ran" and shown(view) == [picture("peak 1.0")]
+
+    fixed = [n.replace(stage=Peak(StageConfig())) if n.id == "culprit" else n for n in nodes]
+    again = LiveSession(fixed, START, cache=DiskStore(root))
+    later = ArtifactView(again, "grid")
+    assert again.run().runs["grid"].status == "hit"
+    assert shown(later) == [picture("peak 1.0")]

@@ -425,14 +425,17 @@ class ArtifactView(SessionView, w.VBox):
         return drawn
 
     def _file(self, result: DagRunResult, node_id: str, figures: Figures) -> None:
-        """Keep a node's figures beside its cache entry (never for a node whose result cannot
-        be cached: its key does not say what it shows). Each result is drawn once, so a result
+        """Keep a node's figures beside its cache entry, only while that entry is there (a
+        node that cannot be cached, or whose result a sibling spoilt, has none: what its
+        figures show is not what the cache will hold). Each result is drawn once, so a result
         computed again under its key (``rerun``) keeps its own figures."""
         key = result.runs[node_id].cache_key
         if not figures or result.plan.nodes[node_id].uncacheable:
             return
+        cache = self.session.executor.cache
         with suppress(CacheError):  # as when reading them: the figures are shown all the same
-            self.session.executor.cache.put_figures(key, figures, node_id=node_id)
+            if cache.contains(key):
+                cache.put_figures(key, figures, node_id=node_id)
 
     def _rerun(self, section: _Section) -> None:
         """Button callback: recompute the section's node; a failure is shown, never raised."""
