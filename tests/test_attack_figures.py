@@ -5,6 +5,9 @@ when a lazy artifact was drawn late), and a spoilt entry is a miss nobody delete
 
 from __future__ import annotations
 
+import os
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,10 @@ pytest.importorskip("ipywidgets")
 from dag_stages import GridCfg, GridStage
 from stages.scribblers import Peak, Scribbler
 
-from phys_pipeline.cache import DiskStore
+from phys_pipeline.cache import CacheWarning, DiskStore, EntrySigner
+from phys_pipeline.cache.disk import entry_path
+from phys_pipeline.cache.figures import figures_key
+from phys_pipeline.dag_cache import DagCache
 from phys_pipeline.policy import PolicyBag
 from phys_pipeline.session import LiveSession
 from phys_pipeline.types import NodeSpec, PipelineStage, SimpleState, StageConfig, StageResult
@@ -111,3 +117,96 @@ def test_the_figure_of_a_result_a_sibling_corrupted_is_never_kept(tmp_path):
     later = ArtifactView(again, "grid")
     assert again.run().runs["grid"].status == "hit"
     assert shown(later) == [picture("peak 1.0")]
+
+
+PLOT_UNITS = "ps"  # read by the stage and by its plot: the key covers it
+
+
+def label_plot(width: float) -> bytes:
+    return picture(f"width {width} {PLOT_UNITS}")
+
+
+class Autocorrelation(PipelineStage[SimpleState, StageConfig]):
+    """A pulse width in the notebook's units, with a lazy plot labelled in them."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        width = 1.0 if PLOT_UNITS == "ps" else 1000.0
+        return StageResult(
+            SimpleState(width),
+            metrics={"width": width},
+            artifacts={"trace": lambda: label_plot(width)},
+        )
+
+
+@pytest.mark.timeout(60)
+def test_a_lazy_plot_drawn_after_the_world_changed_is_not_kept_for_the_old_key(
+    tmp_path, monkeypatch
+):
+    """The plot is drawn only when the node is first shown; by then the notebook switched to
+    fs, which the key sees (the node is stale): the plot drawn now mixes the old result with
+    the new units and must not be kept as the ps run's figure."""
+    root = tmp_path / "cache"
+    nodes = [
+        NodeSpec("trace", stage=Autocorrelation(StageConfig())),
+        NodeSpec("other", stage=GridStage(GridCfg())),
+    ]
+    live = LiveSession(nodes, START, cache=DiskStore(root))
+    view = ArtifactView(live, "other", watched=[])
+    live.run()
+    monkeypatch.setattr(__import__(__name__), "PLOT_UNITS", "fs")
+    assert "trace" in live.stale()
+    view.show("trace")
+    assert shown(view) == [picture("width 1.0 fs")]  # a lazy artifact draws what it sees now
+    monkeypatch.setattr(__import__(__name__), "PLOT_UNITS", "ps")
+
+    again = LiveSession(nodes, START, cache=DiskStore(root))
+    later = ArtifactView(again, "trace")
+    assert again.run().hits == ["trace", "other"]
+    assert picture("width 1.0 fs") not in shown(later)
+
+
+def drawn(root: Path) -> tuple[str, list[bytes]]:
+    """A first kernel: run the Monte Carlo node and show its plot."""
+    live = LiveSession(monte_carlo(root.parent), START, cache=DiskStore(root))
+    view = ArtifactView(live, "mc")
+    live.run()
+    return live.current_plan.nodes["mc"].key, shown(view)
+
+
+@pytest.mark.timeout(60)
+def test_a_figure_entry_moved_under_another_nodes_key_is_a_miss_left_in_place(tmp_path):
+    """Our own signed entry, for another node key, renamed into this key's place (a co-user
+    who can write to the directory but has not our secret): never shown as this node's."""
+    root = tmp_path / "cache"
+    other = "cd" * 16
+    cache = DagCache(DiskStore(root))
+    cache.put_figures(other, {"histogram": ("image/png", picture("another node"))})
+    key, _ = drawn(root)
+    target = entry_path(root, figures_key(key))
+    shutil.rmtree(target)
+    shutil.copytree(entry_path(root, figures_key(other)), target)
+    files = sorted(os.listdir(target))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CacheWarning)
+        assert DagCache(DiskStore(root)).figures(key) is None
+    assert sorted(os.listdir(target)) == files
+
+
+@pytest.mark.timeout(60)
+def test_a_strict_cache_reading_a_forged_figure_entry_misses_without_raising(tmp_path):
+    """A strict cache raises on a store that fails, not on an entry that does not
+    authenticate: that is a miss, as for a node's own entry, and stays on disk."""
+    root = tmp_path / "cache"
+    live = LiveSession(monte_carlo(tmp_path), START, cache=DiskStore(root))
+    live.run()  # nothing drawn: no figures kept
+    key = live.current_plan.nodes["mc"].key
+    forger = DagCache(DiskStore(root, signer=EntrySigner("someone else's secret, not ours")))
+    forger.put_figures(key, {"histogram": ("image/png", picture("forged"))})
+    entry = entry_path(root, figures_key(key))
+    files = sorted(os.listdir(entry))
+    strict = DagCache(DiskStore(root, strict=True), strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CacheWarning)
+        assert strict.figures(key) is None
+        assert strict.get(key) is not None  # the node's own entry is ours: read as usual
+    assert sorted(os.listdir(entry)) == files

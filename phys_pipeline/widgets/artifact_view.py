@@ -34,6 +34,7 @@ from ..cache.figures import FIGURE_MIME_TYPES, Figures
 from ..dag import Plan
 from ..errors import CacheError
 from ..executor import DagRunResult
+from ..fingerprint import stale_parts
 from ..record import resolve_artifact
 from ..session import LiveSession
 from ..types import NodeStatus, StageResult
@@ -119,6 +120,15 @@ def _caption(text: str, *, stale: bool = False) -> dict[str, Any]:
         "data": {"text/html": f"<b>{shown}</b>", "text/plain": text},
         "metadata": {},
     }
+
+
+def _code_changed(result: DagRunResult, node_id: str) -> bool:
+    """Whether the code of the stage that computed ``node_id``, or a global it reads, is no
+    longer what the run's plan keyed it by."""
+    planned = result.plan.nodes[node_id]
+    fingerprint = planned.fingerprint
+    pinned = planned.code_version if planned.code_version != fingerprint.digest else None
+    return bool(stale_parts(result.plan.specs[node_id].stage, fingerprint, pinned))
 
 
 def _sinks(plan: Plan) -> list[str]:
@@ -425,14 +435,20 @@ class ArtifactView(SessionView, w.VBox):
         return drawn
 
     def _file(self, result: DagRunResult, node_id: str, figures: Figures) -> None:
-        """Keep a node's figures beside its cache entry, only while that entry is there (a
-        node that cannot be cached, or whose result a sibling spoilt, has none: what its
-        figures show is not what the cache will hold). Each result is drawn once, so a result
+        """Keep a node's figures beside its cache entry, only while they show what that entry
+        holds: the entry is there (a node that cannot be cached, or whose result a sibling
+        spoilt, has none), and the node's config and code are still those it was computed
+        with (a lazy artifact drawn after an edit, or after a global its code reads changed,
+        draws today's world over the old result). Each result is drawn once, so a result
         computed again under its key (``rerun``) keeps its own figures."""
         key = result.runs[node_id].cache_key
-        if not figures or result.plan.nodes[node_id].uncacheable:
+        planned = result.plan.nodes[node_id]
+        if not figures or planned.uncacheable:
             return
+        now = self.session.current_plan.nodes.get(node_id)
         cache = self.session.executor.cache
+        if now is None or now.key != key or _code_changed(result, node_id):
+            return
         with suppress(CacheError):  # as when reading them: the figures are shown all the same
             if cache.contains(key):
                 cache.put_figures(key, figures, node_id=node_id)
