@@ -150,14 +150,22 @@ class DagCache:
     ) -> None:
         """Keep the rendered figures of the result under ``node_key`` (name -> (MIME type,
         bytes), PNG or SVG) as data in a signed entry of their own, so a view can show them
-        after a restart though lazy artifacts are not cached. Views call it when they draw;
-        runs never do (not counted as a put). A store failure is a warning, as for ``put``."""
+        after a restart though lazy artifacts are not cached. They replace other figures of
+        ours kept before (a store keeps the first entry put under a key, and the result under
+        ``node_key`` may have been computed again since its entry was evicted); an entry that
+        does not authenticate is not ours to replace. Views call it when they draw; runs
+        never do (not counted as a put). A store failure is a warning, as for ``put``."""
         node_key = validate_key(node_key)
         entry = figures_entry(node_key, figures, node_id)
         if self.backend is None:
             return
         key = figures_key(node_key)
         try:
+            kept = self.backend.get(key)
+            if kept is not None:
+                if figures_from_entry(node_key, kept) == dict(figures):
+                    return
+                self.backend.delete(key)
             self.backend.put(key, entry)
         except Exception as exc:  # noqa: BLE001
             self._failed("write of figures", key, exc)

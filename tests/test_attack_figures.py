@@ -82,6 +82,23 @@ def test_a_rerun_keeps_the_new_results_figures_not_the_old_ones(tmp_path):
     assert shown(later) == [picture("shot 2")]
 
 
+@pytest.mark.timeout(60)
+def test_a_result_computed_again_after_its_entry_was_evicted_keeps_its_own_figures(tmp_path):
+    """The node's entry went (a byte budget, a prune by age) while its figures stayed: the
+    node computes again, and the figures kept must be the new result's, not the gone one's."""
+    root = tmp_path / "cache"
+    live = LiveSession(monte_carlo(tmp_path), START, cache=DiskStore(root))
+    view = ArtifactView(live, "mc")
+    live.run()
+    live.executor.cache.backend.delete(live.current_plan.nodes["mc"].key)  # figures stay
+    assert live.run().ran == ["mc"] and shown(view) == [picture("shot 2")]
+
+    again = LiveSession(monte_carlo(tmp_path), START, cache=DiskStore(root))
+    later = ArtifactView(again, "mc")
+    assert again.run().metrics["mc.shot"] == 2.0
+    assert shown(later) == [picture("shot 2")]
+
+
 class FiguredGrid(GridStage):
     """The grid, with a lazy plot of its largest frequency (read from the state when drawn)."""
 
