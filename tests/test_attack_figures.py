@@ -5,6 +5,7 @@ when a lazy artifact was drawn late), and a spoilt entry is a miss nobody delete
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import warnings
@@ -97,6 +98,31 @@ def test_a_result_computed_again_after_its_entry_was_evicted_keeps_its_own_figur
     later = ArtifactView(again, "mc")
     assert again.run().metrics["mc.shot"] == 2.0
     assert shown(later) == [picture("shot 2")]
+
+
+INSTRUMENT = itertools.count()  # an instrument's live counter: nothing can hash it
+
+
+class LiveReadout(PipelineStage[SimpleState, StageConfig]):
+    """Reads a live instrument its key cannot cover: the node is not cacheable."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        reading = next(INSTRUMENT)
+        return StageResult(
+            SimpleState(reading), artifacts={"trace": lambda: picture(f"reading {reading}")}
+        )
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("ignore::phys_pipeline.errors.UncacheableWarning")
+def test_no_figures_are_kept_for_a_node_that_cannot_be_cached(tmp_path):
+    """Its key does not say what it shows (held)."""
+    store = DiskStore(tmp_path / "cache")
+    live = LiveSession([NodeSpec("scope", stage=LiveReadout(StageConfig()))], START, cache=store)
+    view = ArtifactView(live, "scope")
+    live.run()
+    assert live.current_plan.nodes["scope"].uncacheable and len(shown(view)) == 1
+    assert len(store) == 0
 
 
 class FiguredGrid(GridStage):
