@@ -19,20 +19,28 @@ __all__ = ["portable"]
 
 class _Rebuilt:
     """Pickles as its exception rebuilt from its args and attributes without calling its
-    ``__init__`` (as our own errors are, and as Dask's tblib does)."""
+    ``__init__`` (as our own errors are, and as Dask's tblib does); ``attributes`` defaults to
+    all of them."""
 
-    def __init__(self, exc: BaseException) -> None:
+    def __init__(self, exc: BaseException, attributes: dict[str, Any] | None = None) -> None:
         self.exc = exc
+        self.attributes = exc.__dict__ if attributes is None else attributes
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _rebuild, (type(self.exc), self.exc.args, self.exc.__dict__)
+        return _rebuild, (type(self.exc), self.exc.args, self.attributes)
 
 
-def portable(exc: BaseException) -> Any:
+def portable(exc: BaseException, *, lossy: bool = False) -> Any:
     """What to pickle for ``exc``: itself, if it unpickles as itself (type, message and notes);
-    else its rebuilt form, if that does; else a RemoteStageError naming its type, with its
-    message and notes."""
-    for carrier in (exc, _Rebuilt(exc)):
+    else its rebuilt form, if that does; with ``lossy`` (a process pool, which unpickles the
+    carrier it is sent; Dask pickles the exception itself), else its rebuilt form without the
+    attributes that cannot be pickled (a lock, a socket), so that it still arrives as its own
+    type, which ``except`` clauses and ``RetryPolicy.retry_on`` decide by as they do in this
+    process; else a RemoteStageError naming its type, with its message and notes."""
+    carriers: list[Any] = [exc, _Rebuilt(exc)]
+    if lossy:
+        carriers.append(_Rebuilt(exc, _picklable(exc.__dict__)))
+    for carrier in carriers:
         if _arrives_as(carrier, exc):
             return carrier
     kind = type(exc)
@@ -40,6 +48,18 @@ def portable(exc: BaseException) -> Any:
     for note in getattr(exc, "__notes__", ()):
         stand_in.add_note(note)
     return stand_in
+
+
+def _picklable(attributes: dict[str, Any]) -> dict[str, Any]:
+    """The attributes that survive pickling on their own (notes included)."""
+    kept = {}
+    for name, value in attributes.items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception:  # noqa: BLE001 - whatever breaks pickling, the attribute stays here
+            continue
+        kept[name] = value
+    return kept
 
 
 def _arrives_as(carrier: Any, exc: BaseException) -> bool:

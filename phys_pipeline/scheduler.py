@@ -50,14 +50,15 @@ __all__ = [
 
 def _run_pickled(payload: bytes) -> bytes:
     """Worker process entry point: cloudpickle carries classes defined in notebooks; a
-    failure comes back as itself, or as a stand-in keeping its message and notes."""
+    failure comes back as itself (without the attributes that cannot be pickled, if need
+    be), or as a stand-in keeping its message and notes."""
     import cloudpickle
 
     task, parents = cloudpickle.loads(payload)
     try:
         return cloudpickle.dumps(("ok", run_node_elsewhere(task, parents)))
     except Exception as exc:  # noqa: BLE001 - shipped back and re-raised in the parent
-        return cloudpickle.dumps(("error", portable(exc)))
+        return cloudpickle.dumps(("error", portable(exc, lossy=True)))
 
 
 class LocalScheduler(JobApi):

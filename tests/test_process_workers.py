@@ -316,11 +316,16 @@ def test_an_interrupt_kills_the_running_worker_processes(tmp_path: Path) -> None
 
 
 class LockedDetectorError(RuntimeError):
-    """Holds the detector's lock, which cannot be pickled."""
+    """Holds the detector's lock, which cannot be pickled, and its message says whether the
+    lock is held: without the lock it cannot be told (an exception that merely holds one
+    arrives as itself, without it)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.lock = threading.Lock()
+
+    def __str__(self) -> str:
+        return f"{self.args[0]} (lock {'held' if self.lock.locked() else 'free'})"
 
 
 class Detector(PipelineStage[SimpleState, StageConfig]):
@@ -335,4 +340,4 @@ def test_an_exception_that_cannot_travel_comes_back_as_a_stand_in_naming_its_typ
     error = out.failures["ccd"]
     assert type(error) is RemoteStageError
     assert error.type_name == f"{__name__}.LockedDetectorError"
-    assert str(error) == f"{__name__}.LockedDetectorError: detector busy"
+    assert str(error) == f"{__name__}.LockedDetectorError: detector busy (lock free)"
