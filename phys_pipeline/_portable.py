@@ -43,8 +43,8 @@ def portable(exc: BaseException, *, lossy: bool = False) -> Any:
     for carrier in carriers:
         if _arrives_as(carrier, exc):
             return carrier
-    kind = type(exc)
-    stand_in = RemoteStageError(f"{kind.__module__}.{kind.__qualname__}", str(exc))
+    lineage = tuple(f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__)
+    stand_in = RemoteStageError(lineage[0], str(exc), lineage)
     for note in getattr(exc, "__notes__", ()):
         stand_in.add_note(note)
     return stand_in

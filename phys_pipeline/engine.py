@@ -500,7 +500,8 @@ class RunEngine:
                 except Exception as exc:  # noqa: BLE001 - the node's failure; siblings go on
                     outcome = exc
                 else:  # a strict cache's CacheError ends the run, as the caller asked
-                    self._before_children(task.node_id, outcome)
+                    if not self.may_retry or self._arrived(i, attempt):
+                        self._before_children(task.node_id, outcome)
                 if threaded:
                     with lock:
                         i = self._finish(i, outcome, True, attempt)
@@ -583,6 +584,17 @@ class RunEngine:
             self._note_attempts(node_id, outcome[0])
         if self.file is not None:
             self.file(node_id, *outcome)
+
+    def _arrived(self, i: int, attempt: int) -> bool:
+        """Whether the result node ``i``'s attempt ``attempt`` computed is still wanted: not
+        when the attempt timed out meanwhile (a retry may be computing another, which is the
+        one the run shows and files). A wanted result's node is timed no more, so that filing
+        it is not cut short."""
+        with self.lock:
+            if i not in self.running or self.attempts.get(i, 1) != attempt:
+                return False
+            self.deadlines.pop(i, None)
+            return True
 
     def _note_attempts(self, node_id: str, result: StageResult) -> None:
         """A result that took retries records how many attempts (provenance["attempts"])."""

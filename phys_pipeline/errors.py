@@ -364,14 +364,16 @@ class RemoteStageError(RuntimeError):
     """Stands in for a stage's exception that could not come back from the process it was
     raised in (it holds a lock, or unpickles wrong): names its type (``module.Qualname``) and
     keeps its message and notes. Not a PhysPipelineError: it is the stage's own failure, and
-    retried as one."""
+    retried as its original would be: ``lineage`` names the original's classes
+    (``module.Qualname``, most derived first), which ``RetryPolicy`` judges by."""
 
-    def __init__(self, type_name: str, message: str) -> None:
+    def __init__(self, type_name: str, message: str, lineage: tuple[str, ...] = ()) -> None:
         self.type_name, self.message = type_name, message
+        self.lineage = lineage or (type_name,)
         super().__init__(f"{type_name}: {message}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.type_name, self.message), self.__dict__
+        return type(self), (self.type_name, self.message, self.lineage), self.__dict__
 
 
 # names phys-pipeline 2.0.0 code imports from here (PipelineError, DagCycleError, ...)

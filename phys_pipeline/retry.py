@@ -16,7 +16,13 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError, NodeTimeoutError, PhysPipelineError, WorkerDiedError
+from .errors import (
+    ConfigError,
+    NodeTimeoutError,
+    PhysPipelineError,
+    RemoteStageError,
+    WorkerDiedError,
+)
 
 __all__ = ["RetryPolicy"]
 
@@ -60,12 +66,21 @@ class RetryPolicy:
             return False
         if isinstance(error, NodeTimeoutError | WorkerDiedError):  # a hang or a crash (out of
             return True  # memory, a flaky driver) may be a passing one
+        if isinstance(error, RemoteStageError):  # judged as the exception it stands for
+            lineage = set(error.lineage)
+            if _name(PhysPipelineError) in lineage:
+                return False
+            return any(_name(kind) in lineage for kind in self.retry_on)
         return not isinstance(error, PhysPipelineError) and isinstance(error, self.retry_on)
 
     def delay_s(self, attempt: int) -> float:
         """How long to wait before the retry that follows failed attempt ``attempt``."""
         base = min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
         return base * (1 + self.jitter * (2 * random.random() - 1))
+
+
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _is_number(value: Any, kind: type | tuple[type, ...] = (int, float)) -> bool:

@@ -166,12 +166,6 @@ class Shutter(PipelineStage[SimpleState, FlakyCfg]):
         raise StuckShutter("shutter stuck")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stand-in is judged by retry_on as the RuntimeError it is: RetryPolicy.retries "
-    "would need the original's class names, carried by RemoteStageError (retry.py and "
-    "errors.py, outside this change)",
-)
 @pytest.mark.timeout(120)
 def test_a_stand_in_is_not_retried_where_its_original_would_not_be(tmp_path):
     counter = tmp_path / "attempts"
@@ -244,13 +238,6 @@ def test_a_node_out_of_time_is_failed_and_its_late_result_never_filed_in_process
     assert len(store) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="in thread mode the abandoned attempt's thread computes on (Python cannot stop it) "
-    "and RunEngine.work files its result before _finish drops it as late: a store that "
-    "replaces entries (a memory tier) then holds the timed-out attempt's result, which the "
-    "next run loads, not the retry's the run showed (engine.py, outside this change)",
-)
 @pytest.mark.timeout(60)
 def test_a_timed_out_attempts_late_result_is_never_kept_in_thread_mode(tmp_path):
     counter = tmp_path / "attempts"
