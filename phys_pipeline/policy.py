@@ -21,10 +21,13 @@ class PolicyBag(Mapping[str, Any]):
     """An immutable mapping of policy keys to values with a stable content hash.
 
     Values must hash canonically (numbers, strings, arrays, containers, models), so that a policy
-    can take part in cache keys; an unusable value is rejected here, naming its key.
+    can take part in cache keys; an unusable value is rejected here, naming its key. The bag
+    holds its values as given: a value that can change in place (an array, a list, a model) is
+    hashed afresh each time, so that writing to it makes the nodes that read it stale, never a
+    hit computed from what it held before.
     """
 
-    __slots__ = ("_data", "_digests", "_hash")
+    __slots__ = ("_data", "_digests")
 
     def __init__(self, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         merged = {**(dict(data) if data else {}), **kwargs}
@@ -37,8 +40,8 @@ class PolicyBag(Mapping[str, Any]):
             except UnhashableValueError as exc:
                 raise PolicyError(key, value, "value cannot be hashed canonically") from exc
         self._data = merged
-        self._digests = digests
-        self._hash: str | None = None
+        # digests of values that cannot change in place; the others are taken when asked for
+        self._digests = {k: d for k, d in digests.items() if _immutable(merged[k])}
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
@@ -62,17 +65,16 @@ class PolicyBag(Mapping[str, Any]):
 
     def hash(self) -> str:
         """Hex digest of the whole bag; independent of insertion order."""
-        if self._hash is None:
-            self._hash = self.hash_of(self._data)
-        return self._hash
+        return self.hash_of(self._data)
 
     def hash_of(self, keys: Any) -> str:
         """Hex digest of the entries for ``keys`` only: the hash of the sub-bag they select, so
         keys absent from the bag add nothing (none present: the empty bag's hash)."""
         h = new_hasher()
-        for key in sorted(set(keys) & self._digests.keys()):
+        for key in sorted(set(keys) & self._data.keys()):
+            known = self._digests.get(key)
             h.update(key.encode())
-            h.update(self._digests[key])
+            h.update(known if known is not None else digest(self._data[key], f"policy key {key!r}"))
         return h.hexdigest()
 
     def updated(self, changes: Mapping[str, Any] | None = None, /, **kwargs: Any) -> PolicyBag:
@@ -84,6 +86,13 @@ class PolicyBag(Mapping[str, Any]):
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self._data)
+
+
+def _immutable(value: Any) -> bool:
+    """Whether ``value`` cannot change after it was hashed (plain scalars, tuples of them)."""
+    if value is None or isinstance(value, bool | int | float | complex | str | bytes):
+        return True
+    return isinstance(value, tuple) and all(_immutable(item) for item in value)
 
 
 class ScopedPolicy(PolicyBag):

@@ -188,12 +188,6 @@ def test_a_restore_after_the_stage_class_was_redefined_never_loads_the_old_class
     assert "fibre" in result.ran and result.metrics["fibre.gdd_ps2"] == pytest.approx(-0.2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PolicyBag digests its values once, when made: an array in the policy written to in "
-    "place keeps the bag's hash, so the next run loads a result computed from the old values "
-    "(policy.py, outside this change)",
-)
 @pytest.mark.timeout(60)
 def test_a_policy_array_written_to_in_place_is_not_served_from_the_cache():
     class Masked(PipelineStage[SimpleState, StageConfig]):
@@ -204,7 +198,7 @@ def test_a_policy_array_written_to_in_place_is_not_served_from_the_cache():
             return StageResult(SimpleState(passed), metrics={"passed": passed})
 
     mask = np.ones(4)
-    live = LiveSession([NodeSpec("m", stage=Masked())], SimpleState(), policy={"mask": mask})
+    live = LiveSession([NodeSpec("m", stage=Masked(StageConfig()))], SimpleState(), policy={"mask": mask})
     live.run()
     mask[:] = 0.0
     assert live.run().metrics["m.passed"] == 0.0
