@@ -65,7 +65,10 @@ def figure_png(figure: Any, *, dpi: int = 96) -> bytes:
     it a second time and pyplot does not keep it alive)."""
     buffer = io.BytesIO()
     try:
-        figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+        # a figure that lays itself out (constrained or tight layout) fits its canvas already:
+        # trimming it would draw it twice (about 10 ms a figure)
+        trim = "tight" if figure.get_layout_engine() is None else None
+        figure.savefig(buffer, format="png", dpi=dpi, bbox_inches=trim)
     finally:
         try:
             import matplotlib.pyplot as plt
