@@ -198,7 +198,9 @@ def test_a_policy_array_written_to_in_place_is_not_served_from_the_cache():
             return StageResult(SimpleState(passed), metrics={"passed": passed})
 
     mask = np.ones(4)
-    live = LiveSession([NodeSpec("m", stage=Masked(StageConfig()))], SimpleState(), policy={"mask": mask})
+    live = LiveSession(
+        [NodeSpec("m", stage=Masked(StageConfig()))], SimpleState(), policy={"mask": mask}
+    )
     live.run()
     mask[:] = 0.0
     assert live.run().metrics["m.passed"] == 0.0
