@@ -134,10 +134,13 @@ class LocalScheduler(JobApi):
         self, tasks: Sequence[NodeTask], available: Mapping[str, State], hooks: RunHooks
     ) -> None:
         checked: set[int] = set()  # most nodes share one NodeResources: check each once
+        timed = False  # a timeout needs a thread to watch the clock while a node runs
         for task in tasks:
             if id(task.resources) not in checked:
                 self._check_fits(task)
                 checked.add(id(task.resources))
+            if task.retry is not None and task.retry.timeout_s:
+                timed = True
         bar = _progress_bar(len(tasks)) if self.progress else None
         if bar is not None:
             hooks = _WithProgress(hooks, bar)
@@ -148,9 +151,7 @@ class LocalScheduler(JobApi):
             math.inf if self.max_mem_gb is None else self.max_mem_gb,
         )
         try:
-            timed = any(t.retry is not None and t.retry.timeout_s for t in tasks)
             if self.inline and self.max_workers == 1 and self.mode == "thread" and not timed:
-                # inline (a timeout needs a thread to watch the clock while a node runs)
                 engine = RunEngine(tasks, available, hooks, slots=slots, threaded=False)
                 engine.run(partial(engine.work, compute=run_node))
                 return

@@ -478,7 +478,9 @@ def test_an_interrupted_filed_run_leaves_nothing_running_and_the_next_run_is_rig
     assert "slow" in caught.value.partial.cancelled  # type: ignore[attr-defined]
     executor = DagExecutor(scheduler=DaskScheduler(client), cache=store)
     result = executor.run(START, nodes)
-    assert {"field", "amp"} <= set(result.hits) and "slow" in result.ran
+    # a worker thread cannot be stopped: on a loaded machine "slow" may finish and file its
+    # (right) result after the interrupt, so it may load now; either way the run must be right
+    assert {"field", "amp"} <= set(result.hits) and "slow" in {*result.ran, *result.hits}
     assert_matches_local(result, nodes)
     assert cluster_is_empty(client)
 
