@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     out = executor.run(SimpleState(payload=None), nodes)
 
     glass = next(n for n in build_nodes() if n.id == "glass").stage.cfg
-    fwhm0 = out.metrics["duration[length_m=0].fwhm_fs"]
+    fwhm0 = out.metrics["duration__length_m-0.0.fwhm_fs"]
     print(f"{len(nodes)} nodes: {out.summary()}  (cache: {args.cache})\n")
     header = (
         f"{'L (mm)':>7} {'GDD fit':>11} {'beta2 L':>11} {'FWHM (fs)':>10} {'theory':>8} {'err':>8}"
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header + "\n" + "-" * len(header))
     worst = 0.0
     for length in LENGTHS_M:
-        tag = f"[length_m={length:g}]"
+        tag = f"__length_m-{length}"
         gdd_fit = out.metrics[f"fit{tag}.gdd_fs2"]
         fwhm = out.metrics[f"duration{tag}.fwhm_fs"]
         gdd_theory = glass.beta2_fs2_per_mm * length * 1e3

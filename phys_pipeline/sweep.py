@@ -1,11 +1,13 @@
 """Parameter sweeps that propagate downstream.
 
 ``expand_sweep`` clones every swept node per grid point *and every node downstream of it*, so a
-merge below a swept node runs once per variant. Clones get readable ids (``b[N=512]``,
-``merge[N=512]``), and where two swept branches meet, only variants with consistent values are
-paired. A node listed in ``gather`` is not cloned: it receives every variant of its parents.
-Values print short (``dt=0.1``) unless two values of one parameter would then look alike
-(``0.1`` and ``0.1000001``, ``1`` and ``"1"``); that parameter's values then print as ``repr``.
+merge below a swept node runs once per variant. Clones get readable ids, ``<base>__`` and then
+each swept value as ``<parameter>-<value>``, sorted by parameter and joined by ``_``
+(``b__N-512``, ``merge__N-512``, ``s__a-0.1_b-x y``), the form phys-pipeline 2.0.0 gave; where
+two swept branches meet, only variants with consistent values are paired. A node listed in
+``gather`` is not cloned: it receives every variant of its parents. Values print as ``str``
+(``1.0`` stays ``1.0``) unless two values of one parameter would then look alike (``1`` and
+``"1"``); that parameter's values then print as ``repr``.
 """
 
 from __future__ import annotations
@@ -82,23 +84,17 @@ class SweepSpec:
         return [dict(zip(names, row, strict=True)) for row in rows]
 
 
-def _short_format(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 def _value_format(values: Sequence[Any]) -> Callable[[Any], str]:
-    """The short form if it tells ``values`` apart as well as ``repr`` does, else ``repr``."""
-    shorts = [_short_format(v) for v in values]
-    distinct = set(zip(shorts, map(repr, values), strict=True))
-    return _short_format if len(set(shorts)) == len(distinct) else repr
+    """``str`` if it tells ``values`` apart as well as ``repr`` does, else ``repr``."""
+    printed = [str(v) for v in values]
+    distinct = set(zip(printed, map(repr, values), strict=True))
+    return str if len(set(printed)) == len(distinct) else repr
 
 
 def _variant_id(base: str, assignment: Assignment, formats: Formats) -> str:
     if not assignment:
         return base
-    return f"{base}[{','.join(f'{k}={formats[k](v)}' for k, v in assignment)}]"
+    return f"{base}__{'_'.join(f'{k}-{formats[k](v)}' for k, v in assignment)}"
 
 
 def _check_unique_ids(nodes: Sequence[NodeSpec]) -> None:

@@ -340,14 +340,15 @@ class NodeSpec:
     operation in views; ``inputs`` says how it receives its parents' states (see
     :class:`NodeInputs`); ``policy_keys``, when set, are the policy keys it reads, overriding
     the stage's; ``sweep`` is set on the clones ``expand_sweep`` makes. ``metadata`` is
-    free-form user data: the library never reads it, and it is not part of the cache key.
-    ``retry`` overrides the executor's retry policy and timeout for this node (not part of
-    the key: how often a node is tried does not change its result).
+    free-form user data: the library never reads it, and it is not part of the cache key. A
+    clone's metadata also holds ``"sweep"``: its swept values, ``{parameter: value}``, a copy
+    for code written for 2.0.0 (ours reads ``sweep``), made afresh from ``sweep`` whenever the
+    node is replaced. ``retry`` overrides the executor's retry policy and timeout for this node
+    (not part of the key: how often a node is tried does not change its result).
 
     Deprecated: the metadata keys ``gather``, ``input_names``, ``policy_keys`` and ``sweep``
-    that these fields replace are moved onto them (a field given too wins), and a clone's
-    ``metadata["sweep"]`` still reads as ``{"base_id": ..., "params": {...}}``; each spelling
-    warns once with a DeprecationWarning.
+    (as ``{"base_id": ..., "params": {...}}``) that these fields replace are moved onto them
+    (a field given too wins), each spelling warning once with a DeprecationWarning.
     """
 
     id: str
@@ -363,6 +364,8 @@ class NodeSpec:
     retry: RetryPolicy | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.metadata, _CloneMetadata):  # a clone replaced: its copy is made anew
+            self.metadata = {k: v for k, v in self.metadata.items() if k != "sweep"}
         if not _DEPRECATED_METADATA.isdisjoint(self.metadata):
             self._adopt_deprecated_metadata()
         # one dependency or policy key may be given as a plain string; list("grid") would be
@@ -372,15 +375,14 @@ class NodeSpec:
             keys = self.policy_keys
             self.policy_keys = (keys,) if isinstance(keys, str) else tuple(keys)
         if self.sweep is not None:
-            self.metadata = _CloneMetadata(self.metadata, self.sweep)
-        elif isinstance(self.metadata, _CloneMetadata):
-            self.metadata = dict(self.metadata)  # replaced with sweep=None: no longer a clone
+            self.metadata = _CloneMetadata({**self.metadata, "sweep": dict(self.sweep.params)})
 
     def _adopt_deprecated_metadata(self) -> None:
         metadata = dict(self.metadata)
         gather, names = metadata.pop("gather", None), metadata.pop("input_names", None)
-        policy_keys, sweep = metadata.pop("policy_keys", None), metadata.pop("sweep", None)
-        for spelling in sorted(_DEPRECATED_METADATA & self.metadata.keys()):
+        policy_keys = metadata.pop("policy_keys", None)
+        sweep = metadata.pop("sweep") if _old_sweep_spelling(metadata.get("sweep")) else None
+        for spelling in sorted(_DEPRECATED_METADATA & self.metadata.keys() - metadata.keys()):
             _deprecated(spelling, stacklevel=4)  # here, __post_init__, __init__, the user
         if self.inputs is None and (gather or names):
             self.inputs = NodeInputs(bool(gather), names)
@@ -410,32 +412,16 @@ _INSTEAD = {
 
 
 class _CloneMetadata(dict[str, Any]):
-    """A sweep clone's metadata: a plain dict of the user's data that still answers the
-    deprecated read of ``"sweep"`` from the clone's ``SweepOrigin`` (warning once)."""
+    """A sweep clone's metadata: the user's data and the ``"sweep"`` copy of its swept values.
+    Its type tells a replaced clone's copy (made anew from the clone's ``sweep``) from data the
+    user gave."""
 
-    def __init__(self, data: Mapping[str, Any], origin: SweepOrigin) -> None:
-        super().__init__(data)
-        self.origin = origin
 
-    def _sweep(self) -> dict[str, Any]:
-        _deprecated("sweep", stacklevel=3)  # here, get or __missing__, the user
-        return {"base_id": self.origin.base_id, "params": dict(self.origin.params)}
-
-    def __missing__(self, key: str) -> Any:
-        if key == "sweep":
-            return self._sweep()
-        raise KeyError(key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key == "sweep" and not dict.__contains__(self, key):
-            return self._sweep()
-        return super().get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        if key == "sweep" and not dict.__contains__(self, key):
-            _deprecated("sweep", stacklevel=2)
-            return True
-        return super().__contains__(key)
+def _old_sweep_spelling(value: Any) -> bool:
+    """Whether ``metadata["sweep"]`` is our deprecated spelling of a clone's origin
+    (``{"base_id": ..., "params": {...}}``); anything else there, such as 2.0.0's
+    ``{parameter: value}``, is the user's data."""
+    return isinstance(value, Mapping) and bool(value) and value.keys() <= {"base_id", "params"}
 
 
 def stage_name(stage: Any) -> str:

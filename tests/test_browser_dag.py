@@ -41,7 +41,7 @@ lab, browser, page, js_errors = harness.lab, harness.browser, harness.page, harn
 NOTEBOOK = Path(__file__).parent / "browser" / "sweep_dag.ipynb"
 GROUPS = {"glass", "compressor", "fit", "duration"}
 VARIANTS = 7
-EDITED = "glass[length_m=0.005]"
+EDITED = "glass__length_m-0.005"
 PX_PER_UNIT = 4 / 3  # the SVG's user units are points
 THEMES = ("JupyterLab Light", "JupyterLab Dark", "JupyterLab Dark High Contrast")
 

@@ -65,6 +65,7 @@ from phys_pipeline.pipeline import SequentialPipeline
 from phys_pipeline.policy import PolicyBag
 from phys_pipeline.record import ArtifactRecorder
 from phys_pipeline.scheduler import LocalScheduler
+from phys_pipeline.sweep import SweepSpec, expand_sweep
 from phys_pipeline.types import (
     NodeResources,
     NodeSpec,
@@ -450,6 +451,22 @@ def test_pipeline_graph_holds_the_nodes_and_their_graph() -> None:
     graph = PipelineGraph.from_nodes(diamond())
     assert [node.id for node in graph.nodes] == ["seed", "stretch", "pump", "amp"]
     assert graph.dag == build_dag(diamond())
+
+
+# --- phys_pipeline.sweep --------------------------------------------------------------------
+
+
+def test_sweep_variants_are_named_and_tagged_as_2_0_0_named_them() -> None:
+    nodes = [
+        NodeSpec(id="amp", stage=Amplifier(GainCfg())),
+        NodeSpec(id="loss", deps=["amp"], stage=Attenuator(LossCfg())),
+    ]
+    grid = {"transmission": [0.5, 1], "name": ["AR coated"]}
+    swept = expand_sweep(nodes, [SweepSpec(node_id="loss", param_grid=grid)])
+    assert [(node.id, node.metadata["sweep"]) for node in swept[1:]] == [
+        ("loss__name-AR coated_transmission-0.5", {"name": "AR coated", "transmission": 0.5}),
+        ("loss__name-AR coated_transmission-1", {"name": "AR coated", "transmission": 1}),
+    ]
 
 
 # --- phys_pipeline.executor: RetryPolicy and MpiRunner -------------------------------------

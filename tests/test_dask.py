@@ -193,7 +193,7 @@ def test_sweep_runs_the_same_on_dask_as_locally(client: Client) -> None:
     dask_run = DagExecutor(scheduler=DaskScheduler(client)).run(INITIAL, nodes)
     local_run = DagExecutor(scheduler=LocalScheduler()).run(INITIAL, nodes)
 
-    assert "interfere[chirp=0.003]" in dask_run.results
+    assert "interfere__chirp-0.003" in dask_run.results
     assert len(dask_run.ran) == len(nodes) == 8
     assert_same_run(dask_run, local_run)
 

@@ -84,19 +84,21 @@ SWEEP = SweepSpec("excited", {"energy": [-3.4, -1.5]})
 # --- keys stay what they were --------------------------------------------------------------
 
 # Computed before the typed fields existed, from metadata["gather"] / ["input_names"]; these
-# change only with KEY_SCHEMA, the package version (SimpleState is library code) or the stages.
+# change only with KEY_SCHEMA, the package version (SimpleState is library code), the stages or
+# the ids of a node's parents (part of how it receives them): the keys of ``lines`` were
+# recomputed when sweep ids took 2.0.0's form (``excited__energy--1.5``).
 KEYS_OF_A_SWEEP = {
     "ground": "c5e7c8aeac811309804f2dc8474edf01",
-    "excited[energy=-3.4]": "2b7e7b685ca23fba5daf52e7adee0327",
-    "excited[energy=-1.5]": "c671be91921f7b3afd4f27f9c06e7b36",
-    "lines[energy=-3.4]": "1f0c2c77a95ef218f4838959eff7325a",
-    "lines[energy=-1.5]": "db542bb1b7f0c9acfa619f7048b8dc19",
+    "excited__energy--3.4": "2b7e7b685ca23fba5daf52e7adee0327",
+    "excited__energy--1.5": "c671be91921f7b3afd4f27f9c06e7b36",
+    "lines__energy--3.4": "e0938a7d8b10eb103c072310cbbe9daa",
+    "lines__energy--1.5": "ef78496a73c675423c461c4179f7cb52",
 }
 KEYS_OF_A_GATHER = {
     "ground": "c5e7c8aeac811309804f2dc8474edf01",
-    "excited[energy=-3.4]": "2b7e7b685ca23fba5daf52e7adee0327",
-    "excited[energy=-1.5]": "c671be91921f7b3afd4f27f9c06e7b36",
-    "lines": "3b47dd64dcdd8059fcbac49bb36c3698",
+    "excited__energy--3.4": "2b7e7b685ca23fba5daf52e7adee0327",
+    "excited__energy--1.5": "c671be91921f7b3afd4f27f9c06e7b36",
+    "lines": "66940d77c98f063df0cfbf2ff2d12602",
 }
 KEYS_BY_HAND = {  # lines: gather, input names; excited: policy keys; policy detector.gain=2
     "ground": "656b8682358f2560559ef7040c6f388d",
@@ -186,17 +188,17 @@ def test_a_node_reading_beyond_its_policy_keys_fails():
 
 def test_sweep_clones_carry_their_origin_and_feed_the_table():
     nodes = {node.id: node for node in expand_sweep(atom(), [SWEEP])}
-    assert nodes["lines[energy=-1.5]"].sweep == SweepOrigin("lines", {"energy": -1.5})
-    assert nodes["lines[energy=-1.5]"].inputs == NodeInputs(
-        names={"ground": "ground", "excited[energy=-1.5]": "excited"}
+    assert nodes["lines__energy--1.5"].sweep == SweepOrigin("lines", {"energy": -1.5})
+    assert nodes["lines__energy--1.5"].inputs == NodeInputs(
+        names={"ground": "ground", "excited__energy--1.5": "excited"}
     )
     assert nodes["ground"].sweep is None and nodes["ground"].metadata == {}
     out = DagExecutor().run(SimpleState(0.0), list(nodes.values()))
     rows = sweep_table(out, "excited")
     rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows
     assert [(row["node"], row["energy"]) for row in rows] == [
-        ("excited[energy=-3.4]", -3.4),
-        ("excited[energy=-1.5]", -1.5),
+        ("excited__energy--3.4", -3.4),
+        ("excited__energy--1.5", -1.5),
     ]
 
 
@@ -213,7 +215,7 @@ def test_user_metadata_is_kept_by_clones():
     nodes = atom()
     nodes[2] = nodes[2].replace(metadata={"lab": "B12"})
     clone = expand_sweep(nodes, [SWEEP])[-1]
-    assert dict(clone.metadata) == {"lab": "B12"}
+    assert dict(clone.metadata) == {"lab": "B12", "sweep": {"energy": -1.5}}
 
 
 # --- the deprecated metadata spelling -------------------------------------------------------
@@ -235,7 +237,7 @@ def test_deprecated_metadata_moves_onto_the_fields(fresh_deprecations: None):
     assert spec.inputs == NodeInputs(True, {"a": "b"})
     assert spec.policy_keys == ("detector.gain",)
     assert spec.sweep == SweepOrigin("lines", {"energy": 1.0})
-    assert dict(spec.metadata) == {"lab": "B12"}
+    assert dict(spec.metadata) == {"lab": "B12", "sweep": {"energy": 1.0}}  # 2.0.0's copy
 
 
 def test_each_deprecated_spelling_warns_once(fresh_deprecations: None):
@@ -260,25 +262,29 @@ def test_a_malformed_deprecated_sweep_names_the_node(fresh_deprecations: None):
         NodeSpec("g", stage=Level(LevelCfg()), metadata={"sweep": {"params": {}}})
 
 
-def test_a_clone_still_reads_metadata_sweep_with_one_warning(fresh_deprecations: None):
+def test_a_clones_metadata_sweep_holds_its_values_as_2_0_0_gave_them_quietly():
     clone = expand_sweep(atom(), [SWEEP])[-1]
-    expected = {"base_id": "lines", "params": {"energy": -1.5}}
-    with pytest.warns(DeprecationWarning) as caught:
-        assert clone.metadata["sweep"] == expected
-        assert clone.metadata.get("sweep") == expected
-        assert "sweep" in clone.metadata
-    assert len(caught) == 1 and caught[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert "sweep" not in atom()[2].metadata  # not a clone: nothing to read, no warning
-        with pytest.raises(KeyError):
-            clone.metadata["lab"]  # other keys are a plain dict's
+        assert clone.metadata["sweep"] == {"energy": -1.5}
+        assert clone.metadata.get("sweep") == {"energy": -1.5} and "sweep" in clone.metadata
+        assert "sweep" not in atom()[2].metadata  # not a clone
+
+
+def test_2_0_0_metadata_sweep_given_by_hand_is_user_data(fresh_deprecations: None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spec = NodeSpec("lines__energy-1.0", stage=Lines(LinesCfg()), metadata={"sweep": {"x": 1}})
+    assert spec.sweep is None and spec.metadata == {"sweep": {"x": 1}}
 
 
 def test_clone_metadata_survives_copies_and_replace():
-    clone = expand_sweep(atom(), [SWEEP])[-1]
+    nodes = atom()
+    nodes[2] = nodes[2].replace(metadata={"lab": "B12"})
+    clone = expand_sweep(nodes, [SWEEP])[-1]
     for copied in (pickle.loads(pickle.dumps(clone)), copy.deepcopy(clone), clone.replace(id="x")):
-        assert copied.sweep == clone.sweep
-        assert copied.metadata.origin == clone.sweep
+        assert copied.sweep == clone.sweep and copied.metadata == clone.metadata
+    moved = clone.replace(sweep=SweepOrigin("lines", {"energy": 2.0}))
+    assert moved.metadata == {"lab": "B12", "sweep": {"energy": 2.0}}  # the copy follows
     unswept = clone.replace(sweep=None)
-    assert type(unswept.metadata) is dict and unswept.metadata == {}
+    assert type(unswept.metadata) is dict and unswept.metadata == {"lab": "B12"}

@@ -50,7 +50,7 @@ def amplifier_chain() -> list[NodeSpec]:
         NodeSpec("preamp", ["seed"], GainStage(GainCfg(gain=2.0))),
         NodeSpec("booster", ["preamp"], GainStage(GainCfg(gain=5.0))),
         NodeSpec("monitor", ["preamp"], GainStage(GainCfg(gain=0.01))),
-        NodeSpec("compressor[N=512]", ["booster"], GainStage(GainCfg(gain=0.9))),
+        NodeSpec("compressor__N-512", ["booster"], GainStage(GainCfg(gain=0.9))),
     ]
 
 
@@ -89,7 +89,7 @@ def test_edges_are_drawn_once_each(engine: str) -> None:
 
 
 def test_dom_ids_are_css_safe_and_distinct() -> None:
-    ids = ["b[N=512]", "b_N_512", "a.b", "a_2e_b", "grid"]
+    ids = ["b__N-512", "b_5f__5f_N-512", "a.b", "a_2e_b", "grid"]
     escaped = [render.dom_id(i) for i in ids]
     assert len(set(escaped)) == len(ids)
     assert all(e.replace("-", "").replace("_", "").isalnum() for e in escaped)
@@ -103,7 +103,7 @@ def test_statuses_colour_nodes_by_css_class() -> None:
     assert "status-ran" in found["preamp"]
     assert "status-failed" in found["booster"]
     assert "status-skipped" in found["monitor"]
-    assert "status-not-run" in found["compressor[N=512]"]  # the default
+    assert "status-not-run" in found["compressor__N-512"]  # the default
 
 
 def test_recolouring_changes_exactly_the_changed_node() -> None:
@@ -250,7 +250,7 @@ def test_fallback_layout_puts_parents_above_children() -> None:
     lay = render.layout(render.structure_of(amplifier_chain()), "layered")
     assert lay.engine == "layered"
     y = {box.id: box.y for box in lay.nodes}
-    assert y["seed"] < y["preamp"] < y["booster"] < y["compressor[N=512]"]
+    assert y["seed"] < y["preamp"] < y["booster"] < y["compressor__N-512"]
     assert y["booster"] == y["monitor"]
     assert 'data-engine="layered"' in render.nodes_svg(amplifier_chain(), engine="layered")
 
@@ -325,8 +325,8 @@ def test_sweep_groups_gather_the_variants_of_each_swept_node() -> None:
     nodes = swept_amplifier()
     groups = render.sweep_groups(nodes)
     assert groups == {
-        "booster": ("booster[gain=3]", "booster[gain=5]", "booster[gain=8]"),
-        "compressor": ("compressor[gain=3]", "compressor[gain=5]", "compressor[gain=8]"),
+        "booster": ("booster__gain-3.0", "booster__gain-5.0", "booster__gain-8.0"),
+        "compressor": ("compressor__gain-3.0", "compressor__gain-5.0", "compressor__gain-8.0"),
     }
     plan = make_plan(nodes, SimpleState(payload=1.0))
     assert render.sweep_groups(plan) == groups  # a Plan groups as its nodes do
@@ -371,8 +371,8 @@ def test_unfolding_a_group_draws_its_variants_and_keeps_the_others_folded() -> N
     nodes = swept_amplifier()
     svg = render.dag_svg(nodes, fold=["compressor"])
     assert set(group_elements(svg)) == {"compressor"}
-    assert {"booster[gain=3]", "booster[gain=5]", "booster[gain=8]"} <= set(node_groups(svg))
-    assert ("booster[gain=5]", "compressor") in edge_pairs(svg)
+    assert {"booster__gain-3.0", "booster__gain-5.0", "booster__gain-8.0"} <= set(node_groups(svg))
+    assert ("booster__gain-5.0", "compressor") in edge_pairs(svg)
     everything = render.dag_svg(nodes)  # nothing folded unless asked
     assert not group_elements(everything) and len(node_groups(everything)) == len(nodes)
 

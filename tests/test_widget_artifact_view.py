@@ -57,7 +57,7 @@ def test_sweeps_show_a_sweep_table(app: PipelineApp) -> None:
     swept = PipelineApp(nodes, SimpleState())
     try:
         swept.controls.run()
-        assert "pulse[fwhm_ps=0.5]" in swept.dag.statuses
+        assert "pulse__fwhm_ps-0.5" in swept.dag.statuses
         assert "phase_span" in swept.artifacts.sweep.value
         assert "fwhm_ps" in swept.artifacts.sweep.value
     finally:
@@ -79,7 +79,7 @@ def test_a_one_parameter_sweep_is_plotted_metric_against_parameter() -> None:
     assert param == "fwhm_ps"
     assert [x for x, _ in series["pulse.t0_ps"]] == [0.5, 1.0, 2.0]  # sorted by the parameter
     assert series["pulse.t0_ps"][2][1] == pytest.approx(2.0 / 1.665)
-    view.show("pulse[fwhm_ps=2]")  # one variant selected: that base node's sweep
+    view.show("pulse__fwhm_ps-2.0")  # one variant selected: that base node's sweep
     assert bytes(view.sweep_plot.value).startswith(PNG_MAGIC)
     assert set(sweep_series(result, "pulse")[1]) == {"pulse.t0_ps"}  # type: ignore[index]
 
@@ -188,8 +188,8 @@ def test_the_metric_table_has_node_and_metric_columns_under_aligned_headers() ->
     rows = re.findall(
         r"<tr[^>]*><td>([^<]*)</td><td>([^<]*)</td><td style=\"text-align:right\">", table
     )
-    assert ("pulse[fwhm_ps=0.5]", "t0_ps") in rows  # a dot in the node id splits nothing
-    assert ("fibre[fwhm_ps=2]", "gdd_ps2") in rows
+    assert ("pulse__fwhm_ps-0.5", "t0_ps") in rows  # a dot in the node id splits nothing
+    assert ("fibre__fwhm_ps-2.0", "gdd_ps2") in rows
 
 
 def test_every_colour_of_the_panel_but_the_figure_card_follows_the_jupyterlab_theme() -> None:

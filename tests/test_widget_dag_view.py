@@ -17,7 +17,7 @@ from phys_pipeline.types import SimpleState
 from phys_pipeline.widgets import DagView
 
 LENGTHS_M = [1.0, 2.0, 3.0, 4.0]
-FIBRES = [f"fibre[length_m={length:g}]" for length in LENGTHS_M]
+FIBRES = [f"fibre__length_m-{length}" for length in LENGTHS_M]
 
 
 @pytest.fixture

@@ -169,7 +169,7 @@ SVG_STYLE = "".join(
 
 def dom_id(node_id: str) -> str:
     """An injective, CSS-safe id fragment: letters, digits and ``-`` stay, every other
-    character (``_`` included) becomes ``_<hex>_``; so ``b[N=512]`` -> ``b_5b_N_3d_512_5d_``."""
+    character (``_`` included) becomes ``_<hex>_``; so ``b__N-512`` -> ``b_5f__5f_N-512``."""
     return "".join(
         c if c.isascii() and (c.isalnum() or c == "-") else f"_{ord(c):x}_" for c in node_id
     )
