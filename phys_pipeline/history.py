@@ -132,11 +132,17 @@ class RunRecord:
         """The record of a finished run; ``before`` is the previous record (None: first)."""
         plan = result.plan
         nodes = {}
+        earlier = before.nodes if before is not None else {}
         for nid in plan.order:
             planned, run = plan.nodes[nid], result.runs.get(nid)
-            values = _config_values(plan.specs[nid].stage.cfg)
+            same = earlier.get(nid)
+            if same is not None and same.config_hash == planned.config_hash:
+                config = same.config  # the same value (the hash covers it all): shared data
+            else:
+                values = _config_values(plan.specs[nid].stage.cfg)
+                config = {name: _plain(value) for name, value in values.items()}
             nodes[nid] = NodeRecord(
-                config={name: _plain(value) for name, value in values.items()},
+                config=config,
                 stage=planned.stage_type,
                 code_version=planned.code_version,
                 cache_key=planned.key,

@@ -67,8 +67,9 @@ class LocalScheduler(JobApi):
     ``max_workers`` bounds concurrent nodes; ``max_cpu`` / ``max_gpu`` / ``max_mem_gb`` bound
     the sum of the running nodes' ``resources.cpu`` / ``.gpu`` / ``.mem_gb`` (memory: unbounded
     when None). ``mode="thread"`` (default) suits numpy/FFT
-    stages that release the GIL; ``mode="process"`` suits pure-Python stages. Pools live only
-    for one ``execute`` call: no threads or processes are left running after a run.
+    stages that release the GIL; ``mode="process"`` suits pure-Python stages. Worker processes
+    live only for one ``execute`` call; worker threads wait, idle, for the scheduler's next
+    run (they end with the scheduler), unless the run left one still computing.
 
     One worker in thread mode runs nodes on the calling thread (``inline=True``, the fastest).
     With ``inline=False`` it runs them on a thread of its own, so that a cancel (a Stop button)
@@ -112,6 +113,7 @@ class LocalScheduler(JobApi):
         self.mode = mode
         self.progress = progress
         self.inline = inline
+        self._idle_threads = _IdleThreads()
 
     def __repr__(self) -> str:
         return (
@@ -172,10 +174,10 @@ class LocalScheduler(JobApi):
     def _threads(
         self, workers: int, engine: RunEngine, processes: _WorkerProcesses | None
     ) -> Iterator[ThreadPoolExecutor]:
-        """Worker threads (in process mode, they hand their nodes to ``processes``), living
-        only for one ``execute``. A run that ends waits for them; a thread mode run that was
-        cancelled, interrupted or gave up on a node does not: the thread is left to finish its
-        node (Python cannot stop a thread), its outcome dropped. Worker processes are stopped
+        """Worker threads (in process mode, they hand their nodes to ``processes``): the last
+        run's if it settled every node, kept for the next. A thread mode run that was
+        cancelled, interrupted or gave up on a node leaves its threads: one is left to finish
+        its node (Python cannot stop a thread), its outcome dropped. Worker processes are stopped
         in any case, killed if still computing, and so free their threads."""
         # a node that times out keeps its thread until it ends: room for as many abandoned
         # attempts as there can be, so that the run keeps its width (threads are only started
@@ -185,7 +187,8 @@ class LocalScheduler(JobApi):
             for t in engine.tasks
             if t.retry is not None and t.retry.timeout_s
         )
-        threads = ThreadPoolExecutor(max_workers=workers + spare, thread_name_prefix="phys-node")
+        size = workers + spare
+        threads = self._idle_threads.take(size)
         abandon = True
         try:
             yield threads
@@ -194,7 +197,37 @@ class LocalScheduler(JobApi):
             if processes is not None:
                 processes.close()
                 abandon = False
-            threads.shutdown(wait=not abandon, cancel_futures=True)
+            if abandon:
+                threads.shutdown(wait=False, cancel_futures=True)
+            else:  # every node settled: the threads are idle, and the next run takes them
+                self._idle_threads.keep(size, threads)
+
+
+class _IdleThreads:
+    """The worker threads of a scheduler's last run that ended with every node settled, kept
+    for its next run: starting a thread costs more than a live session's small rerun (a
+    ``ThreadPoolExecutor`` ends its idle threads when it is garbage collected)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.kept: tuple[int, ThreadPoolExecutor] | None = None
+
+    def take(self, size: int) -> ThreadPoolExecutor:
+        """The kept threads if there are ``size`` of them (two runs at once: the second
+        starts its own), else a new pool."""
+        with self.lock:
+            kept, self.kept = self.kept, None
+        if kept is not None and kept[0] == size:
+            return kept[1]
+        if kept is not None:
+            kept[1].shutdown(wait=False)
+        return ThreadPoolExecutor(max_workers=size, thread_name_prefix="phys-node")
+
+    def keep(self, size: int, threads: ThreadPoolExecutor) -> None:
+        with self.lock:
+            kept, self.kept = self.kept, (size, threads)
+        if kept is not None:
+            kept[1].shutdown(wait=False)
 
 
 class _WorkerProcesses:

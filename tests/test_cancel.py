@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -224,5 +225,48 @@ def test_a_session_s_run_ends_at_cancel_while_its_node_still_computes() -> None:
         assert not RELEASE.is_set()  # returned while the node was still computing
         assert out.ran == ["seed"] and out.cancelled == ["held"]
         assert live.status["held"] == NodeStatus.CANCELLED
+    finally:
+        RELEASE.set()
+
+
+class ThreadName(PipelineStage[SimpleState, StepCfg]):
+    """Records the thread it computes on, by a mark of its own (an ident may be reused once
+    its thread has ended)."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        return StageResult(SimpleState(thread_mark()))
+
+
+def thread_mark() -> str:
+    return vars(threading.current_thread()).setdefault("test_mark", uuid.uuid4().hex)
+
+
+def thread_of(scheduler: LocalScheduler, gain: float) -> str:
+    out = DagExecutor(scheduler=scheduler).run(
+        START, [NodeSpec("t", stage=ThreadName(StepCfg(gain=gain)))]
+    )
+    return out.results["t"].state.payload
+
+
+def test_a_scheduler_s_next_run_takes_the_thread_its_last_settled_run_left_idle() -> None:
+    scheduler = LocalScheduler(inline=False)
+    first = thread_of(scheduler, 1.0)
+    assert thread_of(scheduler, 2.0) == first != thread_mark()
+
+
+@pytest.mark.timeout(60)
+def test_after_stop_the_next_run_does_not_wait_for_the_abandoned_node_s_thread() -> None:
+    """The thread left computing an abandoned node is not kept: a run queued behind it
+    would wait for that node, and seem to hang."""
+    RELEASE.clear()
+    scheduler = LocalScheduler(inline=False)
+    idle = thread_of(scheduler, 1.0)
+    executor = DagExecutor(scheduler=scheduler)
+    threading.Timer(0.3, executor.cancel).start()
+    try:
+        out = executor.run(START, [NodeSpec("held", stage=Held(StepCfg()))], raise_on_error=False)
+        assert out.cancelled == ["held"] and not RELEASE.is_set()
+        assert thread_of(scheduler, 3.0) not in (idle, thread_mark())
+        assert not RELEASE.is_set()  # the next run finished while the held node still computed
     finally:
         RELEASE.set()
