@@ -690,6 +690,8 @@ class RunEngine:
 
     def _until_next_wakeup(self) -> float | None:
         """Seconds until a retry is due or a running node times out (None: never)."""
+        if not self.delayed and not self.deadlines:  # the common case, asked once per event
+            return None
         times = [due for due, _ in self.delayed[:1]] + list(self.deadlines.values())
         if not times:
             return None
