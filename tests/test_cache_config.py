@@ -65,6 +65,13 @@ def test_defaults() -> None:
     assert cfg.redis_ttl_s is None and not cfg.strict and not cfg.memory_tier
 
 
+def test_redis_needs_a_url_naming_the_field() -> None:
+    with pytest.raises(CacheConfigError, match="redis_url must be set") as caught:
+        CacheConfig(backend="redis")
+    assert caught.value.field == "redis_url" and isinstance(caught.value, ValueError)
+    assert CacheConfig().redis_url is None  # only the redis backend needs one
+
+
 def test_seed_guide_snippet_builds_both_backends_without_a_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -96,10 +103,24 @@ def test_memory_backend_and_memory_tier(tmp_path: Path) -> None:
     assert isinstance(slow, DiskStore) and slow.root == tmp_path
 
 
-def test_shared_disk_needs_the_key_in_the_environment(tmp_path: Path) -> None:
-    with pytest.raises(CacheConfigError, match="PHYS_PIPELINE_CACHE_KEY") as caught:
-        build_cache_backend(CacheConfig(backend="shared-disk", disk_root=tmp_path))
-    assert caught.value.field == "backend"
+def test_shared_disk_without_the_shared_key_signs_with_the_users_own_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_cache_key: Path
+) -> None:
+    cfg = CacheConfig(backend="shared-disk", disk_root=tmp_path / "shared")
+    with pytest.warns(CacheWarning, match="readable only by you") as caught:
+        store = build_cache_backend(cfg)
+    assert len(caught) == 1 and "sets PHYS_PIPELINE_CACHE_KEY to the same" in str(caught[0].message)
+    assert caught[0].filename == __file__
+    assert store.name == "shared-disk"
+    store.put(KEY, StageResult(SimpleState({1, 2})))  # a set: pickled, so signed as ever
+    assert store.get(KEY).state.payload == {1, 2}
+    assert isolated_cache_key.exists()  # the user's own key signed it
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other-user"))
+    with pytest.warns(CacheWarning):
+        other = build_cache_backend(cfg)
+    with pytest.warns(CacheWarning, match="does not authenticate"):
+        assert other.get(KEY) is None  # another user's entry: a miss, left in place
+    assert store.get(KEY).state.payload == {1, 2}
 
 
 def test_shared_disk_entries_are_readable_by_another_user_with_the_same_key(
@@ -121,7 +142,7 @@ def test_importing_the_cache_package_does_not_import_redis() -> None:
 def test_missing_redis_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "redis", None)  # makes `import redis` fail
     with pytest.raises(ImportError, match=re.escape("pip install phys-pipeline[redis]")):
-        build_cache_backend(CacheConfig(backend="redis"))
+        build_cache_backend(CacheConfig(backend="redis", redis_url="redis://localhost:6379/0"))
 
 
 def test_config_is_frozen() -> None:

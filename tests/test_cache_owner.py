@@ -12,7 +12,7 @@ import pytest
 from dag_stages import GridCfg, GridStage, PhaseCfg, PhaseStage, diamond, with_stage
 
 from phys_pipeline import _deprecation
-from phys_pipeline.cache import CacheConfig, DiskCache, MemoryStore, TieredStore
+from phys_pipeline.cache import CacheConfig, DiskCache, DiskStore, MemoryStore, TieredStore
 from phys_pipeline.dag import make_plan
 from phys_pipeline.dag_cache import DagCache, open_cache
 from phys_pipeline.errors import CacheError
@@ -104,7 +104,7 @@ def test_open_cache_uses_a_dag_cache_as_it_is_and_builds_a_config(tmp_path: Path
     assert open_cache(owner) is owner
     assert DagCache(owner).backend is owner.backend  # never wrapped twice
     built = open_cache(CacheConfig(backend="disk", disk_root=tmp_path, strict=True))
-    assert isinstance(built.backend, DiskCache) and built.strict
+    assert isinstance(built.backend, DiskStore) and built.strict
 
 
 def test_open_cache_refuses_what_is_not_a_store() -> None:

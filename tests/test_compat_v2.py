@@ -41,7 +41,13 @@ from phys_pipeline._v2.record import (
     is_figure,
 )
 from phys_pipeline._v2.scheduler import JobApi, JobHandle
-from phys_pipeline.cache import CacheConfig, DiskStore, build_cache_backend
+from phys_pipeline.cache import (
+    CacheConfig,
+    CacheWarning,
+    DiskCache,
+    DiskStore,
+    build_cache_backend,
+)
 from phys_pipeline.dag import make_plan
 from phys_pipeline.dag_cache import DagCache
 from phys_pipeline.errors import (
@@ -711,14 +717,94 @@ def test_a_pipeline_node_is_still_a_cache_hit_with_2_0_0_records(tmp_path: Path)
 # --- phys_pipeline.cache --------------------------------------------------------------------
 
 
-def test_a_shared_disk_cache_is_our_disk_store_and_serves_a_dag(tmp_path: Path) -> None:
+def test_a_shared_disk_cache_is_our_disk_store_and_serves_a_dag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_cache_key: Path
+) -> None:
+    monkeypatch.setenv("PHYS_PIPELINE_CACHE_KEY", "0f" * 32)
     cache = SharedDiskCache(tmp_path, lock_suffix=".lck")
-    assert isinstance(cache, DiskStore) and cache.name == "shared-disk"
+    assert isinstance(cache, DiskStore) and cache.name == "shared-disk" and cache.shared
     nodes = [NodeSpec(id="amp", stage=Amplifier(GainCfg(gain=2.0)))]
     first = DagExecutor(cache=DagCache(cache)).run(SimpleState(1.0), nodes)
     second = DagExecutor(cache=DagCache(SharedDiskCache(tmp_path))).run(SimpleState(1.0), nodes)
     assert first.ran == ["amp"] and second.hits == ["amp"]
     assert second.results["amp"].state.payload == 2.0
+    assert not isolated_cache_key.exists()  # signed with the shared key alone
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda root: SharedDiskCache(root),
+        lambda root: build_cache_backend(CacheConfig(backend="shared-disk", disk_root=root)),
+    ],
+    ids=["SharedDiskCache", "CacheConfig"],
+)
+def test_a_shared_disk_cache_without_the_shared_key_is_this_users_with_a_warning(
+    build: Callable[[Path], DiskStore],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    isolated_cache_key: Path,
+) -> None:
+    with pytest.warns(CacheWarning, match="PHYS_PIPELINE_CACHE_KEY is not set") as caught:
+        cache = quietly(lambda: build(tmp_path / "shared"))
+    assert len(caught) == 1 and "readable only by you" in str(caught[0].message)
+    assert cache.name == "shared-disk"
+    key = "0123456789abcdef0123456789abcdef"
+    cache.put(key, StageResult(SimpleState(2.0)))
+    assert cache.get(key).state.payload == 2.0
+    assert isolated_cache_key.exists()  # signed with this user's own key
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other-user"))
+    with pytest.warns(CacheWarning):
+        other = quietly(lambda: build(tmp_path / "shared"))
+    with pytest.warns(CacheWarning, match="does not authenticate"):
+        assert other.get(key) is None  # another user's entry is still a miss
+
+
+@pytest.mark.parametrize("make", [DiskCache, SharedDiskCache])
+def test_a_disk_cache_keeps_2_0_0_meta_and_arrays_under_a_text_key(
+    make: type[DiskStore], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PHYS_PIPELINE_CACHE_KEY", "0f" * 32)
+    cache = make(tmp_path)
+    meta, arrays = {"stage": "amp", "shots": 2}, {"field": np.array([1.0, 2.0]), "n": np.arange(3)}
+    assert quietly(lambda: cache.exists("pulse 1")) is False and cache.get("pulse 1") is None
+    quietly(lambda: cache.put("pulse 1", meta, arrays))
+    assert quietly(lambda: cache.exists("pulse 1"))
+    entry = cache.get("pulse 1")
+    assert entry["meta"] == meta and entry["arrays"].keys() == arrays.keys()
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(entry["arrays"][name], array)
+    entry["arrays"]["field"] *= 2  # arrays of its own, as 2.0.0 gave
+    np.testing.assert_array_equal(cache.get("pulse 1")["arrays"]["field"], [1.0, 2.0])
+    quietly(lambda: cache.put("pulse 1", {"stage": "amp", "shots": 3}, {}, ttl_s=60))
+    assert cache.get("pulse 1") == {"meta": {"stage": "amp", "shots": 3}, "arrays": {}}
+
+
+def test_a_disk_caches_own_results_are_kept_as_ever(tmp_path: Path) -> None:
+    key = "0123456789abcdef0123456789abcdef"
+    cache = DiskCache(tmp_path)
+    cache.put(key, StageResult(SimpleState(2.0), metrics={"energy": 2.0}))
+    cache.put(key, StageResult(SimpleState(3.0)))  # keys name content: the first entry stays
+    assert cache.get(key).metrics == {"energy": 2.0} and cache.contains(key)
+    with pytest.raises(ValueError, match="invalid cache key"):
+        cache.put("pulse 1", StageResult(SimpleState(2.0)))  # our form keeps our keys
+    quietly(lambda: cache.put(key.upper(), {"stage": "amp"}, {}))  # 2.0.0's form under it
+    assert cache.get(key) == {"meta": {"stage": "amp"}, "arrays": {}}
+
+
+@pytest.mark.parametrize(
+    ("call", "old"),
+    [
+        (lambda cache: cache.put("k1", {}, {}), "DiskCache.put(key, meta, arrays)"),
+        (lambda cache: cache.exists("k1"), "DiskCache.exists"),
+    ],
+)
+def test_a_disk_caches_2_0_0_methods_warn_once(
+    call: Callable[[Any], Any], old: str, tmp_path: Path
+) -> None:
+    cache = DiskCache(tmp_path)
+    caught = deprecations(lambda: call(cache))
+    assert_warned_once_here(caught, old, "put(key, StageResult" if "put" in old else "contains")
 
 
 def test_a_store_is_named_as_the_cache_config_backend_that_builds_it(
@@ -726,17 +812,25 @@ def test_a_store_is_named_as_the_cache_config_backend_that_builds_it(
 ) -> None:
     assert build_cache_backend(CacheConfig(disk_root=tmp_path)).name == "disk"
     assert build_cache_backend(CacheConfig(backend="memory")).name == "memory"
-    assert build_cache_backend(CacheConfig(backend="redis")).name == "redis"  # not connected
+    unconnected = CacheConfig(backend="redis", redis_url="redis://localhost:6379/0")
+    assert build_cache_backend(unconnected).name == "redis"
     monkeypatch.setenv("PHYS_PIPELINE_CACHE_KEY", "0f" * 32)
     shared = CacheConfig(backend="shared-disk", disk_root=tmp_path)
     assert build_cache_backend(shared).name == "shared-disk"
 
 
-def test_an_unknown_cache_backend_is_unsupported_naming_the_choices() -> None:
+@pytest.mark.parametrize("backend", ["tape", "mem"])
+def test_an_unknown_cache_backend_is_unsupported_naming_the_choices(backend: str) -> None:
     with pytest.raises(ValueError, match="Unsupported cache backend") as caught:
-        CacheConfig(backend="tape")
+        CacheConfig(backend=backend)
     assert isinstance(caught.value, CacheConfigError) and caught.value.field == "backend"
     assert all(f"'{name}'" in str(caught.value) for name in ("disk", "shared-disk", "redis"))
+
+
+def test_a_redis_cache_config_without_a_url_says_it_must_be_set() -> None:
+    with pytest.raises(ValueError, match="redis_url must be set") as caught:
+        CacheConfig(backend="redis")
+    assert isinstance(caught.value, CacheConfigError) and caught.value.field == "redis_url"
 
 
 def test_a_nodes_provenance_records_the_policy_it_saw_and_its_format(tmp_path: Path) -> None:

@@ -45,16 +45,16 @@ def assert_warned_once_here(caught: list[warnings.WarningMessage], old: str, new
     assert caught[0].filename == __file__
 
 
-# --- DiskCache is DiskStore, under the user guide's name: no warning ------------------------
+# --- DiskCache is a DiskStore, under the user guide's name: no warning ----------------------
 
 
-def test_disk_cache_is_the_disk_store_without_a_warning(tmp_path: Path) -> None:
+def test_disk_cache_is_a_disk_store_without_a_warning(tmp_path: Path) -> None:
     from phys_pipeline.cache import DiskStore
 
     def use_the_guides_name() -> None:
         from phys_pipeline.cache import DiskCache
 
-        assert DiskCache is DiskStore is phys_pipeline.DiskCache
+        assert issubclass(DiskCache, DiskStore) and DiskCache is phys_pipeline.DiskCache
         assert repr(DiskCache(tmp_path)) == f"DiskStore({str(tmp_path)!r})"
 
     assert deprecations(use_the_guides_name) == []

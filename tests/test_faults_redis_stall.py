@@ -206,7 +206,8 @@ def test_deadline_is_the_timeout_plus_the_payload_at_50_mib_per_s_capped_at_5_s(
 
 
 def test_deadline_ceiling_is_a_setting_but_never_below_the_timeout() -> None:
-    config = CacheConfig(backend="redis", redis_max_deadline_s=2.0, timeout_s=0.25)
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing answers: building does not connect
+    config = CacheConfig(backend="redis", redis_url=url, redis_max_deadline_s=2.0, timeout_s=0.25)
     store = build_cache_backend(config)
     assert store.deadline_s(10 * MIB) == pytest.approx(0.45)
     assert store.deadline_s(512 * MIB) == 2.0

@@ -1,24 +1,32 @@
-"""2.0.0's cache names. ``SharedDiskCache`` is our DiskStore, which processes already share
-safely (entries are written atomically and signed, no lock files needed). The entry codec
-functions keep data as data: JSON metadata and ``.npz`` arrays, never a pickle."""
+"""2.0.0's cache names. ``DiskCache`` (the user guide's name too) is our DiskStore that also
+keeps 2.0.0's entries, ``{"meta": ..., "arrays": ...}`` under any text key; ``SharedDiskCache``
+is the same for a directory several users share, which processes share safely already (entries
+are written atomically and signed, no lock files needed). The entry codec functions keep data
+as data: JSON metadata and ``.npz`` arrays, never a pickle."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import zipfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..cache.base import CacheStore
+from .._deprecation import warn_once
+from ..cache.base import CacheStore, validate_key
 from ..cache.disk import DiskStore
+from ..cache.signing import shared_signer
 from ..errors import CacheError
+from ..types import SimpleState, StageResult
 
 __all__ = [
     "CacheBackend",
+    "DiskCache",
     "SharedDiskCache",
     "deserialize_cache_entry",
     "serialize_cache_entry",
@@ -26,17 +34,69 @@ __all__ = [
 
 CacheBackend = CacheStore  # what a cache backend offers, for type hints
 
+_ENTRY = {"format": "phys-pipeline 2.0.0 meta+arrays"}  # the provenance of such an entry
 
-class SharedDiskCache(DiskStore):
-    """A disk cache under ``root`` for several processes (jobs of one user on a cluster, say).
-    ``lock_suffix`` is accepted for 2.0.0 code and unused: no entry needs a lock."""
+
+def _entry_key(key: str) -> str:
+    """Where the entry put under 2.0.0 key ``key`` lives: under ``key`` itself when it is a key
+    of ours (a hex digest), else under a digest of it (2.0.0's keys are any text)."""
+    try:
+        return validate_key(key)
+    except ValueError:
+        tagged = f"phys-pipeline 2.0.0 cache key\0{key}".encode()
+        return hashlib.blake2b(tagged, digest_size=16).hexdigest()
+
+
+class DiskCache(DiskStore):
+    """Our DiskStore, taking 2.0.0's entries besides: ``put(key, meta, arrays)`` keeps
+    ``{"meta": meta, "arrays": arrays}`` under the text ``key`` (replacing what was there, as
+    2.0.0 did), ``get(key)`` gives it back with arrays of its own to write to, ``exists(key)``
+    says whether it is there. ``put(key, result)`` and a result's ``get`` are the store's own."""
+
+    def put(  # type: ignore[override]
+        self,
+        key: str,
+        result: StageResult | Mapping[str, Any],
+        arrays: Mapping[str, np.ndarray] | None = None,
+        *,
+        ttl_s: int | None = None,
+    ) -> None:
+        """``put(key, result)``, or 2.0.0's ``put(key, meta, arrays)`` (``ttl_s``: accepted, as
+        2.0.0 accepted it; a disk entry does not expire)."""
+        if arrays is None:
+            super().put(key, result)  # type: ignore[arg-type]
+            return
+        warn_once(
+            f"{type(self).__name__}.put(key, meta, arrays)",
+            "put(key, StageResult(SimpleState(arrays, meta))) under a hex-digest key",
+        )
+        entry = StageResult(SimpleState(dict(arrays), dict(result)), provenance=dict(_ENTRY))
+        stored = _entry_key(key)
+        self.delete(stored)
+        super().put(stored, entry)
+
+    def get(self, key: str) -> Any:
+        """The result under ``key``, or the ``{"meta", "arrays"}`` 2.0.0's ``put`` kept there;
+        None if there is neither."""
+        found = super().get(_entry_key(key))
+        if found is None or found.provenance != _ENTRY:
+            return found
+        arrays = {name: np.array(array) for name, array in found.state.payload.items()}
+        return {"meta": found.state.meta, "arrays": arrays}
+
+    def exists(self, key: str) -> bool:
+        warn_once(f"{type(self).__name__}.exists", "use contains")
+        return self.contains(_entry_key(key))
+
+
+class SharedDiskCache(DiskCache):
+    """A disk cache under ``root`` that several users share, entries signed with
+    ``PHYS_PIPELINE_CACHE_KEY`` (without it, with the user's own key and a warning: see
+    ``shared_signer``). ``lock_suffix`` is accepted for 2.0.0 code and unused: no entry needs a
+    lock."""
 
     def __init__(self, root: str | os.PathLike[str], *, lock_suffix: str = ".lock") -> None:
-        super().__init__(root)
-
-    @property
-    def name(self) -> str:
-        return "shared-disk"
+        super().__init__(root, signer=shared_signer(Path(root)), shared=True)
 
 
 def serialize_cache_entry(
@@ -69,7 +129,7 @@ def deserialize_cache_entry(meta_payload: bytes, arrays_payload: bytes) -> dict[
     return {"meta": meta, "arrays": arrays}
 
 
-DEPRECATED = {
+DEPRECATED = {  # DiskCache is ours too: the user guide's name
     "CacheBackend": "use phys_pipeline.cache.CacheStore",
     "SharedDiskCache": "use phys_pipeline.cache.DiskStore (processes share it safely), or "
     "CacheConfig(backend='shared-disk') for a cache several users share",

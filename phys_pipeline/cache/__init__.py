@@ -3,7 +3,8 @@
 - :class:`CacheStore` — the protocol: ``get / put / contains / delete / clear``.
 - :class:`MemoryStore` — in-process LRU bounded in bytes; keeps results as Python objects.
 - :class:`DiskStore` — a directory of JSON + ``.npy`` entries, shareable between processes
-  (``DiskCache``, the user guide's name for it, is the same class).
+  (``DiskCache``, the user guide's name for it, is a DiskStore that also keeps phys-pipeline
+  2.0.0's entries, served from ``phys_pipeline._v2.cache``).
 - :class:`RedisStore` — one signed value per entry; needs ``pip install phys-pipeline[redis]``.
 - :class:`TieredStore` — reads fast-to-slow, backfilling faster tiers.
 - :class:`CacheConfig` and :func:`build_cache_backend` — build one of the above from settings.
@@ -27,7 +28,6 @@ _LAZY = {
     "validate_key": "base",
     "CacheConfig": "config",
     "build_cache_backend": "config",
-    "DiskCache": "disk",
     "DiskStore": "disk",
     "MemoryStore": "memory",
     "RedisStore": "redis",
@@ -36,7 +36,7 @@ _LAZY = {
     "TieredStore": "tiered",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted([*_LAZY, "DiskCache"])
 
 
 def __getattr__(name: str) -> Any:

@@ -6,13 +6,13 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ..errors import CacheConfigError
 from .base import CacheStore
 from .disk import DiskStore
 from .memory import MemoryStore
-from .signing import KEY_ENV_VAR, EntrySigner, secret_from_env
+from .signing import shared_signer
 from .tiered import TieredStore
 
 __all__ = ["CacheConfig", "build_cache_backend"]
@@ -24,17 +24,19 @@ _BACKENDS: tuple[str, ...] = get_args(Backend)
 
 class CacheConfig(BaseModel):
     """Which store to use and how. ``disk`` is the default; ``shared-disk`` is the same format
-    for a directory several users or machines share (it needs ``PHYS_PIPELINE_CACHE_KEY``);
-    ``redis`` connects lazily, and ``redis_max_deadline_s`` caps what moving one entry (a
-    stalled server's worst cost to a run) may take; ``memory_tier`` puts an in-process LRU in
-    front of the backend. An invalid value raises CacheConfigError naming the field."""
+    for a directory several users or machines share (with ``PHYS_PIPELINE_CACHE_KEY`` set alike
+    for all; without it, entries are signed with the user's own key and a warning says so);
+    ``redis`` needs ``redis_url``, connects lazily, and ``redis_max_deadline_s`` caps what moving
+    one entry (a stalled server's worst cost to a run) may take; ``memory_tier`` puts an
+    in-process LRU in front of the backend. An invalid value raises CacheConfigError naming the
+    field."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     backend: Backend = "disk"
     disk_root: Path = Path(".cache/phys-pipeline")
     disk_max_bytes: int | None = Field(None, gt=0)  # evict least recently used entries above
-    redis_url: str = "redis://localhost:6379/0"
+    redis_url: str | None = Field(None, validate_default=True)
     redis_prefix: str = Field("phys-pipeline", min_length=1, pattern=r"^\S+$")
     redis_ttl_s: int | None = Field(None, gt=0)
     memory_max_bytes: int = Field(2 * 1024**3, gt=0)
@@ -62,7 +64,13 @@ class CacheConfig(BaseModel):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_url_scheme(cls, url: str) -> str:
+    def _redis_url(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if url is None:
+            if info.data.get("backend") == "redis":
+                raise ValueError(
+                    "redis_url must be set when backend='redis', e.g. 'redis://localhost:6379/0'"
+                )
+            return url
         scheme = urllib.parse.urlsplit(url).scheme
         if scheme not in _REDIS_SCHEMES:
             raise ValueError(f"the scheme must be one of {', '.join(_REDIS_SCHEMES)}")
@@ -77,20 +85,9 @@ def build_cache_backend(cfg: CacheConfig | None = None) -> CacheStore:
     if cfg.backend == "disk":
         store = DiskStore(cfg.disk_root, strict=cfg.strict, max_bytes=cfg.disk_max_bytes)
     elif cfg.backend == "shared-disk":
-        secret = secret_from_env()
-        if secret is None:
-            raise CacheConfigError(
-                "backend",
-                cfg.backend,
-                f"a shared cache needs the {KEY_ENV_VAR} environment variable, set to a secret "
-                "that every user of the cache shares",
-            )
-        # the signer reads the variable itself (checked just above), so a store sent to Dask
-        # workers carries no secret: each worker reads its own environment
-        signer = EntrySigner(env_only=True)
         store = DiskStore(
             cfg.disk_root,
-            signer=signer,
+            signer=shared_signer(cfg.disk_root),
             strict=cfg.strict,
             shared=True,
             max_bytes=cfg.disk_max_bytes,
@@ -100,6 +97,7 @@ def build_cache_backend(cfg: CacheConfig | None = None) -> CacheStore:
     else:
         from .redis import RedisStore
 
+        assert cfg.redis_url is not None  # the config refuses redis without one
         store = RedisStore(
             cfg.redis_url,
             cfg.redis_prefix,

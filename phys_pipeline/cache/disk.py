@@ -100,7 +100,6 @@ from .signing import EntrySigner
 
 __all__ = [
     "META_MAX_BYTES",
-    "DiskCache",
     "DiskStore",
     "EntryInfo",
     "EntryUntrusted",
@@ -772,7 +771,3 @@ class DiskStore:
 
     def __repr__(self) -> str:
         return f"DiskStore({str(self.root)!r})"
-
-
-# the name the user guide and 2.0 code import: the same class, kept without a warning
-DiskCache = DiskStore

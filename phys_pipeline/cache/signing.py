@@ -17,7 +17,7 @@ directory) owned by you with no group or other permission bits, in a directory o
 root) that neither group nor others may write, and not inside the directory of a cache using it.
 Anything else is a CacheError naming the file and what is wrong, raised before any entry is
 checked. A cache shared between users needs ``PHYS_PIPELINE_CACHE_KEY``, set to the same secret
-for everyone (``CacheConfig(backend="shared-disk")`` insists on it).
+for everyone; without it, ``shared_signer`` falls back on the user's own key, with a warning.
 """
 
 from __future__ import annotations
@@ -30,13 +30,15 @@ import secrets
 import stat
 import struct
 import threading
+import warnings
 from pathlib import Path
 
 import platformdirs
 
 from ..errors import CacheError
+from .base import CacheWarning
 
-__all__ = ["KEY_ENV_VAR", "EntrySigner", "key_file_path", "secret_from_env"]
+__all__ = ["KEY_ENV_VAR", "EntrySigner", "key_file_path", "secret_from_env", "shared_signer"]
 
 KEY_ENV_VAR = "PHYS_PIPELINE_CACHE_KEY"
 _MIN_SECRET_BYTES = 16
@@ -309,3 +311,20 @@ class EntrySigner:
     def __repr__(self) -> str:
         source = "given" if self._given else "env" if self._env_only else "env/file"
         return f"EntrySigner(secret={source})"
+
+
+def shared_signer(root: Path) -> EntrySigner:
+    """The signer of the cache at ``root`` that several users share: the secret of
+    ``PHYS_PIPELINE_CACHE_KEY``, read by each process itself (a store sent to Dask workers carries
+    no secret). Without it, this user's own key and one CacheWarning: entries are still signed
+    and other users' entries are still misses, but only this user can read what is written."""
+    if secret_from_env() is not None:
+        return EntrySigner(env_only=True)
+    warnings.warn(
+        f"shared cache {root}: {KEY_ENV_VAR} is not set, so its entries are signed with your own "
+        f"key and readable only by you; to share them, every user of the cache sets {KEY_ENV_VAR} "
+        f"to the same secret (make one with `{_MAKE_A_SECRET}`)",
+        CacheWarning,
+        stacklevel=3,
+    )
+    return EntrySigner()
