@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Generic
+
+import numpy as np
 
 from ._invoke import NamespacedKeys, call_stage, is_state
 from ._v2 import served_from
@@ -15,13 +18,45 @@ from .errors import MissingRecorderError, NotAStateError, UnhashableValueError
 from .fingerprint import code_version
 from .hashing import config_hash, hexdigest
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
-from .record import ArtifactRecorder
+from .record import ArtifactRecorder, resolve_artifact
 from .types import S, StageConfig, StageResult, stage_name
 
 __all__ = [
     "PipelineConfig",
+    "PipelineResult",
     "SequentialPipeline",
 ]
+
+_SHOWN_WHOLE = 2048  # arrays of up to this many values are shown as they are (2.0.0's limit)
+_HEAD = 16  # how many of an array's first values a preview shows
+
+
+def _array_preview(array: np.ndarray) -> dict[str, Any]:
+    return {
+        "dtype": str(array.dtype),
+        "shape": list(array.shape),
+        "head": np.asarray(array.flat[:_HEAD]).tolist(),  # flat: never a copy of all of it
+    }
+
+
+def _preview(value: Any) -> Any:
+    """How a pipeline result shows an artifact it did not record (see PipelineResult)."""
+    if isinstance(value, np.ndarray):
+        return value if value.size <= _SHOWN_WHOLE else _array_preview(value)
+    if isinstance(value, bool | int | float | str | dict):
+        return value
+    return str(type(value))
+
+
+def _recorded_preview(value: Any, paths: list[Any]) -> dict[str, Any]:
+    """How a pipeline result shows an artifact it recorded: a figure as its PNG file, an array
+    as its preview, anything else as its type (the files are in the provenance)."""
+    png = next((path for path in paths if path.suffix == ".png"), None)
+    if png is not None:
+        return {"figure": str(png)}
+    if isinstance(value, np.ndarray):
+        return {"preview": _array_preview(value)}
+    return {"preview": str(type(value))}
 
 
 def _record_artifacts(
@@ -31,12 +66,28 @@ def _record_artifacts(
     recorder: ArtifactRecorder,
     run_id: str,
     cfg_hash: str,
-) -> None:
-    """Save a stage's artifacts with ``recorder`` and list the files in the stage's
-    provenance ``record``."""
+) -> dict[str, dict[str, Any]]:
+    """Save a stage's artifacts with ``recorder``, list the files in the stage's provenance
+    ``record``, and return how the result shows each, under its key in the result."""
+    shown = {}
     for key, artifact in new.items():
-        paths = recorder.record(artifact, stage=stage, key=key, run_id=run_id, config_hash=cfg_hash)
+        value = resolve_artifact(artifact)
+        paths = recorder.record(value, stage=stage, key=key, run_id=run_id, config_hash=cfg_hash)
         record.setdefault("artifacts", {})[key] = [str(p) for p in paths]
+        shown[f"{stage}.{key}"] = _recorded_preview(value, paths)
+    return shown
+
+
+@dataclass
+class PipelineResult(StageResult[S]):
+    """What ``SequentialPipeline.run`` gives. ``artifacts`` show each artifact as phys-pipeline
+    2.0.0 did: when recorded, a figure as ``{"figure": <its PNG>}`` and anything else as
+    ``{"preview": ...}`` (an array's dtype, shape and first 16 values, else its type); when not,
+    an array of over 2048 values as that preview, a smaller one, a number, text or a dict as it
+    is, anything else (a lazy artifact: not called) as its type. ``artifact_values`` holds what
+    the stages returned, under the same keys."""
+
+    artifact_values: dict[str, Any] = field(default_factory=dict)
 
 
 class _StageRecord(RenamedKeys):
@@ -138,7 +189,7 @@ class SequentialPipeline(Generic[S]):
         policy: PolicyLike = None,
         record_artifacts: bool = False,
         recorder: ArtifactRecorder | None = None,
-    ) -> StageResult[S]:
+    ) -> PipelineResult[S]:
         bag = as_policy(policy) if policy is not None else self._policy
         policy_hash = bag.hash() if bag is not None else EMPTY_POLICY_HASH
         v2_values = {"policy_hash": policy_hash}  # what 2.0.0's stage records also held
@@ -153,6 +204,7 @@ class SequentialPipeline(Generic[S]):
         where = f"pipeline {self.name!r}"
         metrics: NamespacedKeys[float] = NamespacedKeys("metric", f"{where} stage")
         artifacts: NamespacedKeys[Any] = NamespacedKeys("artifact", f"{where} stage")
+        recorded: dict[str, Any] = {}  # how the recorded artifacts are shown, by key
         prefix = f"{self.name}."
         code_versions: dict[type, str] = {}  # per run: a notebook may redefine code between runs
         perf_counter = time.perf_counter
@@ -184,9 +236,10 @@ class SequentialPipeline(Generic[S]):
             if result.artifacts:
                 artifacts.add(name, f"{prefix}{name}.", result.artifacts)
                 if recorder is not None:
-                    _record_artifacts(
+                    shown = _record_artifacts(
                         record, f"{prefix}{name}", result.artifacts, recorder, run_id, cfg_hash
                     )
+                    recorded.update(shown)
             stage_records.append(record)
             state = result.state
         provenance = {
@@ -196,20 +249,31 @@ class SequentialPipeline(Generic[S]):
             "stages": stage_records,
             "duration_s": time.perf_counter() - started,
         }
-        return StageResult(
-            state=state, metrics=metrics.entries, artifacts=artifacts.entries, provenance=provenance
+        values = artifacts.entries
+        if recorder is None:
+            recorded = {key: _preview(value) for key, value in values.items()}
+        return PipelineResult(
+            state=state,
+            metrics=metrics.entries,
+            artifacts=recorded,
+            provenance=provenance,
+            artifact_values=values,
         )
 
     def process(self, state: S, *, policy: PolicyBag | None = None) -> StageResult[S]:
         """Stage protocol: a pipeline nested in a pipeline or DAG runs with the outer policy.
 
-        Metric keys come back as ``"<stage>.<key>"``; the outer runner adds this pipeline's name.
+        Metric and artifact keys come back as ``"<stage>.<key>"``; the outer runner adds this
+        pipeline's name. Artifacts are the stages' own values, for the outer runner to show.
         """
         result = self.run(state, policy=policy)
         prefix = len(self.name) + 1
-        result.metrics = {key[prefix:]: value for key, value in result.metrics.items()}
-        result.artifacts = {key[prefix:]: value for key, value in result.artifacts.items()}
-        return result
+        return StageResult(
+            state=result.state,
+            metrics={key[prefix:]: value for key, value in result.metrics.items()},
+            artifacts={key[prefix:]: value for key, value in result.artifact_values.items()},
+            provenance=result.provenance,
+        )
 
     def __repr__(self) -> str:
         names = ", ".join(stage_name(s) for s in self.stages)

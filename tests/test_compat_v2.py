@@ -714,6 +714,88 @@ def test_a_pipeline_node_is_still_a_cache_hit_with_2_0_0_records(tmp_path: Path)
     assert again.hits == ["chain"]
 
 
+class Beamline(PipelineStage[SimpleState, StageConfig]):
+    """Offers artifacts of every kind: a lazy figure, a figure, a long and a short trace, a
+    number, a note, settings and a list."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        return StageResult(
+            state=state,
+            artifacts={
+                "profile": FakeFigure,  # a figure factory: drawn only when recording
+                "spot": FakeFigure(),
+                "trace": np.arange(3000.0).reshape(30, 100),
+                "peaks": np.array([1.5, 2.5]),
+                "energy": 2.0,
+                "note": "aligned",
+                "settings": {"gain": 2.0},
+                "shots": [1, 2],
+            },
+        )
+
+
+def beamline_run(**recording: Any) -> Any:
+    return SequentialPipeline([Beamline(StageConfig(name="bl"))], name="lab").run(
+        SimpleState(1.0), **recording
+    )
+
+
+def test_a_pipelines_artifacts_are_shown_as_2_0_0_showed_them_when_not_recorded() -> None:
+    out = beamline_run()
+    shown = {key.removeprefix("lab.bl."): value for key, value in out.artifacts.items()}
+    assert shown.pop("trace") == {
+        "dtype": "float64",
+        "shape": [30, 100],
+        "head": [float(i) for i in range(16)],
+    }
+    np.testing.assert_array_equal(shown.pop("peaks"), [1.5, 2.5])  # short: as it is
+    assert shown == {
+        "profile": "<class 'type'>",  # lazy: not called, shown by its type
+        "spot": f"<class '{__name__}.FakeFigure'>",
+        "energy": 2.0,
+        "note": "aligned",
+        "settings": {"gain": 2.0},
+        "shots": "<class 'list'>",
+    }
+
+
+def test_a_pipelines_recorded_artifacts_are_json_records_naming_the_figures(
+    tmp_path: Path,
+) -> None:
+    out = beamline_run(record_artifacts=True, recorder=ArtifactRecorder(tmp_path))
+    shown = json.loads(json.dumps(out.artifacts))  # JSON-friendly: every one of them
+    for figure in ("profile", "spot"):
+        png = Path(shown.pop(f"lab.bl.{figure}")["figure"])
+        assert png.suffix == ".png" and png.read_bytes() == b"png"
+    assert shown.pop("lab.bl.trace")["preview"]["shape"] == [30, 100]
+    assert shown.pop("lab.bl.peaks") == {
+        "preview": {"dtype": "float64", "shape": [2], "head": [1.5, 2.5]}
+    }
+    assert shown["lab.bl.energy"] == {"preview": "<class 'float'>"}
+    assert set(shown) == {"lab.bl.energy", "lab.bl.note", "lab.bl.settings", "lab.bl.shots"}
+
+
+def test_a_pipelines_artifact_values_are_what_its_stages_returned(tmp_path: Path) -> None:
+    for out in (
+        beamline_run(),
+        beamline_run(record_artifacts=True, recorder=ArtifactRecorder(tmp_path)),
+    ):
+        values = out.artifact_values
+        assert values.keys() == out.artifacts.keys()
+        assert values["lab.bl.profile"] is FakeFigure and values["lab.bl.shots"] == [1, 2]
+
+
+def test_a_pipeline_inside_a_pipeline_or_a_dag_hands_on_the_values_themselves() -> None:
+    inner = SequentialPipeline([Beamline(StageConfig(name="bl"))], name="lab")
+    outer = SequentialPipeline([inner], name="site").run(SimpleState(1.0))
+    assert outer.artifact_values["site.lab.bl.profile"] is FakeFigure
+    assert outer.artifacts["site.lab.bl.shots"] == "<class 'list'>"
+    dag = DagExecutor().run(SimpleState(1.0), [NodeSpec(id="lab", stage=inner)])
+    assert dag.results["lab"].artifacts["bl.profile"] is FakeFigure
+    wrapper = quietly(lambda: phys_pipeline.pipeline.PipelineStageWrapper("front", inner))
+    assert wrapper.process(SimpleState(1.0)).artifacts["lab.bl.profile"] is FakeFigure
+
+
 # --- phys_pipeline.cache --------------------------------------------------------------------
 
 

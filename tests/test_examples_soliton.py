@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from phys_pipeline import SequentialPipeline, SimpleState, StageResult
+from phys_pipeline import SequentialPipeline, SimpleState
 from phys_pipeline.examples.soliton import (
     SechPulseCfg,
     SechPulseStage,
@@ -20,12 +20,13 @@ from phys_pipeline.examples.soliton import (
     soliton_peak_power_W,
     soliton_period_km,
 )
+from phys_pipeline.pipeline import PipelineResult
 
 BETA2 = -20.0  # ps^2/km
 GAMMA = 1.3  # 1/(W km)
 
 
-def propagate(order: float = 1.0, **nlse: float | int | str) -> StageResult:
+def propagate(order: float = 1.0, **nlse: float | int | str) -> PipelineResult:
     """Launch an order-``order`` soliton of the (BETA2, GAMMA) fibre and propagate it."""
     launch = SechPulseCfg(soliton_order=order, beta2_ps2_per_km=BETA2, gamma_per_W_km=GAMMA)
     settings = {"beta2_ps2_per_km": BETA2, "gamma_per_W_km": GAMMA, **nlse}
@@ -127,4 +128,4 @@ def test_evolution_artifact_is_a_figure() -> None:
     from matplotlib.figure import Figure
 
     out = propagate(length=1.0, steps=20, n_snapshots=5)
-    assert isinstance(out.artifacts["s.SplitStepNLSEStage.evolution"](), Figure)
+    assert isinstance(out.artifact_values["s.SplitStepNLSEStage.evolution"](), Figure)

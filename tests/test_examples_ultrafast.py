@@ -197,7 +197,7 @@ def test_artifacts_are_lazy_matplotlib_figures() -> None:
         PhaseFitStage(PhaseFitCfg()),
         PulseDurationStage(PulseDurationCfg()),
     ]
-    artifacts = SequentialPipeline(stages, name="p").run(SimpleState()).artifacts
+    artifacts = SequentialPipeline(stages, name="p").run(SimpleState()).artifact_values
     assert set(artifacts) == {"p.PhaseFitStage.phase", "p.PulseDurationStage.intensity"}
     for make_figure in artifacts.values():
         assert isinstance(make_figure(), Figure)

@@ -70,7 +70,8 @@ def test_lazy_artifacts_are_not_called_without_recording():
     pipe, stage = spectroscopy()
     out = pipe.run(SimpleState())
     assert stage.plots_made == 0
-    assert callable(out.artifacts["lab.spectrum.fit.plot"])
+    assert callable(out.artifact_values["lab.spectrum.fit.plot"])
+    assert out.artifacts["lab.spectrum.fit.plot"] == "<class 'function'>"  # shown, not called
 
 
 def test_lazy_artifacts_are_called_once_when_recording(tmp_path):
@@ -257,3 +258,15 @@ def test_pipeline_provenance_lists_recorded_files(tmp_path):
     files = out.provenance["stages"][0]["artifacts"]
     assert [Path(p).name for p in files["line"]] == ["line.npy"]
     assert [Path(p).name for p in files["fit.plot"]] == ["fit.plot.png", "fit.plot.svg"]
+
+
+def test_pipeline_result_names_the_recorded_figure_and_previews_the_rest(tmp_path):
+    pipe, stage = spectroscopy()
+    out = pipe.run(SimpleState(), record_artifacts=True, recorder=ArtifactRecorder(tmp_path))
+    png = Path(out.artifacts["lab.spectrum.fit.plot"]["figure"])
+    assert png.name == "fit.plot.png" and png.is_file()
+    assert str(png) in out.provenance["stages"][0]["artifacts"]["fit.plot"]
+    preview = out.artifacts["lab.spectrum.line"]["preview"]
+    assert preview == {"dtype": "float64", "shape": [32], "head": out.state.payload[:16].tolist()}
+    assert stage.plots_made == 1  # drawn once, for the file; the value stays lazy
+    assert callable(out.artifact_values["lab.spectrum.fit.plot"])

@@ -30,7 +30,8 @@ class PipelineStageWrapper(PipelineStage[S, PipelineConfig], Generic[S]):
         return self.pipeline.version
 
     def process(self, state: S, *, policy: PolicyBag | None = None) -> StageResult[S]:
-        return self.pipeline.run(state, policy=policy)
+        out = self.pipeline.run(state, policy=policy)
+        return StageResult(out.state, out.metrics, out.artifact_values, out.provenance)
 
 
 DEPRECATED = {
