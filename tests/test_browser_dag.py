@@ -320,7 +320,7 @@ def test_a_30_node_sweep_dag_is_folded_readable_and_legible_in_every_theme(
 
     # A click unfolds glass: seven variant boxes, the picture now scrolls in its box.
     view.locator('g.pp-group[data-group="glass"]').click()
-    variants = view.locator('g.pp-node[data-node^="glass["]')
+    variants = view.locator('g.pp-node[data-node^="glass__"]')
     sync_api.expect(variants).to_have_count(VARIANTS)
     fold_button = view.locator(".pp-fold")
     sync_api.expect(fold_button).to_have_text(f"fold glass \u00d7{VARIANTS}")
