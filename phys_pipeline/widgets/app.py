@@ -75,7 +75,7 @@ class PipelineApp(w.VBox):
             self.policy_editor = self._own(PolicyEditor(session, model=policy_model))
             self.artifacts = self._own(ArtifactView(session))
             # after the artifacts: on a run's end they keep its figures, which history shows
-            self.history = self._own(HistoryView(session))
+            self.history = self._own(HistoryView(session, shown=False))  # see _tab_picked
             ids = list(session.specs)
             self.node_picker = w.Dropdown(
                 options=[("(all nodes)", ""), *((nid, nid) for nid in ids)],
@@ -107,11 +107,18 @@ class PipelineApp(w.VBox):
             self.results = w.Tab(children=[self.artifacts, self.history])
             self.results.titles = ("Results", "History")
             self.results.add_class("pp-results-tabs")
+            # the history's metric plot is drawn while its tab is picked, not on every run
+            self.results.observe(self._tab_picked, "selected_index")
+            self._tab_picked()
             self.children = [
                 w.HBox([self.dag, self.side_panel], layout=w.Layout(width="100%")),
                 self.results,
             ]
             self.select("")
+
+    def _tab_picked(self, _: Any = None) -> None:
+        picked = self.results.selected_index
+        self.history.shown = picked is not None and self.results.children[picked] is self.history
 
     @property
     def policy(self) -> PolicyEditor:

@@ -8,7 +8,11 @@ work; figures are rendered to PNG and closed, so inline backends do not show the
 Each node's artifacts are drawn once per result (lazy ones are called when first shown), and
 the PNGs are kept beside the node's cache entry (``DagCache.put_figures``): lazy artifacts are
 not cached, so a result loaded after a restart comes without them, and the view shows the kept
-figures instead of asking for a rerun. Only drawing stores figures; a run never does.
+figures instead of asking for a rerun. Only drawing stores figures; a run never does. A hit
+from the memory tier hands out the very lazy artifacts drawn before, and the view shows what
+they drew then (``_Drawings``) instead of drawing them again. After a run each panel's metrics
+come first, then its figures are drawn (matplotlib: most of an edit's way to the plot), the
+figures of the run before greyed meanwhile.
 
 Figures sit on a light card of their own, whatever the theme, and are saved as drawn: they keep
 the stage's colours (dark on white by default, which a dark background would swallow), and a
@@ -22,6 +26,8 @@ import base64
 import html
 import re
 import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -68,6 +74,34 @@ class _Drawn:
     @property
     def is_image(self) -> bool:
         return self.mime in FIGURE_MIME_TYPES
+
+
+class _Drawings:
+    """What a view drew of each artifact, by the artifact object itself (its identity, held
+    weakly): a cache hit from the memory tier hands out the very callables of the result
+    computed under its key, and what they drew shows that result, so a revisited setup shows
+    its plots without drawing them again. The ``maxsize`` drawn last are kept."""
+
+    def __init__(self, maxsize: int = 64) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[int, tuple[weakref.ref[Any], _Drawn]] = OrderedDict()
+
+    def get(self, artifact: Any) -> _Drawn | None:
+        item = self._items.get(id(artifact))
+        if item is None or item[0]() is not artifact:  # none, or another object's old id
+            return None
+        self._items.move_to_end(id(artifact))
+        return item[1]
+
+    def put(self, artifact: Any, drawn: _Drawn) -> None:
+        try:
+            ref = weakref.ref(artifact)
+        except TypeError:  # bytes, str: nothing to draw again anyway
+            return
+        self._items[id(artifact)] = (ref, drawn)
+        self._items.move_to_end(id(artifact))
+        while len(self._items) > self.maxsize:
+            self._items.popitem(last=False)
 
 
 def _draw(value: Any) -> _Drawn:
@@ -189,6 +223,13 @@ class _Section(w.VBox):
         self.pin_button.layout.display = "none" if pinned is None else None
         self.pin_button.value = bool(pinned)
 
+    def show_drawing(self, drawing: bool) -> None:
+        """Grey the figures shown while the section's new ones are drawn."""
+        if drawing:
+            self.output.add_class("pp-drawing")
+        else:
+            self.output.remove_class("pp-drawing")
+
     def show_rerun(self, note: str) -> None:
         """Say why plots are missing, with the rerun button when the section has one node."""
         self.note.value = note
@@ -223,6 +264,7 @@ class ArtifactView(SessionView, w.VBox):
         self.panels: dict[str, _Section] = {}
         # node id -> the result drawn and its artifacts as drawn (or its figures from the cache)
         self._drawn: dict[str, tuple[StageResult, list[tuple[str, _Drawn]]]] = {}
+        self._drawings = _Drawings()
         self._shown_stale: frozenset[str] = frozenset()
         self._lock = threading.RLock()  # runs refresh from their thread, clicks from the UI's
         with closed_on_failure(self):
@@ -290,8 +332,16 @@ class ArtifactView(SessionView, w.VBox):
             self._drawn = {n: d for n, d in self._drawn.items() if results.get(n) is d[0]}
             stale = self._stale(result)
             self._shown_stale = stale
-            self._show_main(result, stale)
-            self._show_watched(result, stale)
+            filling = [*self._show_main(result, stale), *self._show_watched(result, stale)]
+            if result is not None:
+                # the numbers first (drawing takes longer), beside the figures shown before,
+                # greyed while the new ones are drawn
+                for section, node_ids in filling:
+                    self._show_metrics(section, result, node_ids, stale)
+                    section.show_drawing(self._will_draw(result, node_ids))
+                for section, node_ids in filling:
+                    self._fill(section, result, node_ids, stale)
+                    section.show_drawing(False)
             base = self._sweep_base(result) if result is not None else ""
             self.sweep.value = self._sweep_html(result, base) if result is not None else ""
             self._show_sweep_plot(sweep_png(result, base) if base != "" else None)
@@ -307,7 +357,10 @@ class ArtifactView(SessionView, w.VBox):
             nid for nid, run in result.runs.items() if nid in now and now[nid].key != run.cache_key
         )
 
-    def _show_main(self, result: DagRunResult | None, stale: frozenset[str]) -> None:
+    def _show_main(
+        self, result: DagRunResult | None, stale: frozenset[str]
+    ) -> list[tuple[_Section, list[str]]]:
+        """The main section's title; returns it with the nodes to fill it with."""
         main = self.main
         main.node_id = self.node_id
         main.show_pin(self.node_id in self._watched if self.node_id else None)
@@ -317,7 +370,7 @@ class ArtifactView(SessionView, w.VBox):
             main.output.outputs = ()
             main.metrics.value = ""
             main.show_rerun("")
-            return
+            return []
         badge = _STALE_BADGE if self.node_id in stale else ""
         main.title.value = f"<b>artifacts of {html.escape(where)}</b>{badge}"
         if self.node_id:
@@ -325,11 +378,15 @@ class ArtifactView(SessionView, w.VBox):
         else:  # watched nodes first: the ones a long list must not cut off
             node_ids = [*self._watched, *result.execution_order]
             node_ids = list(dict.fromkeys(nid for nid in node_ids if nid in result.runs))
-        self._fill(main, result, node_ids, stale)
+        return [(main, node_ids)]
 
-    def _show_watched(self, result: DagRunResult | None, stale: frozenset[str]) -> None:
+    def _show_watched(
+        self, result: DagRunResult | None, stale: frozenset[str]
+    ) -> list[tuple[_Section, list[str]]]:
         """One panel per watched node, hidden while its node is the selected one; none when all
-        nodes are shown (they are all in the list below)."""
+        nodes are shown (they are all in the list below). Returns the panels on screen with a
+        result to fill them with."""
+        filling: list[tuple[_Section, list[str]]] = []
         for nid in [nid for nid in self.panels if nid not in self._watched]:
             _close_tree(self.panels.pop(nid))
         for nid in self._watched:
@@ -350,12 +407,13 @@ class ArtifactView(SessionView, w.VBox):
                 panel.metrics.value = '<p class="pp-metrics pp-empty">not run yet</p>'
                 panel.show_rerun("")
             else:
-                self._fill(panel, result, [nid], stale)
+                filling.append((panel, [nid]))
+        return filling
 
     def _fill(
         self, section: _Section, result: DagRunResult, node_ids: list[str], stale: frozenset[str]
     ) -> None:
-        """Figures, metrics and the missing-plots note of ``node_ids`` in ``section``."""
+        """Figures and the missing-plots note of ``node_ids`` in ``section``."""
         outputs: list[dict[str, Any]] = []
         shown = more = plotless = 0
         for nid in node_ids:
@@ -382,15 +440,6 @@ class ArtifactView(SessionView, w.VBox):
             why = f"{run.status}: {run.error or run.reason}" if run else "not in the last run"
             outputs.append(_output("", _draw(f"node {alone!r} has no result ({why})")))
         section.output.outputs = tuple(outputs)
-        section.metrics.value = metrics_html(
-            {
-                (nid, key): value
-                for nid in node_ids
-                if nid in result.results
-                for key, value in result.results[nid].metrics.items()
-            },
-            stale=stale,
-        )
         if shown or not plotless:
             section.show_rerun("")
         elif section.node_id:
@@ -403,21 +452,51 @@ class ArtifactView(SessionView, w.VBox):
                 "select a node and rerun it to draw its plots</i>"
             )
 
+    def _show_metrics(
+        self, section: _Section, result: DagRunResult, node_ids: list[str], stale: frozenset[str]
+    ) -> None:
+        section.metrics.value = metrics_html(
+            {
+                (nid, key): value
+                for nid in node_ids
+                if nid in result.results
+                for key, value in result.results[nid].metrics.items()
+            },
+            stale=stale,
+        )
+
+    def _will_draw(self, result: DagRunResult, node_ids: list[str]) -> bool:
+        """Whether filling a section with ``node_ids`` draws: a result not drawn yet, with an
+        artifact this view has not drawn."""
+        for nid in node_ids:
+            found, kept = result.results.get(nid), self._drawn.get(nid)
+            if found is None or (kept is not None and kept[0] is found):
+                continue
+            if any(self._drawings.get(artifact) is None for artifact in found.artifacts.values()):
+                return True
+        return False
+
     def _drawing(
         self, result: DagRunResult, node_id: str, found: StageResult
     ) -> list[tuple[str, _Drawn]]:
-        """The node's artifacts as drawn (each lazy one called once per result) and, for a
-        result loaded without some, the figures kept in the cache for them. What is drawn
-        here is kept in the cache for next time."""
+        """The node's artifacts as drawn (each lazy one called once per result, and not again
+        for a cache hit that hands out the same callable) and, for a result loaded without
+        some, the figures kept in the cache for them. What is drawn here is kept in the cache
+        for next time."""
         kept = self._drawn.get(node_id)
         if kept is not None and kept[0] is found:
             return kept[1]
         drawn: list[tuple[str, _Drawn]] = []
+        fresh: list[tuple[Any, _Drawn]] = []  # (artifact, as drawn now)
         for name, artifact in found.artifacts.items():
-            try:
-                drawn.append((name, _draw(resolve_artifact(artifact))))
-            except Exception as exc:  # noqa: BLE001 - one broken plot must not hide the rest
-                drawn.append((name, _draw(f"artifact failed: {type(exc).__name__}: {exc}")))
+            item = self._drawings.get(artifact)
+            if item is None:
+                try:
+                    item = _draw(resolve_artifact(artifact))
+                    fresh.append((artifact, item))
+                except Exception as exc:  # noqa: BLE001 - one broken plot must not hide the rest
+                    item = _draw(f"artifact failed: {type(exc).__name__}: {exc}")
+            drawn.append((name, item))
         cache, run = self.session.executor.cache, result.runs[node_id]
         kept_figures: Figures | None = None
         if run.status is NodeStatus.HIT:
@@ -429,29 +508,34 @@ class ArtifactView(SessionView, w.VBox):
                 for name, (mime, data) in kept_figures.items()
                 if name not in found.artifacts
             ]
-        else:
-            self._file(result, node_id, {n: (d.mime, d.data) for n, d in drawn if d.is_image})
+        to_file = {} if kept_figures else {n: (d.mime, d.data) for n, d in drawn if d.is_image}
+        if (fresh or to_file) and self._shows_entry(result, node_id):
+            for artifact, item in fresh:
+                self._drawings.put(artifact, item)
+            if to_file:
+                with suppress(CacheError):  # as when reading them: shown all the same
+                    cache.put_figures(run.cache_key, to_file, node_id=node_id)
         self._drawn[node_id] = (found, drawn)
         return drawn
 
-    def _file(self, result: DagRunResult, node_id: str, figures: Figures) -> None:
-        """Keep a node's figures beside its cache entry, only while they show what that entry
-        holds: the entry is there (a node that cannot be cached, or whose result a sibling
-        spoilt, has none), and the node's config and code are still those it was computed
-        with (a lazy artifact drawn after an edit, or after a global its code reads changed,
-        draws today's world over the old result). Each result is drawn once, so a result
-        computed again under its key (``rerun``) keeps its own figures."""
+    def _shows_entry(self, result: DagRunResult, node_id: str) -> bool:
+        """Whether what was drawn of ``node_id``'s result shows what its cache entry holds,
+        so that it may be kept for the entry (in the cache) and for the artifacts drawn (in
+        ``_drawings``): the entry is there (a node that cannot be cached, or whose result a
+        sibling spoilt, has none), and the node's config and code are still those it was
+        computed with (a lazy artifact drawn after an edit, or after a global its code reads
+        changed, draws today's world over the old result). Each result is drawn once, so a
+        result computed again under its key (``rerun``) keeps its own figures."""
         key = result.runs[node_id].cache_key
-        planned = result.plan.nodes[node_id]
-        if not figures or planned.uncacheable:
-            return
+        if result.plan.nodes[node_id].uncacheable:
+            return False
         now = self.session.current_plan.nodes.get(node_id)
-        cache = self.session.executor.cache
         if now is None or now.key != key or _code_changed(result, node_id):
-            return
-        with suppress(CacheError):  # as when reading them: the figures are shown all the same
-            if cache.contains(key):
-                cache.put_figures(key, figures, node_id=node_id)
+            return False
+        try:
+            return self.session.executor.cache.contains(key)
+        except CacheError:
+            return False
 
     def _rerun(self, section: _Section) -> None:
         """Button callback: recompute the section's node; a failure is shown, never raised."""

@@ -8,7 +8,10 @@ side. Figures are kept by the artifact view when it draws them: made after it, t
 a run after the artifact view has kept the run's figures.
 
 Rows are made once per run and kept (a long history is capped at ``max_rows``); everything
-else is redrawn on each run. Colours come from the JupyterLab theme (``history_view.css``).
+else is redrawn on each run, but the metric plot (matplotlib, most of the view's time) only
+while the view is ``shown``: in the app's History tab, when that tab is picked, so that a run
+seen in the Results tab does not wait for it. Colours come from the JupyterLab theme
+(``history_view.css``).
 """
 
 from __future__ import annotations
@@ -138,9 +141,11 @@ class HistoryView(SessionView, w.VBox):
     ``comparison``; ``metric_picker`` chooses the metric ``metric_plot`` draws over the runs
     (both in ``metric_box``); ``figures`` shows the pinned and the last run's kept figures of
     ``figure_nodes`` (default: the sinks). ``message`` says what Restore did, or why it was
-    refused."""
+    refused. While ``shown`` is False (a tab not picked) the metric plot is hidden and not
+    redrawn; it is drawn when ``shown`` turns True."""
 
     pinned = traitlets.Int(None, allow_none=True, help="the run compared with the last one")
+    shown = traitlets.Bool(True, help="on screen: the metric plot is drawn only then")
 
     def __init__(
         self,
@@ -157,6 +162,7 @@ class HistoryView(SessionView, w.VBox):
         self._metrics: list[str] | None = None  # the columns the rows were made with
         self._headers: list[w.HTML] = []
         self._choosing = False  # the metric picker's options are being replaced
+        self._plot_due = False  # the metric plot is out of date, to draw when shown
         self._watched = None if watched is None else list(dict.fromkeys(watched))
         self._lock = threading.RLock()  # runs refresh from their thread, clicks from the UI's
         with closed_on_failure(self):
@@ -337,10 +343,21 @@ class HistoryView(SessionView, w.VBox):
                 self._show_plot()
 
     def _show_plot(self) -> None:
+        if not self.shown:  # hidden, not drawn: it would show another history when shown
+            self._plot_due = True
+            self.metric_plot.layout.display = "none"
+            return
+        self._plot_due = False
         key = self.metric_picker.value
         png = metric_history_png(self.history, key, pinned=self.pinned) if key else None
         self.metric_plot.value = png or b""
         self.metric_plot.layout.display = None if png else "none"
+
+    @traitlets.observe("shown")
+    def _shown_changed(self, change: dict[str, Any]) -> None:
+        if change["new"] and self._plot_due:
+            with self._lock:
+                self._show_plot()
 
     # --- pin and restore ----------------------------------------------------------------------
 
