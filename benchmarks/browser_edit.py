@@ -13,11 +13,14 @@ new image. One warm-up edit first, then ``--edits`` separations never computed b
 nodes run) and ``--revisits`` alternating between two of them (every node a cache hit).
 
 Prints median and p90 with the debounce and without it, against the target "≤ 150 ms +
-debounce", and the median split: browser → kernel, debounce, the run, run end → the new
-image in the page (the watched figures drawn and sent); and how long after the run every view
-of the app has redrawn (the kernel is busy until then). ``--profile`` also times each view's
-listener in the kernel and each watched figure's drawing. Skips (exit 0) without Chromium,
-Playwright or JupyterLab.
+debounce", also until the first and every watched plot (phase, duration) is new, and the
+median split: browser → kernel, debounce, the run, run end → the duration figure sent by the
+kernel (the artifact view drawing the watched figures in turn, phase first), → the new image
+in the page; when each watched panel's figures left the kernel, and how long after the run
+every view of the app has redrawn (the kernel is busy until then). ``--profile`` also times
+each view's listener in the kernel and each watched figure's drawing. Skips (exit 0) without
+Chromium, Playwright or JupyterLab. The kernel imports phys_pipeline as JupyterLab's Python
+does: put the checkout first on PYTHONPATH to measure it (the kernel's path is printed).
 """
 
 from __future__ import annotations
@@ -30,11 +33,49 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_MS = 150.0  # past the auto-run's debounce
+PLOT = "duration"  # the plot timed, as in test_browser_latency
+WATCHED = ("phase", "duration")  # the DAG's sinks: the app's watched panels, left to right
+
+# In the kernel: when each watched panel's new figures and metrics leave the kernel (ipywidgets
+# sends a trait's new value before its observers hear of it), Unix seconds.
+STAMP_SENT = """
+import time as _time
+
+sent = {}
+
+def _stamper(name):
+    def stamp(_change):
+        sent.setdefault(name, []).append(_time.time())
+    return stamp
+
+for _node, _panel in app.artifacts.panels.items():
+    _panel.output.observe(_stamper(_node), 'outputs')
+    _panel.metrics.observe(_stamper(f'{_node} metrics'), 'value')
+"""
+
+# In the page: when each watched panel's plot shows a new image, as test_browser_latency's
+# watcher does for the duration panel (which ``measure_edit`` waits for).
+WATCH_PANELS_JS = """panels => {
+    window.__ppPanels = panels.map(panel => {
+        const image = () => panel.querySelector('.jp-OutputArea-output img');
+        const watch = {before: image()?.src ?? null, plotted: null};
+        const observer = new MutationObserver(() => {
+            const img = image();
+            if (!img || img.src === watch.before) return;
+            watch.plotted = performance.now();
+            observer.disconnect();
+        });
+        observer.observe(panel, {childList: true, subtree: true, attributes: true,
+                                 attributeFilter: ['src']});
+        return watch;
+    });
+}"""
 
 # In the kernel: wrap each session listener (the app's views, in the order they subscribed)
 # to time it per event. Profiling only: it reaches into the session's listener list.
@@ -74,10 +115,10 @@ def _best_ms(fn):
 _figures = {}
 for _name, _artifact in session.last_result.artifacts.items():
     _make, _figure = _best_ms(_artifact)
-    _tight, _png = _best_ms(lambda: _figure_png(_artifact()))
-    _plain, _ = _best_ms(lambda: _artifact().savefig(_io.BytesIO(), format='png', dpi=96))
+    _drawn, _png = _best_ms(lambda: _figure_png(_artifact()))
+    _saved, _ = _best_ms(lambda: _artifact().savefig(_io.BytesIO(), format='png', dpi=96))
     _encode, _ = _best_ms(lambda: _base64.b64encode(_png))
-    _figures[_name] = {'make': _make, 'png': _tight - _make, 'png_untight': _plain - _make,
+    _figures[_name] = {'make': _make, 'png': _drawn - _make, 'savefig': _saved - _make,
                        'base64': _encode, 'bytes': len(_png)}
 print(json.dumps({'figures': _figures, 'listeners': {
     name: _statistics.median(times) for name, times in listener_ms.items()}}))
@@ -117,31 +158,109 @@ def page_on_jupyterlab(harness: Any) -> Iterator[tuple[Any, Any]]:
             yield opened, server
 
 
-def report(name: str, timings: list[Any]) -> None:
+@dataclass(frozen=True)
+class Edit:
+    """One edit: the duration plot's timing (``test_browser_latency.EditTiming``) and, for
+    every watched panel, when its new figures (``sent[node]``) and metrics (``sent[f"{node}
+    metrics"]``) left the kernel and when the page showed its figures (Unix ms, the clock the
+    page and the kernel share)."""
+
+    timing: Any
+    sent: dict[str, float]
+    shown: dict[str, float]
+
+    @property
+    def run_end(self) -> float:
+        kernel = self.timing.kernel
+        return 1000 * (kernel["run_started"] + kernel["run_s"])
+
+    @property
+    def typed(self) -> float:
+        return self.timing.origin + self.timing.typed
+
+    def split(self) -> dict[str, float]:
+        """The duration plot's split, with run end → the new image in the page cut where its
+        figures leave the kernel: ``draw`` (the artifact view drawing the watched figures
+        up to that one) and ``to_page`` (sending it, the page rendering it)."""
+        split = self.timing.split()
+        del split["to_plot"]
+        return {
+            **split,
+            "draw": self.sent[PLOT] - self.run_end,
+            "to_page": self.shown[PLOT] - self.sent[PLOT],
+        }
+
+    def json(self) -> dict[str, Any]:
+        return {"sent_unix_ms": self.sent, "shown_unix_ms": self.shown, "split_ms": self.split()}
+
+
+def measure(latency: Any, page: Any, panels: dict[str, Any], value: str) -> Edit:
+    """``latency.measure_edit`` (test_browser_latency's) of the duration plot, with every
+    watched panel stamped too."""
+    others = [node for node in panels if node != PLOT]
+    page.evaluate(WATCH_PANELS_JS, [panels[node].element_handle() for node in others])
+    timing = latency.measure_edit(page, panels[PLOT], value)
+    page.wait_for_function(
+        "() => window.__ppPanels.every(watch => watch.plotted !== null)",
+        timeout=latency.RUN_TIMEOUT_MS,
+    )
+    plotted = page.evaluate("() => window.__ppPanels.map(watch => watch.plotted)")
+    shown = {node: timing.origin + ms for node, ms in zip(others, plotted, strict=True)}
+    shown[PLOT] = timing.origin + timing.plotted
+    started = timing.kernel["run_started"]
+    stamps = json.loads(latency.kernel_print(page, "print(json.dumps(sent))"))
+    sent = {
+        name: 1000 * min(after)
+        for name, times in stamps.items()
+        if (after := [t for t in times if t > started])
+    }
+    return Edit(timing, sent, shown)
+
+
+def report(name: str, edits: list[Edit]) -> None:
     """Median and p90, with the debounce and past it, and the median split."""
-    if not timings:
+    if not edits:
         return
-    latency = [t.latency_ms for t in timings]
+    timings = [edit.timing for edit in edits]
+    latency_ms = [t.latency_ms for t in timings]
     past = [t.latency_ms - t.debounce_ms for t in timings]
+    first = [min(e.shown.values()) - e.typed - e.timing.debounce_ms for e in edits]
+    every = [max(e.shown.values()) - e.typed - e.timing.debounce_ms for e in edits]
     painted = [t.painted - t.typed for t in timings]
     debounce = timings[0].debounce_ms
     verdict = "met" if statistics.median(past) <= TARGET_MS else "MISSED"
-    print(f"\n{name} ({len(timings)} edits)")
+    print(f"\n{name} ({len(edits)} edits)")
     print(
-        f"  edit → new plot in the page: median {statistics.median(latency):.0f} ms, "
-        f"p90 {percentile(latency, 90):.0f} ms (debounce {debounce:.0f} ms included)"
+        f"  edit → new {PLOT} plot in the page: median {statistics.median(latency_ms):.0f} ms, "
+        f"p90 {percentile(latency_ms, 90):.0f} ms (debounce {debounce:.0f} ms included)"
     )
     print(
         f"  past the debounce:           median {statistics.median(past):.0f} ms, "
         f"p90 {percentile(past, 90):.0f} ms   target ≤ {TARGET_MS:.0f} ms + debounce: {verdict}"
     )
     print(
+        f"  first watched plot new:      median {statistics.median(first):.0f} ms, "
+        f"p90 {percentile(first, 90):.0f} ms past the debounce"
+    )
+    print(
+        f"  every watched plot new ({', '.join(edits[0].shown)}): median "
+        f"{statistics.median(every):.0f} ms, p90 {percentile(every, 90):.0f} ms past the debounce"
+    )
+    print(
         f"  image decoded and drawn:     median {statistics.median(painted):.0f} ms "
         "(the next frame after it)"
     )
-    splits = [t.split() for t in timings]
+    splits = [e.split() for e in edits]
     parts = {part: statistics.median(s[part] for s in splits) for part in splits[0]}
     print("  median split, ms: " + ", ".join(f"{part} {ms:.0f}" for part, ms in parts.items()))
+    sent = {
+        name: statistics.median(e.sent[name] - e.run_end for e in edits if name in e.sent)
+        for name in sorted(edits[0].sent, key=edits[0].sent.__getitem__)
+    }
+    print(
+        "  left the kernel, ms after the run: "
+        + ", ".join(f"{node} {ms:.0f}" for node, ms in sent.items())
+    )
     views = statistics.median(t.views_ms for t in timings)
     print(f"  every view of the app redrawn: median {views:.0f} ms after the run")
 
@@ -153,8 +272,8 @@ def profile(figures: dict[str, Any]) -> None:
             print(f"  {name:40} {ms:7.1f}")
     for name, cost in figures["figures"].items():
         print(
-            f"  figure {name}: make {cost['make']:.1f}, savefig PNG {cost['png']:.1f} "
-            f"(without bbox_inches='tight' {cost['png_untight']:.1f}), base64 "
+            f"  figure {name}: make {cost['make']:.1f}, figure_png {cost['png']:.1f} "
+            f"(matplotlib's savefig {cost['savefig']:.1f}), base64 "
             f"{cost['base64']:.2f}; {cost['bytes'] / 1024:.0f} KiB"
         )
 
@@ -188,25 +307,34 @@ def main() -> int:
     revisits = [fresh[i % 2] for i in range(args.revisits)]
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with page_on_jupyterlab(harness) as (page, server):
-        panel = latency.open_latency_app(page, server)
+        latency.open_latency_app(page, server)
+        panels = {node: latency.watched_panel(page, node) for node in WATCHED}
+        latency.kernel_print(page, STAMP_SENT)
+        kernel_package = latency.kernel_print(
+            page, "import phys_pipeline; print(phys_pipeline.__file__)"
+        )
+        print(f"the kernel's phys_pipeline: {kernel_package.strip()}")
         if args.debounce is not None:
             latency.set_debounce(page, args.debounce)
         if args.profile:
             latency.kernel_print(page, PROFILE_LISTENERS)
-        latency.measure_edit(page, panel, warm_up)  # pays one-off costs: not counted
-        ran = [latency.measure_edit(page, panel, value) for value in fresh]
-        hit = [latency.measure_edit(page, panel, value) for value in revisits]
+        measure(latency, page, panels, warm_up)  # pays one-off costs: not counted
+        ran = [measure(latency, page, panels, value) for value in fresh]
+        hit = [measure(latency, page, panels, value) for value in revisits]
         figures = json.loads(latency.kernel_print(page, PROFILE_FIGURES)) if args.profile else {}
     print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
-    assert all(t.kernel["ran"] == ["compressor", "phase", "duration"] for t in ran)
-    assert all(t.cached for t in hit)
+    assert all(e.timing.kernel["ran"] == ["compressor", "phase", "duration"] for e in ran)
+    assert all(e.timing.cached for e in hit)
     report("new separations: compressor, phase and duration run", ran)
-    report("revisited separations: every node a cache hit, figures drawn again", hit)
+    report("revisited separations: every node a cache hit", hit)
     if figures:
         profile(figures)
     if args.json:
-        args.json.write_text(json.dumps(latency.timings_json([*ran, *hit]), indent=1))
+        edits = latency.timings_json([e.timing for e in [*ran, *hit]])["edits"]
+        for row, edit in zip(edits, [*ran, *hit], strict=True):
+            row.update(edit.json())
+        args.json.write_text(json.dumps({"edits": edits}, indent=1))
         print(f"\nevery edit: {args.json}")
     return 0
 
