@@ -123,11 +123,7 @@ def run_node(task: NodeTask, parent_states: Mapping[str, State]) -> tuple[StageR
     digest goes with the result (``input_digest``), and filing records it in the provenance
     (``provenance["input_digest"]``, what early cutoff compares).
     """
-    deps = task.deps
-    if len(deps) == 1 and not task.gather:  # ``node_input``'s commonest case, without a call
-        state = parent_states[deps[0]]
-    else:
-        state = node_input(task, parent_states)
+    state = node_input(task, parent_states)
     before = state.hashable_repr() if task.check_mutation else None
     shared = task.expected or getattr(parent_states, "digests", None)
     if shared and before is not None:
@@ -535,7 +531,6 @@ class RunEngine:
         come parents first, so the next ready node is always the next one in order (what the
         heap would give), and a finished node's children need only learn of its failure."""
         tasks, states, failed, report = self.tasks, self.states, self.failed, self.report
-        shared, file = self.shared, self.file
         self.running.clear()
         self.ready.clear()  # taken here, in order
         for i in range(first, len(tasks)):
@@ -557,11 +552,7 @@ class RunEngine:
                 self._inherit(i, node_id)
                 report.on_error(node_id, exc)
                 continue
-            # ``_before_children``, spelled out: the loop runs once per node of a long chain
-            if node_id in shared:
-                states.digests[node_id] = bytes(outcome[0].state.hashable_repr())
-            if file is not None:
-                file(node_id, *outcome)
+            self._before_children(node_id, outcome)
             states[node_id] = outcome[0].state
             report.on_done(node_id, *outcome)
 
@@ -693,8 +684,6 @@ class RunEngine:
         if not self.delayed and not self.deadlines:  # the common case, asked once per event
             return None
         times = [due for due, _ in self.delayed[:1]] + list(self.deadlines.values())
-        if not times:
-            return None
         return max(0.0, min(times) - time.monotonic())
 
     def _expire(self) -> None:

@@ -155,7 +155,6 @@ class _RunRecorder:
         cancellation: Cancellation,
     ) -> None:
         self.plan, self.reasons, self.cache = plan, reasons, cache
-        self.stores = cache.backend is not None  # else filing only stamps the provenance
         self.cancellation = cancellation  # the engine subscribes: executor.cancel() presses it
         # schedulers call ``reuse`` (from worker threads) before running a node, when present
         cutoff = cache.early_cutoff(plan, reasons) if early_cutoff else None
@@ -202,7 +201,7 @@ class _RunRecorder:
         before any child can read (and perhaps write to) its state."""
         planned = self.plan.nodes[node_id]
         stamp(result, planned, duration_s)
-        if self.stores and node_id not in self.corrupted:
+        if node_id not in self.corrupted:
             self.cache.file(planned, result)
 
     def on_done(self, node_id: str, result: StageResult, duration_s: float) -> None:
@@ -211,11 +210,9 @@ class _RunRecorder:
         if node_id in self.corrupted:  # computed from a state a stage wrote to: never kept
             self.cache.forget([planned])  # (filed before the quarantine began)
         self.results[node_id] = result
-        staleness = self.reasons.get(node_id)  # ``_reason``, without a call: once per node
-        reason = ", ".join(staleness.reasons) if staleness else "forced"
         attempts = result.provenance.get("attempts", 1)
         self.runs[node_id] = NodeRun(
-            node_id, NodeStatus.RAN, key, reason, duration_s, None, attempts
+            node_id, NodeStatus.RAN, key, self._reason(node_id), duration_s, attempts=attempts
         )
         if self.listeners["on_done"]:
             self._notify("on_done", node_id, result, False)
