@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=\-\[\]]+")
+_NOT_FLAT = re.compile(r"[^A-Za-z0-9=\-\[\]]+")
 
 
 def _safe(part: str) -> str:
@@ -71,11 +72,29 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _link_latest(path: Path, latest: Path) -> None:
+    """Make ``latest`` the same file as ``path`` at once (a hard link renamed over it; a copy
+    where the filesystem has no hard links)."""
+    tmp = latest.parent / f".{latest.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        os.link(path, tmp)
+    except OSError:
+        atomic_write(latest, path.read_bytes())
+        return
+    try:
+        os.replace(tmp, latest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class ArtifactRecorder(FigureApi):
     """Saves artifacts under ``root/<run id>/<stage>/``: figures as PNG and SVG, arrays as .npy,
     bytes as .bin, text as .txt, other JSON-able values as .json. ``root/manifest.json`` lists
     every file with its stage, key, run id and config hash; recorders in several threads or
-    processes may share a root without losing manifest entries."""
+    processes may share a root without losing manifest entries. ``root/<stage>_<key>.<ext>``
+    (dots made underscores, as phys-pipeline 2.0.0 named its files) is the latest recording of
+    each artifact: a hard link to its file in the run's folder, so it costs no space."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -99,6 +118,9 @@ class ArtifactRecorder(FigureApi):
         folder.mkdir(parents=True, exist_ok=True)
         base = folder / _safe(key)
         paths = self._save(value, base)
+        flat = _NOT_FLAT.sub("_", f"{stage}.{key}")
+        for path in paths:
+            _link_latest(path, self.root / f"{flat}{path.suffix}")
         entries = [
             {
                 "stage": stage,

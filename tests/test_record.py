@@ -270,3 +270,35 @@ def test_pipeline_result_names_the_recorded_figure_and_previews_the_rest(tmp_pat
     assert preview == {"dtype": "float64", "shape": [32], "head": out.state.payload[:16].tolist()}
     assert stage.plots_made == 1  # drawn once, for the file; the value stays lazy
     assert callable(out.artifact_values["lab.spectrum.fit.plot"])
+
+
+# --- the latest recording at the root, named as 2.0.0 named its files --------------------------
+
+
+def test_the_latest_recording_of_each_artifact_is_at_the_root_under_its_flat_name(tmp_path):
+    _, (path,) = record(tmp_path, "first", key="fit.note")
+    latest = tmp_path / "artifacts" / "lab_spectrum_fit_note.txt"
+    assert latest.read_text() == "first"
+    assert os.path.samefile(latest, path)  # a link to the run's file, not a copy
+
+
+def test_a_later_run_replaces_the_latest_recording_and_keeps_the_earlier_one(tmp_path):
+    rec = ArtifactRecorder(tmp_path)
+    first = rec.record("first", stage="lab.spectrum", key="note", run_id="run1")
+    rec.record("second", stage="lab.spectrum", key="note", run_id="run2")
+    assert (tmp_path / "lab_spectrum_note.txt").read_text() == "second"
+    assert first[0].read_text() == "first"
+
+
+def test_a_figure_is_linked_at_the_root_as_png_and_svg(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    _, paths = record(tmp_path, fig, key="plot")
+    for path in paths:
+        latest = tmp_path / "artifacts" / f"lab_spectrum_plot{path.suffix}"
+        assert latest.read_bytes() == path.read_bytes()
+
+
+def test_the_root_names_are_not_listed_in_the_manifest(tmp_path):
+    rec, (path,) = record(tmp_path, "x", key="note")
+    assert [entry["path"] for entry in rec.manifest()] == [str(path.relative_to(rec.root))]
