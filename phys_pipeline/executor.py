@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("phys_pipeline.run")
+_RAN = NodeStatus.RAN
 
 
 @dataclass(slots=True)
@@ -211,8 +212,9 @@ class _RunRecorder:
             self.cache.forget([planned])  # (filed before the quarantine began)
         self.results[node_id] = result
         attempts = result.provenance.get("attempts", 1)
+        # positional, the status a global: one per node of every run
         self.runs[node_id] = NodeRun(
-            node_id, NodeStatus.RAN, key, self._reason(node_id), duration_s, attempts=attempts
+            node_id, _RAN, key, self._reason(node_id), duration_s, None, attempts
         )
         if self.listeners["on_done"]:
             self._notify("on_done", node_id, result, False)
