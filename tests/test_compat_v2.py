@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import json
 import os
 import pickle
+import subprocess
 import sys
 import threading
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import redis
 from test_deprecated_names import deprecations, fresh_process  # noqa: F401 - autouse fixture
 
 import phys_pipeline
@@ -30,6 +33,7 @@ from phys_pipeline._v2.cache import (
     deserialize_cache_entry,
     serialize_cache_entry,
 )
+from phys_pipeline._v2.cache_redis import RedisCache
 from phys_pipeline._v2.dag import Dag, PipelineGraph, build_dag
 from phys_pipeline._v2.errors import SchedulerError, SchedulerRetryError, SchedulerTimeoutError
 from phys_pipeline._v2.executor import MpiRunner, RetryPolicy
@@ -46,6 +50,9 @@ from phys_pipeline.cache import (
     CacheWarning,
     DiskCache,
     DiskStore,
+    MemoryStore,
+    RedisStore,
+    TieredStore,
     build_cache_backend,
 )
 from phys_pipeline.dag import make_plan
@@ -165,6 +172,9 @@ SERVED = {
         ["SharedDiskCache", "serialize_cache_entry", "deserialize_cache_entry", "CacheBackend"],
         True,
     ),
+    "phys_pipeline.cache_redis": dict.fromkeys(
+        ["RedisCache", "serialize_cache_entry", "deserialize_cache_entry", "CacheBackend"], True
+    ),
     "phys_pipeline": {
         "RetryPolicy": False,
         "SharedDiskCache": True,
@@ -233,6 +243,86 @@ def test_the_user_guides_names_never_warn() -> None:
         amplifier_chain().run(SimpleState(1.0), policy=PolicyBag({"coating": "AR"}))
 
     assert deprecations(use_them) == []
+
+
+# --- 2.0.0's signatures: every call 2.0.0 code makes binds to ours alike ----------------------
+
+
+def v2_signature(
+    module: str,
+    name: str,
+    params: str,
+    *,
+    renamed: dict[str, str] | None = None,
+    own_defaults: frozenset[str] = frozenset(),
+) -> Any:
+    """2.0.0's ``params`` (facts read from 2.0.0 with inspect.signature) for ``module.name``;
+    ``renamed``: 2.0.0 parameter -> our positional parameter in its place; ``own_defaults``:
+    parameters whose default is ours."""
+    return pytest.param(module, name, params, renamed or {}, own_defaults, id=f"{module}.{name}")
+
+
+CACHE_METHODS = [
+    ("put", "self, key, meta, arrays, *, ttl_s=None", {"meta": "result"}),
+    ("get", "self, key", None),
+    ("exists", "self, key", None),
+]
+
+SIGNATURES = [
+    v2_signature(
+        "phys_pipeline.cache_redis", "RedisCache", "url, *, prefix='phys-pipeline', ttl_s=None"
+    ),
+    v2_signature("phys_pipeline.cache", "DiskCache", "root"),
+    v2_signature("phys_pipeline.cache", "SharedDiskCache", "root, *, lock_suffix='.lock'"),
+    *[
+        v2_signature(module, f"{cls}.{method}", params, renamed=renamed)
+        for module, cls in [
+            ("phys_pipeline.cache_redis", "RedisCache"),
+            ("phys_pipeline.cache", "DiskCache"),
+            ("phys_pipeline.cache", "SharedDiskCache"),
+        ]
+        for method, params, renamed in CACHE_METHODS
+    ],
+    v2_signature(
+        "phys_pipeline.cache",
+        "CacheConfig",
+        "*, backend='disk', disk_root='.phys_pipeline_cache', shared_lock_suffix='.lock', "
+        "redis_url=None, redis_prefix='phys-pipeline', redis_ttl_s=None",
+        own_defaults=frozenset({"disk_root"}),  # ours is .cache/phys-pipeline: the user guide's
+    ),
+    v2_signature("phys_pipeline.cache", "build_cache_backend", "config"),
+    v2_signature("phys_pipeline.cache_redis", "serialize_cache_entry", "meta, arrays"),
+    v2_signature(
+        "phys_pipeline.cache_redis", "deserialize_cache_entry", "meta_payload, arrays_payload"
+    ),
+]
+
+
+@pytest.mark.parametrize(("module", "name", "params", "renamed", "own_defaults"), SIGNATURES)
+def test_a_call_2_0_0_code_makes_binds_to_our_name_alike(
+    module: str, name: str, params: str, renamed: dict[str, str], own_defaults: frozenset[str]
+) -> None:
+    """2.0.0's positional parameters in its order, each 2.0.0 name taken by keyword, 2.0.0's
+    defaults (unless ours are documented as ours), and nothing we add required."""
+    ours: Any = quietly(lambda: importlib.import_module(module))
+    for part in name.split("."):
+        ours = quietly(lambda ours=ours, part=part: getattr(ours, part))
+    theirs = inspect.signature(eval(f"lambda {params}: None")).parameters
+    mine = inspect.signature(ours).parameters
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    their_order = [renamed.get(old, old) for old, p in theirs.items() if p.kind in positional]
+    our_order = [new for new, p in mine.items() if p.kind in positional]
+    assert our_order[: len(their_order)] == their_order
+    for old, param in theirs.items():
+        assert mine[old].kind != inspect.Parameter.POSITIONAL_ONLY, old
+        if param.default is not param.empty and old not in own_defaults:
+            assert mine[old].default == param.default, old
+    required = [
+        new
+        for new, p in mine.items()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    assert set(required) <= set(theirs) | set(renamed.values())
 
 
 # --- phys_pipeline.errors -------------------------------------------------------------------
@@ -842,12 +932,21 @@ def test_a_shared_disk_cache_without_the_shared_key_is_this_users_with_a_warning
         assert other.get(key) is None  # another user's entry is still a miss
 
 
-@pytest.mark.parametrize("make", [DiskCache, SharedDiskCache])
-def test_a_disk_cache_keeps_2_0_0_meta_and_arrays_under_a_text_key(
-    make: type[DiskStore], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.fixture
+def redis_cache(redis_url: str, isolated_cache_key: Path) -> Iterator[RedisCache]:
+    """A RedisCache (against a real redis-server) under a prefix of its own, emptied after."""
+    cache = RedisCache(redis_url, prefix=f"compat-{os.urandom(4).hex()}", ttl_s=3600)
+    yield cache
+    cache.clear()
+
+
+@pytest.mark.parametrize("kind", ["DiskCache", "SharedDiskCache", "RedisCache"])
+def test_a_2_0_0_cache_keeps_meta_and_arrays_under_a_text_key(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     monkeypatch.setenv("PHYS_PIPELINE_CACHE_KEY", "0f" * 32)
-    cache = make(tmp_path)
+    made = {"DiskCache": DiskCache, "SharedDiskCache": SharedDiskCache}
+    cache = made[kind](tmp_path) if kind in made else request.getfixturevalue("redis_cache")
     meta, arrays = {"stage": "amp", "shots": 2}, {"field": np.array([1.0, 2.0]), "n": np.arange(3)}
     assert quietly(lambda: cache.exists("pulse 1")) is False and cache.get("pulse 1") is None
     quietly(lambda: cache.put("pulse 1", meta, arrays))
@@ -856,6 +955,7 @@ def test_a_disk_cache_keeps_2_0_0_meta_and_arrays_under_a_text_key(
     assert entry["meta"] == meta and entry["arrays"].keys() == arrays.keys()
     for name, array in arrays.items():
         np.testing.assert_array_equal(entry["arrays"][name], array)
+        assert entry["arrays"][name].dtype == array.dtype
     entry["arrays"]["field"] *= 2  # arrays of its own, as 2.0.0 gave
     np.testing.assert_array_equal(cache.get("pulse 1")["arrays"]["field"], [1.0, 2.0])
     quietly(lambda: cache.put("pulse 1", {"stage": "amp", "shots": 3}, {}, ttl_s=60))
@@ -887,6 +987,162 @@ def test_a_disk_caches_2_0_0_methods_warn_once(
     cache = DiskCache(tmp_path)
     caught = deprecations(lambda: call(cache))
     assert_warned_once_here(caught, old, "put(key, StageResult" if "put" in old else "contains")
+
+
+def test_a_disk_cache_takes_2_0_0_arguments_by_name_and_refuses_half_a_call(
+    tmp_path: Path,
+) -> None:
+    cache = DiskCache(tmp_path)
+    quietly(lambda: cache.put(key="pulse 1", meta={"stage": "amp"}, arrays={}, ttl_s=60))
+    assert cache.get(key="pulse 1") == {"meta": {"stage": "amp"}, "arrays": {}}
+    meta: dict[str, Any] = {"stage": "amp"}
+    nothing, meta_alone, both = {}, {"meta": meta}, {"result": meta, "meta": meta, "arrays": {}}
+    for call in (nothing, meta_alone, both):
+        with pytest.raises(TypeError, match=r"a result, or 2\.0\.0's meta and arrays"):
+            cache.put("0123456789abcdef0123456789abcdef", **call)
+    with pytest.raises(CacheConfigError, match="ttl_s"):
+        quietly(lambda: cache.put("pulse 1", {}, {}, ttl_s=0))
+
+
+# --- phys_pipeline.cache_redis: RedisCache, against a real redis-server ------------------------
+
+
+def redis_ttls(cache: RedisStore) -> list[int]:
+    """The time to live of each of the cache's Redis keys, in seconds."""
+    client = redis.Redis.from_url(cache.url)
+    try:
+        return [client.ttl(name) for name in client.scan_iter(match=f"{cache.prefix}:*")]
+    finally:
+        client.close()
+
+
+def test_a_redis_caches_entries_live_for_its_ttl_or_their_own(redis_cache: RedisCache) -> None:
+    quietly(lambda: redis_cache.put("pulse 1", {}, {}))
+    assert 3000 < max(redis_ttls(redis_cache)) <= 3600  # the cache's ttl_s
+    quietly(lambda: redis_cache.put("pulse 1", {}, {}, ttl_s=60))
+    assert 0 < max(redis_ttls(redis_cache)) <= 60  # this entry's own
+    with pytest.raises(CacheConfigError, match="ttl_s"):
+        quietly(lambda: redis_cache.put("pulse 1", {}, {}, ttl_s=-1))
+    assert redis_cache.get("pulse 1") == {"meta": {}, "arrays": {}}
+
+
+def test_a_redis_cache_is_our_redis_store_and_serves_a_dag(redis_cache: RedisCache) -> None:
+    assert isinstance(redis_cache, RedisStore) and redis_cache.name == "redis"
+    nodes = [NodeSpec(id="amp", stage=Amplifier(GainCfg(gain=2.0)))]
+    first = DagExecutor(cache=redis_cache).run(SimpleState(1.0), nodes)
+    again = pickle.loads(pickle.dumps(redis_cache))  # as a worker process gets it
+    second = DagExecutor(cache=again).run(SimpleState(1.0), nodes)
+    assert first.ran == ["amp"] and second.hits == ["amp"]
+    assert second.results["amp"].state.payload == 2.0
+
+
+def test_a_redis_caches_2_0_0_methods_warn_once(redis_cache: RedisCache) -> None:
+    caught = deprecations(lambda: redis_cache.put("k1", {}, {}))
+    assert_warned_once_here(caught, "RedisCache.put(key, meta, arrays)", "put(key, StageResult")
+    caught = deprecations(lambda: redis_cache.exists("k1"))
+    assert_warned_once_here(caught, "RedisCache.exists", "contains")
+
+
+def test_the_redis_cache_module_loads_no_redis_client_until_a_cache_is_made() -> None:
+    code = (
+        "import sys, warnings; warnings.simplefilter('ignore')\n"
+        "import phys_pipeline\n"
+        "from phys_pipeline.cache_redis import RedisCache\n"
+        "assert 'redis' not in sys.modules, 'imported'\n"
+        "RedisCache('redis://127.0.0.1:1/0')\n"
+        "assert 'redis' in sys.modules, 'made'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# --- build_cache_backend: what it builds takes 2.0.0 code's calls too ----------------------
+
+
+@pytest.fixture(params=["disk", "shared-disk", "redis"])
+def v2_config(request: pytest.FixtureRequest, tmp_path: Path) -> CacheConfig:
+    """A config 2.0.0 code could write, for each backend 2.0.0 had."""
+    if request.param == "shared-disk":
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setenv("PHYS_PIPELINE_CACHE_KEY", "0f" * 32)
+    if request.param != "redis":
+        return CacheConfig(backend=request.param, disk_root=tmp_path / "cache")
+    url = request.getfixturevalue("redis_url")
+    request.getfixturevalue("isolated_cache_key")
+    prefix = f"compat-{os.urandom(4).hex()}"
+    request.addfinalizer(lambda: RedisStore(url, prefix=prefix).clear())
+    return CacheConfig(backend="redis", redis_url=url, redis_prefix=prefix)
+
+
+def test_2_0_0_code_puts_gets_and_asks_for_entries_in_what_build_cache_backend_builds(
+    v2_config: CacheConfig,
+) -> None:
+    backend: Any = build_cache_backend(config=v2_config)
+    assert backend.name == v2_config.backend
+    assert quietly(lambda: backend.exists("run 7")) is False and backend.get("run 7") is None
+    quietly(lambda: backend.put("run 7", {"energy_j": 2.5}, {"field": np.arange(4.0)}))
+    assert quietly(lambda: backend.exists("run 7"))
+    entry = backend.get("run 7")
+    assert entry["meta"] == {"energy_j": 2.5}
+    np.testing.assert_array_equal(entry["arrays"]["field"], np.arange(4.0))
+
+
+def test_what_build_cache_backend_builds_is_still_our_store_with_our_api(
+    v2_config: CacheConfig,
+) -> None:
+    backend = build_cache_backend(v2_config)
+    assert isinstance(backend, RedisStore if v2_config.backend == "redis" else DiskStore)
+    key = "0123456789abcdef0123456789abcdef"
+    backend.put(key, StageResult(SimpleState(2.0), metrics={"energy": 2.0}))
+    assert backend.contains(key) and backend.get(key).metrics == {"energy": 2.0}
+    nodes = [NodeSpec(id="amp", stage=Amplifier(GainCfg(gain=2.0)))]
+    first = DagExecutor(cache=v2_config).run(SimpleState(1.0), nodes)
+    second = DagExecutor(cache=build_cache_backend(v2_config)).run(SimpleState(1.0), nodes)
+    assert first.ran == ["amp"] and second.hits == ["amp"]
+    backend.delete(key)
+    assert not backend.contains(key)
+
+
+def test_backends_2_0_0_never_had_are_our_stores_alone(tmp_path: Path) -> None:
+    memory = build_cache_backend(CacheConfig(backend="memory"))
+    tiered = build_cache_backend(CacheConfig(disk_root=tmp_path, memory_tier=True))
+    assert type(memory) is MemoryStore and type(tiered) is TieredStore
+    assert not hasattr(memory, "exists") and not hasattr(tiered, "exists")
+
+
+# --- CacheConfig(shared_lock_suffix=...): 2.0.0's, accepted, of no effect ------------------
+
+
+def test_a_shared_lock_suffix_is_accepted_with_one_warning_saying_it_has_no_effect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PHYS_PIPELINE_CACHE_KEY", "0f" * 32)
+    made: list[CacheConfig] = []
+    caught = deprecations(
+        lambda: made.append(
+            CacheConfig(backend="shared-disk", disk_root=tmp_path, shared_lock_suffix=".lck")
+        )
+    )
+    assert_warned_once_here(caught, "CacheConfig(shared_lock_suffix=...)", "no effect")
+    assert "no lock file" in str(caught[0].message)
+    config = made[0]
+    assert config.shared_lock_suffix == ".lck"  # read back as 2.0.0 code gave it
+    assert "shared_lock_suffix=" not in repr(config)  # not shown, not dumped: it does nothing
+    assert "shared_lock_suffix" not in config.model_dump()
+    backend = build_cache_backend(config)
+    backend.put("0123456789abcdef0123456789abcdef", StageResult(SimpleState(2.0)))
+    quietly(lambda: backend.put("run 7", {"shots": 1}, {}))
+    assert backend.get("run 7") == {"meta": {"shots": 1}, "arrays": {}}
+    assert not [path for path in tmp_path.rglob("*") if "lck" in path.name or "lock" in path.name]
+
+
+def test_a_cache_config_without_a_shared_lock_suffix_does_not_warn(tmp_path: Path) -> None:
+    assert deprecations(lambda: CacheConfig(backend="shared-disk", disk_root=tmp_path)) == []
+
+
+def test_a_shared_lock_suffix_that_is_not_text_is_a_cache_config_error() -> None:
+    with pytest.raises(CacheConfigError) as caught:
+        quietly(lambda: CacheConfig(shared_lock_suffix=3))
+    assert caught.value.field == "shared_lock_suffix"
 
 
 def test_a_store_is_named_as_the_cache_config_backend_that_builds_it(

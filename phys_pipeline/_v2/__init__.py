@@ -3,8 +3,10 @@
 Each module here holds what one 2.0.0 module offered (``_v2.dag``: what ``phys_pipeline.dag``
 had), as thin layers over our own design. Our modules serve them lazily, with one line,
 ``__getattr__ = served_from(__name__, "dag")``, so nothing here loads until old code asks for
-it and our modules read as if 2.0.0 never was. A name a module lists in ``DEPRECATED`` warns
-once, saying what to use instead; the others are ours too and stay quiet.
+it and our modules read as if 2.0.0 never was; the one exception is ``build_cache_backend``,
+whose disk and Redis stores are ``_v2``'s, so that 2.0.0 code can use what it builds. A name a
+module lists in ``DEPRECATED`` warns once, saying what to use instead; the others are ours too
+and stay quiet.
 """
 
 from __future__ import annotations

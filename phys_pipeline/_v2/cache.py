@@ -1,5 +1,7 @@
 """2.0.0's cache names. ``DiskCache`` (the user guide's name too) is our DiskStore that also
-keeps 2.0.0's entries, ``{"meta": ..., "arrays": ...}`` under any text key; ``SharedDiskCache``
+keeps 2.0.0's entries, ``{"meta": ..., "arrays": ...}`` under any text key (``MetaArraysEntries``,
+which ``cache_redis.RedisCache`` shares, and which ``build_cache_backend``'s disk and Redis
+stores have, so 2.0.0 code can put into what it builds); ``SharedDiskCache``
 is the same for a directory several users share, which processes share safely already (entries
 are written atomically and signed, no lock files needed). The entry codec functions keep data
 as data: JSON metadata and ``.npz`` arrays, never a pickle."""
@@ -21,7 +23,7 @@ from .._deprecation import warn_once
 from ..cache.base import CacheStore, validate_key
 from ..cache.disk import DiskStore
 from ..cache.signing import shared_signer
-from ..errors import CacheError
+from ..errors import CacheConfigError, CacheError
 from ..types import SimpleState, StageResult
 
 __all__ = [
@@ -47,38 +49,54 @@ def _entry_key(key: str) -> str:
         return hashlib.blake2b(tagged, digest_size=16).hexdigest()
 
 
-class DiskCache(DiskStore):
-    """Our DiskStore, taking 2.0.0's entries besides: ``put(key, meta, arrays)`` keeps
-    ``{"meta": meta, "arrays": arrays}`` under the text ``key`` (replacing what was there, as
-    2.0.0 did), ``get(key)`` gives it back with arrays of its own to write to, ``exists(key)``
-    says whether it is there. ``put(key, result)`` and a result's ``get`` are the store's own."""
+class MetaArraysEntries:
+    """What 2.0.0 code asks of a cache, on one of our stores (mixed in before it):
+    ``put(key, meta, arrays)`` keeps ``{"meta": meta, "arrays": arrays}`` under the text ``key``
+    (replacing what was there, as 2.0.0 did), ``get(key)`` gives it back with arrays of its own
+    to write to, ``exists(key)`` says whether it is there. ``put(key, result)`` and a result's
+    ``get`` are the store's own. Shared by every 2.0.0 cache class, so they agree."""
 
     def put(  # type: ignore[override]
         self,
         key: str,
-        result: StageResult | Mapping[str, Any],
+        result: StageResult | Mapping[str, Any] | None = None,
         arrays: Mapping[str, np.ndarray] | None = None,
         *,
+        meta: Mapping[str, Any] | None = None,
         ttl_s: int | None = None,
     ) -> None:
-        """``put(key, result)``, or 2.0.0's ``put(key, meta, arrays)`` (``ttl_s``: accepted, as
-        2.0.0 accepted it; a disk entry does not expire)."""
+        """``put(key, result)``, or 2.0.0's ``put(key, meta, arrays)`` (``meta=`` by the name
+        2.0.0 gave it); ``ttl_s`` is this entry's time to live where the store has one (see
+        ``_expire``)."""
+        if ttl_s is not None and not ttl_s > 0:
+            raise CacheConfigError("ttl_s", ttl_s, "must be a positive number of seconds")
+        if meta is not None and result is None and arrays is not None:
+            result = meta
+        elif meta is not None or result is None:
+            raise TypeError("put() takes a result, or 2.0.0's meta and arrays")
         if arrays is None:
-            super().put(key, result)  # type: ignore[arg-type]
-            return
-        warn_once(
-            f"{type(self).__name__}.put(key, meta, arrays)",
-            "put(key, StageResult(SimpleState(arrays, meta))) under a hex-digest key",
-        )
-        entry = StageResult(SimpleState(dict(arrays), dict(result)), provenance=dict(_ENTRY))
-        stored = _entry_key(key)
-        self.delete(stored)
-        super().put(stored, entry)
+            super().put(key, result)  # type: ignore[misc]
+            stored = key
+        else:
+            warn_once(
+                f"{type(self).__name__}.put(key, meta, arrays)",
+                "put(key, StageResult(SimpleState(arrays, meta))) under a hex-digest key",
+            )
+            entry = StageResult(SimpleState(dict(arrays), dict(result)), provenance=dict(_ENTRY))
+            stored = _entry_key(key)
+            self.delete(stored)  # type: ignore[attr-defined]
+            super().put(stored, entry)  # type: ignore[misc]
+        if ttl_s is not None:
+            self._expire(stored, ttl_s)
+
+    def _expire(self, key: str, ttl_s: int) -> None:
+        """Give the entry under ``key`` ``ttl_s`` seconds to live: a store without expiry (a
+        disk entry stays until pruned) accepts ``ttl_s`` as 2.0.0 accepted it, and keeps it."""
 
     def get(self, key: str) -> Any:
         """The result under ``key``, or the ``{"meta", "arrays"}`` 2.0.0's ``put`` kept there;
         None if there is neither."""
-        found = super().get(_entry_key(key))
+        found = super().get(_entry_key(key))  # type: ignore[misc]
         if found is None or found.provenance != _ENTRY:
             return found
         arrays = {name: np.array(array) for name, array in found.state.payload.items()}
@@ -86,7 +104,11 @@ class DiskCache(DiskStore):
 
     def exists(self, key: str) -> bool:
         warn_once(f"{type(self).__name__}.exists", "use contains")
-        return self.contains(_entry_key(key))
+        return bool(self.contains(_entry_key(key)))  # type: ignore[attr-defined]
+
+
+class DiskCache(MetaArraysEntries, DiskStore):
+    """Our DiskStore, taking 2.0.0's entries besides (see ``MetaArraysEntries``)."""
 
 
 class SharedDiskCache(DiskCache):

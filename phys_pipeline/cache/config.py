@@ -8,9 +8,9 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from .._deprecation import warn_once
 from ..errors import CacheConfigError
 from .base import CacheStore
-from .disk import DiskStore
 from .memory import MemoryStore
 from .signing import shared_signer
 from .tiered import TieredStore
@@ -29,7 +29,8 @@ class CacheConfig(BaseModel):
     ``redis`` needs ``redis_url``, connects lazily, and ``redis_max_deadline_s`` caps what moving
     one entry (a stalled server's worst cost to a run) may take; ``memory_tier`` puts an
     in-process LRU in front of the backend. An invalid value raises CacheConfigError naming the
-    field."""
+    field. ``shared_lock_suffix`` (phys-pipeline 2.0.0's) is accepted with a warning and has no
+    effect: no shared-disk entry needs a lock file."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -44,8 +45,17 @@ class CacheConfig(BaseModel):
     redis_max_deadline_s: float = Field(5.0, gt=0, allow_inf_nan=False)
     strict: bool = False
     memory_tier: bool = False
+    # 2.0.0's, read back as given but unused (see __init__): not shown, not dumped
+    shared_lock_suffix: str = Field(".lock", repr=False, exclude=True)
 
     def __init__(self, **data: Any) -> None:
+        if "shared_lock_suffix" in data:
+            warn_once(
+                "CacheConfig(shared_lock_suffix=...)",
+                "it has no effect: a shared-disk entry is written in a scratch directory and "
+                "renamed into place whole, so readers never see half of one and no lock file "
+                "is made; drop the argument",
+            )
         try:
             super().__init__(**data)
         except ValidationError as exc:
@@ -77,35 +87,40 @@ class CacheConfig(BaseModel):
         return url
 
 
-def build_cache_backend(cfg: CacheConfig | None = None) -> CacheStore:
-    """The store ``cfg`` describes (the default config: a DiskStore under ``.cache/``).
-    Builds only: nothing is created on disk and no connection is opened until first use."""
-    cfg = cfg if cfg is not None else CacheConfig()
-    store: CacheStore
-    if cfg.backend == "disk":
-        store = DiskStore(cfg.disk_root, strict=cfg.strict, max_bytes=cfg.disk_max_bytes)
-    elif cfg.backend == "shared-disk":
-        store = DiskStore(
-            cfg.disk_root,
-            signer=shared_signer(cfg.disk_root),
-            strict=cfg.strict,
-            shared=True,
-            max_bytes=cfg.disk_max_bytes,
-        )
-    elif cfg.backend == "memory":
-        return MemoryStore(cfg.memory_max_bytes)
-    else:
-        from .redis import RedisStore
+def build_cache_backend(config: CacheConfig | None = None) -> CacheStore:
+    """The store ``config`` describes (the default config: a DiskStore under ``.cache/``).
+    Builds only: nothing is created on disk and no connection is opened until first use.
+    The disk and Redis stores (the backends phys-pipeline 2.0.0 had) are ``DiskCache`` and
+    ``RedisCache``: our DiskStore and RedisStore, which also take 2.0.0 code's
+    ``put(key, meta, arrays)``, ``get`` and ``exists`` on what this returns."""
+    from .._v2.cache import DiskCache
 
-        assert cfg.redis_url is not None  # the config refuses redis without one
-        store = RedisStore(
-            cfg.redis_url,
-            cfg.redis_prefix,
-            cfg.redis_ttl_s,
-            timeout_s=cfg.timeout_s,
-            max_deadline_s=cfg.redis_max_deadline_s,
-            strict=cfg.strict,
+    config = config if config is not None else CacheConfig()
+    store: CacheStore
+    if config.backend == "disk":
+        store = DiskCache(config.disk_root, strict=config.strict, max_bytes=config.disk_max_bytes)
+    elif config.backend == "shared-disk":
+        store = DiskCache(
+            config.disk_root,
+            signer=shared_signer(config.disk_root),
+            strict=config.strict,
+            shared=True,
+            max_bytes=config.disk_max_bytes,
         )
-    if cfg.memory_tier:
-        return TieredStore([MemoryStore(cfg.memory_max_bytes), store])
+    elif config.backend == "memory":
+        return MemoryStore(config.memory_max_bytes)
+    else:
+        from .._v2.cache_redis import RedisCache
+
+        assert config.redis_url is not None  # the config refuses redis without one
+        store = RedisCache(
+            config.redis_url,
+            prefix=config.redis_prefix,
+            ttl_s=config.redis_ttl_s,
+            timeout_s=config.timeout_s,
+            max_deadline_s=config.redis_max_deadline_s,
+            strict=config.strict,
+        )
+    if config.memory_tier:
+        return TieredStore([MemoryStore(config.memory_max_bytes), store])
     return store
