@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import operator
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -100,10 +101,26 @@ class NodeRecord:
 @dataclass(frozen=True, slots=True)
 class _Originals:
     """The configs and policy objects a run used, kept in the process that ran it, so that a
-    restore gives back exactly them (a loaded history has their plain data only)."""
+    restore gives back exactly them (a loaded history has their plain data only), and the
+    objects each config's fields held then (``fields``), which tell the next record whether
+    a config is as it was."""
 
     configs: dict[str, Any]
     policy: PolicyBag | None
+    fields: dict[str, tuple[Any, ...]]
+
+    def unchanged(self, node_id: str, cfg: Any, fields: tuple[Any, ...]) -> bool:
+        """Whether ``cfg`` is the config object ``node_id`` ran with, its fields holding the
+        very objects they held then: with an equal hash too, its values are those recorded.
+        An equal hash alone is not enough: it cannot tell -0.0 from 0.0, whether held by
+        another config or set in place since."""
+        held = self.fields.get(node_id)
+        return (
+            self.configs.get(node_id) is cfg
+            and held is not None
+            and len(held) == len(fields)
+            and all(map(operator.is_, held, fields))
+        )
 
 
 @dataclass(frozen=True)
@@ -131,15 +148,23 @@ class RunRecord:
     ) -> RunRecord:
         """The record of a finished run; ``before`` is the previous record (None: first)."""
         plan = result.plan
-        nodes = {}
+        nodes, fields = {}, {}
         earlier = before.nodes if before is not None else {}
+        kept = before.originals if before is not None else None
         for nid in plan.order:
             planned, run = plan.nodes[nid], result.runs.get(nid)
+            cfg = plan.specs[nid].stage.cfg
+            fields[nid] = _held(cfg)
             same = earlier.get(nid)
-            if same is not None and same.config_hash == planned.config_hash:
-                config = same.config  # the same value (the hash covers it all): shared data
+            if (
+                same is not None
+                and same.config_hash == planned.config_hash
+                and kept is not None
+                and kept.unchanged(nid, cfg, fields[nid])
+            ):
+                config = same.config  # the very values, unchanged: shared data
             else:
-                values = _config_values(plan.specs[nid].stage.cfg)
+                values = _config_values(cfg)
                 config = {name: _plain(value) for name, value in values.items()}
             nodes[nid] = NodeRecord(
                 config=config,
@@ -164,7 +189,7 @@ class RunRecord:
             changes=() if before is None else _changes(before, **setup),
             metrics={k: _plain(v) for k, v in result.metrics.items()},
             policy_hash=result.provenance["policy_hash"],
-            originals=_Originals({n: s.stage.cfg for n, s in plan.specs.items()}, bag),
+            originals=_Originals({n: s.stage.cfg for n, s in plan.specs.items()}, bag, fields),
             **setup,
         )
 
@@ -422,6 +447,15 @@ def _config_values(cfg: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
         return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     return dict(cfg) if isinstance(cfg, Mapping) else {}
+
+
+def _held(cfg: Any) -> tuple[Any, ...]:
+    """The objects a config's fields hold, cheaply (an object's own attributes and a pydantic
+    model's extra fields): what ``_Originals.unchanged`` compares."""
+    own = getattr(cfg, "__dict__", None)
+    if own is None:  # a mapping, or a config with slots
+        return tuple(_config_values(cfg).values())
+    return (*own.values(), *(getattr(cfg, "__pydantic_extra__", None) or {}).values())
 
 
 def _plain(value: Any) -> Any:

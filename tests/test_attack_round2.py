@@ -1,0 +1,364 @@
+"""Attacks on last session's shortcuts, each of which could show a wrong answer without a word
+if it were wrong: a scheduler's idle worker threads kept for its next run, the run history
+reusing an unchanged node's recorded config values, the artifact view reusing what it drew
+for a revisited setup, the 2.0.0 form of sweep ids, and 2.0.0's ``put(key, meta, arrays)``
+and ``SharedDiskCache`` on our signed disk store. Each test asserts the right behaviour."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ConfigDict
+
+from phys_pipeline.cache import MemoryStore
+from phys_pipeline.errors import ConfigError
+from phys_pipeline.executor import DagExecutor, DagRunResult
+from phys_pipeline.history import RunHistory
+from phys_pipeline.policy import PolicyBag
+from phys_pipeline.progress import report_progress
+from phys_pipeline.retry import RetryPolicy
+from phys_pipeline.scheduler import LocalScheduler
+from phys_pipeline.session import LiveSession
+from phys_pipeline.types import (
+    NodeSpec,
+    PipelineStage,
+    SimpleState,
+    StageConfig,
+    StageResult,
+)
+
+START = SimpleState(None)
+
+
+def wait_until(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
+    """Wait for something another thread does (a bound, never a timing assert)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.005)
+
+
+# --- 1. a scheduler's worker threads kept for its next run ------------------------------------
+
+# a gated node of gain g says it began (ENTERED[g]) and computes until the test opens GATES[g]
+GATES: dict[float, threading.Event] = {}
+ENTERED: dict[float, threading.Event] = {}
+
+
+@pytest.fixture
+def gates() -> Iterator[Callable[..., None]]:
+    """Makes fresh gates for the gains given; every gate is opened when the test ends, so no
+    abandoned node outlives it."""
+
+    def make(*gains: float) -> None:
+        for gain in gains:
+            GATES[gain], ENTERED[gain] = threading.Event(), threading.Event()
+
+    yield make
+    for gate in GATES.values():
+        gate.set()
+    GATES.clear()
+    ENTERED.clear()
+
+
+class GainCfg(StageConfig):
+    gain: float = 1.0
+
+
+class Gated(PipelineStage[SimpleState, GainCfg]):
+    """An amplifier whose integration runs until the test lets it finish."""
+
+    untracked = ("GATES", "ENTERED")  # the test's gates, not physics
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        gain = self.cfg.gain
+        ENTERED[gain].set()
+        GATES[gain].wait(30)
+        report_progress(1.0, f"gain {gain}")
+        return StageResult(SimpleState(gain), metrics={"gain": gain})
+
+
+class Quick(PipelineStage[SimpleState, GainCfg]):
+    """An amplifier that needs no gate."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        report_progress(1.0, f"gain {self.cfg.gain}")
+        return StageResult(SimpleState(self.cfg.gain), metrics={"gain": self.cfg.gain})
+
+
+class CtrlC(PipelineStage[SimpleState, GainCfg]):
+    """Presses Ctrl-C from inside its stage once the gated node of gain 1 computes."""
+
+    untracked = ("ENTERED",)
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        ENTERED[1.0].wait(30)
+        raise KeyboardInterrupt
+
+
+class Heard:
+    """Run callbacks: every gain a done or progress event carried, by node."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[str, float]] = []
+        self.progress: list[tuple[str, str]] = []
+
+    def on_done(self, node_id: str, result: StageResult, cache_hit: bool) -> None:
+        self.done.append((node_id, result.metrics["gain"]))
+
+    def on_progress(self, node_id: str, fraction: float, message: str) -> None:
+        self.progress.append((node_id, message))
+
+
+def amp(gain: float, stage: type[PipelineStage] = Gated) -> list[NodeSpec]:
+    return [NodeSpec("amp", stage=stage(GainCfg(gain=gain)))]
+
+
+def in_thread(run: Callable[[], DagRunResult]) -> tuple[threading.Thread, list[Any]]:
+    """Start ``run`` on a thread; the list gets its result (or the exception it raised)."""
+    out: list[Any] = []
+
+    def target() -> None:
+        try:
+            out.append(run())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, out
+
+
+@pytest.mark.timeout(60)
+def test_a_cancelled_run_s_late_node_reaches_neither_the_next_run_nor_the_next_key(
+    gates: Callable[..., None],
+) -> None:
+    """Run 1 (gain 1) is stopped while its node computes; run 2 (gain 2) starts on the same
+    executor, and run 1's node completes in the middle of it: run 2 and its hooks hear only
+    gain 2, the cache keeps each result under its own key, and a return to gain 1 loads 1."""
+    gates(1.0, 2.0)
+    store = MemoryStore()
+    executor = DagExecutor(scheduler=LocalScheduler(inline=False), cache=store)
+    threading.Thread(target=lambda: ENTERED[1.0].wait(30) and executor.cancel()).start()
+    first = executor.run(START, amp(1.0), raise_on_error=False)
+    assert first.cancelled == ["amp"] and not GATES[1.0].is_set()
+    key_1 = first.runs["amp"].cache_key
+
+    heard = Heard()
+    thread, out = in_thread(lambda: executor.run(START, amp(2.0), callbacks=[heard]))
+    assert ENTERED[2.0].wait(30)
+    GATES[1.0].set()  # run 1's node completes while run 2 computes
+    wait_until(lambda: store.contains(key_1), "the late result of run 1 to be filed")
+    GATES[2.0].set()
+    thread.join(30)
+    (second,) = out
+    assert second.results["amp"].metrics == {"gain": 2.0}
+    assert heard.done == [("amp", 2.0)] and heard.progress == [("amp", "gain 2.0")]
+    assert store.get(second.runs["amp"].cache_key).metrics == {"gain": 2.0}
+    assert store.get(key_1).metrics == {"gain": 1.0}  # filed under its own key: it is right
+    back = executor.run(START, amp(1.0))
+    assert back.hits == ["amp"] and back.results["amp"].metrics == {"gain": 1.0}
+
+
+@pytest.mark.timeout(60)
+def test_a_stage_pressing_ctrl_c_leaves_no_thread_the_next_run_would_wait_behind(
+    gates: Callable[..., None],
+) -> None:
+    """A stage raising KeyboardInterrupt on a worker thread ends the run while a sibling
+    computes: the next run on the scheduler, with another gain, runs at once (its threads are
+    not the abandoned one's) and shows its own gain, also once the sibling completes late."""
+    gates(1.0)
+    store = MemoryStore()
+    executor = DagExecutor(scheduler=LocalScheduler(max_workers=2), cache=store)
+    nodes = [
+        NodeSpec("amp", stage=Gated(GainCfg(gain=1.0))),
+        NodeSpec("ctrl_c", stage=CtrlC(GainCfg())),
+    ]
+    with pytest.raises(KeyboardInterrupt) as caught:
+        executor.run(START, nodes)
+    assert "amp" in caught.value.partial.cancelled  # type: ignore[attr-defined]
+    nodes = [NodeSpec("amp", stage=Quick(GainCfg(gain=3.0))), nodes[1]]
+    heard = Heard()
+    second = executor.run(START, nodes[:1], callbacks=[heard])
+    assert not GATES[1.0].is_set()  # finished while the abandoned node still computed
+    assert second.results["amp"].metrics == {"gain": 3.0} and heard.done == [("amp", 3.0)]
+    late_key = caught.value.partial.runs["amp"].cache_key  # type: ignore[attr-defined]
+    GATES[1.0].set()
+    wait_until(lambda: store.contains(late_key), "the abandoned node's late result")
+    assert second.results["amp"].metrics == {"gain": 3.0} and heard.done == [("amp", 3.0)]
+    assert executor.run(START, nodes[:1]).results["amp"].metrics == {"gain": 3.0}
+
+
+# the first attempt of a timed node computes until the test opens its gate; later ones do not
+ATTEMPTS: list[float] = []
+HUNG: list[threading.Thread] = []  # the thread of the first attempt
+
+
+class FirstAttemptHangs(PipelineStage[SimpleState, GainCfg]):
+    """A solver whose first attempt hangs (a stuck licence server); a retry converges."""
+
+    untracked = ("ATTEMPTS", "HUNG", "GATES", "ENTERED")
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        gain = self.cfg.gain
+        ATTEMPTS.append(gain)
+        if ATTEMPTS.count(gain) == 1:
+            HUNG.append(threading.current_thread())
+            ENTERED[gain].set()
+            GATES[gain].wait(30)
+            gain = -gain  # what the given-up attempt would say: never to be seen
+        return StageResult(SimpleState(gain), metrics={"gain": gain})
+
+
+@pytest.mark.timeout(60)
+def test_an_attempt_given_up_on_reaches_neither_its_run_nor_the_next_one(
+    gates: Callable[..., None],
+) -> None:
+    gates(4.0)
+    ATTEMPTS.clear()
+    HUNG.clear()
+    store = MemoryStore()
+    executor = DagExecutor(
+        scheduler=LocalScheduler(inline=False),
+        cache=store,
+        retry=RetryPolicy(max_retries=1, timeout_s=0.3, backoff_s=0.0),
+    )
+    first = executor.run(START, amp(4.0, FirstAttemptHangs))
+    assert first.results["amp"].metrics == {"gain": 4.0}
+    assert first.runs["amp"].attempts == 2
+    heard = Heard()
+    second = executor.run(START, amp(5.0, Quick), callbacks=[heard])
+    assert not GATES[4.0].is_set()  # not queued behind the hung attempt's thread
+    GATES[4.0].set()
+    HUNG[0].join(30)  # its pool was let go: the thread ends once the late outcome is handled
+    assert not HUNG[0].is_alive()
+    assert store.get(first.runs["amp"].cache_key).metrics == {"gain": 4.0}
+    assert second.results["amp"].metrics == {"gain": 5.0} and heard.done == [("amp", 5.0)]
+
+
+@pytest.mark.timeout(60)
+def test_two_runs_at_once_on_one_executor_keep_their_own_results_and_hooks(
+    gates: Callable[..., None],
+) -> None:
+    gates(6.0, 7.0)
+    executor = DagExecutor(scheduler=LocalScheduler(inline=False), cache=MemoryStore())
+    executor.run(START, amp(8.0, Quick))  # leaves its thread idle for the next run to take
+    heard = {6.0: Heard(), 7.0: Heard()}
+    runs = {
+        gain: in_thread(lambda g=gain: executor.run(START, amp(g), callbacks=[heard[g]]))
+        for gain in (6.0, 7.0)
+    }
+    assert ENTERED[6.0].wait(30) and ENTERED[7.0].wait(30)  # both compute at once
+    GATES[7.0].set()
+    GATES[6.0].set()
+    for gain, (thread, out) in runs.items():
+        thread.join(30)
+        (result,) = out
+        assert result.results["amp"].metrics == {"gain": gain}
+        assert heard[gain].done == [("amp", gain)]
+        assert heard[gain].progress == [("amp", f"gain {gain}")]
+
+
+def test_progress_of_a_node_on_a_kept_thread_goes_to_its_own_run_s_listeners() -> None:
+    """A kept worker thread carries no reporter from the run before into the next."""
+    scheduler = LocalScheduler(inline=False)
+    listening, again = Heard(), Heard()
+    DagExecutor(scheduler=scheduler).run(START, amp(1.0, Quick), callbacks=[listening])
+    DagExecutor(scheduler=scheduler).run(START, amp(2.0, Quick))  # nobody listens
+    DagExecutor(scheduler=scheduler, callbacks=[again]).run(START, amp(3.0, Quick))
+    assert listening.progress == [("amp", "gain 1.0")]
+    assert again.progress == [("amp", "gain 3.0")]
+
+
+# --- 2. the run history reusing an unchanged node's recorded config values --------------------
+
+
+class OffsetCfg(StageConfig):
+    offset: float = 0.0  # a detuning, fs: -0.0 and 0.0 share a key (they compute alike)
+
+
+class Detune(PipelineStage[SimpleState, OffsetCfg]):
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        return StageResult(SimpleState(self.cfg.offset), metrics={"offset": self.cfg.offset})
+
+
+class OpenCfg(StageConfig):
+    """A config that takes fields it does not declare (2.0.0 code's habit)."""
+
+    model_config = ConfigDict(extra="allow", frozen=False)
+    offset: float = 0.0
+
+
+def detune_session(cfg: StageConfig | None = None) -> LiveSession:
+    return LiveSession([NodeSpec("detune", stage=Detune(cfg or OffsetCfg()))], START)
+
+
+def recorded(live: LiveSession, number: int) -> dict[str, Any]:
+    return live.history.run(number).nodes["detune"].config
+
+
+def sign(value: float) -> float:
+    return float(np.copysign(1.0, value))
+
+
+def test_a_config_edited_to_an_equal_hash_is_recorded_and_restored_as_it_ran() -> None:
+    """-0.0 hashes as 0.0 (the same physics, one key), so the second run loads the first's
+    result; its record must still say -0.0, the value set, and give it back on restore
+    (reusing run 1's recorded values said 0.0, and restore refused, claiming an edit in
+    place that never happened)."""
+    live = detune_session()
+    live.run()
+    live.update("detune", offset=-0.0)
+    assert live.run().hits == ["detune"]
+    assert sign(recorded(live, 2)["offset"]) == -1.0
+    assert sign(recorded(live, 1)["offset"]) == 1.0
+    live.restore(1)
+    assert sign(live.config("detune").offset) == 1.0
+    live.restore(2)
+    assert sign(live.config("detune").offset) == -1.0
+
+
+def test_a_config_written_to_in_place_between_runs_is_recorded_as_it_ran() -> None:
+    """``object.__setattr__`` past a frozen config, to a value its hash cannot tell apart: the
+    next run's record says what the config held, and run 1's restore says it was written to."""
+    live = detune_session()
+    live.run()
+    object.__setattr__(live.config("detune"), "offset", -0.0)
+    live.run()
+    assert sign(recorded(live, 2)["offset"]) == -1.0
+    with pytest.raises(ConfigError, match="written to in place"):
+        live.restore(1)
+
+
+def test_a_mutable_default_changed_in_place_after_a_run_leaves_that_run_s_record_alone() -> None:
+    live = detune_session()
+    live.run()
+    live.config("detune").tags["fibre"] = "PM980"  # the shared default dict, written to
+    live.run()
+    assert recorded(live, 1)["tags"] == {} and recorded(live, 2)["tags"] == {"fibre": "PM980"}
+    assert live.history.run(2).changes[0].field == "tags"
+
+
+def test_extra_fields_of_an_open_config_are_recorded_as_they_ran() -> None:
+    live = detune_session(OpenCfg(offset=1.0, fibre="SMF-28"))
+    live.run()
+    live.config("detune").fibre = "PM980"  # an extra field, set in place
+    live.run()
+    assert recorded(live, 1)["fibre"] == "SMF-28" and recorded(live, 2)["fibre"] == "PM980"
+
+
+def test_a_history_loaded_from_json_is_continued_with_the_values_that_ran(
+    tmp_path: Path,
+) -> None:
+    live = detune_session()
+    live.run()
+    live.history = RunHistory.load(live.history.save(tmp_path / "history.json"))
+    live.update("detune", offset=-0.0)
+    live.run()
+    assert sign(recorded(live, 2)["offset"]) == -1.0
