@@ -112,10 +112,14 @@ def _check_unique_ids(nodes: Sequence[NodeSpec]) -> None:
 
 
 def _consistent(assignments: Sequence[Assignment]) -> dict[str, Any] | None:
+    """The parents' swept values merged, or None when two parents come from different points
+    of one sweep. A point's values reach every clone below it as the very objects of its
+    grid, so they are compared by identity: 1 == True and 0.0 == -0.0 are different points,
+    and an array has no single truth under ==."""
     merged: dict[str, Any] = {}
     for assignment in assignments:
         for label, value in assignment:
-            if label in merged and merged[label] != value:
+            if label in merged and merged[label] is not value:
                 return None
             merged[label] = value
     return merged

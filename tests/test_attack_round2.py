@@ -17,7 +17,7 @@ import pytest
 from pydantic import ConfigDict
 
 from phys_pipeline.cache import MemoryStore
-from phys_pipeline.errors import ConfigError
+from phys_pipeline.errors import ConfigError, SweepError
 from phys_pipeline.executor import DagExecutor, DagRunResult
 from phys_pipeline.history import RunHistory
 from phys_pipeline.policy import PolicyBag
@@ -25,7 +25,9 @@ from phys_pipeline.progress import report_progress
 from phys_pipeline.retry import RetryPolicy
 from phys_pipeline.scheduler import LocalScheduler
 from phys_pipeline.session import LiveSession
+from phys_pipeline.sweep import SweepSpec, expand_sweep
 from phys_pipeline.types import (
+    DagState,
     NodeSpec,
     PipelineStage,
     SimpleState,
@@ -362,3 +364,105 @@ def test_a_history_loaded_from_json_is_continued_with_the_values_that_ran(
     live.update("detune", offset=-0.0)
     live.run()
     assert sign(recorded(live, 2)["offset"]) == -1.0
+
+
+# --- 4. sweep ids in 2.0.0's form: s__a-0.1_b-x y ---------------------------------------------
+
+
+class AnyCfg(StageConfig):
+    """Takes any value, so a sweep can set 1, 1.0, True or '1' as given."""
+
+    a: Any = 0
+    b: Any = 0
+
+
+class Echo(PipelineStage[SimpleState, AnyCfg]):
+    """Says what it was set to."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        return StageResult(SimpleState((self.cfg.a, self.cfg.b)))
+
+
+class Relay(PipelineStage[SimpleState, AnyCfg]):
+    """Hands on what its parent says (a fibre span below the swept source)."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        return StageResult(SimpleState(state.payload))
+
+
+class Pair(PipelineStage[DagState, AnyCfg]):
+    """Pairs what its two parents say."""
+
+    def process(self, state: DagState, *, policy: PolicyBag | None = None) -> StageResult:
+        return StageResult(SimpleState((state["left"].payload, state["right"].payload)))
+
+
+def swept(grid: dict[str, list[Any]], below: list[NodeSpec] = ()) -> list[NodeSpec]:
+    return expand_sweep([NodeSpec("s", stage=Echo(AnyCfg())), *below], [SweepSpec("s", grid)])
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal and of one type, -0.0 told from 0.0 and an array compared by content."""
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and np.array_equal(a, b)
+    return type(a) is type(b) and repr(a) == repr(b)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[1, "1"], [1, 1.0, True], [0.0, -0.0], [0.1, np.float64(0.1)], ["x__y", "x", "x_a-1"]],
+    ids=["int-str", "int-float-bool", "signed-zeros", "float-numpy", "separators"],
+)
+def test_sweep_values_that_print_alike_get_ids_of_their_own_and_run_as_given(
+    values: list[Any],
+) -> None:
+    nodes = swept({"a": values})
+    assert len({n.id for n in nodes}) == len(values)
+    result = DagExecutor().run(START, nodes)
+    for node, value in zip(nodes, values, strict=True):
+        assert same(node.sweep.params["a"], value)
+        assert same(result.results[node.id].state.payload[0], value)
+
+
+@pytest.mark.parametrize(
+    ("grid", "values"),
+    [
+        ({"a": ["1_b-2", "1"], "b": ["3", "2_b-3"]}, "'1_b-2'"),
+        ({"a": [float("nan"), float("nan")]}, "nan"),
+        ({"a": [np.arange(3000), np.arange(3000) + (np.arange(3000) == 1500)]}, "array"),
+    ],
+    ids=["separators-in-values", "nan-twice", "arrays-printed-alike"],
+)
+def test_sweep_points_whose_ids_would_collide_are_a_sweep_error_naming_node_and_values(
+    grid: dict[str, list[Any]], values: str
+) -> None:
+    with pytest.raises(SweepError, match=rf"node 's' with \{{'a': {values}.*both get the id"):
+        expand_sweep([NodeSpec("s", stage=Echo(AnyCfg()))], [SweepSpec("s", grid, mode="zip")])
+
+
+def test_a_variant_id_taken_by_a_node_of_the_dag_is_a_sweep_error() -> None:
+    with pytest.raises(SweepError, match=r"node 's' with \{'a': 'x'\} and node 's__a-x'"):
+        swept({"a": ["x"]}, [NodeSpec("s__a-x", stage=Echo(AnyCfg()))])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[1, True], [0.0, -0.0], [np.zeros(2), np.ones(2)]],
+    ids=["one-and-true", "signed-zeros", "arrays"],
+)
+def test_a_merge_below_a_swept_node_pairs_each_grid_point_with_itself(values: list[Any]) -> None:
+    """Two branches of one sweep meet: each merge variant reads both branches of its own grid
+    point, never 1 with True (equal under ==) or an array with another (no single truth)."""
+    diamond = [
+        NodeSpec("left", ["s"], Relay(AnyCfg())),
+        NodeSpec("right", ["s"], Relay(AnyCfg())),
+        NodeSpec("merge", ["left", "right"], Pair(AnyCfg())),
+    ]
+    nodes = swept({"a": values}, diamond)
+    merges = [n for n in nodes if n.sweep is not None and n.sweep.base_id == "merge"]
+    assert len(merges) == len(values)
+    result = DagExecutor().run(START, nodes)
+    for merge, value in zip(merges, values, strict=True):
+        left, right = result.results[merge.id].state.payload
+        assert same(left[0], value) and same(right[0], value)
+        assert same(merge.sweep.params["a"], value)
