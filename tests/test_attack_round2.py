@@ -6,8 +6,10 @@ and ``SharedDiskCache`` on our signed disk store. Each test asserts the right be
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,8 @@ import numpy as np
 import pytest
 from pydantic import ConfigDict
 
-from phys_pipeline.cache import MemoryStore
+from phys_pipeline._v2.cache import DiskCache, SharedDiskCache
+from phys_pipeline.cache import CacheWarning, MemoryStore
 from phys_pipeline.errors import ConfigError, SweepError
 from phys_pipeline.executor import DagExecutor, DagRunResult
 from phys_pipeline.history import RunHistory
@@ -466,3 +469,83 @@ def test_a_merge_below_a_swept_node_pairs_each_grid_point_with_itself(values: li
         left, right = result.results[merge.id].state.payload
         assert same(left[0], value) and same(right[0], value)
         assert same(merge.sweep.params["a"], value)
+
+
+# --- 5. 2.0.0's put(key, meta, arrays) and SharedDiskCache on our signed disk store -----------
+
+
+def quietly(call: Callable[[], Any]) -> Any:
+    """``call`` with the 2.0.0 forms' deprecation warnings (and the shared-key one) hushed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", CacheWarning)
+        return call()
+
+
+def entry_dirs(root: Path) -> set[Path]:
+    return {meta.parent for meta in root.rglob("meta.json")}
+
+
+def shot(number: float) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    return {"shot": number}, {"field": np.full(3, number)}
+
+
+def test_2_0_0_keys_that_differ_only_in_case_keep_entries_of_their_own(
+    tmp_path: Path, isolated_cache_key: Path
+) -> None:
+    """2.0.0's keys are any text: 'CAFE...' and 'cafe...' are two keys (the first was
+    lowercased into our key space, where the second lives, and read the second's data)."""
+    cache = DiskCache(tmp_path / "cache")
+    upper, lower = "CAFEBABECAFEBABE", "cafebabecafebabe"
+    quietly(lambda: cache.put(upper, *shot(1.0)))
+    quietly(lambda: cache.put(lower, *shot(2.0)))
+    assert cache.get(upper)["meta"] == {"shot": 1.0}
+    assert cache.get(lower)["meta"] == {"shot": 2.0}
+    result = StageResult(SimpleState(3.0))
+    quietly(lambda: cache.put("ABCDEF0123456789", result))  # a result under such a key
+    assert cache.get("ABCDEF0123456789").state.payload == 3.0
+    assert quietly(lambda: cache.exists("ABCDEF0123456789"))
+    assert cache.get("abcdef0123456789") is None
+
+
+def test_an_entry_moved_under_another_2_0_0_key_is_a_miss(
+    tmp_path: Path, isolated_cache_key: Path
+) -> None:
+    root = tmp_path / "cache"
+    cache = DiskCache(root)
+    quietly(lambda: cache.put("pulse 1", *shot(1.0)))
+    first = entry_dirs(root)
+    quietly(lambda: cache.put("pulse 2", *shot(2.0)))
+    (second,) = entry_dirs(root) - first
+    (source,) = first
+    shutil.rmtree(second)
+    source.rename(second)  # pulse 1's signed entry, where pulse 2's lives
+    with pytest.warns(CacheWarning):
+        assert cache.get("pulse 2") is None
+
+
+def test_without_the_shared_key_one_user_never_reads_another_s_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_cache_key: Path
+) -> None:
+    """Two users of one directory, each signing with a key of their own (no
+    PHYS_PIPELINE_CACHE_KEY): what either puts under a 2.0.0 key or a node's key is a miss
+    for the other, whose runs compute their own results."""
+    shared = tmp_path / "shared"
+    alice = quietly(lambda: SharedDiskCache(shared))
+    quietly(lambda: alice.put("pulse 1", *shot(1.0)))
+    nodes = [NodeSpec("amp", stage=Quick(GainCfg(gain=2.0)))]
+    first = DagExecutor(cache=alice).run(START, nodes)
+    key = first.runs["amp"].cache_key
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "bob"))
+    bob = quietly(lambda: SharedDiskCache(shared))
+    assert quietly(lambda: bob.get("pulse 1")) is None
+    quietly(lambda: bob.put("pulse 1", *shot(-1.0)))  # replaces alice's, as 2.0.0 did
+    forged = StageResult(SimpleState(-2.0), metrics={"gain": -2.0})
+    bob.delete(key)
+    bob.put(key, forged)  # bob's own result under alice's node key
+    assert DagExecutor(cache=bob).run(START, nodes).hits == ["amp"]  # bob reads his own
+
+    assert quietly(lambda: alice.get("pulse 1")) is None  # never bob's data
+    again = quietly(lambda: DagExecutor(cache=alice).run(START, nodes))
+    assert again.ran == ["amp"] and again.results["amp"].metrics == {"gain": 2.0}

@@ -8,6 +8,7 @@ as data: JSON metadata and ``.npz`` arrays, never a pickle."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -41,12 +42,14 @@ _ENTRY = {"format": "phys-pipeline 2.0.0 meta+arrays"}  # the provenance of such
 
 def _entry_key(key: str) -> str:
     """Where the entry put under 2.0.0 key ``key`` lives: under ``key`` itself when it is a key
-    of ours (a hex digest), else under a digest of it (2.0.0's keys are any text)."""
-    try:
-        return validate_key(key)
-    except ValueError:
-        tagged = f"phys-pipeline 2.0.0 cache key\0{key}".encode()
-        return hashlib.blake2b(tagged, digest_size=16).hexdigest()
+    as ours are written (a hex digest in lowercase), else under a digest of it (2.0.0's keys
+    are any text: 'CAFE...' and 'cafe...' are two keys, which our keys' lowercasing would
+    make one)."""
+    with contextlib.suppress(ValueError):
+        if validate_key(key) == key:
+            return key
+    tagged = f"phys-pipeline 2.0.0 cache key\0{key}".encode()
+    return hashlib.blake2b(tagged, digest_size=16).hexdigest()
 
 
 class MetaArraysEntries:
@@ -74,16 +77,16 @@ class MetaArraysEntries:
             result = meta
         elif meta is not None or result is None:
             raise TypeError("put() takes a result, or 2.0.0's meta and arrays")
+        stored = _entry_key(key)
         if arrays is None:
-            super().put(key, result)  # type: ignore[misc]
-            stored = key
+            validate_key(key)  # our form takes our keys only: text is a ValueError
+            super().put(stored, result)  # type: ignore[misc]
         else:
             warn_once(
                 f"{type(self).__name__}.put(key, meta, arrays)",
                 "put(key, StageResult(SimpleState(arrays, meta))) under a hex-digest key",
             )
             entry = StageResult(SimpleState(dict(arrays), dict(result)), provenance=dict(_ENTRY))
-            stored = _entry_key(key)
             self.delete(stored)  # type: ignore[attr-defined]
             super().put(stored, entry)  # type: ignore[misc]
         if ttl_s is not None:
