@@ -6,6 +6,7 @@ and ``SharedDiskCache`` on our signed disk store. Each test asserts the right be
 
 from __future__ import annotations
 
+import base64
 import shutil
 import threading
 import time
@@ -549,3 +550,120 @@ def test_without_the_shared_key_one_user_never_reads_another_s_entries(
     assert quietly(lambda: alice.get("pulse 1")) is None  # never bob's data
     again = quietly(lambda: DagExecutor(cache=alice).run(START, nodes))
     assert again.ran == ["amp"] and again.results["amp"].metrics == {"gain": 2.0}
+
+
+# --- 3. the artifact view reusing what it drew for a revisited setup ---------------------------
+
+
+class WidthCfg(StageConfig):
+    width: float = 1.0
+
+
+class ScratchFigure(PipelineStage[SimpleState, WidthCfg]):
+    """Draws its plot into a figure of its own, cleared first: one figure object for every
+    result (the stage's copies after an edit share it), which holds no input (untracked)."""
+
+    untracked = ("figure",)
+
+    def __init__(self, cfg: WidthCfg) -> None:
+        from matplotlib.figure import Figure
+
+        super().__init__(cfg)
+        self.figure = Figure(figsize=(2, 1), dpi=50)
+
+    def value(self) -> float:
+        return self.cfg.width
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        value = self.value()
+        self.figure.clear()
+        self.figure.gca().plot([0.0, value], [0.0, 1.0])
+        return StageResult(
+            SimpleState(value), metrics={"value": value}, artifacts={"plot": self.figure}
+        )
+
+
+SHOTS: list[float] = []
+
+
+class MonteCarloShot(ScratchFigure):
+    """A shot of a Monte Carlo run: each run draws another value."""
+
+    untracked = ("figure", "SHOTS")
+
+    def value(self) -> float:
+        SHOTS.append(float(len(SHOTS) + 1))
+        return SHOTS[-1]
+
+
+@pytest.fixture
+def widgets() -> None:
+    pytest.importorskip("ipywidgets")
+    pytest.importorskip("matplotlib")
+
+
+def watched_png(view: Any, node_id: str) -> bytes:
+    (png,) = [
+        base64.b64decode(o["data"]["image/png"])
+        for o in view.panels[node_id].output.outputs
+        if "image/png" in o["data"]
+    ]
+    return png
+
+
+def fresh_png(figure: Any) -> bytes:
+    from phys_pipeline.views import figure_png
+
+    return figure_png(figure)
+
+
+def test_a_figure_object_a_stage_draws_again_is_shown_as_drawn_for_each_result(
+    widgets: None,
+) -> None:
+    """The edit's run hands out the same figure object, drawn anew: the view shows the new
+    drawing (it showed the first run's beside the new metrics, and kept it for the new key),
+    and the revisit shows the first result's drawing, which the figure no longer holds."""
+    from phys_pipeline.widgets import ArtifactView
+
+    live = LiveSession(
+        [
+            NodeSpec("spectrum", stage=ScratchFigure(WidthCfg())),
+            NodeSpec("end", ["spectrum"], Relay(AnyCfg())),
+        ],
+        START,
+    )
+    view = ArtifactView(live, "end", watched=["spectrum"])
+    first = live.run()
+    figure = first.results["spectrum"].artifacts["plot"]
+    width_1 = watched_png(view, "spectrum")
+    assert width_1 == fresh_png(figure)
+    live.update("spectrum", width=3.0)
+    second = live.run()
+    assert second.results["spectrum"].artifacts["plot"] is figure  # drawn again in place
+    width_3 = fresh_png(figure)
+    assert width_3 != width_1
+    assert watched_png(view, "spectrum") == width_3
+    assert live.executor.cache.figures(second.runs["spectrum"].cache_key)["plot"][1] == width_3
+    live.update("spectrum", width=1.0)
+    assert live.run().hits == ["spectrum", "end"]
+    assert watched_png(view, "spectrum") == width_1
+
+
+def test_a_rerun_that_draws_its_figure_object_again_shows_the_new_drawing(widgets: None) -> None:
+    from phys_pipeline.widgets import ArtifactView
+
+    SHOTS.clear()
+    live = LiveSession(
+        [
+            NodeSpec("shot", stage=MonteCarloShot(WidthCfg())),
+            NodeSpec("end", ["shot"], Relay(AnyCfg())),
+        ],
+        START,
+    )
+    view = ArtifactView(live, "end", watched=["shot"])
+    live.run()
+    first = watched_png(view, "shot")
+    rerun = live.rerun("shot")
+    assert rerun.results["shot"].metrics == {"value": 2.0}
+    assert watched_png(view, "shot") == fresh_png(rerun.results["shot"].artifacts["plot"])
+    assert watched_png(view, "shot") != first

@@ -77,29 +77,32 @@ class _Drawn:
 
 
 class _Drawings:
-    """What a view drew of each artifact, by the artifact object itself (its identity, held
-    weakly): a cache hit from the memory tier hands out the very callables of the result
-    computed under its key, and what they drew shows that result, so a revisited setup shows
-    its plots without drawing them again. The ``maxsize`` drawn last are kept."""
+    """What a view drew of each artifact of a cache entry, by the entry's key and the artifact
+    object itself (its identity, held weakly): a cache hit from the memory tier hands out the
+    very callables of the result computed under its key, and what they drew shows that
+    result, so a revisited setup shows its plots without drawing them again. Only a hit looks
+    here: a stage may hand out one object in every result, drawn anew each time (a figure it
+    keeps to draw into), so what it drew for one key, or before a rerun, is not what it holds
+    now. The ``maxsize`` drawn last are kept."""
 
     def __init__(self, maxsize: int = 64) -> None:
         self.maxsize = maxsize
-        self._items: OrderedDict[int, tuple[weakref.ref[Any], _Drawn]] = OrderedDict()
+        self._items: OrderedDict[tuple[str, int], tuple[weakref.ref[Any], _Drawn]] = OrderedDict()
 
-    def get(self, artifact: Any) -> _Drawn | None:
-        item = self._items.get(id(artifact))
+    def get(self, key: str, artifact: Any) -> _Drawn | None:
+        item = self._items.get((key, id(artifact)))
         if item is None or item[0]() is not artifact:  # none, or another object's old id
             return None
-        self._items.move_to_end(id(artifact))
+        self._items.move_to_end((key, id(artifact)))
         return item[1]
 
-    def put(self, artifact: Any, drawn: _Drawn) -> None:
+    def put(self, key: str, artifact: Any, drawn: _Drawn) -> None:
         try:
             ref = weakref.ref(artifact)
         except TypeError:  # bytes, str: nothing to draw again anyway
             return
-        self._items[id(artifact)] = (ref, drawn)
-        self._items.move_to_end(id(artifact))
+        self._items[key, id(artifact)] = (ref, drawn)
+        self._items.move_to_end((key, id(artifact)))
         while len(self._items) > self.maxsize:
             self._items.popitem(last=False)
 
@@ -472,7 +475,7 @@ class ArtifactView(SessionView, w.VBox):
             found, kept = result.results.get(nid), self._drawn.get(nid)
             if found is None or (kept is not None and kept[0] is found):
                 continue
-            if any(self._drawings.get(artifact) is None for artifact in found.artifacts.values()):
+            if any(self._drawn_before(result, nid, a) is None for a in found.artifacts.values()):
                 return True
         return False
 
@@ -489,7 +492,7 @@ class ArtifactView(SessionView, w.VBox):
         drawn: list[tuple[str, _Drawn]] = []
         fresh: list[tuple[Any, _Drawn]] = []  # (artifact, as drawn now)
         for name, artifact in found.artifacts.items():
-            item = self._drawings.get(artifact)
+            item = self._drawn_before(result, node_id, artifact)
             if item is None:
                 try:
                     item = _draw(resolve_artifact(artifact))
@@ -511,12 +514,20 @@ class ArtifactView(SessionView, w.VBox):
         to_file = {} if kept_figures else {n: (d.mime, d.data) for n, d in drawn if d.is_image}
         if (fresh or to_file) and self._shows_entry(result, node_id):
             for artifact, item in fresh:
-                self._drawings.put(artifact, item)
+                self._drawings.put(run.cache_key, artifact, item)
             if to_file:
                 with suppress(CacheError):  # as when reading them: shown all the same
                     cache.put_figures(run.cache_key, to_file, node_id=node_id)
         self._drawn[node_id] = (found, drawn)
         return drawn
+
+    def _drawn_before(self, result: DagRunResult, node_id: str, artifact: Any) -> _Drawn | None:
+        """What this view drew of ``artifact`` for the cache entry a hit of ``node_id`` loaded
+        (None: not drawn, or the node computed: a result computed now is drawn now)."""
+        run = result.runs[node_id]
+        if run.status is not NodeStatus.HIT:
+            return None
+        return self._drawings.get(run.cache_key, artifact)
 
     def _shows_entry(self, result: DagRunResult, node_id: str) -> bool:
         """Whether what was drawn of ``node_id``'s result shows what its cache entry holds,
