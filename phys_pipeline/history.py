@@ -517,8 +517,13 @@ def _changes(
 def _differences(
     kind: ChangeKind, node_id: str | None, old: Mapping[str, Any], new: Mapping[str, Any]
 ) -> list[Change]:
+    """The entries that differ as plain data (0.0 and -0.0 do, two NaNs do not)."""
+    if old is new:  # an unchanged node's values, shared by both records
+        return []
     return [
         Change(kind, node_id, name, old.get(name), new.get(name))
         for name in dict.fromkeys([*new, *old])
-        if name not in old or name not in new or old[name] != new[name]
+        if name not in old
+        or name not in new
+        or (old[name] is not new[name] and not _same_plain(old[name], new[name]))
     ]

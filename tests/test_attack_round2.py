@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from phys_pipeline._v2.cache import DiskCache, SharedDiskCache
 from phys_pipeline.cache import CacheWarning, MemoryStore
@@ -294,6 +294,18 @@ class Detune(PipelineStage[SimpleState, OffsetCfg]):
         return StageResult(SimpleState(self.cfg.offset), metrics={"offset": self.cfg.offset})
 
 
+class NanCfg(OffsetCfg):
+    """A detuning beside a calibration not measured yet (NaN)."""
+
+    calibration: float = float("nan")
+
+
+class NoteCfg(OffsetCfg):
+    """A detuning with a lab note that model_dump leaves out."""
+
+    note: str = Field("", exclude=True)
+
+
 class OpenCfg(StageConfig):
     """A config that takes fields it does not declare (2.0.0 code's habit)."""
 
@@ -324,6 +336,7 @@ def test_a_config_edited_to_an_equal_hash_is_recorded_and_restored_as_it_ran() -
     assert live.run().hits == ["detune"]
     assert sign(recorded(live, 2)["offset"]) == -1.0
     assert sign(recorded(live, 1)["offset"]) == 1.0
+    assert [str(change) for change in live.history.run(2).changes] == ["detune.offset: 0.0 -> -0.0"]
     live.restore(1)
     assert sign(live.config("detune").offset) == 1.0
     live.restore(2)
@@ -340,6 +353,22 @@ def test_a_config_written_to_in_place_between_runs_is_recorded_as_it_ran() -> No
     assert sign(recorded(live, 2)["offset"]) == -1.0
     with pytest.raises(ConfigError, match="written to in place"):
         live.restore(1)
+
+
+def test_a_field_edited_beside_a_nan_says_only_what_changed() -> None:
+    live = detune_session(NanCfg())
+    live.run()
+    live.update("detune", offset=2.0)
+    live.run()
+    assert [str(change) for change in live.history.run(2).changes] == ["detune.offset: 0.0 -> 2.0"]
+
+
+def test_a_field_left_out_of_dumps_is_recorded_as_it_ran() -> None:
+    live = detune_session(NoteCfg())
+    live.run()
+    live.update("detune", note="after realignment")
+    live.run()
+    assert recorded(live, 1)["note"] == "" and recorded(live, 2)["note"] == "after realignment"
 
 
 def test_a_mutable_default_changed_in_place_after_a_run_leaves_that_run_s_record_alone() -> None:
