@@ -10,6 +10,10 @@ from ..sweep import sweep_variants
 
 __all__ = ["figure_png", "sweep_png", "sweep_series"]
 
+# zlib's fastest level: a few percent more bytes than the default, and for the example plots
+# 1.7 ms less of the ~6 it takes to encode one (the pixels are the same)
+_PNG_OPTIONS = {"compress_level": 1}
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -66,7 +70,9 @@ def figure_png(figure: Any, *, dpi: int = 96) -> bytes:
     buffer = io.BytesIO()
     try:
         if figure.get_layout_engine() is None:
-            figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+            figure.savefig(
+                buffer, format="png", dpi=dpi, bbox_inches="tight", pil_kwargs=_PNG_OPTIONS
+            )
         else:
             _draw_laid_out(figure, dpi, buffer)
     finally:
@@ -90,4 +96,4 @@ def _draw_laid_out(figure: Any, dpi: int, buffer: io.BytesIO) -> None:
     figure.set_dpi(dpi)
     canvas = FigureCanvasAgg(figure)
     canvas.draw()
-    imsave(buffer, canvas.buffer_rgba(), format="png", dpi=dpi)
+    imsave(buffer, canvas.buffer_rgba(), format="png", dpi=dpi, pil_kwargs=_PNG_OPTIONS)
