@@ -1,7 +1,7 @@
 """Edit → updated plot in the browser: a typed value to the new plot on screen, in JupyterLab 4.
 
-    python benchmarks/browser_edit.py [--edits 15] [--revisits 8] [--debounce S] [--profile]
-                                      [--json PATH]
+    python benchmarks/browser_edit.py [--edits 15] [--revisits 8] [--debounce S] [--in-kernel]
+                                      [--profile] [--json PATH]
 
 The tutorial's DAG (``tests/browser/edit_latency.ipynb``: grid → pulse → fibre → compressor →
 {phase, duration}, auto-run on) in a real JupyterLab and headless Chromium, started by the
@@ -15,13 +15,15 @@ nodes run) and ``--revisits`` alternating between two of them (every node a cach
 Prints median and p90 with the debounce and without it, against the target "≤ 150 ms +
 debounce", also until the first and every watched plot (phase, duration) is new, and the
 median split: browser → kernel, debounce, the run, run end → the duration figure sent by the
-kernel (the artifact view drawing the watched figures in turn, phase first), → the new image
-in the page; when each watched panel's figures left the kernel, and how long after the run
-every view of the app has redrawn (the kernel is busy until then). ``--profile`` also times
-each view's listener in the kernel and each watched figure's drawing. Skips (exit 0) without
-Chromium, Playwright or JupyterLab. The kernel imports phys_pipeline as JupyterLab's Python
-does: put the checkout first on PYTHONPATH to measure it (the kernel's path is printed).
-"""
+kernel (the artifact view drawing phase while its drawing process draws duration), → the new
+image in the page; when each watched panel's figures left the kernel, and how long after the
+run every view of the app has redrawn (the kernel is busy until then). The drawing process
+starts with the notebook's first run; the edits wait until it is ready, and ``--in-kernel``
+draws every figure in the kernel instead (the view's ``drawing_process = None``).
+``--profile`` also times each view's listener in the kernel and each watched figure's drawing.
+Skips (exit 0) without Chromium, Playwright or JupyterLab. The kernel imports phys_pipeline as
+JupyterLab's Python does: put the checkout first on PYTHONPATH to measure it (the kernel's path
+is printed)."""
 
 from __future__ import annotations
 
@@ -57,6 +59,18 @@ def _stamper(name):
 for _node, _panel in app.artifacts.panels.items():
     _panel.output.observe(_stamper(_node), 'outputs')
     _panel.metrics.observe(_stamper(f'{_node} metrics'), 'value')
+"""
+
+# In the kernel: whether the artifact view has a drawing process (none before it had one), once
+# it is ready (it starts with the notebook's first run, a second or two before).
+DRAWING_PROCESS = """
+_process = getattr(app.artifacts, 'drawing_process', None)
+if _process is None:
+    print('none: every figure is drawn in the kernel')
+elif _process.wait_ready(60):
+    print(f'ready, pid {_process.pid}')
+else:
+    print('not started: every figure is drawn in the kernel')
 """
 
 # In the page: when each watched panel's plot shows a new image, as test_browser_latency's
@@ -283,6 +297,9 @@ def main() -> int:
     parser.add_argument("--edits", type=int, default=15, help="new separations (runs)")
     parser.add_argument("--revisits", type=int, default=8, help="cache-hit edits")
     parser.add_argument("--debounce", type=float, help="auto-run debounce, s (default: 0.3)")
+    parser.add_argument(
+        "--in-kernel", action="store_true", help="draw every figure in the kernel (no process)"
+    )
     parser.add_argument("--profile", action="store_true", help="time views and figures too")
     parser.add_argument("--json", type=Path, help="write every edit's stamps here")
     args = parser.parse_args()
@@ -314,6 +331,9 @@ def main() -> int:
             page, "import phys_pipeline; print(phys_pipeline.__file__)"
         )
         print(f"the kernel's phys_pipeline: {kernel_package.strip()}")
+        if args.in_kernel:
+            latency.kernel_print(page, "app.artifacts.drawing_process = None")
+        print(f"the artifact view's drawing process: {latency.kernel_print(page, DRAWING_PROCESS)}")
         if args.debounce is not None:
             latency.set_debounce(page, args.debounce)
         if args.profile:

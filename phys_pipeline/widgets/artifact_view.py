@@ -12,7 +12,9 @@ figures instead of asking for a rerun. Only drawing stores figures; a run never 
 from the memory tier hands out the very lazy artifacts drawn before, and the view shows what
 they drew then (``_Drawings``) instead of drawing them again. After a run each panel's metrics
 come first, then its figures are drawn (matplotlib: most of an edit's way to the plot), the
-figures of the run before greyed meanwhile.
+figures of the run before greyed meanwhile; the kernel draws the first half of the new ones
+while a process beside it draws the second half, where it can draw them as the kernel would
+(``_drawing``), and what either drew is kept and guarded alike.
 
 Figures sit on a light card of their own, whatever the theme, and are saved as drawn: they keep
 the stage's colours (dark on white by default, which a dark background would swallow), and a
@@ -28,15 +30,14 @@ import re
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from contextlib import suppress
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import ipywidgets as w
 
-from ..cache.figures import FIGURE_MIME_TYPES, Figures
+from ..cache.figures import Figures
 from ..dag import Plan
 from ..errors import CacheError
 from ..executor import DagRunResult
@@ -44,7 +45,8 @@ from ..fingerprint import stale_parts
 from ..record import resolve_artifact
 from ..session import LiveSession
 from ..types import NodeStatus, StageResult
-from ..views import figure_png, metrics_html, sweep_png, table_html
+from ..views import metrics_html, sweep_png, table_html
+from ._drawing import PNG_MAGIC, Batch, DrawingProcess, Drawn, draw, shared_drawing_process
 from ._subscribe import SessionView, closed_on_failure
 
 __all__ = [
@@ -53,7 +55,6 @@ __all__ = [
     "display_data",
 ]
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _CSS = (Path(__file__).parent / "artifact_view.css").read_text(encoding="utf-8")
 _EXTENSIONS = {"image/png": "png", "image/svg+xml": "svg"}
 _UNSAFE_IN_FILE_NAMES = re.compile(r"[^A-Za-z0-9._=+-]+")
@@ -61,19 +62,6 @@ _STALE_BADGE = (
     '<span class="pp-badge pp-stale-badge" title="edited since this result was computed: '
     'rerun to update">stale</span>'
 )
-
-
-@dataclass(frozen=True, slots=True)
-class _Drawn:
-    """One artifact as drawn: an image (``mime`` in FIGURE_MIME_TYPES, ``data`` its bytes) or
-    anything else as a display-data bundle (``mime`` "bundle", ``data`` the bundle)."""
-
-    mime: str
-    data: Any
-
-    @property
-    def is_image(self) -> bool:
-        return self.mime in FIGURE_MIME_TYPES
 
 
 class _Drawings:
@@ -87,16 +75,16 @@ class _Drawings:
 
     def __init__(self, maxsize: int = 64) -> None:
         self.maxsize = maxsize
-        self._items: OrderedDict[tuple[str, int], tuple[weakref.ref[Any], _Drawn]] = OrderedDict()
+        self._items: OrderedDict[tuple[str, int], tuple[weakref.ref[Any], Drawn]] = OrderedDict()
 
-    def get(self, key: str, artifact: Any) -> _Drawn | None:
+    def get(self, key: str, artifact: Any) -> Drawn | None:
         item = self._items.get((key, id(artifact)))
         if item is None or item[0]() is not artifact:  # none, or another object's old id
             return None
         self._items.move_to_end((key, id(artifact)))
         return item[1]
 
-    def put(self, key: str, artifact: Any, drawn: _Drawn) -> None:
+    def put(self, key: str, artifact: Any, drawn: Drawn) -> None:
         try:
             ref = weakref.ref(artifact)
         except TypeError:  # bytes, str: nothing to draw again anyway
@@ -107,18 +95,7 @@ class _Drawings:
             self._items.popitem(last=False)
 
 
-def _draw(value: Any) -> _Drawn:
-    """Figures and PNG bytes as an image; anything else as HTML (if it has a repr) or text."""
-    if hasattr(value, "savefig"):
-        value = figure_png(value)
-    if isinstance(value, bytes) and value.startswith(PNG_MAGIC):
-        return _Drawn("image/png", value)
-    if hasattr(value, "_repr_html_"):
-        return _Drawn("bundle", {"text/html": value._repr_html_(), "text/plain": repr(value)})
-    return _Drawn("bundle", {"text/plain": value if isinstance(value, str) else repr(value)})
-
-
-def _output(name: str, drawn: _Drawn, *, stale: bool = False) -> dict[str, Any]:
+def _output(name: str, drawn: Drawn, *, stale: bool = False) -> dict[str, Any]:
     """An nbformat display-data output of one drawn artifact. An image is a card with a
     download link (HTML) plus the bare image, for front ends that show no HTML."""
     if drawn.is_image:
@@ -145,7 +122,7 @@ def _output(name: str, drawn: _Drawn, *, stale: bool = False) -> dict[str, Any]:
 def display_data(value: Any, *, name: str = "figure") -> dict[str, Any]:
     """One artifact value as an nbformat display-data output: figures and PNG bytes as an
     image with a download link (saved as ``<name>.png``), everything else as text."""
-    return _output(name, _draw(value))
+    return _output(name, draw(value))
 
 
 def _caption(text: str, *, stale: bool = False) -> dict[str, Any]:
@@ -250,7 +227,11 @@ class ArtifactView(SessionView, w.VBox):
     with a "stale" badge until rerun. ``output`` holds the selected figures, ``metrics`` their
     table, ``sweep`` the sweep table (when the DAG has swept nodes); ``note`` says why plots
     are missing after cache hits (no figures kept for them) and ``rerun_button`` (shown then)
-    recomputes the selected node. ``panels`` are the watched nodes' sections, by node id."""
+    recomputes the selected node. ``panels`` are the watched nodes' sections, by node id.
+
+    ``drawing_process`` draws half of the lazy artifacts a refresh needs while the kernel
+    draws the other half (see ``_drawing``): the kernel's shared one by default, None to draw
+    everything in the kernel."""
 
     def __init__(
         self,
@@ -259,14 +240,18 @@ class ArtifactView(SessionView, w.VBox):
         *,
         watched: Iterable[str] | None = None,
         max_items: int = 24,
+        drawing_process: DrawingProcess | Literal["shared"] | None = "shared",
         **kwargs: Any,
     ) -> None:
         self.session = session
         self.node_id = node_id
         self.max_items = max_items
+        self.drawing_process = (
+            shared_drawing_process() if drawing_process == "shared" else drawing_process
+        )
         self.panels: dict[str, _Section] = {}
         # node id -> the result drawn and its artifacts as drawn (or its figures from the cache)
-        self._drawn: dict[str, tuple[StageResult, list[tuple[str, _Drawn]]]] = {}
+        self._drawn: dict[str, tuple[StageResult, list[tuple[str, Drawn]]]] = {}
         self._drawings = _Drawings()
         self._shown_stale: frozenset[str] = frozenset()
         self._lock = threading.RLock()  # runs refresh from their thread, clicks from the UI's
@@ -339,12 +324,16 @@ class ArtifactView(SessionView, w.VBox):
             if result is not None:
                 # the numbers first (drawing takes longer), beside the figures shown before,
                 # greyed while the new ones are drawn
+                to_draw: dict[int, Any] = {}
                 for section, node_ids in filling:
                     self._show_metrics(section, result, node_ids, stale)
-                    section.show_drawing(self._will_draw(result, node_ids))
-                for section, node_ids in filling:
-                    self._fill(section, result, node_ids, stale)
-                    section.show_drawing(False)
+                    drawing = self._to_draw(result, node_ids)
+                    section.show_drawing(bool(drawing))
+                    to_draw.update((id(artifact), artifact) for artifact in drawing)
+                with self._drawn_beside(list(to_draw.values())) as beside:
+                    for section, node_ids in filling:
+                        self._fill(section, result, node_ids, stale, beside)
+                        section.show_drawing(False)
             base = self._sweep_base(result) if result is not None else ""
             self.sweep.value = self._sweep_html(result, base) if result is not None else ""
             self._show_sweep_plot(sweep_png(result, base) if base != "" else None)
@@ -414,9 +403,15 @@ class ArtifactView(SessionView, w.VBox):
         return filling
 
     def _fill(
-        self, section: _Section, result: DagRunResult, node_ids: list[str], stale: frozenset[str]
+        self,
+        section: _Section,
+        result: DagRunResult,
+        node_ids: list[str],
+        stale: frozenset[str],
+        beside: Batch,
     ) -> None:
-        """Figures and the missing-plots note of ``node_ids`` in ``section``."""
+        """Figures and the missing-plots note of ``node_ids`` in ``section`` (those ``beside``
+        holds drawn in the drawing process)."""
         outputs: list[dict[str, Any]] = []
         shown = more = plotless = 0
         for nid in node_ids:
@@ -426,7 +421,7 @@ class ArtifactView(SessionView, w.VBox):
             if shown >= self.max_items:  # past the limit: counted, not drawn
                 more += len(found.artifacts)
                 continue
-            drawn = self._drawing(result, nid, found)
+            drawn = self._drawing(result, nid, found, beside)
             plotless += not drawn and result.runs[nid].status is NodeStatus.HIT
             for name, item in drawn:
                 if shown >= self.max_items:
@@ -436,12 +431,12 @@ class ArtifactView(SessionView, w.VBox):
                 outputs.append(_caption(f"{nid}.{name}", stale=nid in stale))
                 outputs.append(_output(f"{nid}.{name}", item, stale=nid in stale))
         if more:
-            outputs.append(_output("", _draw(f"{more} more; select a node to see its own")))
+            outputs.append(_output("", draw(f"{more} more; select a node to see its own")))
         alone = section.node_id
         if alone and alone not in result.results:
             run = result.runs.get(alone)
             why = f"{run.status}: {run.error or run.reason}" if run else "not in the last run"
-            outputs.append(_output("", _draw(f"node {alone!r} has no result ({why})")))
+            outputs.append(_output("", draw(f"node {alone!r} has no result ({why})")))
         section.output.outputs = tuple(outputs)
         if shown or not plotless:
             section.show_rerun("")
@@ -468,37 +463,51 @@ class ArtifactView(SessionView, w.VBox):
             stale=stale,
         )
 
-    def _will_draw(self, result: DagRunResult, node_ids: list[str]) -> bool:
-        """Whether filling a section with ``node_ids`` draws: a result not drawn yet, with an
-        artifact this view has not drawn."""
+    def _to_draw(self, result: DagRunResult, node_ids: list[str]) -> list[Any]:
+        """The artifacts filling a section with ``node_ids`` draws, in order: those of results
+        not drawn yet that this view has not drawn (up to ``max_items``)."""
+        drawing: list[Any] = []
         for nid in node_ids:
             found, kept = result.results.get(nid), self._drawn.get(nid)
             if found is None or (kept is not None and kept[0] is found):
                 continue
-            if any(self._drawn_before(result, nid, a) is None for a in found.artifacts.values()):
-                return True
-        return False
+            drawing += [
+                a for a in found.artifacts.values() if self._drawn_before(result, nid, a) is None
+            ]
+        return drawing[: self.max_items]
+
+    @contextmanager
+    def _drawn_beside(self, to_draw: list[Any]) -> Iterator[Batch]:
+        """The second half of ``to_draw`` handed to the drawing process, as the kernel draws
+        the first: the watched panels' figures come in about half the time. Nothing when
+        there is one artifact to draw (the kernel would only wait for it)."""
+        process = self.drawing_process
+        if process is None or len(to_draw) < 2:
+            yield Batch()
+            return
+        with process.batch(to_draw[(len(to_draw) + 1) // 2 :]) as batch:
+            yield batch
 
     def _drawing(
-        self, result: DagRunResult, node_id: str, found: StageResult
-    ) -> list[tuple[str, _Drawn]]:
+        self, result: DagRunResult, node_id: str, found: StageResult, beside: Batch
+    ) -> list[tuple[str, Drawn]]:
         """The node's artifacts as drawn (each lazy one called once per result, and not again
-        for a cache hit that hands out the same callable) and, for a result loaded without
-        some, the figures kept in the cache for them. What is drawn here is kept in the cache
-        for next time."""
+        for a cache hit that hands out the same callable; ``beside`` has drawn some) and, for
+        a result loaded without some, the figures kept in the cache for them. What is drawn
+        here is kept in the cache for next time."""
         kept = self._drawn.get(node_id)
         if kept is not None and kept[0] is found:
             return kept[1]
-        drawn: list[tuple[str, _Drawn]] = []
-        fresh: list[tuple[Any, _Drawn]] = []  # (artifact, as drawn now)
+        drawn: list[tuple[str, Drawn]] = []
+        fresh: list[tuple[Any, Drawn]] = []  # (artifact, as drawn now)
         for name, artifact in found.artifacts.items():
             item = self._drawn_before(result, node_id, artifact)
             if item is None:
                 try:
-                    item = _draw(resolve_artifact(artifact))
+                    item = beside.drawn(artifact) or draw(resolve_artifact(artifact))
                     fresh.append((artifact, item))
                 except Exception as exc:  # noqa: BLE001 - one broken plot must not hide the rest
-                    item = _draw(f"artifact failed: {type(exc).__name__}: {exc}")
+                    item = draw(f"artifact failed: {type(exc).__name__}: {exc}")
             drawn.append((name, item))
         cache, run = self.session.executor.cache, result.runs[node_id]
         kept_figures: Figures | None = None
@@ -507,7 +516,7 @@ class ArtifactView(SessionView, w.VBox):
                 kept_figures = cache.figures(run.cache_key)
         if kept_figures:
             drawn += [
-                (name, _Drawn(mime, data))
+                (name, Drawn(mime, data))
                 for name, (mime, data) in kept_figures.items()
                 if name not in found.artifacts
             ]
@@ -521,7 +530,7 @@ class ArtifactView(SessionView, w.VBox):
         self._drawn[node_id] = (found, drawn)
         return drawn
 
-    def _drawn_before(self, result: DagRunResult, node_id: str, artifact: Any) -> _Drawn | None:
+    def _drawn_before(self, result: DagRunResult, node_id: str, artifact: Any) -> Drawn | None:
         """What this view drew of ``artifact`` for the cache entry a hit of ``node_id`` loaded
         (None: not drawn, or the node computed: a result computed now is drawn now)."""
         run = result.runs[node_id]
