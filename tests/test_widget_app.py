@@ -84,9 +84,11 @@ def test_app_uses_the_cache_a_cache_config_describes(tmp_path: Path) -> None:
 
 
 def test_the_history_tab_follows_the_session_s_runs(app: PipelineApp) -> None:
-    """Results and History share the tab under the DAG; every run gets a row."""
+    """Results and History share the tab under the DAG; every run gets a row (drawn while
+    the History tab is picked)."""
     assert app.results.children == (app.artifacts, app.history)
     assert app.results.titles == ("Results", "History")
+    app.results.selected_index = 1
     app.controls.run()
     app.session.update("fibre", length_m=2.0)
     app.controls.run()

@@ -1,7 +1,7 @@
 """Edit → plot in the app, the kernel's side: a revisited setup's plots are shown without being
 drawn again, but only drawings true to their cache entry are reused; a panel's metrics come
-before its figures are drawn, the figures of the run before greyed meanwhile; the History tab's
-metric plot is drawn while that tab is picked, not on every run."""
+before its figures are drawn, the figures of the run before greyed meanwhile; the History tab
+draws the runs (its rows and metric plot) while that tab is picked, not on every run."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def test_a_revisit_changes_no_class_since_nothing_is_drawn() -> None:
     assert classes == []
 
 
-def test_the_history_metric_plot_is_drawn_when_its_tab_is_picked_not_on_each_run() -> None:
+def test_the_history_tab_draws_the_runs_when_it_is_picked_not_on_each_run() -> None:
     nodes = [
         NodeSpec("spectrum", stage=Spectrum(SpectrumCfg())),
         NodeSpec("grid", stage=GridStage(GridCfg())),
@@ -146,9 +146,10 @@ def test_the_history_metric_plot_is_drawn_when_its_tab_is_picked_not_on_each_run
     app.session.update("spectrum", width=2.0)
     app.controls.run()
     assert not app.history.shown and bytes(plot.value) == b""  # Results is the tab picked
-    assert len(app.history.rows) == 2  # the rows follow every run all the same
+    assert app.history.rows == []  # nor the runs' rows
 
     app.results.selected_index = 1  # the History tab
+    assert [row.number for row in app.history.rows] == [2, 1]
     two_runs = bytes(plot.value)
     assert two_runs.startswith(PNG_MAGIC) and plot.layout.display != "none"
 
@@ -156,7 +157,9 @@ def test_the_history_metric_plot_is_drawn_when_its_tab_is_picked_not_on_each_run
     app.session.update("spectrum", width=4.0)
     app.controls.run()
     assert plot.layout.display == "none"  # two runs' plot is not shown as three runs'
+    assert len(app.history.rows) == 2
     app.results.selected_index = 1
+    assert [row.number for row in app.history.rows] == [3, 2, 1]
     assert bytes(plot.value) not in (b"", two_runs) and plot.layout.display != "none"
     app.close()
 

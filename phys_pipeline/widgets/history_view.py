@@ -8,10 +8,12 @@ side. Figures are kept by the artifact view when it draws them: made after it, t
 a run after the artifact view has kept the run's figures.
 
 Rows are made once per run and kept (a long history is capped at ``max_rows``); everything
-else is redrawn on each run, but the metric plot (matplotlib, most of the view's time) only
-while the view is ``shown``: in the app's History tab, when that tab is picked, so that a run
-seen in the Results tab does not wait for it. Colours come from the JupyterLab theme
-(``history_view.css``).
+else is redrawn on each run. The view follows the runs while it is ``shown`` (in the app's
+History tab, when that tab is picked): hidden, it notes that it is out of date and catches up
+when shown, so that a run seen in the Results tab does not wait for its rows (a dozen new
+widgets and thirty messages a run, which the run's figures would share the kernel, the server
+and the page with: 10 ms of the edit → plot benchmark) nor for its metric plot (matplotlib,
+most of the view's time). Colours come from the JupyterLab theme (``history_view.css``).
 """
 
 from __future__ import annotations
@@ -141,11 +143,11 @@ class HistoryView(SessionView, w.VBox):
     ``comparison``; ``metric_picker`` chooses the metric ``metric_plot`` draws over the runs
     (both in ``metric_box``); ``figures`` shows the pinned and the last run's kept figures of
     ``figure_nodes`` (default: the sinks). ``message`` says what Restore did, or why it was
-    refused. While ``shown`` is False (a tab not picked) the metric plot is hidden and not
-    redrawn; it is drawn when ``shown`` turns True."""
+    refused. While ``shown`` is False (a tab not picked) runs are not drawn, and the metric
+    plot is hidden and not redrawn; the view catches up when ``shown`` turns True."""
 
     pinned = traitlets.Int(None, allow_none=True, help="the run compared with the last one")
-    shown = traitlets.Bool(True, help="on screen: the metric plot is drawn only then")
+    shown = traitlets.Bool(True, help="on screen: runs are drawn only then")
 
     def __init__(
         self,
@@ -163,6 +165,7 @@ class HistoryView(SessionView, w.VBox):
         self._headers: list[w.HTML] = []
         self._choosing = False  # the metric picker's options are being replaced
         self._plot_due = False  # the metric plot is out of date, to draw when shown
+        self._runs_due = False  # runs came while hidden: everything is drawn again when shown
         self._watched = None if watched is None else list(dict.fromkeys(watched))
         self._lock = threading.RLock()  # runs refresh from their thread, clicks from the UI's
         with closed_on_failure(self):
@@ -355,8 +358,12 @@ class HistoryView(SessionView, w.VBox):
 
     @traitlets.observe("shown")
     def _shown_changed(self, change: dict[str, Any]) -> None:
-        if change["new"] and self._plot_due:
-            with self._lock:
+        if not change["new"]:
+            return
+        with self._lock:
+            if self._runs_due:
+                self._follow_run()
+            elif self._plot_due:
                 self._show_plot()
 
     # --- pin and restore ----------------------------------------------------------------------
@@ -398,6 +405,16 @@ class HistoryView(SessionView, w.VBox):
     def _on_session(self, event: str, session: LiveSession) -> None:
         if event != "run":
             return
+        with self._lock:
+            if self.shown:
+                self._follow_run()
+            else:  # drawn when shown; the plot of fewer runs is hidden meanwhile
+                self._runs_due = True
+                self._show_plot()
+
+    def _follow_run(self) -> None:
+        """Redraw for the runs since the last one drawn (lock held)."""
+        self._runs_due = False
         try:
             self.message.value = ""
             self.refresh()
