@@ -63,6 +63,7 @@ __all__ = [
     "Fingerprinter",
     "code_version",
     "ignore_library_version",
+    "installed_file",
     "skip_type",
     "stale_parts",
     "untracked_of",
@@ -86,6 +87,15 @@ def _stdlib_dirs() -> tuple[str, ...]:
 _SITE_DIRS = _site_dirs()
 _STDLIB_DIRS = _stdlib_dirs()
 _FRAMEWORK = "phys_pipeline"
+
+
+def installed_file(file: str) -> bool:
+    """Whether ``file`` is installed code (the standard library, site-packages), not the
+    user's own (a notebook's folder, a checkout installed in editable mode)."""
+    path = os.path.realpath(file)
+    return path.startswith(_SITE_DIRS) or path.startswith(_STDLIB_DIRS)
+
+
 _UNVERSIONED: set[str] = set()
 
 

@@ -10,6 +10,7 @@ import base64
 import io
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
 
+import cloudpickle
 import matplotlib
 import matplotlib.style
 from matplotlib.figure import Figure
@@ -28,13 +30,17 @@ from PIL import Image
 from phys_pipeline.policy import PolicyBag
 from phys_pipeline.session import LiveSession
 from phys_pipeline.types import NodeSpec, PipelineStage, SimpleState, StageConfig, StageResult
-from phys_pipeline.widgets import ArtifactView
+from phys_pipeline.widgets import ArtifactView, _drawing
 from phys_pipeline.widgets._drawing import PNG_MAGIC, DrawingProcess, draw, usable_cores
 
 pytestmark = [
     pytest.mark.timeout(180),
     pytest.mark.skipif(usable_cores() < 2, reason="the drawing process needs a second core"),
 ]
+
+# this module's functions travel by value, as a notebook's do: the drawing process imports
+# no module of the user's (see test_a_plot_from_a_module_of_the_users_is_drawn_here)
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 START = SimpleState(None)
 UNITS = "fs"  # read by the plots when drawn: a notebook may change it after the process imports it
@@ -200,16 +206,56 @@ def test_an_artifact_the_process_cannot_take_is_left_to_the_kernel(
         assert len(batch) == 0 and batch.drawn(artifact) is None
 
 
-def test_a_plot_whose_code_reads_a_global_changed_since_the_process_imported_it_is_drawn_here(
+def test_a_plot_reading_a_global_the_notebook_changed_is_drawn_with_the_new_value(
     drawing: DrawingProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The process imported this module with UNITS = "fs"; the notebook set "ps" since: the
-    fingerprints differ, and the kernel draws the plot in ps."""
+    """The plot's code travels by value with the globals it reads: the notebook's "ps"."""
     live = LiveSession(probes(), START)
     view = view_of(live, drawing)
-    monkeypatch.setattr(__import__(__name__), "UNITS", "ps")
+    monkeypatch.setattr(sys.modules[__name__], "UNITS", "ps")
     live.run()
-    assert shown(view, "second") == [picture(f"b in ps, drawn by {os.getpid()}")]
+    assert shown(view, "second") == [picture(f"b in ps, drawn by {drawing.pid}")]
+
+
+USER_MODULE = """
+import os
+with open(os.environ["PP_IMPORTED_BY"], "a") as log:  # an import that acts: once, here
+    log.write(f"{os.getpid()}\\n")
+
+def plot():
+    return b"\\x89PNG\\r\\n\\x1a\\n" + f"drawn by {os.getpid()}".encode()
+"""
+
+
+class UserPlot(PipelineStage[SimpleState, StageConfig]):
+    """A lazy plot from a module of the user's (on disk, not installed)."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        import drawing_user_module
+
+        return StageResult(state, artifacts={"plot": drawing_user_module.plot})
+
+
+def test_a_plot_from_a_module_of_the_users_is_drawn_here_and_the_module_imported_once(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process never imports a user's module, which may act on import (open an
+    instrument, write a file): the kernel draws that plot."""
+    (tmp_path / "drawing_user_module.py").write_text(USER_MODULE)
+    log = tmp_path / "imported_by"
+    monkeypatch.setenv("PP_IMPORTED_BY", str(log))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "drawing_user_module", raising=False)
+    process = started()  # with the module's folder on its path
+    try:
+        live = LiveSession(probes(UserPlot(StageConfig(name="user"))), START)
+        view = view_of(live, process)
+        live.run()
+        assert shown(view, "second") == [picture(f"drawn by {os.getpid()}")]
+        assert process.ready  # alive: it refused the module, and the kernel drew the plot
+    finally:
+        process.close()
+    assert log.read_text().split() == [str(os.getpid())]
 
 
 def test_a_plot_that_fails_in_the_process_shows_the_kernels_failure(
@@ -293,3 +339,32 @@ def test_on_one_core_no_process_is_started() -> None:
         os.sched_setaffinity(0, cores)
     assert process.pid is None
     process.close()
+
+
+@pytest.mark.parametrize(
+    ("files", "cores"),
+    [
+        ({"cpu.max": "max 100000\n"}, None),  # cgroup v2, no quota
+        ({"cpu.max": "150000 100000\n"}, 1),  # 1.5 cores is not two
+        ({"cpu.max": "400000 100000\n"}, 4),
+        ({"quota": "-1\n", "period": "100000\n"}, None),  # cgroup v1, no quota
+        ({"quota": "200000\n", "period": "100000\n"}, 2),
+        ({}, None),  # no cgroup files
+    ],
+)
+def test_a_containers_cpu_quota_bounds_the_usable_cores(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, files: dict[str, str], cores: int | None
+) -> None:
+    """Binder limits a container's CPU by a cgroup quota, which the affinity does not show:
+    a second process there would only take turns with the kernel."""
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(
+        _drawing,
+        "_CPU_LIMITS",
+        ((tmp_path / "cpu.max",), (tmp_path / "quota", tmp_path / "period")),
+    )
+    assert _drawing._cpu_limit() == cores
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    if cores is not None and affinity is not None:
+        assert usable_cores() == max(1, min(affinity, cores))

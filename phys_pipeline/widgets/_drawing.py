@@ -7,8 +7,10 @@ Python, under the kernel's GIL: two figures drawn by two threads take as long as
 kernel draws others (the artifact view hands it the second half of the figures a run needs).
 It takes an artifact only where its drawing is the one the kernel would make:
 
-- a second core is ours (``os.sched_getaffinity``), and the process has started (lazily, after
-  the first drawing it could have shared) and warmed up;
+- a second core is ours (``os.sched_getaffinity``, within the container's CPU quota), and the
+  process has started (lazily, after the first drawing it could have shared) and warmed up;
+- it needs no module of the user's: the process imports installed code and phys_pipeline
+  only (``_InstalledCodeOnly``), as a module may act on import;
 - the artifact is a plain function (a closure or a lambda, as stages return): a callable
   object may count or keep what it draws, which a copy in another process would not tell;
 - it pickles (cloudpickle) to at most ``max_bytes``;
@@ -26,6 +28,8 @@ interrupts, and ends when the kernel closes it (at exit) or dies (its stdin clos
 from __future__ import annotations
 
 import atexit
+import importlib.abc
+import importlib.machinery
 import io
 import os
 import pickle
@@ -38,10 +42,11 @@ import types
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 from ..cache.figures import FIGURE_MIME_TYPES
-from ..fingerprint import Fingerprinter
+from ..fingerprint import Fingerprinter, installed_file
 from ..views import figure_png
 
 __all__ = [
@@ -85,11 +90,49 @@ def draw(value: Any) -> Drawn:
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (not the machine's count: a container or
-    ``taskset`` may give it fewer)."""
+    """The cores this process may run on (not the machine's count: ``taskset`` may give it
+    fewer, and a container's CPU limit, as Binder sets, is not in the affinity)."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    limit = _cpu_limit()
+    return cores if limit is None else max(1, min(cores, limit))
+
+
+_CPU_LIMITS = (  # cgroup v2, then v1: (file of "<quota> <period>", or quota and period files)
+    (Path("/sys/fs/cgroup/cpu.max"),),
+    (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")),
+)
+
+
+def _cpu_limit() -> int | None:
+    """The whole cores a cgroup CPU quota allows (1.5 cores is not two), None: no quota."""
+    for files in _CPU_LIMITS:
+        try:
+            quota, period = " ".join(f.read_text() for f in files).split()
+            if quota in ("max", "-1"):
+                return None
+            return int(quota) // int(period)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+class _InstalledCodeOnly(importlib.abc.MetaPathFinder):
+    """The drawing process imports installed code and phys_pipeline only: a module of the
+    user's may act on import (open an instrument, write a file, submit a job), which must
+    happen once, in the kernel. An artifact that needs one fails to unpickle there, and the
+    kernel draws it."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name.partition(".")[0] == "phys_pipeline":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        origin = getattr(spec, "origin", None)
+        if spec is None or not spec.has_location or origin is None or installed_file(origin):
+            return None  # not found, built in, or installed: the usual finders go on
+        raise ImportError(f"the drawing process does not import the user's module {name!r}")
 
 
 def _code_digest(artifact: Any) -> str | None:
@@ -367,6 +410,7 @@ def serve() -> None:
     os.dup2(2, 1)  # what drawing code prints goes to the kernel's log, not into the replies
     with open(os.devnull, "rb") as nothing:
         os.dup2(nothing.fileno(), 0)
+    sys.meta_path.insert(0, _InstalledCodeOnly())
     preload = _receive(requests)
     if preload is None:
         return
