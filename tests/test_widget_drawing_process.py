@@ -368,3 +368,29 @@ def test_a_containers_cpu_quota_bounds_the_usable_cores(
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     if cores is not None and affinity is not None:
         assert usable_cores() == max(1, min(affinity, cores))
+
+
+class Metres(float):
+    """A quantity type a notebook teaches matplotlib to convert (as pint's setup_matplotlib
+    does): drawn without its converter, its magnitudes would be plotted as they are."""
+
+
+def test_a_plot_is_drawn_here_once_the_notebook_extends_matplotlib(
+    drawing: DrawingProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matplotlib.units
+
+    plot = holding_an_array(4)
+    with drawing.batch([plot]) as batch:
+        assert len(batch) == 1  # taken while the kernel's matplotlib is the process's
+    monkeypatch.setitem(matplotlib.units.registry, Metres, matplotlib.units.ConversionInterface())
+    with drawing.batch([plot]) as batch:
+        assert len(batch) == 0 and batch.drawn(plot) is None
+    monkeypatch.undo()
+    colormap = matplotlib.colormaps["viridis"].reversed("notebook_cmap")
+    matplotlib.colormaps.register(colormap)
+    try:
+        with drawing.batch([plot]) as batch:
+            assert len(batch) == 0
+    finally:
+        matplotlib.colormaps.unregister("notebook_cmap")

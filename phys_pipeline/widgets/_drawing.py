@@ -17,7 +17,9 @@ It takes an artifact only where its drawing is the one the kernel would make:
 - its fingerprint there (the code it reaches and the values that code reads, by the rules of
   the cache keys) is the kernel's: a module edited on disk or reloaded, or a global set in the
   notebook since the process imported it, would draw other pixels;
-- it is drawn with the kernel's matplotlib settings (``rcParams``, sent with each batch).
+- it is drawn with the kernel's matplotlib settings (``rcParams``, sent with each batch), and
+  the kernel's matplotlib has nothing the process's lacks (unit converters, colormaps, fonts
+  the notebook added).
 
 Otherwise (not eligible, not started, busy with another view's batch, the artifact raised
 there, the process died), the kernel draws the artifact itself, as it would without the
@@ -62,7 +64,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_BYTES = 8 * 2**20  # an artifact pickled bigger than this is drawn in the kernel
 MAX_STARTS = 3  # a process that keeps dying is not started again
 _HEADER = struct.Struct("<Q")  # each message: its length, then its bytes
-_READY = b"ready"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,22 @@ def _code_digest(artifact: Any) -> str | None:
     except Exception:  # noqa: BLE001 - what cannot be fingerprinted is drawn in the kernel
         return None
     return None if fingerprint.uncacheable else fingerprint.digest
+
+
+def _matplotlib_extensions() -> frozenset[str]:
+    """What the notebook may have added to matplotlib besides its rcParams, which the process
+    has only if an import it made added it too: unit converters (pint's ``setup_matplotlib``
+    converts quantities of mixed units to one; without it their magnitudes would be drawn as
+    they are), colormaps and fonts."""
+    import matplotlib
+    import matplotlib.units
+    from matplotlib import font_manager
+
+    return frozenset(
+        [f"units {t.__module__}.{t.__qualname__}" for t in list(matplotlib.units.registry)]
+        + [f"colormap {name}" for name in matplotlib.colormaps]
+        + [f"font {font.fname}" for font in font_manager.fontManager.ttflist]
+    )
 
 
 def _matplotlib_settings() -> dict[str, Any]:
@@ -246,6 +263,7 @@ class DrawingProcess:
         self._ready = False
         self._answered = threading.Event()  # the process said it is ready, or died trying
         self._closed = False
+        self._extensions: frozenset[str] = frozenset()  # the process's (_matplotlib_extensions)
 
     @property
     def pid(self) -> int | None:
@@ -294,7 +312,9 @@ class DrawingProcess:
 
     def _await_ready(self, process: subprocess.Popen[bytes]) -> None:
         """Wait (on a thread of its own, that ends then) for the process to have warmed up."""
-        if _receive(process.stdout) == _READY:  # type: ignore[arg-type]
+        message = _receive(process.stdout)  # type: ignore[arg-type]
+        if message is not None:
+            self._extensions = pickle.loads(message)  # our own child's: trusted
             self._ready = True
         else:
             with self._lock:
@@ -324,6 +344,8 @@ class DrawingProcess:
                 self._lock.release()
 
     def _hand_over(self, artifacts: Sequence[Any]) -> Batch:
+        if not _matplotlib_extensions() <= self._extensions:
+            return Batch()  # the notebook extended matplotlib since: the kernel draws
         jobs, sent = [], []
         for artifact in artifacts:
             if not isinstance(artifact, types.FunctionType):
@@ -415,7 +437,7 @@ def serve() -> None:
     if preload is None:
         return
     _warm_up(pickle.loads(preload))
-    _send(replies, _READY)
+    _send(replies, pickle.dumps(_matplotlib_extensions(), pickle.HIGHEST_PROTOCOL))
     applied: dict[str, Any] | None = None
     while (message := _receive(requests)) is not None:
         settings, jobs = pickle.loads(message)
