@@ -24,7 +24,9 @@ It takes an artifact only where its drawing is the one the kernel would make:
 Otherwise (not eligible, not started, busy with another view's batch, the artifact raised
 there, the process died), the kernel draws the artifact itself, as it would without the
 process. One process serves the kernel (``shared_drawing_process``); it ignores the kernel's
-interrupts, and ends when the kernel closes it (at exit) or dies (its stdin closes).
+interrupts, and ends when the kernel closes it (at exit) or dies (its stdin closes), or is
+killed when a batch is left midway (Ctrl-C while the kernel waits: its replies would answer
+the next batch, and it may be stuck in an artifact that never ends).
 """
 
 from __future__ import annotations
@@ -264,6 +266,7 @@ class DrawingProcess:
         self._answered = threading.Event()  # the process said it is ready, or died trying
         self._closed = False
         self._extensions: frozenset[str] = frozenset()  # the process's (_matplotlib_extensions)
+        self._owed = 0  # replies the process owes the batch in flight
 
     @property
     def pid(self) -> int | None:
@@ -335,9 +338,11 @@ class DrawingProcess:
             if self.ready:
                 batch = self._hand_over(artifacts)
             yield batch
+            batch.finish()
         finally:
             try:
-                batch.finish()
+                if self._owed:  # left midway (Ctrl-C, or a failure) before the last reply
+                    self._abandon()
                 if self._process is None:
                     self._start(_defined_in(artifacts))
             finally:
@@ -361,6 +366,7 @@ class DrawingProcess:
             message = pickle.dumps((_matplotlib_settings(), jobs), pickle.HIGHEST_PROTOCOL)
         except Exception:  # noqa: BLE001 - settings that do not pickle: the kernel draws
             return Batch()
+        self._owed = len(jobs)
         try:
             _send(self._process.stdin, message)  # type: ignore[union-attr, arg-type]
         except OSError:  # it has gone
@@ -376,13 +382,23 @@ class DrawingProcess:
         if message is None:
             self._discard()
             return None
+        self._owed -= 1
         status, *value = pickle.loads(message)
         return Drawn(*value) if status == "drawn" else value[0]
+
+    def _abandon(self) -> None:
+        """Kill the process, whose replies to a batch left midway would answer the next batch
+        (lock held): it may be stuck in an artifact that never ends, which the kernel's Ctrl-C
+        interrupted the wait for."""
+        with suppress(OSError):
+            self._process.kill()  # type: ignore[union-attr]
+        self._discard()
 
     def _discard(self) -> None:
         """Stop the process (lock held); a later batch may start another."""
         process, self._process = self._process, None
         self._ready = False
+        self._owed = 0
         if process is None:
             return
         with suppress(OSError):

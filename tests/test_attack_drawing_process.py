@@ -1,0 +1,301 @@
+"""Attacks on the drawing process beside the kernel (``phys_pipeline.widgets._drawing``): it
+must only ever show the drawing the kernel itself would have made, for the current result,
+and never leave the kernel waiting. Each attack gives the process an artifact whose drawing
+there could differ from the kernel's (the kernel's state changed since the process started,
+or between handing the batch over and the reply; the drawing changes what it reads; the
+kernel interrupted midway), and checks that what is shown is the kernel's drawing: either
+the process drew exactly that, or it left the artifact to the kernel."""
+
+from __future__ import annotations
+
+import base64
+import gc
+import io
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("matplotlib")
+
+import cloudpickle
+from matplotlib.figure import Figure
+from PIL import Image
+
+from phys_pipeline.policy import PolicyBag
+from phys_pipeline.session import LiveSession
+from phys_pipeline.types import NodeSpec, PipelineStage, SimpleState, StageConfig, StageResult
+from phys_pipeline.widgets import ArtifactView
+from phys_pipeline.widgets._drawing import PNG_MAGIC, DrawingProcess, Drawn, draw, usable_cores
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(usable_cores() < 2, reason="the drawing process needs a second core"),
+]
+
+# this module's functions travel by value, as a notebook's do
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+KERNEL = os.getpid()
+
+
+def picture(text: str) -> bytes:
+    """A 'PNG' that says what it shows (the view shows anything starting with the PNG magic)."""
+    return PNG_MAGIC + text.encode()
+
+
+def started() -> DrawingProcess:
+    process = DrawingProcess()
+    process.start()
+    assert process.wait_ready(120), "the drawing process did not start"
+    return process
+
+
+@pytest.fixture(scope="module")
+def old_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder the notebook was in when the process started, with a spectrum of its own."""
+    folder = tmp_path_factory.mktemp("old_run")
+    (folder / "spectrum.txt").write_text("old spectrum")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def drawing(old_run: Path) -> Iterator[DrawingProcess]:
+    """One process for the module, started in ``old_run`` with PP_RUN=old: the notebook moves
+    on from there (another folder, another environment) while the process runs."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(old_run)
+        patch.setenv("PP_RUN", "old")
+        process = started()
+    yield process
+    process.close()
+
+
+def drawn_as_the_view_does(process: DrawingProcess, artifact: Callable[[], Any]) -> Drawn:
+    """The artifact's drawing as the artifact view gets it: from the process, or drawn here."""
+    with process.batch([artifact]) as batch:
+        return batch.drawn(artifact) or draw(artifact())
+
+
+def pixels(drawn: Drawn) -> np.ndarray:
+    assert drawn.mime == "image/png"
+    return np.asarray(Image.open(io.BytesIO(drawn.data)))
+
+
+# --- an interrupted kernel ----------------------------------------------------------------
+
+
+def interrupting_the_kernel(then: str) -> Callable[[], bytes]:
+    """A plot that, in the drawing process, presses Ctrl-C in the kernel once the kernel waits
+    for it, then finishes ("finish") or never does ("hang")."""
+
+    def plot() -> bytes:
+        if os.getpid() != KERNEL:
+            time.sleep(0.5)  # the kernel is waiting for the replies by now
+            os.kill(os.getppid(), signal.SIGINT)
+            while then == "hang":
+                time.sleep(0.05)
+            time.sleep(0.5)
+        return picture("the interrupted plot")
+
+    return plot
+
+
+def labelled(label: str) -> Callable[[], bytes]:
+    return lambda: picture(label)
+
+
+def test_replies_of_an_interrupted_batch_never_answer_the_next_one() -> None:
+    """Ctrl-C while the kernel takes the replies left: the process still draws them, and the
+    next batch must not take them for its own (the spectrum showing the interrupted plot)."""
+    process = started()
+    try:
+        interrupted, rest = interrupting_the_kernel("finish"), labelled("rest")
+        with pytest.raises(KeyboardInterrupt), process.batch([interrupted, rest]):
+            pass  # the kernel draws its half; the process's replies are taken at the end
+        assert process.wait_ready(120)
+        spectrum = labelled("spectrum")
+        assert drawn_as_the_view_does(process, spectrum) == draw(picture("spectrum"))
+    finally:
+        process.close()
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_frees_a_kernel_waiting_for_a_plot_that_never_ends() -> None:
+    """A plot looping forever in the process: Ctrl-C (once, as for a plot drawn in the kernel)
+    gives the kernel back, and the process stuck in it answers no later batch."""
+    process = started()
+    try:
+        stuck = process.pid
+        forever = interrupting_the_kernel("hang")
+        with pytest.raises(KeyboardInterrupt), process.batch([forever]) as batch:
+            batch.drawn(forever)
+        assert process.pid != stuck
+        with pytest.raises(ProcessLookupError):
+            os.kill(stuck, 0)  # ended and reaped
+        assert process.wait_ready(120)
+        spectrum = labelled("spectrum")
+        assert drawn_as_the_view_does(process, spectrum) == draw(picture("spectrum"))
+    finally:
+        process.close()
+
+
+class PlotCfg(StageConfig):
+    kind: str = "labelled"
+    label: str = "a"
+
+
+class Plotted(PipelineStage[SimpleState, PlotCfg]):
+    """A node with one lazy plot, made by ``PLOTS[kind](label)``."""
+
+    def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
+        plot = PLOTS[self.cfg.kind](self.cfg.label)
+        return StageResult(SimpleState(self.cfg.label), artifacts={"plot": plot})
+
+
+def interrupted_here(label: str) -> Callable[[], bytes]:
+    """A plot that presses Ctrl-C when the kernel draws it (the first time)."""
+
+    def plot() -> bytes:
+        if os.getpid() == KERNEL and not PRESSED:
+            PRESSED.append(label)
+            raise KeyboardInterrupt
+        return picture(f"{label} by {os.getpid()}")
+
+    return plot
+
+
+PRESSED: list[str] = []
+
+
+PLOTS: dict[str, Callable[[str], Callable[[], bytes]]] = {
+    "labelled": lambda label: lambda: picture(f"{label} by {os.getpid()}"),
+    "interrupted": interrupted_here,
+}
+
+
+def session_of(selected: str, first: str, second: str) -> LiveSession:
+    """The selected node (drawn first, in the kernel) and two watched ones: the first drawn in
+    the kernel, the second handed to the process."""
+    kinds = {"selected": selected, "first": first, "second": second}
+    labels = {"selected": "c", "first": "a", "second": "b"}
+    nodes = [
+        NodeSpec(nid, stage=Plotted(PlotCfg(kind=kind, label=labels[nid])))
+        for nid, kind in kinds.items()
+    ]
+    return LiveSession(nodes, SimpleState(None))
+
+
+def view_of(live: LiveSession, process: DrawingProcess) -> ArtifactView:
+    return ArtifactView(live, "selected", watched=["first", "second"], drawing_process=process)
+
+
+def shown(view: ArtifactView, node_id: str) -> list[bytes]:
+    section = view.main if node_id == view.node_id else view.panels[node_id]
+    outputs = section.output.outputs
+    return [base64.b64decode(o["data"]["image/png"]) for o in outputs if "image/png" in o["data"]]
+
+
+def test_ctrl_c_in_a_plot_the_kernel_draws_leaves_no_reply_to_the_next_refresh() -> None:
+    """Ctrl-C while the kernel draws its half: the refresh stops, the process (which owes it
+    a reply) is ended, and the next refresh shows each node's own plot."""
+    PRESSED.clear()
+    process = started()
+    try:
+        live = session_of("labelled", "interrupted", "labelled")
+        view = view_of(live, process)
+        with pytest.raises(KeyboardInterrupt):
+            live.run()
+        assert PRESSED == ["a"]
+        assert process.wait_ready(120)
+        view.refresh()
+        assert shown(view, "first") == [picture(f"a by {KERNEL}")]
+        assert shown(view, "second") == [picture(f"b by {process.pid}")]
+    finally:
+        process.close()
+
+
+# --- attacks that hold ---------------------------------------------------------------------
+
+
+def test_what_a_plot_prints_never_mixes_into_the_replies(drawing: DrawingProcess) -> None:
+    """Python's print, a write to fd 1 and C's printf, in the process: they go to stderr."""
+
+    def noisy() -> bytes:
+        import ctypes
+
+        print("python says hello")
+        os.write(1, b"\x00\x00\x00\x00\x00\x00\x00\x08fd 1 says hello\n")
+        libc = ctypes.CDLL(None)
+        libc.printf(b"C says hello\n")
+        libc.fflush(None)
+        return picture("noisy")
+
+    quiet = labelled("quiet")
+    with drawing.batch([noisy, quiet]) as batch:
+        assert batch.drawn(noisy) == draw(picture("noisy"))
+        assert batch.drawn(quiet) == draw(picture("quiet"))
+    assert drawn_as_the_view_does(drawing, labelled("after")) == draw(picture("after"))
+
+
+def test_a_batch_holds_what_it_sent_so_no_other_artifact_takes_its_id(
+    drawing: DrawingProcess,
+) -> None:
+    with drawing.batch([labelled(str(i)) for i in range(20)]) as batch:
+        gc.collect()
+        others = [labelled(f"other {i}") for i in range(200)]  # would reuse freed ids
+        assert all(batch.drawn(other) is None for other in others)
+
+
+def test_a_process_dying_midway_leaves_the_rest_of_its_batch_to_the_kernel() -> None:
+    def crashing() -> bytes:
+        if os.getpid() != KERNEL:
+            os._exit(3)  # a segfault in a library, say
+        return picture("crashing")
+
+    process = started()
+    try:
+        first, last = labelled("first"), labelled("last")
+        with process.batch([first, crashing, last]) as batch:
+            assert batch.drawn(first) == draw(picture("first"))
+            assert batch.drawn(crashing) is None and batch.drawn(last) is None
+        assert process.wait_ready(120)
+        assert drawn_as_the_view_does(process, last) == draw(picture("last"))
+    finally:
+        process.close()
+
+
+FIGURE = Figure(figsize=(2, 2))
+
+
+@pytest.mark.parametrize(
+    "artifact",
+    [lambda: FIGURE, lambda: picture(f"{np.random.random()}")],
+    ids=["a figure made in the kernel", "numpy's global random state"],
+)
+def test_a_plot_of_the_kernels_figure_or_random_state_is_left_to_the_kernel(
+    drawing: DrawingProcess, artifact: Callable[[], Any]
+) -> None:
+    with drawing.batch([artifact]) as batch:
+        assert len(batch) == 0
+
+
+def test_a_large_image_comes_back_whole(drawing: DrawingProcess) -> None:
+    """An image of a few MB, many times the pipe's buffer."""
+    noise = np.random.default_rng(7).random((600, 800))
+
+    def image() -> Figure:
+        figure = Figure(figsize=(8, 6))
+        figure.figimage(noise)
+        return figure
+
+    beside = drawn_as_the_view_does(drawing, image)
+    assert len(beside.data) > 2**20
+    assert np.array_equal(pixels(beside), pixels(draw(image())))
