@@ -173,11 +173,36 @@ def interrupted_here(label: str) -> Callable[[], bytes]:
 
 
 PRESSED: list[str] = []
+FIGURES = {"shown": 0}  # plots numbered in the order they are drawn
+SCALE = {"vmax": 1.0}  # the colour scale the first plot sets for the others
+
+
+def numbered(label: str) -> Callable[[], bytes]:
+    def plot() -> bytes:
+        FIGURES["shown"] += 1
+        return picture(f"figure {FIGURES['shown']}: {label}")
+
+    return plot
+
+
+def setting_the_scale(label: str) -> Callable[[], bytes]:
+    def plot() -> bytes:
+        SCALE["vmax"] = 2.0  # from its own data: the plots after it share its colour scale
+        return picture(f"{label} up to {SCALE['vmax']}")
+
+    return plot
+
+
+def scaled(label: str) -> Callable[[], bytes]:
+    return lambda: picture(f"{label} up to {SCALE['vmax']}")
 
 
 PLOTS: dict[str, Callable[[str], Callable[[], bytes]]] = {
     "labelled": lambda label: lambda: picture(f"{label} by {os.getpid()}"),
     "interrupted": interrupted_here,
+    "numbered": numbered,
+    "setting the scale": setting_the_scale,
+    "scaled": scaled,
 }
 
 
@@ -220,6 +245,50 @@ def test_ctrl_c_in_a_plot_the_kernel_draws_leaves_no_reply_to_the_next_refresh()
         assert shown(view, "second") == [picture(f"b by {process.pid}")]
     finally:
         process.close()
+
+
+# --- what the drawing changes, or what the kernel changes meanwhile ------------------------
+
+
+def test_a_plot_that_changes_what_it_reads_changes_it_in_the_kernel(
+    drawing: DrawingProcess,
+) -> None:
+    """A closure counting its drawings (as a callable object might): a copy drawn in the
+    process would count there, and the kernel's count would stay behind."""
+    drawings = {"count": 0}
+
+    def plot() -> bytes:
+        drawings["count"] += 1
+        return picture(f"drawing {drawings['count']}")
+
+    assert drawn_as_the_view_does(drawing, plot) == draw(picture("drawing 1"))
+    assert drawings["count"] == 1
+
+
+def test_plots_numbered_as_drawn_are_numbered_as_the_kernel_numbers_them(
+    drawing: DrawingProcess,
+) -> None:
+    FIGURES["shown"] = 0
+    live = session_of("numbered", "numbered", "numbered")
+    view = view_of(live, drawing)
+    live.run()
+    assert shown(view, "selected") == [picture("figure 1: c")]
+    assert shown(view, "first") == [picture("figure 2: a")]
+    assert shown(view, "second") == [picture("figure 3: b")]
+    assert FIGURES["shown"] == 3
+
+
+def test_a_plot_reading_what_the_kernels_half_changed_shows_the_change(
+    drawing: DrawingProcess,
+) -> None:
+    """The selected node's plot (drawn in the kernel) sets the colour scale the watched plots
+    share; the second watched plot was handed to the process before that."""
+    SCALE["vmax"] = 1.0
+    live = session_of("setting the scale", "scaled", "scaled")
+    view = view_of(live, drawing)
+    live.run()
+    assert shown(view, "first") == [picture("a up to 2.0")]
+    assert shown(view, "second") == [picture("b up to 2.0")]
 
 
 # --- attacks that hold ---------------------------------------------------------------------

@@ -16,7 +16,9 @@ It takes an artifact only where its drawing is the one the kernel would make:
 - it pickles (cloudpickle) to at most ``max_bytes``;
 - its fingerprint there (the code it reaches and the values that code reads, by the rules of
   the cache keys) is the kernel's: a module edited on disk or reloaded, or a global set in the
-  notebook since the process imported it, would draw other pixels;
+  notebook since the process imported it, would draw other pixels; and it is the same after
+  drawing there (a plot that numbers or counts its drawings would change only the copy) and
+  in the kernel when the drawing is used (the kernel's half may set what the others read);
 - it is drawn with the kernel's matplotlib settings (``rcParams``, sent with each batch), and
   the kernel's matplotlib has nothing the process's lacks (unit converters, colormaps, fonts
   the notebook added).
@@ -221,9 +223,15 @@ class Batch:
     ``drawn(artifact)`` waits for one; None: draw it in the kernel (not sent, or not drawn
     there)."""
 
-    def __init__(self, process: DrawingProcess | None = None, sent: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        process: DrawingProcess | None = None,
+        sent: Sequence[Any] = (),
+        digests: Sequence[str] = (),
+    ) -> None:
         self._process = process
         self._sent = list(sent)  # held: their ids index the replies
+        self._digests = list(digests)  # their fingerprints when handed over
         self._index = {id(artifact): i for i, artifact in enumerate(self._sent)}
         self._replies: list[Drawn | None] = []
 
@@ -235,6 +243,8 @@ class Batch:
         if index is None:
             return None
         self._receive_until(index)
+        if _code_digest(artifact) != self._digests[index]:
+            return None  # the kernel changed what it reads since: the copy drew the old
         return self._replies[index]
 
     def _receive_until(self, index: int) -> None:
@@ -351,7 +361,7 @@ class DrawingProcess:
     def _hand_over(self, artifacts: Sequence[Any]) -> Batch:
         if not _matplotlib_extensions() <= self._extensions:
             return Batch()  # the notebook extended matplotlib since: the kernel draws
-        jobs, sent = [], []
+        jobs, sent, digests = [], [], []
         for artifact in artifacts:
             if not isinstance(artifact, types.FunctionType):
                 continue
@@ -360,6 +370,7 @@ class DrawingProcess:
             if digest is not None:
                 jobs.append((payload, digest))
                 sent.append(artifact)
+                digests.append(digest)
         if not jobs:
             return Batch()
         try:
@@ -372,7 +383,7 @@ class DrawingProcess:
         except OSError:  # it has gone
             self._discard()
             return Batch()
-        return Batch(self, sent)
+        return Batch(self, sent, digests)
 
     def _reply(self) -> Drawn | str | None:
         """The next drawing of the batch in flight, or why it was not drawn (lock held);
@@ -473,6 +484,8 @@ def _draw_job(payload: bytes, digest: str) -> tuple[str, ...] | tuple[str, str, 
         if _code_digest(artifact) != digest:
             return ("skipped", "its code or what the code reads differs from the kernel's")
         drawn = draw(artifact())
+        if _code_digest(artifact) != digest:  # in the kernel, the drawing would change it there
+            return ("skipped", "drawing it changed what its code reads")
     except Exception as exc:  # noqa: BLE001 - the kernel draws it again and shows the failure
         return ("skipped", f"{type(exc).__name__}: {exc}")
     return ("drawn", drawn.mime, drawn.data)
