@@ -291,6 +291,67 @@ def test_a_plot_reading_what_the_kernels_half_changed_shows_the_change(
     assert shown(view, "second") == [picture("b up to 2.0")]
 
 
+# --- the kernel's process state: folder, environment, time zone, print options -------------
+
+
+def test_a_plot_reading_a_relative_path_reads_the_notebooks_folder_of_now(
+    drawing: DrawingProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """os.chdir in the notebook after the process started (to another run's folder)."""
+    (tmp_path / "spectrum.txt").write_text("new spectrum")
+    monkeypatch.chdir(tmp_path)
+
+    def plot() -> bytes:
+        return picture(Path("spectrum.txt").read_text())
+
+    assert drawn_as_the_view_does(drawing, plot) == draw(picture("new spectrum"))
+
+
+def test_a_plot_expanding_an_environment_variable_reads_the_notebooks_value(
+    drawing: DrawingProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """%env PP_RUN=new after the process started; the plot reads it through a library call
+    (os.path.expandvars), which its fingerprint does not see as reading the environment."""
+    monkeypatch.setenv("PP_RUN", "new")
+
+    def plot() -> bytes:
+        return picture(os.path.expandvars("data of run $PP_RUN"))
+
+    assert drawn_as_the_view_does(drawing, plot) == draw(picture("data of run new"))
+
+
+def test_a_plot_in_local_time_follows_the_notebooks_time_zone(
+    drawing: DrawingProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def plot() -> bytes:
+        return picture(time.strftime("%H:%M %Z", time.localtime(0)))
+
+    monkeypatch.setenv("TZ", "JST-9")
+    time.tzset()
+    try:
+        assert drawn_as_the_view_does(drawing, plot) == draw(picture("09:00 JST"))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def titled_with_an_array() -> Figure:
+    coefficients = np.array([1.0, 2.0]) / 3.0
+    figure = Figure(figsize=(3, 2))
+    figure.subplots().set_title(f"fit {coefficients}")
+    return figure
+
+
+def test_a_title_printing_an_array_follows_the_kernels_print_options(
+    drawing: DrawingProcess,
+) -> None:
+    """np.set_printoptions at the top of a notebook, and an array in a plot's title."""
+    with np.printoptions(precision=2):
+        beside = drawn_as_the_view_does(drawing, titled_with_an_array)
+        here = draw(titled_with_an_array())
+    assert np.array_equal(pixels(beside), pixels(here))
+
+
 # --- attacks that hold ---------------------------------------------------------------------
 
 

@@ -19,9 +19,10 @@ It takes an artifact only where its drawing is the one the kernel would make:
   notebook since the process imported it, would draw other pixels; and it is the same after
   drawing there (a plot that numbers or counts its drawings would change only the copy) and
   in the kernel when the drawing is used (the kernel's half may set what the others read);
-- it is drawn with the kernel's matplotlib settings (``rcParams``, sent with each batch), and
-  the kernel's matplotlib has nothing the process's lacks (unit converters, colormaps, fonts
-  the notebook added).
+- it is drawn in the kernel's state (``_KernelState``, sent with each batch: matplotlib's
+  settings, the working folder, the environment, numpy's print options), and the kernel's
+  matplotlib has nothing the process's lacks (unit converters, colormaps, fonts the notebook
+  added).
 
 Otherwise (not eligible, not started, busy with another view's batch, the artifact raised
 there, the process died), the kernel draws the artifact itself, as it would without the
@@ -44,12 +45,15 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import types
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
 
 from ..cache.figures import FIGURE_MIME_TYPES
 from ..fingerprint import Fingerprinter, installed_file
@@ -166,12 +170,38 @@ def _matplotlib_extensions() -> frozenset[str]:
     )
 
 
-def _matplotlib_settings() -> dict[str, Any]:
-    """The kernel's rcParams (styles included), but its backend: the process draws with Agg,
-    as ``figure_png`` does in the kernel."""
-    import matplotlib
+@dataclass(frozen=True, slots=True)
+class _KernelState:
+    """What a drawing may read of the kernel beside its own values, which the process takes
+    on for each batch: matplotlib's rcParams (styles included) but its backend (the process
+    draws with Agg, as ``figure_png`` does in the kernel), the working folder (a relative
+    path, after ``os.chdir`` to another run's folder), the environment (which libraries read:
+    ``os.path.expandvars``, the time zone) and numpy's print options (an array in a title)."""
 
-    return {k: v for k, v in matplotlib.rcParams.copy().items() if k != "backend"}
+    rc: dict[str, Any]
+    folder: str
+    environ: dict[str, str]
+    printoptions: dict[str, Any]
+
+    @classmethod
+    def of_kernel(cls) -> _KernelState:
+        import matplotlib
+
+        rc = {k: v for k, v in matplotlib.rcParams.copy().items() if k != "backend"}
+        return cls(rc, os.getcwd(), dict(os.environ), np.get_printoptions())
+
+    def take_on(self) -> None:
+        """Make it the state of this process (the drawing process)."""
+        import matplotlib
+
+        matplotlib.rcParams.update(self.rc)
+        os.chdir(self.folder)
+        if os.environ != self.environ:
+            os.environ.clear()
+            os.environ.update(self.environ)
+            if hasattr(time, "tzset"):
+                time.tzset()
+        np.set_printoptions(**self.printoptions)
 
 
 class _TooBig(Exception):
@@ -374,8 +404,8 @@ class DrawingProcess:
         if not jobs:
             return Batch()
         try:
-            message = pickle.dumps((_matplotlib_settings(), jobs), pickle.HIGHEST_PROTOCOL)
-        except Exception:  # noqa: BLE001 - settings that do not pickle: the kernel draws
+            message = pickle.dumps((_KernelState.of_kernel(), jobs), pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - a state that does not pickle: the kernel draws
             return Batch()
         self._owed = len(jobs)
         try:
@@ -465,16 +495,19 @@ def serve() -> None:
         return
     _warm_up(pickle.loads(preload))
     _send(replies, pickle.dumps(_matplotlib_extensions(), pickle.HIGHEST_PROTOCOL))
-    applied: dict[str, Any] | None = None
+    applied: _KernelState | None = None
     while (message := _receive(requests)) is not None:
-        settings, jobs = pickle.loads(message)
-        if settings != applied:
-            import matplotlib
-
-            matplotlib.rcParams.update(settings)
-            applied = settings
+        state, jobs = pickle.loads(message)
+        failed: tuple[str, str] | None = None
+        if state != applied:
+            try:
+                state.take_on()
+                applied = state
+            except OSError as exc:  # its folder gone, say: the kernel draws the batch
+                applied, failed = None, ("skipped", f"{type(exc).__name__}: {exc}")
         for payload, digest in jobs:
-            _send(replies, pickle.dumps(_draw_job(payload, digest), pickle.HIGHEST_PROTOCOL))
+            reply = failed or _draw_job(payload, digest)
+            _send(replies, pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
 
 
 def _draw_job(payload: bytes, digest: str) -> tuple[str, ...] | tuple[str, str, Any]:
