@@ -335,6 +335,27 @@ def test_a_plot_in_local_time_follows_the_notebooks_time_zone(
         time.tzset()
 
 
+def test_a_value_shown_as_text_is_printed_as_the_kernel_prints_it(
+    drawing: DrawingProcess,
+) -> None:
+    """Not a figure: its text follows the kernel's print options, numpy's (sent with each
+    batch) and any other library's (pandas' here), which the process does not have."""
+    pandas = pytest.importorskip("pandas")
+    thirds = np.array([1.0, 2.0]) / 3.0
+    frame = pandas.DataFrame({"transmission": thirds})
+
+    def table() -> Any:
+        return frame
+
+    def values() -> np.ndarray:
+        return thirds
+
+    with np.printoptions(precision=3), pandas.option_context("display.precision", 2):
+        assert drawn_as_the_view_does(drawing, values) == draw(thirds)
+        assert drawn_as_the_view_does(drawing, table) == draw(frame)
+        assert "0.33<" in draw(frame).data["text/html"]
+
+
 def titled_with_an_array() -> Figure:
     coefficients = np.array([1.0, 2.0]) / 3.0
     figure = Figure(figsize=(3, 2))

@@ -19,6 +19,8 @@ It takes an artifact only where its drawing is the one the kernel would make:
   notebook since the process imported it, would draw other pixels; and it is the same after
   drawing there (a plot that numbers or counts its drawings would change only the copy) and
   in the kernel when the drawing is used (the kernel's half may set what the others read);
+- it draws an image (text and HTML follow the print options of the kernel's libraries,
+  pandas' say, which the process does not have);
 - it is drawn in the kernel's state (``_KernelState``, sent with each batch: matplotlib's
   settings, the working folder, the environment, numpy's print options), and the kernel's
   matplotlib has nothing the process's lacks (unit converters, colormaps, fonts the notebook
@@ -519,6 +521,8 @@ def _draw_job(payload: bytes, digest: str) -> tuple[str, ...] | tuple[str, str, 
         drawn = draw(artifact())
         if _code_digest(artifact) != digest:  # in the kernel, the drawing would change it there
             return ("skipped", "drawing it changed what its code reads")
+        if not drawn.is_image:  # text, HTML: printed by the kernel's options (pandas', ...)
+            return ("skipped", "not an image")
     except Exception as exc:  # noqa: BLE001 - the kernel draws it again and shows the failure
         return ("skipped", f"{type(exc).__name__}: {exc}")
     return ("drawn", drawn.mime, drawn.data)
