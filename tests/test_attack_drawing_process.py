@@ -9,6 +9,7 @@ the process drew exactly that, or it left the artifact to the kernel."""
 from __future__ import annotations
 
 import base64
+import datetime
 import gc
 import io
 import os
@@ -26,6 +27,10 @@ pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
 
 import cloudpickle
+import matplotlib
+import matplotlib.dates
+import matplotlib.style
+import matplotlib.units
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -371,6 +376,28 @@ def test_a_title_printing_an_array_follows_the_kernels_print_options(
         beside = drawn_as_the_view_does(drawing, titled_with_an_array)
         here = draw(titled_with_an_array())
     assert np.array_equal(pixels(beside), pixels(here))
+
+
+# --- the kernel's matplotlib ---------------------------------------------------------------
+
+
+def dates_plot() -> Figure:
+    start = datetime.datetime(2024, 1, 1)
+    times = [start + datetime.timedelta(hours=7 * i) for i in range(40)]
+    figure = Figure(figsize=(4, 3))
+    figure.subplots().plot(times, np.arange(40.0))
+    return figure
+
+
+def test_a_date_axis_uses_the_converter_the_notebook_put_in_place(
+    drawing: DrawingProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """matplotlib's own recipe for concise date labels replaces the converter of a type that
+    has one already: the process, with the default one, would label the axis otherwise."""
+    converter = matplotlib.dates.ConciseDateConverter()
+    monkeypatch.setitem(matplotlib.units.registry, datetime.datetime, converter)
+    beside = drawn_as_the_view_does(drawing, dates_plot)
+    assert np.array_equal(pixels(beside), pixels(draw(dates_plot())))
 
 
 # --- attacks that hold ---------------------------------------------------------------------

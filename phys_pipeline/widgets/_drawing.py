@@ -156,17 +156,25 @@ def _code_digest(artifact: Any) -> str | None:
     return None if fingerprint.uncacheable else fingerprint.digest
 
 
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _matplotlib_extensions() -> frozenset[str]:
     """What the notebook may have added to matplotlib besides its rcParams, which the process
     has only if an import it made added it too: unit converters (pint's ``setup_matplotlib``
     converts quantities of mixed units to one; without it their magnitudes would be drawn as
-    they are), colormaps and fonts."""
+    they are), each with its type and settings (matplotlib's recipe for concise date labels
+    puts its own in place of the default one of a type), colormaps and fonts."""
     import matplotlib
     import matplotlib.units
     from matplotlib import font_manager
 
     return frozenset(
-        [f"units {t.__module__}.{t.__qualname__}" for t in list(matplotlib.units.registry)]
+        [
+            f"units {_name(t)} by {_name(type(c))} {getattr(c, '__dict__', {})!r}"
+            for t, c in list(matplotlib.units.registry.items())
+        ]
         + [f"colormap {name}" for name in matplotlib.colormaps]
         + [f"font {font.fname}" for font in font_manager.fontManager.ttflist]
     )
