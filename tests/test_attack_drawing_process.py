@@ -400,6 +400,31 @@ def test_a_date_axis_uses_the_converter_the_notebook_put_in_place(
     assert np.array_equal(pixels(beside), pixels(draw(dates_plot())))
 
 
+def styled_plot() -> Figure:
+    matplotlib.style.use("dark_background")  # a plot that sets the notebook's style
+    return plain_plot()
+
+
+def plain_plot() -> Figure:
+    figure = Figure(figsize=(3, 2))
+    figure.subplots().plot([0.0, 1.0], [1.0, 0.0])
+    return figure
+
+
+def test_a_plot_that_sets_the_style_sets_it_in_the_kernel_and_no_further(
+    drawing: DrawingProcess,
+) -> None:
+    """matplotlib.style.use in a plot: drawn in the kernel, later plots there take the style;
+    a copy drawn in the process would keep it there alone."""
+    with matplotlib.rc_context():
+        drawn_as_the_view_does(drawing, styled_plot)
+        assert matplotlib.rcParams["axes.facecolor"] == "black"  # as if drawn here
+        after = drawn_as_the_view_does(drawing, plain_plot)
+        assert np.array_equal(pixels(after), pixels(draw(plain_plot())))
+    plain = drawn_as_the_view_does(drawing, plain_plot)  # the style gone here: gone there
+    assert np.array_equal(pixels(plain), pixels(draw(plain_plot())))
+
+
 # --- attacks that hold ---------------------------------------------------------------------
 
 

@@ -22,7 +22,8 @@ It takes an artifact only where its drawing is the one the kernel would make:
 - it draws an image (text and HTML follow the print options of the kernel's libraries,
   pandas' say, which the process does not have);
 - it is drawn in the kernel's state (``_KernelState``, sent with each batch: matplotlib's
-  settings, the working folder, the environment, numpy's print options), and the kernel's
+  settings, the working folder, the environment, numpy's print options), which drawing it
+  leaves as it was (a plot that sets a style would set it in the kernel), and the kernel's
   matplotlib has nothing the process's lacks (unit converters, colormaps, fonts the notebook
   added).
 
@@ -194,7 +195,7 @@ class _KernelState:
     printoptions: dict[str, Any]
 
     @classmethod
-    def of_kernel(cls) -> _KernelState:
+    def current(cls) -> _KernelState:
         import matplotlib
 
         rc = {k: v for k, v in matplotlib.rcParams.copy().items() if k != "backend"}
@@ -414,7 +415,7 @@ class DrawingProcess:
         if not jobs:
             return Batch()
         try:
-            message = pickle.dumps((_KernelState.of_kernel(), jobs), pickle.HIGHEST_PROTOCOL)
+            message = pickle.dumps((_KernelState.current(), jobs), pickle.HIGHEST_PROTOCOL)
         except Exception:  # noqa: BLE001 - a state that does not pickle: the kernel draws
             return Batch()
         self._owed = len(jobs)
@@ -516,11 +517,13 @@ def serve() -> None:
             except OSError as exc:  # its folder gone, say: the kernel draws the batch
                 applied, failed = None, ("skipped", f"{type(exc).__name__}: {exc}")
         for payload, digest in jobs:
-            reply = failed or _draw_job(payload, digest)
+            reply = failed or _draw_job(payload, digest, state)
             _send(replies, pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
 
 
-def _draw_job(payload: bytes, digest: str) -> tuple[str, ...] | tuple[str, str, Any]:
+def _draw_job(
+    payload: bytes, digest: str, state: _KernelState
+) -> tuple[str, ...] | tuple[str, str, Any]:
     """("drawn", mime, data), or ("skipped", why) for the kernel to draw it."""
     try:
         artifact = pickle.loads(payload)
@@ -529,6 +532,9 @@ def _draw_job(payload: bytes, digest: str) -> tuple[str, ...] | tuple[str, str, 
         drawn = draw(artifact())
         if _code_digest(artifact) != digest:  # in the kernel, the drawing would change it there
             return ("skipped", "drawing it changed what its code reads")
+        if _KernelState.current() != state:  # matplotlib.style.use, os.chdir: in the kernel
+            state.take_on()  # the next artifact is drawn in the kernel's state
+            return ("skipped", "drawing it changed the state the kernel's drawings read")
         if not drawn.is_image:  # text, HTML: printed by the kernel's options (pandas', ...)
             return ("skipped", "not an image")
     except Exception as exc:  # noqa: BLE001 - the kernel draws it again and shows the failure
