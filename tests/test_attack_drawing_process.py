@@ -165,6 +165,9 @@ class Plotted(PipelineStage[SimpleState, PlotCfg]):
         return StageResult(SimpleState(self.cfg.label), artifacts={"plot": plot})
 
 
+PRESSED: list[str] = []  # the plots that pressed Ctrl-C
+
+
 def interrupted_here(label: str) -> Callable[[], bytes]:
     """A plot that presses Ctrl-C when the kernel draws it (the first time)."""
 
@@ -177,7 +180,6 @@ def interrupted_here(label: str) -> Callable[[], bytes]:
     return plot
 
 
-PRESSED: list[str] = []
 FIGURES = {"shown": 0}  # plots numbered in the order they are drawn
 SCALE = {"vmax": 1.0}  # the colour scale the first plot sets for the others
 
@@ -423,6 +425,56 @@ def test_a_plot_that_sets_the_style_sets_it_in_the_kernel_and_no_further(
         assert np.array_equal(pixels(after), pixels(draw(plain_plot())))
     plain = drawn_as_the_view_does(drawing, plain_plot)  # the style gone here: gone there
     assert np.array_equal(pixels(plain), pixels(draw(plain_plot())))
+
+
+def pyplot_plot(label: str) -> Callable[[], bytes]:
+    """Plots on pyplot's current figure and saves it as PNG bytes, leaving the figure open."""
+
+    def plot() -> bytes:
+        import matplotlib.pyplot as plt
+
+        plt.plot([0.0, 1.0], [0.0, 1.0] if label == "rising" else [1.0, 0.0])
+        buffer = io.BytesIO()
+        plt.savefig(buffer, format="png")
+        return buffer.getvalue()
+
+    return plot
+
+
+def test_a_pyplot_figure_left_open_by_one_plot_is_not_drawn_into_by_the_next(
+    drawing: DrawingProcess,
+) -> None:
+    """A plot that leaves its pyplot figure open leaves it open in the kernel, where the
+    next such plot would draw into it: drawn in the process, it left it open there alone."""
+    import matplotlib.pyplot as plt
+
+    try:
+        drawn_as_the_view_does(drawing, pyplot_plot("rising"))
+        assert plt.get_fignums()  # as if drawn here
+        plt.close("all")  # as after each notebook cell
+        falling = pyplot_plot("falling")
+        beside = drawn_as_the_view_does(drawing, falling)
+        plt.close("all")
+        assert np.array_equal(pixels(beside), pixels(draw(falling())))
+    finally:
+        plt.close("all")
+
+
+def test_a_pyplot_plot_is_drawn_into_the_figure_the_notebook_has_open(
+    drawing: DrawingProcess,
+) -> None:
+    """A figure the notebook's cell has open, which the plot draws into in the kernel."""
+    import matplotlib.pyplot as plt
+
+    falling = pyplot_plot("falling")
+    try:
+        plt.plot([0.0, 1.0], [0.5, 0.5])
+        shown = drawn_as_the_view_does(drawing, falling)
+        plt.close("all")
+        plt.plot([0.0, 1.0], [0.5, 0.5])
+        assert np.array_equal(pixels(shown), pixels(draw(falling())))
+    finally:
+        plt.close("all")
 
 
 # --- attacks that hold ---------------------------------------------------------------------

@@ -25,7 +25,8 @@ It takes an artifact only where its drawing is the one the kernel would make:
   settings, the working folder, the environment, numpy's print options), which drawing it
   leaves as it was (a plot that sets a style would set it in the kernel), and the kernel's
   matplotlib has nothing the process's lacks (unit converters, colormaps, fonts the notebook
-  added).
+  added), nor a pyplot figure open (a plot on pyplot's current figure would draw into it),
+  and drawing it leaves none open there (a next one would draw into it in the kernel alone).
 
 Otherwise (not eligible, not started, busy with another view's batch, the artifact raised
 there, the process died), the kernel draws the artifact itself, as it would without the
@@ -155,6 +156,13 @@ def _code_digest(artifact: Any) -> str | None:
     except Exception:  # noqa: BLE001 - what cannot be fingerprinted is drawn in the kernel
         return None
     return None if fingerprint.uncacheable else fingerprint.digest
+
+
+def _pyplot_figures() -> list[int]:
+    """The figures pyplot has open (none before it is imported): a plot drawing on pyplot's
+    current figure draws into the last one."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    return pyplot.get_fignums() if pyplot is not None else []
 
 
 def _name(cls: type) -> str:
@@ -402,6 +410,8 @@ class DrawingProcess:
     def _hand_over(self, artifacts: Sequence[Any]) -> Batch:
         if not _matplotlib_extensions() <= self._extensions:
             return Batch()  # the notebook extended matplotlib since: the kernel draws
+        if _pyplot_figures():
+            return Batch()  # which a plot on pyplot's current figure draws into, here alone
         jobs, sent, digests = [], [], []
         for artifact in artifacts:
             if not isinstance(artifact, types.FunctionType):
@@ -537,8 +547,13 @@ def _draw_job(
             return ("skipped", "drawing it changed the state the kernel's drawings read")
         if not drawn.is_image:  # text, HTML: printed by the kernel's options (pandas', ...)
             return ("skipped", "not an image")
+        if _pyplot_figures():  # in the kernel, the next plot on pyplot's would draw into it
+            return ("skipped", "it left a pyplot figure open")
     except Exception as exc:  # noqa: BLE001 - the kernel draws it again and shows the failure
         return ("skipped", f"{type(exc).__name__}: {exc}")
+    finally:
+        if _pyplot_figures():
+            sys.modules["matplotlib.pyplot"].close("all")
     return ("drawn", drawn.mime, drawn.data)
 
 
