@@ -15,6 +15,7 @@ import io
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -507,6 +508,35 @@ def test_a_batch_holds_what_it_sent_so_no_other_artifact_takes_its_id(
         gc.collect()
         others = [labelled(f"other {i}") for i in range(200)]  # would reuse freed ids
         assert all(batch.drawn(other) is None for other in others)
+
+
+def test_a_view_refreshing_while_another_thread_waits_on_the_process_draws_here(
+    drawing: DrawingProcess,
+) -> None:
+    """Two views at once (an auto-run's thread and a click): one batch at a time, each view
+    shows its own node's plot."""
+    entered, leave = threading.Event(), threading.Event()
+    elsewhere = labelled("elsewhere")
+    got: list[Drawn | None] = []
+
+    def other_view() -> None:
+        with drawing.batch([elsewhere]) as batch:
+            entered.set()
+            leave.wait(60)
+            got.append(batch.drawn(elsewhere))
+
+    thread = threading.Thread(target=other_view)
+    thread.start()
+    try:
+        assert entered.wait(60)
+        live = session_of("labelled", "labelled", "labelled")
+        view = view_of(live, drawing)
+        live.run()
+        assert shown(view, "second") == [picture(f"b by {KERNEL}")]
+    finally:
+        leave.set()
+        thread.join(60)
+    assert got == [draw(picture("elsewhere"))]
 
 
 def test_a_process_dying_midway_leaves_the_rest_of_its_batch_to_the_kernel() -> None:
