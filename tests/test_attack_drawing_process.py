@@ -428,6 +428,25 @@ def test_a_plot_that_sets_the_style_sets_it_in_the_kernel_and_no_further(
     assert np.array_equal(pixels(plain), pixels(draw(plain_plot())))
 
 
+def styled_then_failing() -> Figure:
+    """Sets a style, then fails, in the process only (a module the process may not import)."""
+    if os.getpid() != KERNEL:
+        matplotlib.style.use("dark_background")
+        raise ImportError("no module of the user's here")
+    return plain_plot()
+
+
+def test_a_plot_failing_in_the_process_after_setting_a_style_leaves_no_style_there(
+    drawing: DrawingProcess,
+) -> None:
+    """The next plot is drawn there again, in the kernel's style."""
+    drawn_as_the_view_does(drawing, styled_then_failing)
+    with drawing.batch([plain_plot]) as batch:
+        after = batch.drawn(plain_plot)
+    assert after is not None
+    assert np.array_equal(pixels(after), pixels(draw(plain_plot())))
+
+
 def pyplot_plot(label: str) -> Callable[[], bytes]:
     """Plots on pyplot's current figure and saves it as PNG bytes, leaving the figure open."""
 

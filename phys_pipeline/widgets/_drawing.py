@@ -543,7 +543,6 @@ def _draw_job(
         if _code_digest(artifact) != digest:  # in the kernel, the drawing would change it there
             return ("skipped", "drawing it changed what its code reads")
         if _KernelState.current() != state:  # matplotlib.style.use, os.chdir: in the kernel
-            state.take_on()  # the next artifact is drawn in the kernel's state
             return ("skipped", "drawing it changed the state the kernel's drawings read")
         if not drawn.is_image:  # text, HTML: printed by the kernel's options (pandas', ...)
             return ("skipped", "not an image")
@@ -551,7 +550,9 @@ def _draw_job(
             return ("skipped", "it left a pyplot figure open")
     except Exception as exc:  # noqa: BLE001 - the kernel draws it again and shows the failure
         return ("skipped", f"{type(exc).__name__}: {exc}")
-    finally:
+    finally:  # the next artifact is drawn in the kernel's state, no pyplot figure open
+        if _KernelState.current() != state:
+            state.take_on()
         if _pyplot_figures():
             sys.modules["matplotlib.pyplot"].close("all")
     return ("drawn", drawn.mime, drawn.data)
