@@ -56,7 +56,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger("phys_pipeline.plan")
-KEY_SCHEMA = b"phys-pipeline/node-key/1"
+# 2: floats by their bits and dicts in order; an entry filed under /1 for -0.0 had 0.0's key
+KEY_SCHEMA = b"phys-pipeline/node-key/2"
 
 
 # --- graph building and validation ----------------------------------------------------------

@@ -44,7 +44,6 @@ from pathlib import PurePath
 from typing import Any, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel
 
 from .errors import UnhashableValueError
 from .hashing import (
@@ -56,6 +55,7 @@ from .hashing import (
     immutable,
     new_hasher,
     qualname,
+    registered_base,
 )
 
 __all__ = [
@@ -232,6 +232,13 @@ def _find_class_origin(cls: type) -> str | None:
     # claim any __module__)
     if not cls.__flags__ & _HEAP_TYPE or _published(cls):
         return _origin(cls.__module__)
+    # a class a library builds at run time (pint's Quantity of each registry): named after
+    # that library, and hashed by a hasher registered for a class the library publishes
+    base = registered_base(cls)
+    if base is not None and base is not cls and _published(base):
+        label = _origin(cls.__module__)
+        if label is not None and label == _origin(base.__module__):
+            return label
     return None
 
 
@@ -582,7 +589,12 @@ _CLASS_BOOKKEEPING = frozenset(
     {"_abc_impl", "model_config", "model_fields", "model_computed_fields"}
 )
 _METHOD_WRAPPERS = (staticmethod, classmethod)
-_DESCRIPTORS = (types.MemberDescriptorType, types.GetSetDescriptorType)
+# slots, getset and a NamedTuple's field accessors (their positions are in its ``_fields``)
+_DESCRIPTORS = (
+    types.MemberDescriptorType,
+    types.GetSetDescriptorType,
+    type(NamedTuple("_Probe", [("field", int)]).field),
+)
 _BUILTIN_CALLABLES = (
     types.BuiltinFunctionType,
     types.BuiltinMethodType,
@@ -652,7 +664,10 @@ class Fingerprinter:
         if known is None or known[0] is not cls or known[1] is not cfg_class or known[2] != pinned:
             known = self._codes[id(cls)] = self._class_code(cls, cfg_class, pinned)
         _, _, _, code, plain, nested = known  # one unpacking: this runs for every node
-        if plain:
+        # a pydantic config's private attributes (set by hand, or derived in model_post_init)
+        # are not fields, so not in its hash: they are read by value here, like attributes
+        private = getattr(cfg, "__pydantic_private__", None)
+        if plain and not private:
             held = getattr(stage, "__dict__", None)
             if held is not None and len(held) == 1 and "cfg" in held:
                 return code  # most stages hold nothing but their cfg
@@ -661,6 +676,12 @@ class Fingerprinter:
             for name, value in _instance_attributes(stage, ("cfg",))
             if name not in self.untracked
         ]
+        if private:
+            attributes += [
+                (f"config attribute {name}", value)
+                for name, value in sorted(private.items())
+                if name not in self.untracked
+            ]
         if nested and pinned is None:  # cfg.medium.index(w): the code of the models it holds
             attributes += _config_models(cfg, nested)
         if not attributes:
@@ -1220,33 +1241,38 @@ def _plain_data_type(annotation: Any) -> bool:
 
 
 def _config_models(cfg: Any, fields: tuple[str, ...]) -> list[tuple[str, Any]]:
-    """The user classes of the models and dataclasses held in ``cfg``'s ``fields``."""
-    found: dict[type, None] = {}
+    """The user code held in ``cfg``'s ``fields``: classes of the values and factories."""
+    found: dict[Any, None] = {}
     try:
         for name in fields:
-            _model_classes(getattr(cfg, name, None), found)
+            _model_classes(getattr(cfg, name, None), found, set())
     except Exception as exc:  # noqa: BLE001 - an odd value must not fail the plan
         return [("config models", _Uncoverable(f"{type(exc).__name__} reading them"))]
     return [(f"config model {_label(model)}", model) for model in found]
 
 
-def _model_classes(value: Any, found: dict[type, None]) -> None:
-    """The user classes of the models and dataclasses inside a config value, into ``found``."""
+def _model_classes(value: Any, found: dict[Any, None], seen: set[int]) -> None:
+    """The user code inside a config value, into ``found``: the class of every value whose
+    class is the user's (a model's, a dataclass's, a NamedTuple's, a float subclass's methods,
+    which a stage may call) and a defaultdict's factory (what a missing key reads)."""
+    cls = type(value)
+    if cls in _DATA_TYPES or id(value) in seen:
+        return
+    seen.add(id(value))
+    if _class_origin(cls) is None:
+        found[cls] = None
     if isinstance(value, list | tuple | set | frozenset):
         for item in value:
-            _model_classes(item, found)
+            _model_classes(item, found, seen)
     elif isinstance(value, Mapping):
+        factory = getattr(value, "default_factory", None)
+        if factory is not None:
+            found[factory] = None
         for item in value.values():
-            _model_classes(item, found)
-    elif isinstance(value, BaseModel) or (
-        dataclasses.is_dataclass(value) and not isinstance(value, type)
-    ):
-        cls = type(value)
-        if _class_origin(cls) is None:
-            found[cls] = None
-        fields = vars(value) if hasattr(value, "__dict__") else {}
-        for item in fields.values():
-            _model_classes(item, found)
+            _model_classes(item, found, seen)
+    elif not isinstance(value, type):
+        for item in (getattr(value, "__dict__", None) or {}).values():
+            _model_classes(item, found, seen)
 
 
 def _function_attributes(fn: types.FunctionType) -> list[tuple[str, Any]]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-import math
 import operator
 import struct
 import threading
@@ -62,6 +61,7 @@ __all__ = [
     "qualname",
     "register_hasher",
     "register_lazy",
+    "registered_base",
 ]
 
 Hasher = Any  # xxhash.xxh3_128 instance
@@ -152,25 +152,8 @@ def _feed_array(h: Hasher, arr: np.ndarray, where: str) -> None:
 
 
 def _feed_float(h: Hasher, value: float, where: str = "") -> None:
-    # one NaN and one zero, so equal-looking physics values share a key
-    value = 0.0 if value == 0.0 else value
-    h.update(b"fnan" if math.isnan(value) else b"f" + _pack_float(value))
-
-
-def _key_digest(key: Any, where: str) -> bytes:
-    """``digest(key)``; str keys (nearly all of them) in one call, without a hasher object."""
-    if type(key) is str:
-        data = key.encode("utf-8", "surrogatepass")
-        return xxhash.xxh3_128_digest(b"s" + _pack_len(len(data)) + data)
-    return digest(key, where)
-
-
-def _feed_mapping(h: Hasher, items: Any, where: str) -> None:
-    encoded = sorted([(_key_digest(k, where), v) for k, v in items])
-    h.update(_pack_len(len(encoded)))
-    for key_digest, value in encoded:
-        h.update(key_digest)
-        feed(h, value, where)
+    # by its bits: -0.0 is not 0.0 to a stage (atan2, 1/x, copysign), nor one NaN another
+    h.update(b"f" + _pack_float(value))
 
 
 def _feed_sequence(h: Hasher, obj: list | tuple, where: str) -> None:
@@ -183,8 +166,11 @@ def _feed_dict(h: Hasher, obj: Mapping, where: str) -> None:
     if not obj:  # empty dicts (meta, tags, metrics) are everywhere
         h.update(_EMPTY_DICT)
         return
-    h.update(b"D")
-    _feed_mapping(h, obj.items(), where)
+    # in order: a stage that iterates a dict (list(cfg.weights.values())) sees its order
+    h.update(b"D" + _pack_len(len(obj)))
+    for key, value in obj.items():
+        feed(h, key, where)
+        feed(h, value, where)
 
 
 _EMPTY_DICT = b"D" + _pack_len(0)
@@ -325,14 +311,26 @@ def register_lazy(library: str, installer: Callable[[], None]) -> None:
         _RESOLVED.clear()
 
 
+def registered_base(cls: type) -> type | None:
+    """The class whose registered hasher hashes instances of ``cls`` (nearest in its MRO),
+    or None when none is registered."""
+    with _LOCK:
+        _install_lazy(cls)
+        return next((klass for klass in cls.__mro__ if klass in _HASHERS), None)
+
+
+def _install_lazy(cls: type) -> None:
+    for klass in cls.__mro__:
+        installer = _LAZY.pop(klass.__module__.partition(".")[0], None)
+        if installer is not None:
+            installer()
+
+
 def _resolve(cls: type) -> Encoder:
     with _LOCK:
         encoder = _RESOLVED.get(cls)
         if encoder is None:
-            for klass in cls.__mro__:
-                installer = _LAZY.pop(klass.__module__.partition(".")[0], None)
-                if installer is not None:
-                    installer()
+            _install_lazy(cls)
             if len(_RESOLVED) >= _RESOLVED_MAX:
                 _RESOLVED.clear()
             encoder = _RESOLVED[cls] = _encoder_for(cls)
@@ -345,25 +343,21 @@ def _encoder_for(cls: type) -> Encoder:
     for klass in cls.__mro__:
         if klass in _HASHERS:
             return _registered_encoder(cls, _HASHERS[klass])
-    if issubclass(cls, int):
-        return lambda h, obj, where: _feed_int(h, int(obj), where)
-    if issubclass(cls, float):
-        return lambda h, obj, where: _feed_float(h, float(obj))
-    if issubclass(cls, complex):
-        return _feed_complex
-    if issubclass(cls, str):
-        return lambda h, obj, where: _feed_str(h, str(obj), where)
+    if issubclass(cls, np.generic):  # before float: np.float64 is one, and divides by zero
+        return lambda h, obj, where: _feed_array(h, np.asarray(obj), where)
+    for base, plain in _SCALAR_BASES:
+        if issubclass(cls, base):  # a subclass may behave otherwise, and carry attributes
+            return _scalar_subclass_encoder(cls, base, plain)
     if issubclass(cls, bytes | bytearray | memoryview):
         return lambda h, obj, where: feed_bytes(h, b"b", bytes(obj))
     if issubclass(cls, np.ndarray):  # a subclass (np.matrix, ...) behaves differently
         header = _tagged(b"a", qualname(cls))
         return lambda h, obj, where: (h.update(header), _feed_array(h, np.asarray(obj), where))
-    if issubclass(cls, np.generic):
-        return lambda h, obj, where: _feed_array(h, np.asarray(obj), where)
-    if issubclass(cls, list | tuple):
-        return _feed_sequence
-    if issubclass(cls, Mapping):
-        return _feed_dict
+    if issubclass(cls, list | tuple | Mapping):  # a subclass (a NamedTuple with methods, a
+        # defaultdict) behaves otherwise than its plain twin: its class is part of the value
+        header = _tagged(b"C", qualname(cls))
+        plain = _feed_dict if issubclass(cls, Mapping) else _feed_sequence
+        return lambda h, obj, where: (h.update(header), plain(h, obj, where))
     if issubclass(cls, set | frozenset):
         return _feed_set
     if callable(getattr(cls, "hashable_repr", None)):  # states
@@ -374,6 +368,27 @@ def _encoder_for(cls: type) -> Encoder:
     if dataclasses.is_dataclass(cls):
         return _record_encoder(cls, tuple(f.name for f in dataclasses.fields(cls)), extra=False)
     return _feed_jsonable
+
+
+_SCALAR_BASES: tuple[tuple[type, Encoder], ...] = (
+    (int, _feed_int),
+    (float, _feed_float),
+    (complex, _feed_complex),
+    (str, _feed_str),
+)
+
+
+def _scalar_subclass_encoder(cls: type, base: type, plain: Encoder) -> Encoder:
+    """A subclass of int, float, complex or str (``class Metres(float)``): its class, its
+    plain value and the attributes its instances hold (a unit kept on the value)."""
+    header = _tagged(b"V", qualname(cls))
+
+    def encode(h: Hasher, obj: Any, where: str) -> None:
+        h.update(header)
+        plain(h, base(obj), where)
+        _feed_dict(h, getattr(obj, "__dict__", None) or {}, where)
+
+    return encode
 
 
 def _registered_encoder(cls: type, fn: Normalizer) -> Encoder:
@@ -498,8 +513,14 @@ def _install_xarray() -> None:
 def _install_pint() -> None:
     from pint.facets.plain import PlainQuantity, PlainUnit
 
-    register_hasher(PlainQuantity, lambda q: (q.magnitude, str(q.units)))
-    register_hasher(PlainUnit, str)
+    def unit(u: PlainUnit) -> tuple:
+        # a unit by its name and its size in base units: a registry may define "smoot"
+        # (or redefine it) otherwise than another
+        size = u._REGISTRY.Quantity(1, u).to_base_units()
+        return str(u), size.magnitude, str(size.units)
+
+    register_hasher(PlainQuantity, lambda q: (q.magnitude, unit(q.units)))
+    register_hasher(PlainUnit, unit)
 
 
 def _install_astropy() -> None:

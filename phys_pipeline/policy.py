@@ -39,7 +39,8 @@ class PolicyBag(Mapping[str, Any]):
                 digests[key] = digest(value, f"policy key {key!r}")
             except UnhashableValueError as exc:
                 raise PolicyError(key, value, "value cannot be hashed canonically") from exc
-        self._data = merged
+        # in key order: a bag's hash ignores insertion order, so what iterating it gives must too
+        self._data = dict(sorted(merged.items()))
         # digests of values that cannot change in place; the others are taken when asked for
         self._digests = {k: d for k, d in digests.items() if _immutable(merged[k])}
 

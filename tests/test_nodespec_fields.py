@@ -86,24 +86,25 @@ SWEEP = SweepSpec("excited", {"energy": [-3.4, -1.5]})
 # Computed before the typed fields existed, from metadata["gather"] / ["input_names"]; these
 # change only with KEY_SCHEMA, the package version (SimpleState is library code), the stages or
 # the ids of a node's parents (part of how it receives them): the keys of ``lines`` were
-# recomputed when sweep ids took 2.0.0's form (``excited__energy--1.5``).
+# recomputed when sweep ids took 2.0.0's form (``excited__energy--1.5``), and all of them when
+# KEY_SCHEMA became /2.
 KEYS_OF_A_SWEEP = {
-    "ground": "c5e7c8aeac811309804f2dc8474edf01",
-    "excited__energy--3.4": "2b7e7b685ca23fba5daf52e7adee0327",
-    "excited__energy--1.5": "c671be91921f7b3afd4f27f9c06e7b36",
-    "lines__energy--3.4": "e0938a7d8b10eb103c072310cbbe9daa",
-    "lines__energy--1.5": "ef78496a73c675423c461c4179f7cb52",
+    "ground": "6faabbe99ab99ef54bb0b7041164f8ce",
+    "excited__energy--3.4": "569a5262cd6686922c3ae459017cf07b",
+    "excited__energy--1.5": "e57809a595e87dabc13a8921b6223425",
+    "lines__energy--3.4": "8449d464075667ed71b0a8a23887d362",
+    "lines__energy--1.5": "cd307184660b471e040301168e8514e0",
 }
 KEYS_OF_A_GATHER = {
-    "ground": "c5e7c8aeac811309804f2dc8474edf01",
-    "excited__energy--3.4": "2b7e7b685ca23fba5daf52e7adee0327",
-    "excited__energy--1.5": "c671be91921f7b3afd4f27f9c06e7b36",
-    "lines": "66940d77c98f063df0cfbf2ff2d12602",
+    "ground": "6faabbe99ab99ef54bb0b7041164f8ce",
+    "excited__energy--3.4": "569a5262cd6686922c3ae459017cf07b",
+    "excited__energy--1.5": "e57809a595e87dabc13a8921b6223425",
+    "lines": "053904d281fcc128ca7040ade48a9dd8",
 }
 KEYS_BY_HAND = {  # lines: gather, input names; excited: policy keys; policy detector.gain=2
-    "ground": "656b8682358f2560559ef7040c6f388d",
-    "excited": "b58c1f4df4df7cdfeb360d90900b1d8f",
-    "lines": "28e724003eba277bf4c30f8179e75164",
+    "ground": "95148f7c56f9982b88315b8d2b5ed4eb",
+    "excited": "efdbe0f0489dac83c1badd4c5d5845ee",
+    "lines": "30197f5cc602a86adbcaa43e8c3e0090",
 }
 BY_HAND_POLICY = PolicyBag({"detector.gain": 2.0, "plot.dpi": 100})
 

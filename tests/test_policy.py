@@ -105,7 +105,7 @@ def test_empty_policy_hash_differs_from_a_non_empty_one():
 
 HASH_IN_SUBPROCESS = (
     "from phys_pipeline.policy import PolicyBag; import numpy as np;"
-    "print(PolicyBag({'solver': {'tol': 1e-9, 'kind': 'rk45'}, 'grid': np.arange(4.0),"
+    "print(PolicyBag({'solver': {'kind': 'rk45', 'tol': 1e-9}, 'grid': np.arange(4.0),"
     " 'steps': 10, 'labels': ('x', 'y')}).hash())"
 )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import struct
 from typing import Any
 
 import networkx as nx
@@ -76,8 +77,8 @@ def values_for(schema: dict[str, str]) -> st.SearchStrategy[dict[str, Any]]:
 
 
 def same_value(a: Any, b: Any) -> bool:
-    """Equality as the hash sees it: arrays by dtype, shape and bytes; floats by value (so
-    -0.0 is 0.0); containers item by item and of the same type."""
+    """Equality as the hash sees it: arrays by dtype, shape and bytes; floats by their bits
+    (-0.0 is not 0.0); containers item by item, dicts in order, and of the same type."""
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return (
             isinstance(a, np.ndarray)
@@ -88,8 +89,10 @@ def same_value(a: Any, b: Any) -> bool:
         )
     if type(a) is not type(b):
         return False
+    if isinstance(a, float):
+        return struct.pack("<d", a) == struct.pack("<d", b)
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+        return list(a) == list(b) and all(same_value(a[k], b[k]) for k in a)
     if isinstance(a, list | tuple):
         return len(a) == len(b) and all(map(same_value, a, b))
     return a == b

@@ -145,8 +145,15 @@ def test_simple_state_hash_depends_on_payload_and_meta():
 
 def test_simple_state_hash_is_stable_for_equal_content():
     first = SimpleState(np.arange(5.0), {"T": 300.0, "n": 3})
-    second = SimpleState(np.arange(5.0), {"n": 3, "T": 300.0})
+    second = SimpleState(np.arange(5.0), {"T": 300.0, "n": 3})
     assert first.hashable_repr() == second.hashable_repr()
+
+
+def test_simple_state_hash_depends_on_the_order_of_its_meta():
+    # a stage that iterates the meta sees its order
+    first = SimpleState(np.arange(5.0), {"T": 300.0, "n": 3})
+    second = SimpleState(np.arange(5.0), {"n": 3, "T": 300.0})
+    assert first.hashable_repr() != second.hashable_repr()
 
 
 def test_simple_state_hashable_repr_is_bytes():
@@ -198,9 +205,10 @@ def test_dag_state_hash_depends_on_parent_ids():
     )
 
 
-def test_dag_state_hash_ignores_input_order():
+def test_dag_state_hash_depends_on_input_order():
+    # a merge that concatenates its inputs in order gives another array
     a, b = SimpleState(1.0), SimpleState(2.0)
-    assert DagState({"a": a, "b": b}).hashable_repr() == DagState({"b": b, "a": a}).hashable_repr()
+    assert DagState({"a": a, "b": b}).hashable_repr() != DagState({"b": b, "a": a}).hashable_repr()
 
 
 # --- StageConfig ------------------------------------------------------------------------------

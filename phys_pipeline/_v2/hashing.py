@@ -57,7 +57,7 @@ def hash_dag_node(
         "version": version,
         "cfg_hash": cfg_hash,
         "input_hash": input_hash,
-        "dep_hashes": dict(dep_hashes),
+        "dep_hashes": dict(sorted(dep_hashes.items())),  # dicts hash in order: make one
         "policy_hash": policy_hash,
     }
     return hexdigest(ingredients, f"DAG node {node_id!r}")
