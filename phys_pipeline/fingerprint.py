@@ -26,6 +26,7 @@ can be explained as ``global SCALE changed`` or ``helper mypkg.physics.gain chan
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import dis
 import functools
 import importlib
@@ -63,6 +64,7 @@ __all__ = [
     "Fingerprinter",
     "code_version",
     "ignore_library_version",
+    "register_library_state",
     "installed_file",
     "skip_type",
     "stale_parts",
@@ -107,6 +109,44 @@ def ignore_library_version(distribution: str) -> None:
     _ORIGINS.clear()
     _class_origin.clear()
     _REUSABLE.clear()
+
+
+# distribution (or standard-library module) -> a reader of the settings it keeps in module
+# state, read at each plan for every stage whose code uses it
+_LIBRARY_STATE: dict[str, Callable[[], Any]] = {}
+
+
+def register_library_state(library: str, read: Callable[[], Any]) -> None:
+    """Key every stage whose code uses ``library`` (a distribution's name, or a standard
+    library module's) by ``read()`` as well, read afresh at each plan. For settings a library
+    keeps in module state, which change what its functions return while every value the
+    stage holds stays the same: mpmath's working precision, decimal's context, astropy's
+    default cosmology are registered already. ``read`` returns plain data, and should not
+    import anything (``sys.modules.get``): it runs only once the stage's code uses the
+    library."""
+    _LIBRARY_STATE[_normalise(library)] = read
+    Fingerprinter._library.cache_clear()
+
+
+def _decimal_context() -> tuple:
+    context = decimal.getcontext()  # this thread's: the one an inline run computes in
+    traps = sorted(trap.__name__ for trap, on in context.traps.items() if on)
+    return (context.prec, context.rounding, context.Emin, context.Emax, context.clamp, traps)
+
+
+def _mpmath_precision() -> Any:
+    mpmath = sys.modules.get("mpmath")
+    return None if mpmath is None else mpmath.mp.prec
+
+
+def _astropy_science_state() -> Any:
+    cosmology = sys.modules.get("astropy.cosmology")
+    return None if cosmology is None else repr(cosmology.default_cosmology.get())
+
+
+_LIBRARY_STATE.update(
+    decimal=_decimal_context, mpmath=_mpmath_precision, astropy=_astropy_science_state
+)
 
 
 def _normalise(distribution: str) -> str:
@@ -495,6 +535,7 @@ class _ClassCode(NamedTuple):
     fingerprint: Fingerprint
     plain: bool  # no slots on its instances, no models in its config: only __dict__ to look at
     nested: tuple[str, ...]
+    stateful: bool  # its code uses a library whose module state is read into the key
 
 
 class _Reusable(NamedTuple):
@@ -652,6 +693,7 @@ class Fingerprinter:
         self._codes: dict[int, _ClassCode] = {}
         self._reusable = _REUSABLE.setdefault(self.untracked, {})
         self._valid: dict[int, bool] = {}  # id -> whether its reusable walk still stands
+        self._states: dict[str, Any] = {}  # library -> its module state, read in this plan
 
     # -- entry points --
 
@@ -663,11 +705,11 @@ class Fingerprinter:
         known = self._codes.get(id(cls))
         if known is None or known[0] is not cls or known[1] is not cfg_class or known[2] != pinned:
             known = self._codes[id(cls)] = self._class_code(cls, cfg_class, pinned)
-        _, _, _, code, plain, nested = known  # one unpacking: this runs for every node
+        _, _, _, code, plain, nested, stateful = known  # one unpacking: runs for every node
         # a pydantic config's private attributes (set by hand, or derived in model_post_init)
         # are not fields, so not in its hash: they are read by value here, like attributes
         private = getattr(cfg, "__pydantic_private__", None)
-        if plain and not private:
+        if plain and not private and not stateful:
             held = getattr(stage, "__dict__", None)
             if held is not None and len(held) == 1 and "cfg" in held:
                 return code  # most stages hold nothing but their cfg
@@ -684,14 +726,39 @@ class Fingerprinter:
             ]
         if nested and pinned is None:  # cfg.medium.index(w): the code of the models it holds
             attributes += _config_models(cfg, nested)
-        if not attributes:
+        if attributes:
+            held = self._fingerprint(("code", code.digest), attributes, labelled=True)
+            code = Fingerprint(
+                held.digest,
+                {**code.parts, **held.parts},
+                tuple(dict.fromkeys((*code.uncacheable, *held.uncacheable))),
+            )
+        states = self._library_states(code.parts)
+        if not states:
             return code
-        with_attributes = self._fingerprint(("code", code.digest), attributes, labelled=True)
+        with_states = self._fingerprint(("code", code.digest), states, labelled=True)
         return Fingerprint(
-            with_attributes.digest,
-            {**code.parts, **with_attributes.parts},
-            tuple(dict.fromkeys((*code.uncacheable, *with_attributes.uncacheable))),
+            with_states.digest,
+            {**code.parts, **with_states.parts},
+            tuple(dict.fromkeys((*code.uncacheable, *with_states.uncacheable))),
         )
+
+    def _library_states(self, parts: Mapping[str, str]) -> list[tuple[str, Any]]:
+        """The module state of each library in ``parts`` that keeps some, read once a plan."""
+        states = []
+        for label in parts:
+            library = _stateful_library(label)
+            if library is None:
+                continue
+            state = self._states.get(library, _UNREAD)
+            if state is _UNREAD:
+                try:
+                    state = _LIBRARY_STATE[library]()
+                except Exception as exc:  # noqa: BLE001 - a reader must not fail the plan
+                    state = _Uncoverable(f"{type(exc).__name__} reading it")
+                self._states[library] = state
+            states.append((f"state of {library}", state))
+        return states
 
     def _class_code(self, cls: type, cfg_class: type, pinned: str | None) -> _ClassCode:
         items: list[tuple[str, Any]] = []
@@ -702,7 +769,8 @@ class Fingerprinter:
         fingerprint = self._fingerprint(("pin", pinned or ""), items, labelled=False)
         nested = _model_fields(cfg_class)
         plain = not (_slotted(cls) or nested)
-        return _ClassCode(cls, cfg_class, pinned, fingerprint, plain, nested)
+        stateful = any(_stateful_library(label) for label in fingerprint.parts)
+        return _ClassCode(cls, cfg_class, pinned, fingerprint, plain, nested, stateful)
 
     def _fingerprint(
         self, head: tuple[str, str], items: list[tuple[str, Any]], *, labelled: bool
@@ -938,7 +1006,11 @@ class Fingerprinter:
     def _library(library: str, name: str) -> _Walked:
         """Library code by its distribution and version; the standard library by name."""
         if not library:
-            return _Walked(digest(("stdlib", name)), _EMPTY, (), True)
+            top = name.partition(".")[0]
+            parts = (  # named only when it keeps state a stage's key reads
+                types.MappingProxyType({f"library {top}": top}) if top in _LIBRARY_STATE else _EMPTY
+            )
+            return _Walked(digest(("stdlib", name)), parts, (), True)
         parts = types.MappingProxyType({f"library {library}": library})
         return _Walked(digest(("library", library, name)), parts, (), True)
 
@@ -1177,6 +1249,18 @@ _SEEDED_RANDOM = {
 }
 
 
+_UNREAD = object()
+
+
+def _stateful_library(label: str) -> str | None:
+    """The library a part's label names (``"library mpmath==1.3.0"``), if it keeps module
+    state the key reads."""
+    if not label.startswith("library "):
+        return None
+    library = _normalise(label[8:].partition("==")[0])
+    return library if library in _LIBRARY_STATE else None
+
+
 def _outside_state(module: str, attr: str) -> str:
     """What ``module.attr`` reads outside the program, or ""."""
     if module == "os" and attr in _ENVIRONMENT:
@@ -1241,38 +1325,47 @@ def _plain_data_type(annotation: Any) -> bool:
 
 
 def _config_models(cfg: Any, fields: tuple[str, ...]) -> list[tuple[str, Any]]:
-    """The user code held in ``cfg``'s ``fields``: classes of the values and factories."""
+    """The user code held in ``cfg``'s ``fields`` (classes of the values, factories) and the
+    private attributes of the models held there, which their hash leaves out."""
     found: dict[Any, None] = {}
+    private: list[tuple[str, Any]] = []
     try:
         for name in fields:
-            _model_classes(getattr(cfg, name, None), found, set())
+            _model_classes(getattr(cfg, name, None), name, found, private, set())
     except Exception as exc:  # noqa: BLE001 - an odd value must not fail the plan
         return [("config models", _Uncoverable(f"{type(exc).__name__} reading them"))]
-    return [(f"config model {_label(model)}", model) for model in found]
+    return [(f"config model {_label(model)}", model) for model in found] + private
 
 
-def _model_classes(value: Any, found: dict[Any, None], seen: set[int]) -> None:
-    """The user code inside a config value, into ``found``: the class of every value whose
-    class is the user's (a model's, a dataclass's, a NamedTuple's, a float subclass's methods,
-    which a stage may call) and a defaultdict's factory (what a missing key reads)."""
+def _model_classes(
+    value: Any, path: str, found: dict[Any, None], private: list[tuple[str, Any]], seen: set[int]
+) -> None:
+    """The user code inside a config value at ``path``, into ``found``: the class of every
+    value whose class is the user's (a model's, a dataclass's, a NamedTuple's, a float
+    subclass's methods, which a stage may call) and a defaultdict's factory (what a missing
+    key reads); a nested model's private attributes (set by hand, or derived) into
+    ``private``."""
     cls = type(value)
     if cls in _DATA_TYPES or id(value) in seen:
         return
     seen.add(id(value))
-    if _class_origin(cls) is None:
+    user_class = _class_origin(cls) is None
+    if user_class:
         found[cls] = None
     if isinstance(value, list | tuple | set | frozenset):
-        for item in value:
-            _model_classes(item, found, seen)
+        for index, item in enumerate(value):
+            _model_classes(item, f"{path}[{index}]", found, private, seen)
     elif isinstance(value, Mapping):
         factory = getattr(value, "default_factory", None)
         if factory is not None:
             found[factory] = None
-        for item in value.values():
-            _model_classes(item, found, seen)
-    elif not isinstance(value, type):
-        for item in (getattr(value, "__dict__", None) or {}).values():
-            _model_classes(item, found, seen)
+        for key, item in value.items():
+            _model_classes(item, f"{path}[{key!r}]", found, private, seen)
+    elif user_class and not isinstance(value, type):  # a library's value: its hash covers it
+        held = getattr(value, "__pydantic_private__", None) or {}
+        private += [(f"config attribute {path}.{n}", item) for n, item in sorted(held.items())]
+        for name, item in (*(getattr(value, "__dict__", None) or {}).items(), *held.items()):
+            _model_classes(item, f"{path}.{name}", found, private, seen)
 
 
 def _function_attributes(fn: types.FunctionType) -> list[tuple[str, Any]]:

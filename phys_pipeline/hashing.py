@@ -1,12 +1,14 @@
 """Canonical, typed hashing of values: configs, policies, arrays and states.
 
 Every value is fed to the hash as a type tag followed by an unambiguous encoding, so values of
-different kinds can never collide (``1`` vs ``1.0`` vs ``"1"`` vs ``b"1"``), and arrays hash by
-their full dtype description, shape and C-order bytes, never by ``repr`` (numpy abbreviates
-large arrays there). Configs (pydantic models, dataclasses) hash by their whole validated value:
-concrete class and every field's raw value, so neither ``Field(exclude=True)`` nor a rounding
-``field_serializer`` can make two configs share a key. A ``pathlib.Path`` hashes by its text and
-the content it names (see ``files``).
+different kinds can never collide (``1`` vs ``1.0`` vs ``"1"`` vs ``b"1"``), values that compare
+equal but behave otherwise do not either (``-0.0`` and ``0.0``, dicts in another order, a float
+subclass keeping its unit), and arrays hash by their full dtype description, shape, C-order
+bytes and memory order, never by ``repr`` (numpy abbreviates large arrays there). Configs
+(pydantic models, dataclasses) hash by their whole validated value: concrete class and every
+field's raw value, so neither ``Field(exclude=True)`` nor a rounding ``field_serializer`` can
+make two configs share a key. A path hashes by its text and the content it names (see
+``files``).
 
 Other types join through a registry modelled on ``dask.base.normalize_token``:
 ``register_hasher(cls)`` maps a type (and its subclasses) to plain data that is then hashed
@@ -23,7 +25,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import fractions
 import operator
+import re
 import struct
 import threading
 import weakref
@@ -33,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import xxhash
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from ._files import file_digest
@@ -135,17 +139,31 @@ def _dtype_tag(dtype: np.dtype) -> bytes:
 
 
 def _feed_array(h: Hasher, arr: np.ndarray, where: str) -> None:
-    """dtype, shape and C-order bytes. Object arrays are refused: their elements may be any
-    object, mutable or without a canonical encoding, and a tuple of them hashes ambiguously."""
+    """dtype, shape and C-order bytes, and the memory order of an n-d array that is not
+    C-ordered (``ravel(order="K")``, ``tobytes("A")`` read it). Object arrays are refused:
+    their elements may be any object, mutable or without a canonical encoding, and a tuple of
+    them hashes ambiguously."""
     dtype = arr.dtype
     if dtype.hasobject:
         raise UnhashableValueError(where, arr)
     h.update(b"A" + _dtype_tag(dtype) + b"".join(map(_pack_len, (arr.ndim, *arr.shape))))
+    if arr.ndim > 1 and not arr.flags.c_contiguous:
+        _feed_memory_order(h, arr)
     # a flat uint8 view, not memoryview(arr).cast: that fails for empty n-d arrays and for
     # dtypes the buffer protocol lacks (datetime64)
     raw = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
     h.update(_pack_len(raw.nbytes))
     h.update(raw)
+
+
+def _feed_memory_order(h: Hasher, arr: np.ndarray) -> None:
+    """The axes in the order memory holds them (as ``ravel(order="K")`` reads them), when
+    that is not their C order: a transpose, a Fortran-ordered array."""
+    strides = arr.strides
+    axes = [axis for axis in range(arr.ndim) if arr.shape[axis] > 1]
+    in_memory = sorted(axes, key=lambda axis: -abs(strides[axis]))
+    if in_memory != axes:
+        h.update(b"o" + b"".join(map(_pack_len, in_memory)))
 
 
 # --- plain values ---------------------------------------------------------------------------
@@ -191,10 +209,17 @@ def _feed_complex(h: Hasher, obj: complex, where: str) -> None:
 
 
 def _feed_set(h: Hasher, obj: set | frozenset, where: str) -> None:
-    members = sorted(digest(item, where) for item in obj)
+    members = [digest(item, where) for item in obj]
+    if not all(type(item) in _SET_ORDERED for item in obj):
+        # by content: strings iterate in an order each process draws anew (PYTHONHASHSEED)
+        members.sort()
+    # numbers iterate in an order their insertion fixes ({16, 8} is not {8, 16} to list())
     h.update(b"S" + _pack_len(len(members)))
     for member in members:
         h.update(member)
+
+
+_SET_ORDERED = frozenset({int, float, bool, type(None)})
 
 
 def _feed_jsonable(h: Hasher, obj: Any, where: str) -> None:
@@ -345,21 +370,15 @@ def _encoder_for(cls: type) -> Encoder:
             return _registered_encoder(cls, _HASHERS[klass])
     if issubclass(cls, np.generic):  # before float: np.float64 is one, and divides by zero
         return lambda h, obj, where: _feed_array(h, np.asarray(obj), where)
-    for base, plain in _SCALAR_BASES:
-        if issubclass(cls, base):  # a subclass may behave otherwise, and carry attributes
-            return _scalar_subclass_encoder(cls, base, plain)
-    if issubclass(cls, bytes | bytearray | memoryview):
-        return lambda h, obj, where: feed_bytes(h, b"b", bytes(obj))
-    if issubclass(cls, np.ndarray):  # a subclass (np.matrix, ...) behaves differently
-        header = _tagged(b"a", qualname(cls))
-        return lambda h, obj, where: (h.update(header), _feed_array(h, np.asarray(obj), where))
-    if issubclass(cls, list | tuple | Mapping):  # a subclass (a NamedTuple with methods, a
-        # defaultdict) behaves otherwise than its plain twin: its class is part of the value
-        header = _tagged(b"C", qualname(cls))
-        plain = _feed_dict if issubclass(cls, Mapping) else _feed_sequence
-        return lambda h, obj, where: (h.update(header), plain(h, obj, where))
-    if issubclass(cls, set | frozenset):
-        return _feed_set
+    if issubclass(cls, memoryview):  # its bytes read as its format, in its shape
+        return _feed_memoryview
+    for base, plain in _PLAIN_BASES:
+        if issubclass(cls, base):
+            if cls is base:
+                return plain
+            # a subclass (a float keeping its unit, a NamedTuple with methods, a defaultdict,
+            # an array keeping its grid step) behaves otherwise than its plain twin
+            return _subclass_encoder(cls, base, plain)
     if callable(getattr(cls, "hashable_repr", None)):  # states
         header = _tagged(b"R", qualname(cls))
         return lambda h, obj, where: feed_bytes(h, header, bytes(obj.hashable_repr()))
@@ -367,25 +386,50 @@ def _encoder_for(cls: type) -> Encoder:
         return _record_encoder(cls, tuple(cls.__pydantic_fields__), extra=True)
     if dataclasses.is_dataclass(cls):
         return _record_encoder(cls, tuple(f.name for f in dataclasses.fields(cls)), extra=False)
+    if issubclass(cls, set | frozenset):
+        return _feed_set
     return _feed_jsonable
 
 
-_SCALAR_BASES: tuple[tuple[type, Encoder], ...] = (
-    (int, _feed_int),
-    (float, _feed_float),
-    (complex, _feed_complex),
-    (str, _feed_str),
+def _feed_memoryview(h: Hasher, view: memoryview, where: str) -> None:
+    feed_bytes(h, b"m", f"{view.format} {view.shape}".encode())
+    feed_bytes(h, b"b", view.tobytes())
+
+
+def _feed_bytes(h: Hasher, obj: bytes | bytearray, where: str) -> None:
+    feed_bytes(h, b"b" if type(obj) is bytes else b"B", bytes(obj))
+
+
+def _feed_plain_array(h: Hasher, obj: np.ndarray, where: str) -> None:
+    _feed_array(h, obj.view(np.ndarray), where)
+
+
+# the built-in data types, each with the encoding of its plain instances; a subclass's
+# instances are read through the base's own methods (``int.__str__``, not an override)
+_PLAIN_BASES: tuple[tuple[type, Encoder], ...] = (
+    (int, lambda h, obj, where: _feed_int(h, int.__int__(obj), where)),
+    (float, lambda h, obj, where: _feed_float(h, float.__float__(obj), where)),
+    (complex, lambda h, obj, where: _feed_complex(h, complex(obj.real, obj.imag), where)),
+    (str, lambda h, obj, where: _feed_str(h, str.__str__(obj), where)),
+    (bytes, _feed_bytes),
+    (bytearray, _feed_bytes),
+    (np.ndarray, _feed_plain_array),
+    (list, _feed_sequence),
+    (tuple, _feed_sequence),
+    (Mapping, _feed_dict),
+    (set, _feed_set),
+    (frozenset, _feed_set),
 )
 
 
-def _scalar_subclass_encoder(cls: type, base: type, plain: Encoder) -> Encoder:
-    """A subclass of int, float, complex or str (``class Metres(float)``): its class, its
-    plain value and the attributes its instances hold (a unit kept on the value)."""
-    header = _tagged(b"V", qualname(cls))
+def _subclass_encoder(cls: type, base: type, plain: Encoder) -> Encoder:
+    """A subclass of a built-in data type (``class Metres(float)``): its class, its plain
+    value and the attributes its instances hold (a unit kept on the value)."""
+    header = _tagged(b"V", qualname(cls)) + _tagged(b"v", qualname(base))
 
     def encode(h: Hasher, obj: Any, where: str) -> None:
         h.update(header)
-        plain(h, base(obj), where)
+        plain(h, obj, where)
         _feed_dict(h, getattr(obj, "__dict__", None) or {}, where)
 
     return encode
@@ -396,15 +440,24 @@ def _registered_encoder(cls: type, fn: Normalizer) -> Encoder:
 
     def encode(h: Hasher, obj: Any, where: str) -> None:
         h.update(header)
-        feed(h, fn(obj), where)
+        try:
+            data = fn(obj)
+        except UnhashableValueError:
+            raise
+        except Exception as exc:  # a normalizer that cannot read the value: not hashed short
+            raise UnhashableValueError(where, obj) from exc
+        feed(h, data, where)
 
     return encode
 
 
 def _record_encoder(cls: type, names: tuple[str, ...], *, extra: bool) -> Encoder:
     """A model or dataclass by its concrete class and every field's raw value (read as an
-    attribute: no serializer, no ``exclude``), plus a pydantic model's extra fields."""
+    attribute: no serializer, no ``exclude``), plus a pydantic model's extra fields, or the
+    attributes a dataclass holds beside its fields (set in ``__post_init__`` from an
+    ``InitVar``)."""
     header = _tagged(b"M", qualname(cls)) + b"".join(_tagged(b"n", name) for name in names)
+    fields = frozenset(names)
 
     def encode(h: Hasher, obj: Any, where: str) -> None:
         h.update(header)
@@ -412,6 +465,9 @@ def _record_encoder(cls: type, names: tuple[str, ...], *, extra: bool) -> Encode
             feed(h, getattr(obj, name), where)
         if extra:
             _feed_dict(h, obj.__pydantic_extra__ or {}, where)
+        else:
+            held = getattr(obj, "__dict__", None) or {}
+            _feed_dict(h, {k: v for k, v in held.items() if k not in fields}, where)
 
     return encode
 
@@ -428,16 +484,33 @@ register_hasher(dt.date, dt.date.isoformat)
 register_hasher(dt.datetime, lambda t: (t.isoformat(), t.fold, _timezone(t.tzinfo)))
 register_hasher(dt.time, lambda t: (t.isoformat(), t.fold, _timezone(t.tzinfo)))
 register_hasher(dt.timedelta, lambda t: (t.days, t.seconds, t.microseconds))
-register_hasher(PurePath, str)
+register_hasher(fractions.Fraction, lambda f: (f.numerator, f.denominator))
+register_hasher(range, lambda r: (r.start, r.stop, r.step))
+register_hasher(slice, lambda s: (s.start, s.stop, s.step))
+register_hasher(re.Pattern, lambda p: (p.pattern, p.flags))  # pydantic's form drops the flags
+register_hasher(SecretStr, SecretStr.get_secret_value)  # pydantic's form is "**********"
+register_hasher(SecretBytes, SecretBytes.get_secret_value)
+register_hasher(np.memmap, lambda m: m.view(np.ndarray))  # its data, not its open map
 
 
-@register_hasher(Path)
-def _path_content(path: Path) -> tuple[str, bytes]:
-    """The path as written and the content it names now (a file, a tree, or 'missing')."""
+@register_hasher(PurePath)
+def _path_content(path: PurePath) -> tuple[str, bytes]:
+    """The path as written and the content it names now (a file, a tree, or 'missing'):
+    ``open`` reads a pure path too."""
     try:
-        return str(path), file_digest(path)
+        return str(path), file_digest(Path(path))
     except OSError:
         raise UnhashableValueError(f"file {str(path)!r} (unreadable)", path) from None
+
+
+@register_hasher(np.random.Generator)
+def _generator(generator: np.random.Generator) -> tuple:
+    """A generator by its bit generator's kind and state: the numbers it draws next."""
+    bits = generator.bit_generator
+    return qualname(type(bits)), bits.state
+
+
+register_hasher(np.random.RandomState, lambda r: r.get_state(legacy=False))
 
 
 @register_hasher(np.ma.MaskedArray)
@@ -464,7 +537,11 @@ def _install_pandas() -> None:
             return str(dtype), values.array
         return str(dtype), values.to_numpy(dtype=object).tolist()
 
-    register_hasher(pd.Index, lambda index: (list(index.names), column(index)))
+    # an index's frequency says what comes next (shift, date_range from it, resample)
+    register_hasher(
+        pd.Index,
+        lambda index: (list(index.names), column(index), getattr(index, "freqstr", None)),
+    )
     register_hasher(pd.RangeIndex, lambda r: (r.name, r.start, r.stop, r.step))
     register_hasher(
         pd.MultiIndex, lambda m: (list(m.names), list(m.levels), [np.asarray(c) for c in m.codes])
@@ -481,6 +558,8 @@ def _install_pandas() -> None:
         ),
     )
     register_hasher(pd.Timedelta, operator.attrgetter("value"))  # nanoseconds, not µs
+    register_hasher(pd.Period, lambda p: (p.ordinal, p.freqstr))
+    register_hasher(pd.Interval, lambda i: (i.left, i.right, i.closed))
     register_hasher(type(pd.NaT), lambda _: "NaT")
     register_hasher(type(pd.NA), lambda _: "NA")
 
@@ -514,10 +593,18 @@ def _install_pint() -> None:
     from pint.facets.plain import PlainQuantity, PlainUnit
 
     def unit(u: PlainUnit) -> tuple:
-        # a unit by its name and its size in base units: a registry may define "smoot"
-        # (or redefine it) otherwise than another
-        size = u._REGISTRY.Quantity(1, u).to_base_units()
-        return str(u), size.magnitude, str(size.units)
+        # a unit by its name, its size in base units (a registry may define "smoot", or
+        # redefine it, otherwise than another) and the settings of its registry that change
+        # what arithmetic on it gives
+        registry = u._REGISTRY
+        size = registry.Quantity(1, u).to_base_units()
+        settings = (
+            registry.autoconvert_offset_to_baseunit,
+            registry.default_as_delta,
+            registry.auto_reduce_dimensions,
+            qualname(registry.non_int_type),
+        )
+        return str(u), size.magnitude, str(size.units), settings
 
     register_hasher(PlainQuantity, lambda q: (q.magnitude, unit(q.units)))
     register_hasher(PlainUnit, unit)
@@ -525,9 +612,33 @@ def _install_pint() -> None:
 
 def _install_astropy() -> None:
     from astropy import units
+    from astropy.time import Time
 
-    register_hasher(units.Quantity, lambda q: (np.asarray(q.value), q.unit.to_string()))
-    register_hasher(units.UnitBase, lambda u: u.to_string())
+    def unit(u: units.UnitBase) -> tuple:
+        # by its name and its exact size in SI bases: a redefined "smoot", and two scales
+        # that print alike ("0.333333 m"), differ
+        si = u.decompose()
+        return u.to_string(), si.scale, [b.to_string() for b in si.bases], list(map(str, si.powers))
+
+    register_hasher(
+        units.Quantity,
+        # a Longitude's wrap angle says which of its equal angles a stage reads
+        lambda q: (np.asarray(q.value), unit(q.unit), getattr(q, "wrap_angle", None)),
+    )
+    register_hasher(units.UnitBase, unit)
+    register_hasher(
+        Time,
+        lambda t: (
+            np.asarray(t.jd1),
+            np.asarray(t.jd2),
+            t.scale,
+            t.format,
+            t.precision,
+            t.in_subfmt,
+            t.out_subfmt,
+            t.location,
+        ),
+    )
 
 
 def _install_scipy() -> None:
@@ -545,6 +656,24 @@ def _install_scipy() -> None:
 
     register_hasher(sparse.spmatrix, parts)
     register_hasher(sparse.sparray, parts)
+
+    # interpolators by what they evaluate from: knots, coefficients, order, extrapolation
+    # (scipy's own attribute names; on a scipy without them the value is unhashable, and so
+    # uncacheable, never hashed short)
+    from scipy import interpolate
+
+    register_hasher(
+        interpolate.interp1d,
+        lambda f: (f.x, f.y, f._kind, f.axis, f.bounds_error, f._fill_value_orig, f._extrapolate),
+    )
+    for piecewise in (interpolate.PPoly, interpolate.BPoly):  # CubicSpline, Pchip, Akima, ...
+        register_hasher(piecewise, lambda p: (p.c, p.x, p.extrapolate, p.axis))
+    register_hasher(interpolate.BSpline, lambda b: (b.t, b.c, b.k, b.extrapolate, b.axis))
+    register_hasher(
+        interpolate.RegularGridInterpolator,
+        lambda r: (r.grid, r.values, r.method, r.bounds_error, r.fill_value),
+    )
+    register_hasher(interpolate.UnivariateSpline, lambda u: (u._eval_args, u.ext, u._data))
 
 
 register_lazy("pandas", _install_pandas)

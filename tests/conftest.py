@@ -10,6 +10,8 @@ import pytest
 from redis_server import RedisServer, redis_server_binary
 from stages.optics import optics_nodes
 
+from phys_pipeline.cache import DiskStore, MemoryStore
+from phys_pipeline.executor import DagExecutor
 from phys_pipeline.session import LiveSession
 from phys_pipeline.types import SimpleState
 
@@ -87,3 +89,10 @@ def app(session: LiveSession) -> Iterator[PipelineApp]:
     app = PipelineApp.from_session(session, debounce_s=0.05)
     yield app
     app.close()
+
+
+@pytest.fixture(params=["disk", "memory"])
+def executor(request: pytest.FixtureRequest, tmp_path: Path) -> DagExecutor:
+    """An executor over a fresh cache, on disk and in memory."""
+    store = DiskStore(tmp_path / "cache") if request.param == "disk" else MemoryStore()
+    return DagExecutor(cache=store)

@@ -7,19 +7,17 @@ asserts the second run computed its own answer."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from pydantic import PrivateAttr
+from stages.values import START, AnyCfg, output
 
-from phys_pipeline.cache import DiskStore, MemoryStore
+from phys_pipeline.cache import MemoryStore
 from phys_pipeline.executor import DagExecutor
 from phys_pipeline.policy import PolicyBag
 from phys_pipeline.types import NodeSpec, PipelineStage, SimpleState, StageConfig, StageResult
-
-START = SimpleState(None)
 
 
 class AngleCfg(StageConfig):
@@ -42,10 +40,6 @@ class WeightVector(PipelineStage[SimpleState, WeightsCfg]):
 
     def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
         return StageResult(SimpleState(np.array(list(self.cfg.weights.values()))))
-
-
-class AnyCfg(StageConfig):
-    x: Any = None
 
 
 class Sign(PipelineStage[SimpleState, AnyCfg]):
@@ -76,17 +70,6 @@ class InMetres(PipelineStage[SimpleState, AnyCfg]):
     def process(self, state: SimpleState, *, policy: PolicyBag | None = None) -> StageResult:
         scale = {"m": 1.0, "mm": 1e-3}[self.cfg.x.unit]
         return StageResult(SimpleState(float(self.cfg.x) * scale))
-
-
-@pytest.fixture(params=["disk", "memory"])
-def executor(request: pytest.FixtureRequest, tmp_path: Path) -> DagExecutor:
-    store = DiskStore(tmp_path / "cache") if request.param == "disk" else MemoryStore()
-    return DagExecutor(cache=store)
-
-
-def output(executor: DagExecutor, stage: PipelineStage) -> Any:
-    result = executor.run(START, [NodeSpec(id="node", stage=stage)])
-    return result.results["node"].state.payload
 
 
 def test_a_signed_zero_is_not_served_the_other_zeros_phase(executor: DagExecutor) -> None:

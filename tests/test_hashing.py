@@ -143,9 +143,17 @@ def test_non_contiguous_slice_hashes_like_its_contiguous_copy():
     assert hash_ndarray(column) == hash_ndarray(np.ascontiguousarray(column))
 
 
-def test_fortran_ordered_array_hashes_like_its_c_ordered_copy():
+def test_fortran_ordered_array_hashes_apart_from_its_c_ordered_copy():
+    """ravel(order="K"), and C code handed the buffer, read it in another order."""
     field = np.arange(12.0).reshape(3, 4)
-    assert hash_ndarray(np.asfortranarray(field)) == hash_ndarray(field)
+    assert hash_ndarray(np.asfortranarray(field)) != hash_ndarray(field)
+    assert hash_ndarray(field.T) == hash_ndarray(np.asfortranarray(field.T))
+
+
+def test_a_strided_view_in_c_order_hashes_like_its_copy():
+    field = np.arange(24.0).reshape(4, 6)
+    for view in (field[::-1], field[:, ::2], field[1:3, 1:], field[:1].T):
+        assert hash_ndarray(view) == hash_ndarray(np.ascontiguousarray(view))
 
 
 def test_large_arrays_differing_in_the_middle_hash_differently():

@@ -200,9 +200,11 @@ matrices = hnp.arrays(
 
 @BOUNDED
 @given(matrices)
-def test_views_key_like_their_contiguous_copies(a: np.ndarray) -> None:
+def test_views_key_like_their_copies_in_the_same_memory_order(a: np.ndarray) -> None:
     for view in (a.T, a[::-1], a[:, ::2]):
-        assert root_key(view) == root_key(np.ascontiguousarray(view))
+        assert root_key(view) == root_key(np.copy(view, order="K"))
+    if a.shape[0] > 1 and a.shape[1] > 1:  # a transpose reads otherwise in memory order
+        assert root_key(a.T) != root_key(np.ascontiguousarray(a.T))
 
 
 # --- random DAGs: the stale set is the edited node and its descendants ----------------------------
