@@ -60,7 +60,13 @@ from typing import Any, NamedTuple, Protocol
 
 from ._invoke import call_stage
 from .dag_cache import FiledResult, Filing
-from .errors import CorruptedInputError, NodeTimeoutError, StaleCodeError, StateMutationError
+from .errors import (
+    CodeChangedDuringRunError,
+    CorruptedInputError,
+    NodeTimeoutError,
+    StaleCodeError,
+    StateMutationError,
+)
 from .fingerprint import Fingerprint, stale_parts
 from .policy import PolicyBag
 from .progress import reporting
@@ -103,6 +109,9 @@ class NodeTask:
     pinned: str | None = None  # the version the node pins, if any (as the plan saw it)
     expected: Mapping[str, bytes] | None = None  # parents' output digests, for other processes
     retry: RetryPolicy | None = None  # run again after a failure (see ``retry``)
+    # check ``code`` again after the run: the run is in the background, and the user's
+    # thread may change what the stage reads meanwhile
+    recheck: bool = False
 
 
 def node_input(task: NodeTask, parent_states: Mapping[str, State]) -> Any:
@@ -137,7 +146,20 @@ def run_node(task: NodeTask, parent_states: Mapping[str, State]) -> tuple[StageR
         # what the result was computed from: early cutoff compares a later input with it
         # (filing stamps it into the provenance, with the rest: one dict, not two)
         result.input_digest = before  # type: ignore[attr-defined]
+    if task.recheck and task.code is not None:
+        # the stage's own attributes are passed over: a stage may keep what it builds on first
+        # use (a table) on itself, which a foreground run files under the planned key too
+        changed = [
+            label
+            for label in stale_parts(task.stage, task.code, task.pinned)
+            if not label.startswith(_OWN_STATE)
+        ]
+        if changed:
+            raise CodeChangedDuringRunError(task.node_id, stage_name(task.stage), changed)
     return result, duration
+
+
+_OWN_STATE = ("attribute ", "config attribute ")
 
 
 def _check_shared_inputs(

@@ -13,6 +13,7 @@ from typing import Any
 from ._v2 import served_from
 
 __all__ = [
+    "CodeChangedDuringRunError",
     "CacheConfigError",
     "CacheError",
     "ConfigError",
@@ -275,6 +276,20 @@ class StaleCodeError(PhysPipelineError, RuntimeError):
             "result would be cached under the wrong key; restart the workers (Dask: "
             "client.restart()) after editing your modules, or reload the module here if you "
             "edited its file"
+        )
+
+
+class CodeChangedDuringRunError(StaleCodeError):
+    """A run in the background (a Run button's thread) computed a node while the code or the
+    globals it reads changed (a cell ran meanwhile): its result is of neither the planned nor
+    the new values' run, so it is not cached; the next run computes it with the new ones."""
+
+    def __init__(self, node_id: str, stage: str, differing: list[str]) -> None:
+        self.node_id, self.stage, self.differing = node_id, stage, differing
+        RuntimeError.__init__(
+            self,
+            f"node {node_id!r}: {', '.join(differing)} changed while stage {stage!r} ran, so "
+            "its result is not cached; run again to compute it with the new values",
         )
 
 

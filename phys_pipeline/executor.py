@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -503,6 +504,8 @@ class DagExecutor:
             pinned,
             None,
             spec.retry if spec.retry is not None else self.retry,
+            # run from a thread other than the main one, a cell may run meanwhile
+            threading.current_thread() is not threading.main_thread(),
         )
 
     def _assemble(

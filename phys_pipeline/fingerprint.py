@@ -25,6 +25,8 @@ can be explained as ``global SCALE changed`` or ``helper mypkg.physics.gain chan
 
 from __future__ import annotations
 
+import abc
+import collections
 import dataclasses
 import decimal
 import dis
@@ -41,7 +43,7 @@ import typing
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -123,9 +125,11 @@ def register_library_state(library: str, read: Callable[[], Any]) -> None:
     stage holds stays the same: mpmath's working precision, decimal's context, astropy's
     default cosmology are registered already. ``read`` returns plain data, and should not
     import anything (``sys.modules.get``): it runs only once the stage's code uses the
-    library."""
+    library. xarray's options are registered too."""
     _LIBRARY_STATE[_normalise(library)] = read
-    Fingerprinter._library.cache_clear()
+    Fingerprinter._library.cache_clear()  # walks that named the library without its state
+    _library_parts.clear()
+    _REUSABLE.clear()
 
 
 def _decimal_context() -> tuple:
@@ -139,13 +143,21 @@ def _mpmath_precision() -> Any:
     return None if mpmath is None else mpmath.mp.prec
 
 
+def _xarray_options() -> Any:
+    options = sys.modules.get("xarray.core.options")
+    return None if options is None else dict(options.OPTIONS)
+
+
 def _astropy_science_state() -> Any:
     cosmology = sys.modules.get("astropy.cosmology")
     return None if cosmology is None else repr(cosmology.default_cosmology.get())
 
 
 _LIBRARY_STATE.update(
-    decimal=_decimal_context, mpmath=_mpmath_precision, astropy=_astropy_science_state
+    decimal=_decimal_context,
+    mpmath=_mpmath_precision,
+    astropy=_astropy_science_state,
+    xarray=_xarray_options,
 )
 
 
@@ -415,16 +427,36 @@ def _analyse(code: types.CodeType) -> _CodeFacts:
             level = instructions[i - 2].argval if i >= 2 else 0
             module = _Reference(ins.argval, (), ins.argval, level if isinstance(level, int) else 0)
             _bind_import(instructions, i + 1, module, imported, references)
-        elif op == "LOAD_CONST" and isinstance(ins.argval, str) and i:
-            caller = instructions[i - 1]  # importlib.import_module("pkg.mod"), __import__(...)
-            if caller.argval in ("import_module", "__import__") and caller.opname in (
-                *_GLOBAL_LOADS,
-                *_ATTRIBUTE_LOADS,
-            ):
-                name = ins.argval.lstrip(".")
-                level = len(ins.argval) - len(name)
-                references[_Reference(name, (), name, level)] = None  # all of it is read
+        elif ins.argval in ("import_module", "__import__") and op in _IMPORT_CALLER_LOADS:
+            # importlib.import_module("pkg.mod"), __import__(...): all of the module is read;
+            # a name computed at run time (f"pkg.{cfg.model}") cannot be known
+            name = _imported_name(instructions, i + 1)
+            if name is None:
+                references[_Reference(_COMPUTED_IMPORT, ())] = None
+            else:
+                stripped = name.lstrip(".")
+                level = len(name) - len(stripped)
+                references[_Reference(stripped, (), stripped, level)] = None
     return _CodeFacts(h.digest(), first.digest(), tuple(references))
+
+
+_IMPORT_CALLER_LOADS = _GLOBAL_LOADS | _ATTRIBUTE_LOADS
+_CALLS = frozenset({"PRECALL", "CALL", "CALL_FUNCTION", "CALL_METHOD"})
+_COMPUTED_IMPORT = "<import by a computed name>"
+
+
+def _imported_name(instructions: list[dis.Instruction], start: int) -> str | None:
+    """The module name an import call at ``start`` is given as a constant, or None when it
+    is computed (or the call is not made here)."""
+    window = instructions[start : start + 2]
+    if (
+        len(window) == 2
+        and window[0].opname == "LOAD_CONST"
+        and isinstance(window[0].argval, str)
+        and window[1].opname in _CALLS
+    ):
+        return window[0].argval
+    return None
 
 
 def _bind_import(
@@ -609,6 +641,8 @@ def _holds(check: tuple, owner: Any) -> bool:
         return holder is not _DEAD and getattr(holder, check[2], _MISSING) is _pinned(check[3])
     if kind == "mro":
         return _same(owner.__mro__, check[1])
+    if kind == "abc":  # no class registered with an ABC since
+        return abc.get_cache_token() == check[1]
     return False  # "never": a read no binding check can cover (a module's __getattr__)
 
 
@@ -630,6 +664,16 @@ _CLASS_BOOKKEEPING = frozenset(
     {"_abc_impl", "model_config", "model_fields", "model_computed_fields"}
 )
 _METHOD_WRAPPERS = (staticmethod, classmethod)
+# class attributes named like the interpreter's that are data, read by the interpreter or numpy
+_BEHAVIOUR_DATA = frozenset({"__match_args__", "__array_priority__"})
+
+
+def _abc_registered(cls: type) -> list[type]:
+    """The classes ``cls.register`` has registered and that still live."""
+    registry = abc._get_dump(cls)[0]  # type: ignore[attr-defined]
+    return [klass for klass in (ref() for ref in registry) if klass is not None]
+
+
 # slots, getset and a NamedTuple's field accessors (their positions are in its ``_fields``)
 _DESCRIPTORS = (
     types.MemberDescriptorType,
@@ -733,6 +777,8 @@ class Fingerprinter:
                 {**code.parts, **held.parts},
                 tuple(dict.fromkeys((*code.uncacheable, *held.uncacheable))),
             )
+        elif not stateful:
+            return code
         states = self._library_states(code.parts)
         if not states:
             return code
@@ -910,14 +956,20 @@ class Fingerprinter:
         if isinstance(obj, _BUILTIN_CALLABLES):
             return self._builtin(obj, where)
         if isinstance(obj, _TYPING_TYPES):
-            return _Walked(digest(("typing", repr(obj))), _EMPTY, (), True)
+            # Detector[float]: the classes it names are code (typing's own print as themselves)
+            arguments = (typing.get_origin(obj), *typing.get_args(obj))
+            return self._combine("typing", [("repr", repr(obj)), ("names", arguments)], where)
+        if isinstance(obj, collections.defaultdict) and obj.default_factory is not None:
+            # what a missing key reads is the factory's code
+            items = [("items", dict(obj)), ("factory", obj.default_factory)]
+            return self._combine("defaultdict", items, where)
         user_class = _class_origin(cls) is None
         try:
             value = digest(obj, where)
         except UnhashableValueError:
             value = None
         if value is not None and not user_class:
-            return _Walked(value, _EMPTY, (), immutable(obj))
+            return _Walked(value, _library_parts(cls), (), immutable(obj))
         container = isinstance(obj, list | tuple | set | frozenset | Mapping)
         if user_class or _is_stage(obj):
             # a callable instance, a material model, a decorator object, a stage held by
@@ -977,6 +1029,10 @@ class Fingerprinter:
         module = getattr(obj, "__module__", None) or qualname(type(getattr(obj, "__self__", None)))
         h = new_hasher()
         feed(h, ("builtin", _origin(module) or "", module, _label(obj)))
+        if _origin(module) is None:  # a compiled extension of the user's (Cython, f2py)
+            file = getattr(sys.modules.get(module), "__file__", None)
+            if file is not None:  # rebuilt in place: its file is its code
+                feed(h, Path(file))
         bound = getattr(obj, "__self__", None)
         if bound is not None and not isinstance(bound, types.ModuleType | type):
             walked = self._reference(bound, where)
@@ -1096,6 +1152,8 @@ class Fingerprinter:
                 if ref.module is None and ref.name in _BY_NAME and ref.name not in self.untracked:
                     # globals()["X"], eval("X"): which globals it reads cannot be known
                     problems.append(f"{label} reads globals by name ({ref.name})")
+                elif ref.name == _COMPUTED_IMPORT:
+                    problems.append(f"{label} imports a module by a name computed at run time")
                 continue
             value, as_read, where = target
             if ref.name in self.untracked or as_read in self.untracked:
@@ -1141,6 +1199,14 @@ class Fingerprinter:
                 outside = _outside_read(value, ref.chain[steps:])
                 if outside:
                     return _Uncoverable(outside), ".".join((ref.name, *ref.chain)), outside
+                # unless the user put their own code there (np.sinc = my_sinc): the
+                # binding is checked, so a patch made after this walk is seen
+                module_vars = vars(value)
+                bound = module_vars.get(attr, _MISSING)
+                checks.append(("key", module_vars, attr, _pin(bound)))
+                if not _user_code(bound):
+                    break
+                home, value, steps = value.__name__, bound, steps + 1
                 break
             home = value.__name__
             module_vars = vars(value)
@@ -1202,7 +1268,11 @@ class Fingerprinter:
                 if isinstance(member, functools.cached_property):  # its func may be replaced
                     checks.append(("attr", _pin(member), "func", _pin(function)))
                 dunder = name.startswith("__") and name.endswith("__")
-                if function is None or (dunder and not isinstance(function, types.FunctionType)):
+                if function is None or (
+                    dunder
+                    and not isinstance(function, types.FunctionType)
+                    and name not in _BEHAVIOUR_DATA
+                ):
                     continue
                 if name in self.untracked and not _is_code(function):
                     continue  # an untracked class attribute (never code: that is always read)
@@ -1220,6 +1290,14 @@ class Fingerprinter:
                     parts[f"constant {_label(klass)}.{name}"] = walked.digest.hex()
                 else:
                     feed_bytes(own, b"m", name.encode())
+            if "_abc_impl" in vars(klass):  # isinstance(x, klass) is true of what it registers
+                registered = sorted(_abc_registered(klass), key=_label)
+                walked = self._reference(tuple(registered), f"classes {_label(klass)} registers")
+                feed_bytes(h, b"abc", b"")
+                h.update(walked.digest)
+                parts.update(walked.parts)
+                problems += walked.problems
+                checks.append(("abc", abc.get_cache_token()))  # any register() anywhere
             feed_bytes(own, b"end", b"")
             names = tuple(name for name, _ in members)  # one added or removed: walked afresh
             checks.append(("members", _pin(klass), names, tuple(read)))
@@ -1252,6 +1330,18 @@ _SEEDED_RANDOM = {
 _UNREAD = object()
 
 
+def _find_library_parts(cls: type) -> Mapping[str, str]:
+    """A library value's part naming its library, when that library keeps module state the
+    key reads (``a + b`` of two DataArrays reads xarray's options), else none."""
+    library = _class_origin(cls)
+    if library and _stateful_library(f"library {library}"):
+        return types.MappingProxyType({f"library {library}": library})
+    return _EMPTY
+
+
+_library_parts = _PerClass(_find_library_parts)
+
+
 def _stateful_library(label: str) -> str | None:
     """The library a part's label names (``"library mpmath==1.3.0"``), if it keeps module
     state the key reads."""
@@ -1265,6 +1355,8 @@ def _outside_state(module: str, attr: str) -> str:
     """What ``module.attr`` reads outside the program, or ""."""
     if module == "os" and attr in _ENVIRONMENT:
         return f"the environment (os.{attr})"
+    if module == "sys" and attr == "modules":  # sys.modules["consts"].C: which module, unknown
+        return "modules by name (sys.modules)"
     seeded = _SEEDED_RANDOM.get(module)
     if seeded is not None and attr not in seeded and not attr.startswith("_"):
         return f"the global random state ({module}.{attr})"
@@ -1284,6 +1376,7 @@ def _outside_read(module: types.ModuleType, chain: tuple[str, ...]) -> str:
 
 
 _DATA_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None), np.ndarray, PurePath})
+_COERCED_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None)})
 _LABEL_FIELDS = frozenset({"name", "tags"})  # StageConfig's own: labels, never models
 
 
@@ -1293,8 +1386,8 @@ def _find_model_fields(cfg_class: type) -> tuple[str, ...]:
     fields = getattr(cfg_class, "model_fields", None)
     if isinstance(fields, Mapping):
         annotations = {name: info.annotation for name, info in fields.items()}
-    elif dataclasses.is_dataclass(cfg_class):
-        annotations = {f.name: f.type for f in dataclasses.fields(cfg_class)}
+    elif dataclasses.is_dataclass(cfg_class):  # not validated: a field may hold anything
+        return tuple(f.name for f in dataclasses.fields(cfg_class) if f.name not in _LABEL_FIELDS)
     else:
         return ()
     return tuple(
@@ -1309,8 +1402,10 @@ _slotted = _PerClass(lambda cls: any(klass.__dict__.get("__slots__") for klass i
 
 
 def _plain_data_type(annotation: Any) -> bool:
+    """A type whose values pydantic validates into that very type (never a subclass: an
+    ``np.ndarray`` or ``Path`` field keeps the subclass it is given)."""
     if isinstance(annotation, type):
-        return annotation in _DATA_TYPES or issubclass(annotation, np.ndarray | PurePath)
+        return annotation in _COERCED_TYPES
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         return True
@@ -1364,7 +1459,7 @@ def _model_classes(
     elif user_class and not isinstance(value, type):  # a library's value: its hash covers it
         held = getattr(value, "__pydantic_private__", None) or {}
         private += [(f"config attribute {path}.{n}", item) for n, item in sorted(held.items())]
-        for name, item in (*(getattr(value, "__dict__", None) or {}).items(), *held.items()):
+        for name, item in (*_instance_attributes(value), *held.items()):
             _model_classes(item, f"{path}.{name}", found, private, seen)
 
 
@@ -1427,6 +1522,13 @@ def _is_stage(obj: Any) -> bool:
     """A stage (``process`` and ``cfg``), such as one a pipeline holds: it holds user data
     whatever library its class comes from."""
     return callable(getattr(obj, "process", None)) and hasattr(obj, "cfg")
+
+
+def _user_code(value: Any) -> bool:
+    """A function or class of the user's (not a library's)."""
+    if isinstance(value, types.FunctionType):
+        return _function_origin(value) is None
+    return isinstance(value, type) and _class_origin(value) is None
 
 
 def _is_code(value: Any) -> bool:

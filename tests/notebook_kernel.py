@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from phys_pipeline import DagExecutor, LocalScheduler, SimpleState, State
 from phys_pipeline.cache import DiskStore
 from phys_pipeline.dag import Staleness
@@ -128,3 +130,39 @@ def answer(result: DagRunResult, node: str = "probe") -> float:
     """The probe's reading after a run that must have succeeded."""
     assert result.ok, result.failures
     return result.metrics[f"{node}.value"]
+
+
+EXECUTOR_REBUILT = "executor, nodes rebuilt"
+EXECUTOR_SAME_OBJECTS = "executor, same stage objects"
+
+
+def probe_imports(imports: str) -> str:
+    """The first cell of a probe notebook: ``imports``, then phys_pipeline's names, the
+    ``reading`` helper and the probe's config."""
+    framework = (
+        "from phys_pipeline import NodeSpec, PipelineStage, SimpleState, StageConfig, "
+        "StageResult\n\n"
+    )
+    return textwrap.dedent(imports) + "\n" + framework + READING + "\n" + PROBE_CFG
+
+
+def opener(imports: str, cache: Path) -> Opener:
+    """Opens a notebook of the given cells (after an ``imports`` cell, before the "nodes"
+    cell), run through a DagExecutor over a DiskStore in ``cache`` (nodes rebuilt unless
+    ``way`` says otherwise)."""
+
+    def open_notebook(
+        cells: dict[str, str], nodes: str = PROBE_NODES, way: str = EXECUTOR_REBUILT
+    ) -> Notebook:
+        return Notebook({"imports": imports, **cells, "nodes": nodes}, way, cache)
+
+    return open_notebook
+
+
+def assert_edit_reaches_the_run(
+    nb: Notebook, cell: str, source: str, before: float, after: float
+) -> None:
+    """The probe reads ``before``; after ``cell`` is run again as ``source``, ``after``."""
+    assert answer(nb.run()) == pytest.approx(before)
+    nb.execute(cell, source)
+    assert answer(nb.run()) == pytest.approx(after)

@@ -651,3 +651,28 @@ def test_an_observation_time_in_a_config_is_cached() -> None:
     epoch = time.Time("2024-03-20T03:06:00", scale="utc")
     stage = stage_of(lambda t: float(t.tdb.jd))(AnyCfg(x=epoch))
     assert second_run_hits(stage) == ["node"]
+
+
+def formatted(x: float) -> str:
+    """A table cell as numpy prints it: numpy's print options are its module state."""
+    return np.array2string(np.array([x]))
+
+
+def test_a_registered_library_state_changed_reruns(
+    executor: DagExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """register_library_state: what a library keeps in module state (here numpy's print
+    precision, read by numpy's own code) is read into the key of every stage whose code uses
+    the library."""
+    from phys_pipeline import fingerprint
+
+    def precision() -> int:
+        return np.get_printoptions()["precision"]
+
+    monkeypatch.setitem(fingerprint._LIBRARY_STATE, "numpy", precision)  # taken back after
+    fingerprint.register_library_state("numpy", precision)
+    stage = stage_of(formatted)
+    with np.printoptions(precision=3):
+        assert output(executor, stage(AnyCfg(x=1 / 3))) == "[0.333]"
+    with np.printoptions(precision=5):
+        assert output(executor, stage(AnyCfg(x=1 / 3))) == "[0.33333]"

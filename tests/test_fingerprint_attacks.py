@@ -18,12 +18,21 @@ from typing import Any
 
 import numpy as np
 import pytest
-from notebook_kernel import PROBE_CFG, PROBE_NODES, READING, Notebook, Opener, answer, probe
+from notebook_kernel import (
+    EXECUTOR_REBUILT,
+    EXECUTOR_SAME_OBJECTS,
+    Opener,
+    answer,
+    assert_edit_reaches_the_run,
+    opener,
+    probe,
+    probe_imports,
+)
 from user_project import run_fresh_process
 
 from phys_pipeline.errors import UncacheableWarning
 
-IMPORTS = (
+IMPORTS = probe_imports(
     """
 import contextlib
 import dataclasses
@@ -34,39 +43,17 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel
-
-from phys_pipeline import NodeSpec, PipelineStage, SimpleState, StageConfig, StageResult
-
 """
-    + READING
-    + "\n"
-    + PROBE_CFG
 )
-
-
-REBUILT = "executor, nodes rebuilt"
-SAME_OBJECTS = "executor, same stage objects"
+REBUILT = EXECUTOR_REBUILT
+SAME_OBJECTS = EXECUTOR_SAME_OBJECTS
 
 
 @pytest.fixture
 def notebook(tmp_path, isolated_cache_key, monkeypatch) -> Opener:
-    """Opens a notebook of the given cells (after an imports cell, before the "nodes" cell),
-    run through a DagExecutor over a DiskStore; data files live in its cwd."""
+    """Notebooks over a DiskStore in ``tmp_path / "cache"``; data files live in their cwd."""
     monkeypatch.chdir(tmp_path)
-
-    def open_notebook(
-        cells: dict[str, str], nodes: str = PROBE_NODES, way: str = REBUILT
-    ) -> Notebook:
-        all_cells = {"imports": IMPORTS, **cells, "nodes": nodes}
-        return Notebook(all_cells, way, tmp_path / "cache")
-
-    return open_notebook
-
-
-def assert_edit_reaches_the_run(nb: Notebook, cell: str, source: str, before: float, after: float):
-    assert answer(nb.run()) == pytest.approx(before)
-    nb.execute(cell, source)
-    assert answer(nb.run()) == pytest.approx(after)
+    return opener(IMPORTS, tmp_path / "cache")
 
 
 # --- globals read in ways the bytecode does not name ----------------------------------------

@@ -428,6 +428,7 @@ ERROR_EXAMPLES: dict[type, tuple] = {
     errors.StageError: ("node 'md'", "solver", FloatingPointError("energy diverged")),
     errors.StageOutputError: ("node 'md'", "solver", 3.0, "a StageResult"),
     errors.StaleCodeError: ("lens", "ThinLens", ["method optics.ThinLens.process"]),
+    errors.CodeChangedDuringRunError: ("lens", "ThinLens", ["global FOCAL_LENGTH"]),
     errors.CorruptedInputError: ("peak", "grid"),
     errors.NodeTimeoutError: ("fit", 30.0),
     errors.WorkerDiedError: ("fit", -11),
