@@ -58,6 +58,7 @@ class _RunInFlight:
     edits: int
     started: float  # Unix time
     plan: Plan | None = None
+    pending: tuple[str, ...] | None = None  # what the run has to compute, once planned
     outdated: frozenset[str] = frozenset()
     reported: dict[str, NodeStatus] = field(default_factory=dict)
 
@@ -275,8 +276,10 @@ class LiveSession:
             failure = self._unchanged_failure(nid, plan)
             if failure is not None:
                 statuses[nid] = failure.status
-            elif nid in stale:
-                statuses[nid] = NodeStatus.STALE if nid in previous else NodeStatus.NOT_RUN
+            elif nid in stale:  # stale if it has a result (a run left it out, say), else not run
+                shown = self.status.get(nid, NodeStatus.NOT_RUN)
+                had = nid in previous or shown is not NodeStatus.NOT_RUN
+                statuses[nid] = NodeStatus.STALE if had else NodeStatus.NOT_RUN
             else:  # CACHED: in the cache but not loaded by a run with this key yet
                 last = previous.get(nid)
                 same = last is not None and last.cache_key == plan.nodes[nid].key
@@ -303,6 +306,7 @@ class LiveSession:
             if flight is None:
                 return
             flight.plan = plan
+            flight.pending = tuple(nid for nid in plan.order if nid in stale)
             if flight.edits != self._edits:
                 flight.outdated = _changed_keys(plan, self._current[0])
 
@@ -384,6 +388,13 @@ class LiveSession:
             self.status.update(self._statuses(plan, stale))
         self._emit("status")
 
+    @property
+    def pending(self) -> tuple[str, ...] | None:
+        """The nodes the run in flight has to compute (not load), as its plan found them;
+        None while no run is in flight or before it has planned."""
+        flight = self._in_flight
+        return None if flight is None else flight.pending
+
     def cancel(self) -> None:
         """Stop the run in flight (thread-safe: a Stop button's callback): nodes not run yet
         are shown cancelled, completed ones stay cached. See ``DagExecutor.cancel``."""
@@ -417,21 +428,21 @@ class LiveSession:
 
     def reasons(self) -> dict[str, str]:
         """A one-line explanation per node, for tooltips, as of the last edit or run (views
-        ask on every event: no planning): after a run, why it ran or loaded each node; after
-        an edit, why each node is stale ("cached": it is not). ``last_run_reasons`` keeps
-        the run's reasons across edits."""
+        ask on every event: no planning): why each stale node is stale; for a node whose key
+        the last run computed, why that run ran or loaded it (as its status says); else
+        "cached". ``last_run_reasons`` keeps the run's reasons across edits."""
         plan, stale = self.current_plan, self.current_stale
-        result = self.last_result
-        runs = result.runs if result is not None and plan is result.plan else {}
+        runs = self.last_result.runs if self.last_result is not None else {}
         out = {}
         for nid in self._order_hint:
             failure = self._unchanged_failure(nid, plan)
+            last = runs.get(nid)
             if failure is not None:
                 out[nid] = failure.error or failure.reason
             elif nid in stale:
                 out[nid] = ", ".join(stale[nid].reasons)
-            elif nid in runs:
-                out[nid] = runs[nid].reason
+            elif last is not None and last.cache_key == plan.nodes[nid].key:
+                out[nid] = last.reason  # the run's, also after an edit undone meanwhile
             else:
                 out[nid] = "cached"
         return out

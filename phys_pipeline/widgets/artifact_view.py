@@ -219,6 +219,15 @@ class _Section(w.VBox):
             self.rerun_button.description = f"Rerun {self.node_id}"
 
 
+def _variants_stale(result: DagRunResult, base: str | None, stale: frozenset[str]) -> bool:
+    """Whether a variant the sweep table shows (of ``base``; of every sweep when None) was
+    computed under another key than it has now (its keys carry every edit upstream)."""
+    return any(
+        spec.sweep is not None and nid in stale and base in (None, spec.sweep.base_id)
+        for nid, spec in result.plan.specs.items()
+    )
+
+
 class ArtifactView(SessionView, w.VBox):
     """Artifacts and metrics of ``node_id`` (None: every node, up to ``max_items`` artifacts)
     from the session's last run, replaced after each run, below the panels of the ``watched``
@@ -335,7 +344,13 @@ class ArtifactView(SessionView, w.VBox):
                         self._fill(section, result, node_ids, stale, beside)
                         section.show_drawing(False)
             base = self._sweep_base(result) if result is not None else ""
-            self.sweep.value = self._sweep_html(result, base) if result is not None else ""
+            table = self._sweep_html(result, base) if result is not None else ""
+            swept_stale = result is not None and _variants_stale(result, base, stale)
+            if table and swept_stale:
+                table = f'<div class="pp-stale">{table}</div>{_STALE_BADGE}'
+            self.sweep.value = table
+            mark = self.sweep_plot.add_class if swept_stale else self.sweep_plot.remove_class
+            mark("pp-stale")
             self._show_sweep_plot(sweep_png(result, base) if base != "" else None)
 
     def _stale(self, result: DagRunResult | None) -> frozenset[str]:
@@ -395,8 +410,10 @@ class ArtifactView(SessionView, w.VBox):
             if self.node_id is None or nid == self.node_id:
                 continue  # not on screen: drawn when it is
             if result is None or nid not in result.runs:
+                never = self.session.status.get(nid, NodeStatus.NOT_RUN) is NodeStatus.NOT_RUN
+                said = "not run yet" if never else "not in the last run: run it to see it here"
                 panel.output.outputs = ()
-                panel.metrics.value = '<p class="pp-metrics pp-empty">not run yet</p>'
+                panel.metrics.value = f'<p class="pp-metrics pp-empty">{said}</p>'
                 panel.show_rerun("")
             else:
                 filling.append((panel, [nid]))

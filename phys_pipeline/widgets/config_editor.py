@@ -611,7 +611,10 @@ class ConfigEditor(SessionView, w.VBox):
             self._build()
             return
         for name, row in self.rows.items():
-            row.show(getattr(cfg, name))
+            value = getattr(cfg, name)
+            if row.error.value and value is not row.value:  # no longer the value it kept
+                row.show_error("")
+            row.show(value)
 
     def _on_session(self, event: str, session: LiveSession) -> None:
         if event == "edit":

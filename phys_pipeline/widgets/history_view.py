@@ -403,6 +403,9 @@ class HistoryView(SessionView, w.VBox):
     # --- following the session ----------------------------------------------------------------
 
     def _on_session(self, event: str, session: LiveSession) -> None:
+        if event == "edit":  # what a restore said the next run does is no longer known
+            self.message.value = ""
+            return
         if event != "run":
             return
         with self._lock:

@@ -36,6 +36,8 @@ TICK_S = 0.5
 
 # nodes a run has still to settle
 _WAITING = frozenset({NodeStatus.STALE, NodeStatus.NOT_RUN, NodeStatus.RUNNING})
+# nodes a run would compute: those waiting, and those a run failed, skipped or stopped
+_TO_COMPUTE = _WAITING | {NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED}
 
 ButtonLook = Literal["run", "stop", "stopping"]
 _LOOKS: dict[ButtonLook, dict[str, Any]] = {
@@ -80,6 +82,7 @@ class RunControls(SessionView, w.VBox):
         self._look: ButtonLook = "run"
         self._idle_tooltip = "run the stale nodes"
         self._pending: list[str] | None = None  # nodes this run has to compute
+        self._run_thread: threading.Thread | None = None  # the thread of a run of these
         with closed_on_failure(self):
             self.run_button = w.Button(layout=w.Layout(width="auto", min_width="7em"))
             self.run_button.add_class("pp-run-button")
@@ -129,6 +132,7 @@ class RunControls(SessionView, w.VBox):
         controls in flight, if any). Failures are shown in the panel; nothing is raised into
         the kernel. Returns the result, or None if the run could not start."""
         with self._run_lock:
+            self._run_thread = threading.current_thread()
             try:
                 with self._activity_lock:
                     if not self._stop_requested:  # else a Stop came while this run waited
@@ -140,11 +144,13 @@ class RunControls(SessionView, w.VBox):
                     f"<div class='pp-errors' style='color:#b91c1c'>run failed: "
                     f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</div>"
                 )
+                self.progress.bar_style = "danger"
                 with self._activity_lock:
                     self._ended()
                 return None
             finally:
                 self._pending = None
+                self._run_thread = None
 
     def start(self) -> threading.Thread:
         """Run the stale nodes on a background thread (what the Run button does), so the
@@ -260,7 +266,10 @@ class RunControls(SessionView, w.VBox):
         self.progress.description = f"0/{len(pending)}"
 
     def _count_progress(self) -> None:
-        if self._pending is None:  # a run started elsewhere (session.run() in a cell)
+        pending = self.session.pending  # what the run in flight found it has to compute
+        if pending is not None and list(pending) != self._pending:
+            self._start_progress(list(pending))
+        elif self._pending is None:  # not planned yet: the nodes shown waiting
             status = self.session.status
             self._start_progress([n for n, s in status.items() if s in _WAITING])
         status = self.session.status
@@ -271,7 +280,8 @@ class RunControls(SessionView, w.VBox):
     def show_result(self, result: DagRunResult) -> None:
         """The summary line (``result.summary()``) and failures, naming each failed node; the
         bar counts the nodes settled (not those a Stop cancelled)."""
-        total = len(self._pending) if self._pending is not None else len(result.runs)
+        # the nodes the run computed or had to: not those it loaded
+        total = sum(run.status is not NodeStatus.HIT for run in result.runs.values())
         done = max(total - len(result.cancelled), 0)
         self.progress.max = max(total, 1)
         self.progress.value = done if total else 1  # nothing had to run: full
@@ -285,8 +295,10 @@ class RunControls(SessionView, w.VBox):
 
     def _show_stale(self) -> None:
         """How much a run would compute, in the Run button's tooltip."""
-        stale = sum(s in _WAITING for s in self.session.status.values())
-        self._idle_tooltip = f"run the {stale} stale node(s)" if stale else "nothing is stale"
+        stale = sum(s in _TO_COMPUTE for s in self.session.status.values())
+        self._idle_tooltip = (
+            f"run the {stale} stale, failed or stopped node(s)" if stale else "nothing is stale"
+        )
         with self._activity_lock:
             if self._look == "run":
                 self.run_button.tooltip = self._idle_tooltip
@@ -302,10 +314,14 @@ class RunControls(SessionView, w.VBox):
             with self._activity_lock:
                 self._show_running()
         elif event == "run":
-            with self._activity_lock:
-                self._ended()
+            # a run of these controls waiting behind one from a cell keeps Stop
+            theirs = self.running and threading.current_thread() is not self._run_thread
+            if not theirs:
+                with self._activity_lock:
+                    self._ended()
             if session.last_result is not None:
                 self.show_result(session.last_result)
+            self._pending = None
             self._show_stale()
         elif event == "edit":
             self._show_stale()
