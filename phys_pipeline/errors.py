@@ -289,7 +289,9 @@ class CodeChangedDuringRunError(StaleCodeError):
         RuntimeError.__init__(
             self,
             f"node {node_id!r}: {', '.join(differing)} changed while stage {stage!r} ran, so "
-            "its result is not cached; run again to compute it with the new values",
+            "its result is not cached; run again to compute it with the new values (if the "
+            "stage changes it itself, as a cache of its own, name it in the stage's "
+            "`untracked`)",
         )
 
 

@@ -706,3 +706,32 @@ def test_a_stage_keeping_a_table_on_itself_runs_in_the_background():
     [result] = results
     assert result.ran == ["tabulated"]
     assert result.results["tabulated"].state.payload == pytest.approx(2.5)
+
+
+MEMO: dict[float, float] = {}  # a stage's cache of its own, which it fills as it runs
+
+
+def test_a_stage_filling_its_own_untracked_memo_runs_in_the_background():
+    """A global the stage itself changes is what ``untracked`` is for: the check after a
+    background run passes it over, as the key does."""
+    from phys_pipeline import DagExecutor, NodeSpec, PipelineStage, SimpleState, StageResult
+    from phys_pipeline.cache import MemoryStore
+    from phys_pipeline.types import StageConfig
+
+    class Memoised(PipelineStage[SimpleState, StageConfig]):
+        untracked = ("MEMO",)
+
+        def process(self, state, *, policy=None):
+            MEMO.setdefault(2.0, 2.0**0.5)
+            return StageResult(SimpleState(MEMO[2.0]))
+
+    executor = DagExecutor(cache=MemoryStore())
+    results: list[Any] = []
+    node = NodeSpec(id="memoised", stage=Memoised(StageConfig()))
+    background = threading.Thread(
+        target=lambda: results.append(executor.run(SimpleState(), [node]))
+    )
+    background.start()
+    background.join(60)
+    [result] = results
+    assert result.ran == ["memoised"] and not result.failures
