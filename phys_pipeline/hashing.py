@@ -109,14 +109,17 @@ def qualname(cls: type) -> str:
 def _dtype_description(dtype: np.dtype) -> Any:
     """A dtype as plain data: ``dtype.str`` (kind, size, byte order, datetime unit) for plain
     dtypes; for structured ones (whose ``str`` is only ``|V<size>``) every field's name,
-    offset, title and dtype, recursively, plus the itemsize and alignment."""
+    offset, title and dtype, recursively, plus the itemsize and alignment; with the metadata a
+    dtype carries (``np.dtype(float, metadata={"unit": "m"})``), which ``str`` leaves out."""
     if dtype.fields is not None:
         fields = [(name, *_field_layout(dtype.fields[name])) for name in dtype.names or ()]
-        return ("struct", dtype.itemsize, dtype.isalignedstruct, fields)
-    if dtype.subdtype is not None:
+        described: Any = ("struct", dtype.itemsize, dtype.isalignedstruct, fields)
+    elif dtype.subdtype is not None:
         base, shape = dtype.subdtype
-        return ("subarray", _dtype_description(base), shape)
-    return dtype.str
+        described = ("subarray", _dtype_description(base), shape)
+    else:
+        described = dtype.str
+    return described if dtype.metadata is None else ("metadata", described, dict(dtype.metadata))
 
 
 def _field_layout(field: tuple) -> tuple:
@@ -128,7 +131,7 @@ _DTYPE_TAGS: dict[str, bytes] = {}  # dtype.str -> tag, for plain dtypes
 
 
 def _dtype_tag(dtype: np.dtype) -> bytes:
-    if dtype.fields is None:
+    if dtype.fields is None and dtype.metadata is None:
         tag = _DTYPE_TAGS.get(dtype.str)
         if tag is None:
             tag = _DTYPE_TAGS[dtype.str] = _tagged(b"t", dtype.str)

@@ -676,3 +676,21 @@ def test_a_registered_library_state_changed_reruns(
         assert output(executor, stage(AnyCfg(x=1 / 3))) == "[0.333]"
     with np.printoptions(precision=5):
         assert output(executor, stage(AnyCfg(x=1 / 3))) == "[0.33333]"
+
+
+def in_metres_by_dtype(field: np.ndarray) -> float:
+    """A field whose unit rides on its dtype's metadata, as some readers of instrument files
+    leave it."""
+    scale = {"m": 1.0, "mm": 1e-3}[field.dtype.metadata["unit"]]
+    return float(field.sum()) * scale
+
+
+def test_an_array_whose_dtype_carries_another_unit_is_not_served_the_first_units_sum(
+    executor: DagExecutor,
+) -> None:
+    def field(unit: str) -> np.ndarray:
+        return np.ones(3, dtype=np.dtype(float, metadata={"unit": unit}))
+
+    stage = stage_of(in_metres_by_dtype)
+    assert output(executor, stage(AnyCfg(x=field("m")))) == 3.0
+    assert output(executor, stage(AnyCfg(x=field("mm")))) == pytest.approx(3e-3)
