@@ -149,17 +149,10 @@ def run_node(task: NodeTask, parent_states: Mapping[str, State]) -> tuple[StageR
     if task.recheck and task.code is not None:
         # the stage's own attributes are passed over: a stage may keep what it builds on first
         # use (a table) on itself, which a foreground run files under the planned key too
-        changed = [
-            label
-            for label in stale_parts(task.stage, task.code, task.pinned)
-            if not label.startswith(_OWN_STATE)
-        ]
+        changed = stale_parts(task.stage, task.code, task.pinned, own_state=False)
         if changed:
             raise CodeChangedDuringRunError(task.node_id, stage_name(task.stage), changed)
     return result, duration
-
-
-_OWN_STATE = ("attribute ", "config attribute ")
 
 
 def _check_shared_inputs(

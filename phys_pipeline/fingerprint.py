@@ -707,19 +707,29 @@ def untracked_of(cls: type) -> tuple[str, ...]:
     return (declared,) if isinstance(declared, str) else tuple(declared or ())
 
 
-def stale_parts(stage: Any, planned: Fingerprint, pinned: str | None = None) -> list[str]:
+def stale_parts(
+    stage: Any, planned: Fingerprint, pinned: str | None = None, *, own_state: bool = True
+) -> list[str]:
     """What ``stage``'s fingerprint, worked out afresh in another process (a worker), says
     differs from the plan's ``planned``: a function, class or global both name but whose
     digests differ (a module edited and reloaded in the driver, still the old one here; a
     module constant changed at run time). Labels only one side has are passed over: a class
     sent by value (cloudpickle) comes without its ``__qualname__``, and the code it carries
-    is the driver's anyway."""
+    is the driver's anyway. Without ``own_state``, the stage's and its config's own
+    attributes are passed over too (a stage may keep what it builds on first use on itself)."""
     now = Fingerprinter(untracked_of(type(stage))).stage(stage, stage.cfg, pinned)
     if now.digest == planned.digest:
         return []
     return sorted(
-        label for label, value in planned.parts.items() if now.parts.get(label, value) != value
+        label
+        for label, value in planned.parts.items()
+        if now.parts.get(label, value) != value
+        and (own_state or not label.startswith(_OWN_STATE_LABELS))
     )
+
+
+# the labels ``Fingerprinter.stage`` gives a stage's and its config's own attributes
+_OWN_STATE_LABELS = ("attribute ", "config attribute ")
 
 
 class Fingerprinter:
@@ -758,35 +768,32 @@ class Fingerprinter:
             if held is not None and len(held) == 1 and "cfg" in held:
                 return code  # most stages hold nothing but their cfg
         attributes = [
-            (f"attribute {name}", value)
+            (f"{_OWN_STATE_LABELS[0]}{name}", value)
             for name, value in _instance_attributes(stage, ("cfg",))
             if name not in self.untracked
         ]
         if private:
             attributes += [
-                (f"config attribute {name}", value)
+                (f"{_OWN_STATE_LABELS[1]}{name}", value)
                 for name, value in sorted(private.items())
                 if name not in self.untracked
             ]
         if nested and pinned is None:  # cfg.medium.index(w): the code of the models it holds
             attributes += _config_models(cfg, nested)
         if attributes:
-            held = self._fingerprint(("code", code.digest), attributes, labelled=True)
-            code = Fingerprint(
-                held.digest,
-                {**code.parts, **held.parts},
-                tuple(dict.fromkeys((*code.uncacheable, *held.uncacheable))),
-            )
+            code = self._extended(code, attributes)
         elif not stateful:
             return code
         states = self._library_states(code.parts)
-        if not states:
-            return code
-        with_states = self._fingerprint(("code", code.digest), states, labelled=True)
+        return self._extended(code, states) if states else code
+
+    def _extended(self, code: Fingerprint, items: list[tuple[str, Any]]) -> Fingerprint:
+        """``code`` with the labelled ``items`` (attributes, library states) hashed in."""
+        more = self._fingerprint(("code", code.digest), items, labelled=True)
         return Fingerprint(
-            with_states.digest,
-            {**code.parts, **with_states.parts},
-            tuple(dict.fromkeys((*code.uncacheable, *with_states.uncacheable))),
+            more.digest,
+            {**code.parts, **more.parts},
+            tuple(dict.fromkeys((*code.uncacheable, *more.uncacheable))),
         )
 
     def _library_states(self, parts: Mapping[str, str]) -> list[tuple[str, Any]]:
@@ -1028,8 +1035,9 @@ class Fingerprinter:
         data (``__self__`` not a module or type) also by that data."""
         module = getattr(obj, "__module__", None) or qualname(type(getattr(obj, "__self__", None)))
         h = new_hasher()
-        feed(h, ("builtin", _origin(module) or "", module, _label(obj)))
-        if _origin(module) is None:  # a compiled extension of the user's (Cython, f2py)
+        library = _origin(module)
+        feed(h, ("builtin", library or "", module, _label(obj)))
+        if library is None:  # a compiled extension of the user's (Cython, f2py)
             file = getattr(sys.modules.get(module), "__file__", None)
             if file is not None:  # rebuilt in place: its file is its code
                 feed(h, Path(file))
@@ -1204,9 +1212,8 @@ class Fingerprinter:
                 module_vars = vars(value)
                 bound = module_vars.get(attr, _MISSING)
                 checks.append(("key", module_vars, attr, _pin(bound)))
-                if not _user_code(bound):
-                    break
-                home, value, steps = value.__name__, bound, steps + 1
+                if isinstance(bound, types.FunctionType | type) and not _library_code(bound):
+                    home, value, steps = value.__name__, bound, steps + 1
                 break
             home = value.__name__
             module_vars = vars(value)
@@ -1375,8 +1382,9 @@ def _outside_read(module: types.ModuleType, chain: tuple[str, ...]) -> str:
     return ""
 
 
-_DATA_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None), np.ndarray, PurePath})
+# types pydantic validates a value into exactly; with arrays and paths, the data types
 _COERCED_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None)})
+_DATA_TYPES = _COERCED_TYPES | {np.ndarray, PurePath}
 _LABEL_FIELDS = frozenset({"name", "tags"})  # StageConfig's own: labels, never models
 
 
@@ -1458,7 +1466,8 @@ def _model_classes(
             _model_classes(item, f"{path}[{key!r}]", found, private, seen)
     elif user_class and not isinstance(value, type):  # a library's value: its hash covers it
         held = getattr(value, "__pydantic_private__", None) or {}
-        private += [(f"config attribute {path}.{n}", item) for n, item in sorted(held.items())]
+        label = f"{_OWN_STATE_LABELS[1]}{path}"
+        private += [(f"{label}.{n}", item) for n, item in sorted(held.items())]
         for name, item in (*_instance_attributes(value), *held.items()):
             _model_classes(item, f"{path}.{name}", found, private, seen)
 
@@ -1522,13 +1531,6 @@ def _is_stage(obj: Any) -> bool:
     """A stage (``process`` and ``cfg``), such as one a pipeline holds: it holds user data
     whatever library its class comes from."""
     return callable(getattr(obj, "process", None)) and hasattr(obj, "cfg")
-
-
-def _user_code(value: Any) -> bool:
-    """A function or class of the user's (not a library's)."""
-    if isinstance(value, types.FunctionType):
-        return _function_origin(value) is None
-    return isinstance(value, type) and _class_origin(value) is None
 
 
 def _is_code(value: Any) -> bool:

@@ -389,8 +389,6 @@ def _encoder_for(cls: type) -> Encoder:
         return _record_encoder(cls, tuple(cls.__pydantic_fields__), extra=True)
     if dataclasses.is_dataclass(cls):
         return _record_encoder(cls, tuple(f.name for f in dataclasses.fields(cls)), extra=False)
-    if issubclass(cls, set | frozenset):
-        return _feed_set
     return _feed_jsonable
 
 
