@@ -35,7 +35,11 @@ from notebook_kernel import (
 )
 from user_project import run_fresh_process
 
+from phys_pipeline import DagExecutor, NodeSpec, PipelineStage, SimpleState, StageResult
+from phys_pipeline.cache import MemoryStore
 from phys_pipeline.errors import CodeChangedDuringRunError, NodeFailedError
+from phys_pipeline.executor import DagRunResult
+from phys_pipeline.types import StageConfig
 
 CHECKOUT = Path(__file__).resolve().parents[1]  # this phys_pipeline, not an installed copy
 
@@ -678,60 +682,53 @@ def test_project_edit_gives_the_new_answer_after_a_restart(restarts, node, expec
     assert report["answers"][node] == pytest.approx(expected), f"stale after: {edit}"
 
 
-def test_a_stage_keeping_a_table_on_itself_runs_in_the_background():
-    """The other side of the check after a background run: a stage that builds a table on
-    first use and keeps it on itself changed only its own state, not what a cell edits."""
-    from phys_pipeline import DagExecutor, NodeSpec, PipelineStage, SimpleState, StageResult
-    from phys_pipeline.cache import MemoryStore
-    from phys_pipeline.types import StageConfig
-
-    class Tabulated(PipelineStage[SimpleState, StageConfig]):
-        def __init__(self, cfg: StageConfig) -> None:
-            super().__init__(cfg)
-            self.table = None  # built on first use
-
-        def process(self, state, *, policy=None):
-            if self.table is None:
-                self.table = np.linspace(0.0, 1.0, 5)
-            return StageResult(SimpleState(float(self.table.sum())))
-
+def run_in_the_background(stage: PipelineStage) -> DagRunResult:
+    """One node of ``stage`` run over a memory cache from a thread of its own, as the app's
+    Run button runs it (so the check after each node applies)."""
     executor = DagExecutor(cache=MemoryStore())
-    results: list[Any] = []
-    node = NodeSpec(id="tabulated", stage=Tabulated(StageConfig()))
+    results: list[DagRunResult] = []
+    node = NodeSpec(id="node", stage=stage)
     background = threading.Thread(
         target=lambda: results.append(executor.run(SimpleState(), [node]))
     )
     background.start()
     background.join(60)
     [result] = results
-    assert result.ran == ["tabulated"]
-    assert result.results["tabulated"].state.payload == pytest.approx(2.5)
+    return result
+
+
+class Tabulated(PipelineStage[SimpleState, StageConfig]):
+    def __init__(self, cfg: StageConfig) -> None:
+        super().__init__(cfg)
+        self.table = None  # built on first use
+
+    def process(self, state, *, policy=None):
+        if self.table is None:
+            self.table = np.linspace(0.0, 1.0, 5)
+        return StageResult(SimpleState(float(self.table.sum())))
+
+
+def test_a_stage_keeping_a_table_on_itself_runs_in_the_background():
+    """The other side of the check after a background run: a stage that builds a table on
+    first use and keeps it on itself changed only its own state, not what a cell edits."""
+    result = run_in_the_background(Tabulated(StageConfig()))
+    assert result.ran == ["node"]
+    assert result.results["node"].state.payload == pytest.approx(2.5)
 
 
 MEMO: dict[float, float] = {}  # a stage's cache of its own, which it fills as it runs
 
 
+class Memoised(PipelineStage[SimpleState, StageConfig]):
+    untracked = ("MEMO",)
+
+    def process(self, state, *, policy=None):
+        MEMO.setdefault(2.0, 2.0**0.5)
+        return StageResult(SimpleState(MEMO[2.0]))
+
+
 def test_a_stage_filling_its_own_untracked_memo_runs_in_the_background():
     """A global the stage itself changes is what ``untracked`` is for: the check after a
     background run passes it over, as the key does."""
-    from phys_pipeline import DagExecutor, NodeSpec, PipelineStage, SimpleState, StageResult
-    from phys_pipeline.cache import MemoryStore
-    from phys_pipeline.types import StageConfig
-
-    class Memoised(PipelineStage[SimpleState, StageConfig]):
-        untracked = ("MEMO",)
-
-        def process(self, state, *, policy=None):
-            MEMO.setdefault(2.0, 2.0**0.5)
-            return StageResult(SimpleState(MEMO[2.0]))
-
-    executor = DagExecutor(cache=MemoryStore())
-    results: list[Any] = []
-    node = NodeSpec(id="memoised", stage=Memoised(StageConfig()))
-    background = threading.Thread(
-        target=lambda: results.append(executor.run(SimpleState(), [node]))
-    )
-    background.start()
-    background.join(60)
-    [result] = results
-    assert result.ran == ["memoised"] and not result.failures
+    result = run_in_the_background(Memoised(StageConfig()))
+    assert result.ran == ["node"] and not result.failures
