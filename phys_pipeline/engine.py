@@ -276,6 +276,21 @@ class Slots:
         self.mem_gb += res.mem_gb
 
 
+def _slots_may_bind(slots: Slots, tasks: Sequence[NodeTask]) -> bool:
+    """Whether the cpu/gpu/mem_gb slots can ever hold a node back that the number of workers
+    lets start; if not, the engine skips their arithmetic. Not with one node at a time, each
+    fitting alone (the scheduler checks), nor when ``workers`` of the largest asks fit at once
+    (the common case: every node one cpu, as many cpus as workers)."""
+    workers = slots.workers
+    if workers <= 1:
+        return False
+    asks = {id(task.resources): task.resources for task in tasks}.values()
+    return bool(asks) and not all(
+        workers * max(getattr(res, name) for res in asks) <= getattr(slots, name)
+        for name in ("cpu", "gpu", "mem_gb")
+    )
+
+
 Submit = Callable[[NodeTask, Mapping[str, State]], Any]
 """Starts computing a node somewhere; the outcome comes back through ``finish_task``. The
 mapping holds (at least) the states of the task's ``deps``: read them, never change it."""
@@ -399,9 +414,7 @@ class RunEngine:
             self.states.digests[dep] = bytes(available[dep].hashable_repr())
         self.failed: dict[int, str] = {}
         self.free = slots if slots is not None else Slots()
-        # with one node at a time, each node fitting alone (the scheduler checks), slots cannot
-        # be oversubscribed: skip their arithmetic
-        self.count_slots = slots is not None and slots.workers > 1
+        self.count_slots = slots is not None and _slots_may_bind(slots, tasks)
         self.running: set[int] = set()
         self.release = release
         self.unclaimed: dict[str, int] = {}
@@ -546,6 +559,8 @@ class RunEngine:
         come parents first, so the next ready node is always the next one in order (what the
         heap would give), and a finished node's children need only learn of its failure."""
         tasks, states, failed, report = self.tasks, self.states, self.failed, self.report
+        on_start, on_done, file = report.on_start, report.on_done, self.file
+        shared, digests = self.shared, states.digests
         self.running.clear()
         self.ready.clear()  # taken here, in order
         for i in range(first, len(tasks)):
@@ -559,7 +574,7 @@ class RunEngine:
                 report.on_skip(node_id, culprit)
                 continue
             if i != first:  # run told of the first
-                report.on_start(node_id)
+                on_start(node_id)
             try:
                 outcome: Outcome = compute(task, states)
             except Exception as exc:  # noqa: BLE001 - the node's failure; siblings go on
@@ -567,9 +582,14 @@ class RunEngine:
                 self._inherit(i, node_id)
                 report.on_error(node_id, exc)
                 continue
-            self._before_children(node_id, outcome)
-            states[node_id] = outcome[0].state
-            report.on_done(node_id, *outcome)
+            result, seconds = outcome
+            # _before_children, written out (no retries here): one call less per node
+            if node_id in shared:
+                digests[node_id] = bytes(result.state.hashable_repr())
+            if file is not None:
+                file(node_id, result, seconds)
+            states[node_id] = result.state
+            on_done(node_id, result, seconds)
 
     def finish_task(self, task: NodeTask, outcome: Outcome | Reused) -> None:
         """Report a submitted node's outcome, from any thread: ``(result, seconds)``, the

@@ -32,7 +32,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger("phys_pipeline.run")
-_RAN = NodeStatus.RAN
+# read per node: a member read through the class costs ~70 ns in Python 3.11 (EnumType's
+# __getattr__ hook), a global a few
+_RAN, _HIT = NodeStatus.RAN, NodeStatus.HIT
 
 
 @dataclass(slots=True)
@@ -49,13 +51,13 @@ class NodeRun:
 
     @property
     def cache_hit(self) -> bool:
-        return self.status is NodeStatus.HIT
+        return self.status is _HIT
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "node_id": self.node_id,
             "status": self.status,
-            "cache_hit": self.cache_hit,
+            "cache_hit": self.status is _HIT,  # cache_hit, read per node of every run
             "cache_key": self.cache_key,
             "reason": self.reason,
             "duration_s": self.duration_s,
@@ -173,6 +175,8 @@ class _RunRecorder:
         }
         if self.listeners["on_progress"]:
             self.on_progress = partial(self._notify, "on_progress")
+        self.on_done_listeners = bool(self.listeners["on_done"])  # read once per node
+        self.files = cache.backend is not None  # a store-less cache files nothing
 
     def _notify(self, event: str, *args: Any) -> None:
         for method in self.listeners[event]:
@@ -187,7 +191,7 @@ class _RunRecorder:
     ) -> None:
         self.results[node_id] = result
         key = self.plan.nodes[node_id].key
-        self.runs[node_id] = NodeRun(node_id, NodeStatus.HIT, key, reason, seconds)
+        self.runs[node_id] = NodeRun(node_id, _HIT, key, reason, seconds)
         self._notify("on_done", node_id, result, True)
 
     def on_reused(self, node_id: str, result: StageResult) -> None:
@@ -203,21 +207,25 @@ class _RunRecorder:
         before any child can read (and perhaps write to) its state."""
         planned = self.plan.nodes[node_id]
         stamp(result, planned, duration_s)
-        if node_id not in self.corrupted:
+        if self.files and node_id not in self.corrupted:
             self.cache.file(planned, result)
 
     def on_done(self, node_id: str, result: StageResult, duration_s: float) -> None:
         planned = self.plan.nodes[node_id]
-        key = planned.key
-        if node_id in self.corrupted:  # computed from a state a stage wrote to: never kept
-            self.cache.forget([planned])  # (filed before the quarantine began)
+        if self.corrupted and node_id in self.corrupted:  # computed from a state a stage
+            self.cache.forget([planned])  # wrote to: never kept (filed before the quarantine)
         self.results[node_id] = result
-        attempts = result.provenance.get("attempts", 1)
         # positional, the status a global: one per node of every run
         self.runs[node_id] = NodeRun(
-            node_id, _RAN, key, self._reason(node_id), duration_s, None, attempts
+            node_id,
+            _RAN,
+            planned.key,
+            self._reason(node_id),
+            duration_s,
+            None,
+            result.provenance.get("attempts", 1),
         )
-        if self.listeners["on_done"]:
+        if self.on_done_listeners:
             self._notify("on_done", node_id, result, False)
 
     def on_retry(self, node_id: str, attempt: int, error: BaseException) -> None:
@@ -397,6 +405,8 @@ class DagExecutor:
         to_run = self._load_hits(plan, order, reasons, recorder)
         # workers that reach the store file results themselves: states skip the driver
         shared = self.cache.worker_store() if self.scheduler_files_results else None
+        # run from a thread other than the main one, a cell may run meanwhile: recheck code
+        background = threading.current_thread() is not threading.main_thread()
         tasks = [
             self._task(
                 plan.specs[nid],
@@ -404,6 +414,7 @@ class DagExecutor:
                 bag,
                 state,
                 self.cache.filing(shared, plan.nodes[nid]) if shared is not None else None,
+                background,
             )
             for nid in to_run
         ]
@@ -479,6 +490,7 @@ class DagExecutor:
         policy: PolicyBag | None,
         state: State,
         filing: Filing | None,
+        background: bool,
     ) -> NodeTask:
         inputs = spec.inputs
         names = inputs.names if inputs else None
@@ -489,23 +501,23 @@ class DagExecutor:
             # the engine checks the wrapper's code, not the stage's: the wrapper checks that
             stage = OnMpiRanks(stage, self.mpi_runner, resources, spec.id, code, pinned)
             code = None
+        deps = planned.deps
         return NodeTask(
             spec.id,
-            tuple(spec.deps),
+            deps,
             stage,
-            policy_seen_by(spec, policy),
-            None if spec.deps else state,
+            policy_seen_by(spec, policy) if policy is not None else None,
+            None if deps else state,
             resources,
             self.check_mutation,
-            tuple(names.get(d, d) for d in spec.deps) if names else None,
+            tuple(names.get(d, d) for d in deps) if names else None,
             inputs.gather if inputs else False,
             filing,
             code,
             pinned,
             None,
             spec.retry if spec.retry is not None else self.retry,
-            # run from a thread other than the main one, a cell may run meanwhile
-            threading.current_thread() is not threading.main_thread(),
+            background,
         )
 
     def _assemble(

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 import numpy as np
 from pydantic_core import to_jsonable_python
@@ -79,12 +79,12 @@ class Change:
         return "initial state changed"
 
 
-@dataclass(frozen=True, slots=True)
-class NodeRecord:
+class NodeRecord(NamedTuple):
     """One node in one run: its setup (config values as plain data, an array of more than 64
     elements by dtype, shape and digest; stage class, code version, key, and the config's hash,
     which tells a restore whether it gave back this very config) and what the run did with it.
-    ``status`` is None for a node the run did not cover (``run(targets=...)``)."""
+    ``status`` is None for a node the run did not cover (``run(targets=...)``). (A named
+    tuple: immutable, and a session records one per node of every run.)"""
 
     config: dict[str, Any]
     stage: str
@@ -166,18 +166,28 @@ class RunRecord:
             else:
                 values = _config_values(cfg)
                 config = {name: _plain(value) for name, value in values.items()}
-            nodes[nid] = NodeRecord(
-                config=config,
-                stage=planned.stage_type,
-                code_version=planned.code_version,
-                cache_key=planned.key,
-                status=None if run is None else run.status,
-                reason="" if run is None else run.reason,
-                duration_s=0.0 if run is None else run.duration_s,
-                error=None if run is None else run.error,
-                attempts=1 if run is None else run.attempts,
-                config_hash=planned.config_hash,
-            )
+            if run is None:
+                nodes[nid] = NodeRecord(
+                    config,
+                    planned.stage_type,
+                    planned.code_version,
+                    planned.key,
+                    None,
+                    config_hash=planned.config_hash,
+                )
+            else:
+                nodes[nid] = NodeRecord(
+                    config,
+                    planned.stage_type,
+                    planned.code_version,
+                    planned.key,
+                    run.status,
+                    run.reason,
+                    run.duration_s,
+                    run.error,
+                    run.attempts,
+                    planned.config_hash,
+                )
         bag = plan.policy
         policy = None if bag is None else {k: _plain(v) for k, v in bag.items()}
         setup = {"nodes": nodes, "policy": policy, "state_digest": plan.state_digest.hex()}
@@ -187,7 +197,8 @@ class RunRecord:
             started=started,
             duration_s=result.provenance["duration_s"],
             changes=() if before is None else _changes(before, **setup),
-            metrics={k: _plain(v) for k, v in result.metrics.items()},
+            # floats (as runs check them) are plain data as they are
+            metrics={k: v if type(v) is float else _plain(v) for k, v in result.metrics.items()},
             policy_hash=result.provenance["policy_hash"],
             originals=_Originals({n: s.stage.cfg for n, s in plan.specs.items()}, bag, fields),
             **setup,
@@ -313,7 +324,7 @@ class RunRecord:
         """The record as plain data (what ``RunHistory.save`` writes)."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
         data["changes"] = [dataclasses.asdict(c) for c in self.changes]
-        data["nodes"] = {nid: dataclasses.asdict(n) for nid, n in self.nodes.items()}
+        data["nodes"] = {nid: n._asdict() for nid, n in self.nodes.items()}
         return data
 
     @classmethod
@@ -507,7 +518,8 @@ def _changes(
             changes.append(Change(ChangeKind.STAGE, nid, "", old.stage, node.stage))
         elif old.code_version != node.code_version:
             changes.append(Change(ChangeKind.CODE, nid, "", old.code_version, node.code_version))
-        changes += _differences(ChangeKind.CONFIG, nid, old.config, node.config)
+        if old.config is not node.config:  # else an unchanged node's, shared by both records
+            changes += _differences(ChangeKind.CONFIG, nid, old.config, node.config)
     changes += _differences(ChangeKind.POLICY, None, before.policy or {}, policy or {})
     if before.state_digest != state_digest:
         changes.append(Change(ChangeKind.STATE, None, "", before.state_digest, state_digest))
@@ -518,8 +530,6 @@ def _differences(
     kind: ChangeKind, node_id: str | None, old: Mapping[str, Any], new: Mapping[str, Any]
 ) -> list[Change]:
     """The entries that differ as plain data (0.0 and -0.0 do, two NaNs do not)."""
-    if old is new:  # an unchanged node's values, shared by both records
-        return []
     return [
         Change(kind, node_id, name, old.get(name), new.get(name))
         for name in dict.fromkeys([*new, *old])

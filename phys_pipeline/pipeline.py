@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Generic
+from typing import Any, Generic
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from .fingerprint import code_version
 from .hashing import config_hash, hexdigest
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
 from .record import ArtifactRecorder, resolve_artifact
-from .types import S, StageConfig, StageResult, stage_name
+from .types import S, StageConfig, StageResult, name_of, stage_name
 
 __all__ = [
     "PipelineConfig",
@@ -91,14 +91,13 @@ class PipelineResult(StageResult[S]):
 
 
 class _StageRecord(RenamedKeys):
-    """A stage's provenance record, which also answers what 2.0.0 called its keys; made as a
-    plain dict is (one per stage: no Python-level ``__init__``), then given its ``_values``."""
+    """A stage's provenance record, which also answers what 2.0.0 called its keys."""
 
+    __slots__ = ()
     _where = "SequentialPipeline stage record"
-    _renamed: ClassVar[Mapping[str, str]] = MappingProxyType(
+    _renamed = MappingProxyType(
         {"stage": "name", "cfg_hash": "config_hash", "wall_time_s": "duration_s"}
     )
-    __init__ = dict.__init__  # type: ignore[assignment]
 
 
 class PipelineConfig(StageConfig):
@@ -210,26 +209,24 @@ class SequentialPipeline(Generic[S]):
         perf_counter = time.perf_counter
         started = perf_counter()
         for stage in self.stages:
-            name = stage_name(stage)
+            cfg = getattr(stage, "cfg", None)  # the config it runs with, read once
+            name = name_of(cfg, type(stage))
             t0 = perf_counter()
             result = call_stage(stage, state, bag, where)
             duration = perf_counter() - t0
             try:
-                cfg_hash = config_hash(getattr(stage, "cfg", None))
+                cfg_hash = config_hash(cfg)
             except UnhashableValueError as exc:
                 raise exc.at(f"stage {name!r} config") from None
             if result.metrics:
                 metrics.add(name, f"{prefix}{name}.", result.metrics)
             version = _stage_version(stage, code_versions)
-            record = _StageRecord(
-                {
-                    "name": name,
-                    "class": type(stage).__qualname__,
-                    "config_hash": cfg_hash,
-                    "version": version,
-                    "duration_s": duration,
-                }
-            )
+            record = _StageRecord()
+            record["name"] = name
+            record["class"] = type(stage).__qualname__
+            record["config_hash"] = cfg_hash
+            record["version"] = version
+            record["duration_s"] = duration
             record._values = v2_values
             if result.provenance:
                 record["provenance"] = result.provenance

@@ -3,34 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from .._deprecation import warn_once
 
 __all__ = ["RenamedKeys"]
 
-_NONE: Mapping[str, Any] = {}
-
 
 class RenamedKeys(dict[str, Any]):
     """A plain dict of a record's current keys that also answers its 2.0.0 keys, warning
-    once for each: ``renamed`` maps an old key to the current key holding its value,
-    ``values`` gives old keys that have no current key their value. Iterating, comparing or
-    saving it sees only the current keys."""
+    once for each: a subclass's ``_renamed`` maps an old key to the current key holding its
+    value, and a record's ``_values`` gives old keys that have no current key their value.
+    Iterating, comparing or saving it sees only the current keys. Made as a plain dict is
+    (records are made once per stage: no Python-level ``__init__``, no instance ``__dict__``),
+    then given its ``_values``."""
 
-    _where: str = "record"
-    _renamed: Mapping[str, str] = {}
-    _values: Mapping[str, Any] = {}
-
-    def __init__(
-        self,
-        data: Mapping[str, Any],
-        where: str,
-        renamed: Mapping[str, str],
-        values: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(data)
-        self._where, self._renamed, self._values = where, renamed, values or _NONE
+    __slots__ = ("_values",)
+    _where: ClassVar[str] = "record"
+    _renamed: ClassVar[Mapping[str, str]] = {}
 
     def _is_old(self, key: object) -> bool:
         if not isinstance(key, str) or dict.__contains__(self, key):
