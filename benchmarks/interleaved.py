@@ -1,0 +1,182 @@
+"""Ours against a baseline revision, taking turns: the A/B behind "within 5% of the baseline".
+
+    python benchmarks/interleaved.py [--baseline REV] [--pairs N] [--wall] [WORKLOAD ...]
+
+``run.py`` measures ours, then the baseline, each in a process of its own, so a burst of load
+on a shared machine that falls on one side moves the ratio by 10-50% (seen on this project's
+2-core VMs). Here two warm processes, one per implementation, run one round of a workload in
+turn (the order swapped every pair) until each has run ``--pairs`` rounds: a burst falls on
+both. Printed per workload: each side's fastest round and the median of the pairs' ratios
+(ours ÷ baseline: above 1, ours is slower). CPU time of the process by default (every thread),
+wall time with ``--wall``. The workloads are those of ``workloads.py`` the tables use:
+
+- ``chain``: a cold run of the 500-node chain of trivial stages, per node (``dag_chain``);
+- ``fanout``: the same for a root and 500 children on 2 workers (``dag_fanout``);
+- ``memhit``, ``diskhit``: the chain, every node a memory (disk) cache hit, per node;
+- ``plan``: ``make_plan`` of the chain, per node (``plan_chain``);
+- ``seq``: a 200-stage sequential pipeline, per stage, stage calls included (``seq_overhead``);
+- ``update``: ``LiveSession.update`` of the 50-node session, per edit (``live_edit``);
+- ``live``: update and run, wall time less the ran stages' own durations, per edit (the
+  ``live_edit`` overhead; always wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+WORKLOADS = ("chain", "fanout", "memhit", "diskhit", "plan", "seq", "update", "live")
+
+
+Round = tuple[Callable[[], Any], int, bool]
+"""One round of a workload, the units it counts, whether it returns its own measure (s)."""
+
+
+def _workload(name: str) -> Round:
+    import workloads as w
+
+    state = w.trivial_state()
+    if name in ("chain", "fanout"):
+        nodes = w.trivial_chain(500) if name == "chain" else w.trivial_fanout(500)
+        workers = 1 if name == "chain" else 2
+        return (lambda: w.executor(workers).run(state, nodes)), len(nodes), False
+    if name in ("memhit", "diskhit"):
+        nodes = w.trivial_chain(500)
+        if name == "memhit":
+            from phys_pipeline.cache import MemoryStore
+            from phys_pipeline.dag_cache import DagCache
+
+            memory = DagCache(MemoryStore())
+            w.executor(1, memory).run(state, nodes)
+            return (lambda: w.executor(1, memory).run(state, nodes)), len(nodes), False
+        root = Path(tempfile.mkdtemp(prefix="bench-interleaved-"))
+        w.executor(1, w.disk_cache(root)).run(state, nodes)
+        # a new store each round, as run.py's figure: nothing is remembered between runs
+        return (lambda: w.executor(1, w.disk_cache(root)).run(state, nodes)), len(nodes), False
+    if name == "plan":
+        from phys_pipeline.dag import make_plan
+
+        nodes = w.trivial_chain(500)
+        return (lambda: make_plan(nodes, state)), len(nodes), False
+    if name == "seq":
+        pipe = w.trivial_pipeline(200)
+        return (lambda: [pipe.run(state) for _ in range(10)]), 2000, False
+    from phys_pipeline.session import LiveSession
+
+    session = LiveSession(w.fifty_nodes(), w.initial_state())
+    session.run()
+    edits = iter(range(1, sys.maxsize))
+
+    def update() -> None:
+        session.update(w.EDITED, gdd=1.0 + next(edits))
+
+    def overhead() -> float:
+        started = time.perf_counter()
+        update()
+        result = session.run()
+        wall = time.perf_counter() - started
+        return wall - sum(r.duration_s for r in result.runs.values() if r.status == "ran")
+
+    return (update, 1, False) if name == "update" else (overhead, 1, True)
+
+
+def serve() -> None:
+    """The measuring side: reads workload names, answers microseconds per unit of one round."""
+    sys.path.insert(0, str(HERE))
+    import phys_pipeline
+
+    clock = time.perf_counter if os.environ.get("INTERLEAVED_WALL") else time.process_time
+    print(phys_pipeline.__file__, flush=True)
+    rounds: dict[str, Round] = {}
+    for line in sys.stdin:
+        name = line.strip()
+        if name not in rounds:
+            rounds[name] = _workload(name)
+            for _ in range(3):  # warm: first plans, imports, code paths
+                rounds[name][0]()
+        one, units, own_measure = rounds[name]
+        gc.collect()
+        started = clock()
+        measured = one()
+        seconds = measured if own_measure else clock() - started
+        print(seconds / units * 1e6, flush=True)
+
+
+def _start(home: Path, wall: bool) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(home))
+    if wall:
+        env["INTERLEAVED_WALL"] = "1"
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tempfile.gettempdir(),  # not this checkout: PYTHONPATH decides what is imported
+        env=env,
+    )
+    module = process.stdout.readline().strip()  # type: ignore[union-attr]
+    if not module.startswith(str(home)):
+        raise SystemExit(f"expected phys_pipeline from {home}, the process imported {module}")
+    return process
+
+
+def _round(process: subprocess.Popen[str], name: str) -> float:
+    process.stdin.write(name + "\n")  # type: ignore[union-attr]
+    process.stdin.flush()  # type: ignore[union-attr]
+    return float(process.stdout.readline())  # type: ignore[union-attr]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("workloads", nargs="*", metavar="WORKLOAD", help=", ".join(WORKLOADS))
+    parser.add_argument("--baseline", default=None, help="git revision (default: run.py's)")
+    parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--wall", action="store_true", help="wall time, not CPU time")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve()
+        return
+    unknown = sorted(set(args.workloads) - set(WORKLOADS))
+    if unknown:
+        parser.error(f"unknown {', '.join(unknown)}; the workloads: {', '.join(WORKLOADS)}")
+    sys.path.insert(0, str(HERE))
+    import run
+
+    sha, baseline = run.baseline_tree(args.baseline or run.BASELINE_REV)
+    sides = {"ours": _start(run.REPO, args.wall), "baseline": _start(baseline, args.wall)}
+    print(f"ours ({run.REPO}) against {sha}, {args.pairs} pairs, {'wall' if args.wall else 'CPU'}")
+    try:
+        for name in args.workloads or WORKLOADS:
+            times: dict[str, list[float]] = {side: [] for side in sides}
+            ratios = []
+            for i in range(args.pairs):
+                order = list(sides) if i % 2 else list(reversed(sides))
+                got: dict[str, Any] = {side: _round(sides[side], name) for side in order}
+                for side, value in got.items():
+                    times[side].append(value)
+                ratios.append(got["ours"] / got["baseline"])
+            fastest = {side: min(values) for side, values in times.items()}
+            print(
+                f"{name:8} ours {fastest['ours']:9.2f} µs  {sha} {fastest['baseline']:9.2f} µs"
+                f"  ours ÷ {sha}: {statistics.median(ratios):.3f} (median of pairs)",
+                flush=True,
+            )
+    finally:
+        for process in sides.values():
+            process.stdin.close()  # type: ignore[union-attr]
+            process.wait()
+
+
+if __name__ == "__main__":
+    main()
