@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,6 +212,37 @@ class DagCache:
     def stale(self, plan: Plan) -> dict[str, Staleness]:
         """The nodes of ``plan`` a run would compute, with reasons relative to the last run."""
         return plan.stale(self if self.backend is not None else None, self._previous)
+
+    def look_up(
+        self, plan: Plan, order: Sequence[str]
+    ) -> tuple[dict[str, Staleness], dict[str, tuple[StageResult, float]]]:
+        """What a run of ``order`` (node ids of ``plan``) finds: the nodes of ``plan`` it must
+        compute, with reasons (as ``stale``), and the cached results of the others among
+        ``order``, loaded, each with the seconds its load took. A node of ``order`` is read
+        straight away, not first looked up (one walk of a disk store's directories, one round
+        trip to Redis, per hit); only a read that misses is followed by a lookup, which tells
+        an entry that is not there from one that cannot be read."""
+        if self.backend is None:
+            return self.stale(plan), {}
+        wanted, previous = set(order), self._previous
+        stale: dict[str, Staleness] = {}
+        loaded: dict[str, tuple[StageResult, float]] = {}
+        for nid in plan.order:
+            node = plan.nodes[nid]
+            if not node.uncacheable:
+                if nid in wanted:
+                    started = time.perf_counter()
+                    result = self.get(node.key)
+                    if result is not None:
+                        loaded[nid] = (result, time.perf_counter() - started)
+                        continue
+                    if self.contains(node.key):  # there, but corrupt, forged or foreign
+                        stale[nid] = Staleness(nid, ("cache entry unreadable",))
+                        continue
+                elif self.contains(node.key):
+                    continue
+            stale[nid] = Staleness(nid, plan.explain(nid, previous))
+        return stale, loaded
 
     def file(self, node: NodePlan, result: StageResult) -> None:
         """Store a result a node computed, unless its key covers too little to be trusted

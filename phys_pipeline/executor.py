@@ -396,13 +396,15 @@ class DagExecutor:
         plan = make_plan(nodes, state, bag)
         wanted = ancestors_closure(plan.graph, targets) if targets is not None else None
         order = [nid for nid in plan.order if wanted is None or nid in wanted]
-        reasons = self.cache.stale(plan)
+        reasons, loaded = self.cache.look_up(plan, order)
         listeners = [*self.callbacks, *callbacks]
         recorder = _RunRecorder(
             plan, reasons, self.cache, listeners, self.early_cutoff, cancellation or Cancellation()
         )
         recorder._notify("on_plan", plan, reasons)
-        to_run = self._load_hits(plan, order, reasons, recorder)
+        for nid, (cached, seconds) in loaded.items():
+            recorder.hit(nid, cached, seconds)
+        to_run = [nid for nid in order if nid not in loaded]
         # workers that reach the store file results themselves: states skip the driver
         shared = self.cache.worker_store() if self.scheduler_files_results else None
         # run from a thread other than the main one, a cell may run meanwhile: recheck code
@@ -460,22 +462,6 @@ class DagExecutor:
         running = self._running
         if running is not None:
             running.cancel()
-
-    def _load_hits(
-        self, plan: Plan, order: list[str], reasons: dict[str, Staleness], recorder: _RunRecorder
-    ) -> list[str]:
-        """Load every cached node; return the ids that must run (stale or unreadable)."""
-        to_run = []
-        for nid in order:
-            if nid not in reasons:
-                t0 = time.perf_counter()
-                cached = self.cache.get(plan.nodes[nid].key)
-                if cached is not None:
-                    recorder.hit(nid, cached, time.perf_counter() - t0)
-                    continue
-                reasons[nid] = Staleness(nid, ("cache entry unreadable",))
-            to_run.append(nid)
-        return to_run
 
     @property
     def scheduler_files_results(self) -> bool:

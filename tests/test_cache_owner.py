@@ -317,3 +317,32 @@ def test_a_run_with_a_progress_bar_files_its_results_too() -> None:
         executor.run(START, chain(gdd=1.0))
         again = DagExecutor(cache=owner).run(START, chain(gdd=1.0))
         assert again.hits == ["grid", "phase", "again"]
+
+
+def test_a_run_reads_each_cached_node_once_and_reports_its_plan_first() -> None:
+    """A cached node costs one read of the store: the run reads it while it looks its nodes
+    up, with no lookup before (each a walk of a disk store's directories, a round trip to
+    Redis). Only a read that misses is followed by a lookup, which tells an entry that is not
+    there from one that cannot be read. Listeners still hear the plan before the hits."""
+
+    class LookupsCounted(CountingStore):
+        def contains(self, key: str) -> bool:
+            self.calls["contains"] += 1
+            return super().contains(key)
+
+    store = LookupsCounted()
+    DagExecutor(cache=DagCache(store)).run(START, chain(gdd=10.0))
+    heard: list[str] = []
+
+    class Listener:
+        def on_plan(self, plan: object, stale: dict) -> None:
+            heard.append("plan")
+
+        def on_done(self, node_id: str, result: object, cache_hit: bool) -> None:
+            heard.append(f"{node_id} {'hit' if cache_hit else 'ran'}")
+
+    store.calls = {"get": 0, "contains": 0}
+    again = DagExecutor(cache=DagCache(store), callbacks=[Listener()]).run(START, chain(gdd=20.0))
+    assert again.hits == ["grid"] and again.ran == ["phase", "again"]
+    assert (store.calls["get"], store.calls["contains"]) == (3, 2)  # a lookup per miss only
+    assert heard == ["plan", "grid hit", "phase ran", "again ran"]

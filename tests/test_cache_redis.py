@@ -156,7 +156,23 @@ def test_entry_signed_with_another_key_is_never_unpickled(
     [message] = cache_warnings(recwarn)
     assert "signature" in message
     assert not marker.exists()
-    assert not store.contains(KEY)  # the forged entry was removed
+    assert store.contains(KEY)  # left in place: a reader deletes nothing it cannot authenticate
+
+
+def test_a_co_user_signing_with_another_key_never_wipes_our_entries(
+    store: RedisStore, redis_url: str, recwarn: pytest.WarningsRecorder
+) -> None:
+    """Two users sharing one Redis prefix, each with a key of their own: reading the other's
+    entry is a miss (with a warning), and the entry stays for its owner. (Readers used to
+    delete an entry they could not authenticate, so each user's reads wiped the other's cache.)"""
+    ours = StageResult(SimpleState(np.arange(3.0)))
+    store.put(KEY, ours)
+    co_user = RedisStore(redis_url, store.prefix, signer=EntrySigner("co-user's own key"))
+    assert co_user.get(KEY) is None
+    assert len(cache_warnings(recwarn)) == 1
+    hit = store.get(KEY)
+    assert hit is not None
+    np.testing.assert_array_equal(hit.state.payload, np.arange(3.0))
 
 
 def test_genuine_tripwire_entry_does_fire(store: RedisStore, tmp_path: Path) -> None:
@@ -186,7 +202,7 @@ def test_deeply_nested_meta_is_a_miss_with_one_warning(
     assert store.get(KEY) is None
     [message] = cache_warnings(recwarn)
     assert KEY in message and "RecursionError" in message
-    assert not store.contains(KEY)  # removed, so the next run rewrites it
+    assert store.contains(KEY)  # left in place (readers delete nothing): the next put overwrites
 
 
 # --- outages --------------------------------------------------------------------------------

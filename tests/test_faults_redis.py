@@ -120,7 +120,7 @@ def test_server_lost_mid_run_costs_one_warning_and_at_most_one_timeout(
 
 
 class KillOnPlan:
-    """A run callback that stops the server after the plan found every node cached."""
+    """A run callback that stops the server once the run has planned and looked up its nodes."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -131,22 +131,22 @@ class KillOnPlan:
         os.kill(self.pid, signal.SIGKILL)
 
 
-def test_entries_that_cannot_be_fetched_are_computed(own_redis: RedisServer) -> None:
-    reference, compute_s = reference_run()
+def test_a_server_lost_after_the_look_up_costs_the_run_nothing(own_redis: RedisServer) -> None:
+    """A run reads its cached nodes while it looks them up (one round trip each), before it
+    reports its plan: a server lost after that has served them all already. (Runs used to
+    look up, report, then read; the reads failed and every node was computed.)"""
+    reference, _ = reference_run()
     store = RedisStore(own_redis.url, "fetch", timeout_s=TIMEOUT_S, retry_after_s=60.0)
     DagExecutor(cache=store).run(SimpleState(None), chain())
     assert len(store) == CHAIN
 
     saboteur = KillOnPlan(own_redis.process.pid)
     executor = DagExecutor(cache=store, callbacks=[saboteur])
-    out, seconds, recorded = timed_run(executor, chain())
+    out, _, recorded = timed_run(executor, chain())
     assert saboteur.stale == {}  # planned as all hits ...
-    assert out.ran == [f"a{i}" for i in range(CHAIN)]  # ... but none could be fetched
-    assert {r.reason for r in out.runs.values()} == {"cache entry unreadable"}
+    assert out.ran == [] and len(out.hits) == CHAIN  # ... and all were loaded by then
     assert out.metrics == reference.metrics
-    [message] = cache_warnings(recorded)
-    assert f"127.0.0.1:{own_redis.port}" in message
-    assert seconds < compute_s + 2 * TIMEOUT_S + 1.0
+    assert cache_warnings(recorded) == []  # the dead server was not asked for anything
 
 
 @pytest.mark.parametrize("outage", OUTAGES.values(), ids=OUTAGES.keys())

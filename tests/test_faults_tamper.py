@@ -192,7 +192,7 @@ class DiskSlots:
 
 
 class RedisSlots:
-    keeps_bad_entries = False  # a bad value is dropped, and overwritten by the next put
+    keeps_bad_entries = False  # readers leave a bad value, and the next put overwrites it
 
     def __init__(self, url: str) -> None:
         self.store = RedisStore(url, prefix=f"tamper-{uuid.uuid4().hex[:8]}")

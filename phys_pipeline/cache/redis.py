@@ -307,13 +307,15 @@ class RedisStore:
             self._drop(f"cannot check entry {key}: {exc}")
             return None
         except EntryRejected as exc:
+            # left in place: a reader never deletes what it cannot authenticate (a co-user
+            # signing with another key would wipe the other's entries); the next put of this
+            # key overwrites it
             warnings.warn(
                 f"Redis cache at {redact_url(self.url)}: ignoring entry {key} ({exc}); "
                 "it will be recomputed",
                 CacheWarning,
                 stacklevel=2,
             )
-            self._call("DEL", lambda client: client.delete(name), None)
             return None
 
     def put(self, key: str, result: StageResult) -> None:
