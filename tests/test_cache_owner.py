@@ -326,6 +326,10 @@ def test_a_run_reads_each_cached_node_once_and_reports_its_plan_first() -> None:
     there from one that cannot be read. Listeners still hear the plan before the hits."""
 
     class LookupsCounted(CountingStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls["contains"] = 0
+
         def contains(self, key: str) -> bool:
             self.calls["contains"] += 1
             return super().contains(key)
@@ -341,8 +345,9 @@ def test_a_run_reads_each_cached_node_once_and_reports_its_plan_first() -> None:
         def on_done(self, node_id: str, result: object, cache_hit: bool) -> None:
             heard.append(f"{node_id} {'hit' if cache_hit else 'ran'}")
 
-    store.calls = {"get": 0, "contains": 0}
+    store.calls = dict.fromkeys(store.calls, 0)
     again = DagExecutor(cache=DagCache(store), callbacks=[Listener()]).run(START, chain(gdd=20.0))
     assert again.hits == ["grid"] and again.ran == ["phase", "again"]
     assert (store.calls["get"], store.calls["contains"]) == (3, 2)  # a lookup per miss only
     assert heard == ["plan", "grid hit", "phase ran", "again ran"]
+    assert store.calls["put"] == 2

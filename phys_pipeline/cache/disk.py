@@ -509,7 +509,9 @@ class DiskStore:
         self.signer.digest_seed()  # our key's problems come out before any entry is touched
         try:
             fd = self._open_entry(key)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            # no entry; or the root lies under a file, so none can be there (a component of
+            # the store's own tree that is not a directory is EntryUntrusted instead)
             return None
         except OSError as exc:
             raise EntryRejected(f"cannot open its directory: {exc.strerror or exc}") from None
