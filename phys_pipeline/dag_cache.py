@@ -85,14 +85,19 @@ class DagCache:
 
     def get(self, key: str) -> StageResult | None:
         """The cached result for ``key``, or None (also when the store fails)."""
+        return self._read(key)[0]
+
+    def _read(self, key: str) -> tuple[StageResult | None, bool]:
+        """``get``, and whether the store failed (raised) rather than missed."""
         key = validate_key(key)
         if self.backend is None:
-            return None
+            return None, False
+        failed = False
         try:
             result = self.backend.get(key)
         except Exception as exc:  # noqa: BLE001 - a cache must not fail a run, whatever broke
             self._failed("read", key, exc)
-            result = None
+            result, failed = None, True
         with self._lock:
             if result is None:
                 self.misses += 1
@@ -100,7 +105,7 @@ class DagCache:
                 self.hits += 1
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("%s %s", "hit" if result is not None else "miss", key)
-        return result
+        return result, failed
 
     def put(self, key: str, result: StageResult) -> None:
         key = validate_key(key)
@@ -221,7 +226,8 @@ class DagCache:
         ``order``, loaded, each with the seconds its load took. A node of ``order`` is read
         straight away, not first looked up (one walk of a disk store's directories, one round
         trip to Redis, per hit); only a read that misses is followed by a lookup, which tells
-        an entry that is not there from one that cannot be read."""
+        an entry that is not there from one that cannot be read. A read the store failed
+        (warned about already) is not: a store that is down would be asked twice per node."""
         if self.backend is None:
             return self.stale(plan), {}
         wanted, previous = set(order), self._previous
@@ -232,9 +238,12 @@ class DagCache:
             if not node.uncacheable:
                 if nid in wanted:
                     started = time.perf_counter()
-                    result = self.get(node.key)
+                    result, failed = self._read(node.key)
                     if result is not None:
                         loaded[nid] = (result, time.perf_counter() - started)
+                        continue
+                    if failed:
+                        stale[nid] = Staleness(nid, ("cache read failed",))
                         continue
                     if self.contains(node.key):  # there, but corrupt, forged or foreign
                         stale[nid] = Staleness(nid, ("cache entry unreadable",))
