@@ -59,6 +59,20 @@ def assert_same_results(out: DagRunResult, expected: DagRunResult) -> None:
             np.testing.assert_array_equal(got.meta[name], value)
 
 
+def filled_disk_cache(tmp_path: Path) -> tuple[Path, list[NodeSpec], dict[str, str]]:
+    """A DiskStore's root holding every node of ``chain()``, the nodes and their keys."""
+    root, nodes = tmp_path / "cache", chain()
+    DagExecutor(cache=DiskStore(root)).run(START, nodes)
+    return root, nodes, keys_of(nodes)
+
+
+def cache_to_plant_in(tmp_path: Path, node: str) -> tuple[Path, list[NodeSpec], str]:
+    """A DiskStore root not made yet, the nodes of ``chain()`` and the key of ``node``: where
+    a co-user plants something before our first run."""
+    nodes = chain()
+    return tmp_path / "cache", nodes, keys_of(nodes)[node]
+
+
 def cache_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
     return [str(w.message) for w in caught if issubclass(w.category, CacheWarning)]
 
@@ -177,10 +191,7 @@ def test_a_foreign_disk_entry_is_reported_unreadable_recomputed_and_left_in_plac
 def test_a_listener_hears_the_unreadable_node_in_the_plan_before_any_hit(tmp_path: Path) -> None:
     """The plan a listener hears names the unreadable node as stale (a session shows it pending),
     and comes before the hits' on_done."""
-    root = tmp_path / "cache"
-    nodes = chain()
-    keys = keys_of(nodes)
-    DagExecutor(cache=DiskStore(root)).run(START, nodes)
+    root, nodes, keys = filled_disk_cache(tmp_path)
     meta = entry_path(root, keys["again"]) / "meta.json"
     meta.chmod(0o644)
     meta.write_text(meta.read_text().replace('"', "'", 1))
@@ -210,10 +221,7 @@ def test_a_listener_hears_the_unreadable_node_in_the_plan_before_any_hit(tmp_pat
 def test_a_targeted_run_reads_only_the_nodes_it_covers_and_looks_up_the_rest(
     tmp_path: Path,
 ) -> None:
-    root = tmp_path / "cache"
-    nodes = chain()
-    keys = keys_of(nodes)
-    DagExecutor(cache=DiskStore(root)).run(START, nodes)
+    root, nodes, keys = filled_disk_cache(tmp_path)
     store = Proxy(DiskStore(root))
     out = DagExecutor(cache=DagCache(store)).run(START, nodes, targets=["phase"])
     assert out.hits == ["grid", "phase"] and "again" not in out.runs
@@ -290,9 +298,7 @@ def plant_genuine_wrong_entry(tmp_path: Path, key: str) -> Path:
 def test_a_symlink_planted_in_the_tree_is_never_followed_to_a_wrong_result(
     tmp_path: Path, level: str
 ) -> None:
-    root = tmp_path / "cache"
-    nodes = chain()
-    key = keys_of(nodes)["grid"]
+    root, nodes, key = cache_to_plant_in(tmp_path, "grid")
     elsewhere = plant_genuine_wrong_entry(tmp_path, key)
     ours = entry_path(root, key)
     if level == "shard":
@@ -316,9 +322,7 @@ def test_a_symlink_planted_in_the_tree_is_never_followed_to_a_wrong_result(
 def test_a_fifo_or_file_in_place_of_a_shard_costs_a_recompute_and_stays(
     tmp_path: Path, planted: str
 ) -> None:
-    root = tmp_path / "cache"
-    nodes = chain()
-    key = keys_of(nodes)["phase"]
+    root, nodes, key = cache_to_plant_in(tmp_path, "phase")
     shard = entry_path(root, key).parent.parent
     shard.parent.mkdir(parents=True)
     if planted == "fifo":
@@ -450,10 +454,7 @@ def test_a_strict_cache_whose_read_fails_raises_before_the_plan_and_leaves_a_ses
 def test_a_session_with_unreadable_disk_entries_keeps_true_statuses_and_history(
     tmp_path: Path,
 ) -> None:
-    root = tmp_path / "cache"
-    nodes = chain()
-    keys = keys_of(nodes)
-    DagExecutor(cache=DiskStore(root)).run(START, nodes)
+    root, nodes, keys = filled_disk_cache(tmp_path)
     meta = entry_path(root, keys["phase"]) / "meta.json"
     meta.chmod(0o644)
     meta.write_bytes(meta.read_bytes()[:-5])
