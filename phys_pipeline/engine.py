@@ -559,8 +559,7 @@ class RunEngine:
         come parents first, so the next ready node is always the next one in order (what the
         heap would give), and a finished node's children need only learn of its failure."""
         tasks, states, failed, report = self.tasks, self.states, self.failed, self.report
-        on_start, on_done, file = report.on_start, report.on_done, self.file
-        shared, digests = self.shared, states.digests
+        on_start, on_done = report.on_start, report.on_done
         self.running.clear()
         self.ready.clear()  # taken here, in order
         for i in range(first, len(tasks)):
@@ -582,14 +581,9 @@ class RunEngine:
                 self._inherit(i, node_id)
                 report.on_error(node_id, exc)
                 continue
-            result, seconds = outcome
-            # _before_children, written out (no retries here): one call less per node
-            if node_id in shared:
-                digests[node_id] = bytes(result.state.hashable_repr())
-            if file is not None:
-                file(node_id, result, seconds)
-            states[node_id] = result.state
-            on_done(node_id, result, seconds)
+            self._before_children(node_id, outcome)
+            states[node_id] = outcome[0].state
+            on_done(node_id, *outcome)
 
     def finish_task(self, task: NodeTask, outcome: Outcome | Reused) -> None:
         """Report a submitted node's outcome, from any thread: ``(result, seconds)``, the

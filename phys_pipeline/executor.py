@@ -57,7 +57,7 @@ class NodeRun:
         return {
             "node_id": self.node_id,
             "status": self.status,
-            "cache_hit": self.status is _HIT,  # cache_hit, read per node of every run
+            "cache_hit": self.cache_hit,
             "cache_key": self.cache_key,
             "reason": self.reason,
             "duration_s": self.duration_s,
@@ -175,8 +175,6 @@ class _RunRecorder:
         }
         if self.listeners["on_progress"]:
             self.on_progress = partial(self._notify, "on_progress")
-        self.on_done_listeners = bool(self.listeners["on_done"])  # read once per node
-        self.files = cache.backend is not None  # a store-less cache files nothing
 
     def _notify(self, event: str, *args: Any) -> None:
         for method in self.listeners[event]:
@@ -207,7 +205,7 @@ class _RunRecorder:
         before any child can read (and perhaps write to) its state."""
         planned = self.plan.nodes[node_id]
         stamp(result, planned, duration_s)
-        if self.files and node_id not in self.corrupted:
+        if node_id not in self.corrupted:
             self.cache.file(planned, result)
 
     def on_done(self, node_id: str, result: StageResult, duration_s: float) -> None:
@@ -225,7 +223,7 @@ class _RunRecorder:
             None,
             result.provenance.get("attempts", 1),
         )
-        if self.on_done_listeners:
+        if self.listeners["on_done"]:
             self._notify("on_done", node_id, result, False)
 
     def on_retry(self, node_id: str, attempt: int, error: BaseException) -> None:
@@ -492,7 +490,7 @@ class DagExecutor:
             spec.id,
             deps,
             stage,
-            policy_seen_by(spec, policy) if policy is not None else None,
+            policy_seen_by(spec, policy),
             None if deps else state,
             resources,
             self.check_mutation,

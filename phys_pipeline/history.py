@@ -166,28 +166,18 @@ class RunRecord:
             else:
                 values = _config_values(cfg)
                 config = {name: _plain(value) for name, value in values.items()}
-            if run is None:
-                nodes[nid] = NodeRecord(
-                    config,
-                    planned.stage_type,
-                    planned.code_version,
-                    planned.key,
-                    None,
-                    config_hash=planned.config_hash,
-                )
-            else:
-                nodes[nid] = NodeRecord(
-                    config,
-                    planned.stage_type,
-                    planned.code_version,
-                    planned.key,
-                    run.status,
-                    run.reason,
-                    run.duration_s,
-                    run.error,
-                    run.attempts,
-                    planned.config_hash,
-                )
+            nodes[nid] = NodeRecord(
+                config,
+                planned.stage_type,
+                planned.code_version,
+                planned.key,
+                None if run is None else run.status,
+                "" if run is None else run.reason,
+                0.0 if run is None else run.duration_s,
+                None if run is None else run.error,
+                1 if run is None else run.attempts,
+                planned.config_hash,
+            )
         bag = plan.policy
         policy = None if bag is None else {k: _plain(v) for k, v in bag.items()}
         setup = {"nodes": nodes, "policy": policy, "state_digest": plan.state_digest.hex()}
