@@ -20,10 +20,12 @@ from .types import DagState, SimpleState, StageResult, State, stage_name
 
 __all__ = [
     "NamespacedKeys",
+    "Owner",
     "call_stage",
     "check_metrics",
     "is_state",
     "scalar_metric",
+    "where",
 ]
 
 _CORE_STATES = (SimpleState, DagState)  # checked by exact type first: isinstance on an ABC is slow
@@ -127,12 +129,23 @@ class NamespacedKeys(Generic[_V]):
         return f"{self.owner} {source!r} {self.kind} {key!r}"
 
 
-def call_stage(stage: Any, state: Any, policy: PolicyBag | None, where: str) -> StageResult:
+Owner = tuple[str, str]
+"""Who runs a stage, for messages: ``("node", node_id)`` or ``("pipeline", name)``."""
+
+
+def where(owner: Owner) -> str:
+    """``owner`` as messages name it: ``node 'fit'``, ``pipeline 'bench'``."""
+    kind, name = owner
+    return f"{kind} {name!r}"
+
+
+def call_stage(stage: Any, state: Any, policy: PolicyBag | None, owner: Owner) -> StageResult:
     """Run ``stage.process(state, policy=policy)`` and validate the result.
 
     An exception the stage raises keeps its type (code that catches ``ValueError`` still does)
-    and gains a note (PEP 678) naming ``where`` (the node or pipeline), the stage and its
+    and gains a note (PEP 678) naming ``owner`` (the node or pipeline), the stage and its
     config; our own typed errors name the culprit already and pass through unchanged.
+    ``owner`` is spelled out only in a message: a node's call is made for every node.
     """
     try:
         result = stage.process(state, policy=policy)
@@ -140,13 +153,15 @@ def call_stage(stage: Any, state: Any, policy: PolicyBag | None, where: str) -> 
         raise
     except Exception as exc:
         cfg = getattr(stage, "cfg", None)
-        exc.add_note(f"raised by stage {stage_name(stage)!r} in {where}, config {cfg!r:.200}")
+        exc.add_note(
+            f"raised by stage {stage_name(stage)!r} in {where(owner)}, config {cfg!r:.200}"
+        )
         raise
     if not isinstance(result, StageResult):
-        raise StageOutputError(where, stage_name(stage), result, "a StageResult")
-    if not is_state(result.state):
+        raise StageOutputError(where(owner), stage_name(stage), result, "a StageResult")
+    if type(result.state) not in _CORE_STATES and not is_state(result.state):
         raise StageOutputError(
-            where,
+            where(owner),
             stage_name(stage),
             result.state,
             "StageResult.state to be a State (deepcopy, hashable_repr)",
@@ -155,14 +170,16 @@ def call_stage(stage: Any, state: Any, policy: PolicyBag | None, where: str) -> 
     no_metrics = type(metrics) is dict and not metrics
     result.metrics = {} if no_metrics else check_metrics(stage_name(stage), metrics)
     artifacts = result.artifacts
+    if type(artifacts) is dict and not artifacts:  # the common case, without a call
+        return result
     if not _is_mapping(artifacts):
         raise StageOutputError(
-            where, stage_name(stage), artifacts, "StageResult.artifacts to be a dict"
+            where(owner), stage_name(stage), artifacts, "StageResult.artifacts to be a dict"
         )
-    bad_keys = [key for key in artifacts if not isinstance(key, str)] if artifacts else None
+    bad_keys = [key for key in artifacts if not isinstance(key, str)]
     if bad_keys:  # "<node>.<key>" would merge artifact 1 with artifact "1"
         raise StageOutputError(
-            where,
+            where(owner),
             stage_name(stage),
             artifacts,
             f"StageResult.artifacts keys to be strings, not {bad_keys[0]!r}",

@@ -369,27 +369,29 @@ def make_plan(
         version = pinned or fingerprint.digest
         pol_hash = EMPTY_POLICY_HASH if not policy else policy_view_hash(spec, policy)
         # one buffer, one call: the same digest as feeding the parts in turn
-        parts = [KEY_SCHEMA, "\0".join((stage_type, version, cfg_hash, pol_hash, "")).encode()]
+        head = KEY_SCHEMA + "\0".join((stage_type, version, cfg_hash, pol_hash, "")).encode()
         if pinned:
-            parts.append(fingerprint.digest.encode())  # attributes beside cfg, still by value
+            head += fingerprint.digest.encode()  # attributes beside cfg, still by value
         inputs = spec.inputs
         if inputs is not None and (inputs.gather or inputs.names):
             # the shape of the input (DagState keys) is part of what the stage sees; spelled
             # as when it was metadata["gather"] and ["input_names"], so keys stay the same
-            parts.append(repr((inputs.gather or None, inputs.names)).encode())
+            head += repr((inputs.gather or None, inputs.names)).encode()
         deps = spec.deps
         # what the node is apart from its inputs' keys: early cutoff compares it
-        own = xxhash.xxh3_128_hexdigest(b"".join([*parts, "\1".join(deps).encode()]))
-        if deps:
-            parts.append("".join([f"{dep}\1{planned[dep].key}" for dep in deps]).encode())
+        own = xxhash.xxh3_128_hexdigest(head + "\1".join(deps).encode())
+        if len(deps) == 1:  # a chain's link, without building a list
+            head += f"{deps[0]}\1{planned[deps[0]].key}".encode()
+        elif deps:
+            head += "".join([f"{dep}\1{planned[dep].key}" for dep in deps]).encode()
         else:
-            parts.append(b"root\0" + state_digest)
+            head += b"root\0" + state_digest
         uncacheable = ""
         if fingerprint.uncacheable or (not_cacheable and not not_cacheable.isdisjoint(deps)):
             uncacheable = _uncacheable(nid, fingerprint, deps, not_cacheable)
             not_cacheable.add(nid)
-            parts.append(uuid.uuid4().bytes)  # a key of its own: nothing is found or filed
-        key = xxhash.xxh3_128_hexdigest(b"".join(parts))
+            head += uuid.uuid4().bytes  # a key of its own: nothing is found or filed
+        key = xxhash.xxh3_128_hexdigest(head)
         planned[nid] = NodePlan(
             nid,
             tuple(deps),

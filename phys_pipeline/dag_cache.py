@@ -325,16 +325,16 @@ def node_provenance(node: NodePlan) -> dict[str, str]:
     }
 
 
-def stamp(result: StageResult, node: NodePlan, duration_s: float) -> None:
-    """Give a computed result its provenance: what the stage recorded, the node's, the time
-    it took, and the digest of its input (``input_digest``, set by ``run_node``)."""
-    provenance = node_provenance(node)
-    if result.provenance:  # what the stage recorded comes first, as it always has
-        provenance = {**result.provenance, **provenance}
+def stamp(result: StageResult, provenance: dict[str, Any], duration_s: float) -> None:
+    """Give a computed result its provenance: what the stage recorded, then ``provenance``
+    (the node's: ``node_provenance``, a dict the result may keep), the time it took, and the
+    digest of its input (``input_digest``, set by ``run_node``)."""
     provenance["duration_s"] = duration_s
     digest = getattr(result, "input_digest", None)
     if digest is not None:
-        provenance["input_digest"] = digest.hex()
+        provenance["input_digest"] = bytes(digest).hex()
+    if result.provenance:  # what the stage recorded comes first, as it always has
+        provenance = {**result.provenance, **provenance}
     result.provenance = provenance
 
 
@@ -430,11 +430,7 @@ def file_on_worker(
     """Worker side: file ``result`` in the shared store and return a ``FiledResult`` (no
     state) to send to the driver in its place; the full result when it cannot be filed here
     (other keys, a store failure), so that the driver files it and nothing is lost."""
-    provenance = {**result.provenance, **filing.provenance, "duration_s": seconds}
-    digest = getattr(result, "input_digest", None)
-    if digest is not None:
-        provenance["input_digest"] = bytes(digest).hex()
-    result.provenance = provenance
+    stamp(result, dict(filing.provenance), seconds)
     store = filing.workers.store
     try:
         if _key_ids(store) != filing.workers.key_ids or store.contains(filing.key):

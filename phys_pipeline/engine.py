@@ -138,7 +138,7 @@ def run_node(task: NodeTask, parent_states: Mapping[str, State]) -> tuple[StageR
     if shared and before is not None:
         _check_shared_inputs(task, parent_states, shared, before)
     started = time.perf_counter()
-    result = call_stage(task.stage, state, task.policy, where=f"node {task.node_id!r}")
+    result = call_stage(task.stage, state, task.policy, ("node", task.node_id))
     duration = time.perf_counter() - started
     if before is not None:
         if state.hashable_repr() != before:

@@ -16,7 +16,7 @@ from ._invoke import NamespacedKeys
 from ._v2 import served_from
 from ._v2.executor import MpiRunner, OnMpiRanks
 from .dag import NodePlan, Plan, Staleness, ancestors_closure, make_plan, policy_seen_by
-from .dag_cache import DagCache, Filing, open_cache, stamp
+from .dag_cache import DagCache, Filing, node_provenance, open_cache, stamp
 from .engine import Cancellation
 from .errors import MetricKeyCollisionError, NodeFailedError, StateMutationError
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
@@ -159,6 +159,7 @@ class _RunRecorder:
         cancellation: Cancellation,
     ) -> None:
         self.plan, self.reasons, self.cache = plan, reasons, cache
+        self.stores = cache.backend is not None  # else filing is only the stamp
         self.cancellation = cancellation  # the engine subscribes: executor.cancel() presses it
         # schedulers call ``reuse`` (from worker threads) before running a node, when present
         cutoff = cache.early_cutoff(plan, reasons) if early_cutoff else None
@@ -204,8 +205,8 @@ class _RunRecorder:
         """Stamp and store a computed result; called by the engine on the thread that has it,
         before any child can read (and perhaps write to) its state."""
         planned = self.plan.nodes[node_id]
-        stamp(result, planned, duration_s)
-        if node_id not in self.corrupted:
+        stamp(result, node_provenance(planned), duration_s)
+        if self.stores and node_id not in self.corrupted:
             self.cache.file(planned, result)
 
     def on_done(self, node_id: str, result: StageResult, duration_s: float) -> None:
@@ -490,7 +491,7 @@ class DagExecutor:
             spec.id,
             deps,
             stage,
-            policy_seen_by(spec, policy),
+            policy_seen_by(spec, policy) if policy is not None else None,
             None if deps else state,
             resources,
             self.check_mutation,

@@ -278,7 +278,10 @@ def digest_pair(first: Any, second: Any, where: str = "value") -> bytes:
     h = xxhash.xxh3_128(_PAIR_HEAD)
     try:
         feed(h, first, where)
-        feed(h, second, where)
+        if type(second) is dict and not second:  # a state's meta, most often: no dispatch
+            h.update(_EMPTY_DICT)
+        else:
+            feed(h, second, where)
     except UnhashableValueError as exc:
         raise _located(exc, where, [first, second], in_roots=True) from None
     return h.digest()

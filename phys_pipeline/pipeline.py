@@ -11,7 +11,7 @@ from typing import Any, Generic
 
 import numpy as np
 
-from ._invoke import NamespacedKeys, call_stage, is_state
+from ._invoke import NamespacedKeys, call_stage, is_state, where
 from ._v2 import served_from
 from ._v2.keys import RenamedKeys
 from .errors import MissingRecorderError, NotAStateError, UnhashableValueError
@@ -200,9 +200,9 @@ class SequentialPipeline(Generic[S]):
             raise MissingRecorderError(self.name)
         if not record_artifacts:
             recorder = None
-        where = f"pipeline {self.name!r}"
-        metrics: NamespacedKeys[float] = NamespacedKeys("metric", f"{where} stage")
-        artifacts: NamespacedKeys[Any] = NamespacedKeys("artifact", f"{where} stage")
+        owner = ("pipeline", self.name)
+        metrics: NamespacedKeys[float] = NamespacedKeys("metric", f"{where(owner)} stage")
+        artifacts: NamespacedKeys[Any] = NamespacedKeys("artifact", f"{where(owner)} stage")
         recorded: dict[str, Any] = {}  # how the recorded artifacts are shown, by key
         prefix = f"{self.name}."
         code_versions: dict[type, str] = {}  # per run: a notebook may redefine code between runs
@@ -212,7 +212,7 @@ class SequentialPipeline(Generic[S]):
             cfg = getattr(stage, "cfg", None)  # the config it runs with, read once
             name = name_of(cfg, type(stage))
             t0 = perf_counter()
-            result = call_stage(stage, state, bag, where)
+            result = call_stage(stage, state, bag, owner)
             duration = perf_counter() - t0
             try:
                 cfg_hash = config_hash(cfg)

@@ -35,7 +35,8 @@ from phys_pipeline.types import (
     StageResult,
 )
 
-WHERE = "node 'detector'"
+OWNER = ("node", "detector")
+WHERE = "node 'detector'"  # how messages name OWNER
 
 
 class Returns(PipelineStage[SimpleState, StageConfig]):
@@ -86,7 +87,7 @@ def readout(metrics: Any = None, artifacts: Any = None) -> Returns:
 
 
 def call(stage: Any, policy: PolicyBag | None = None) -> StageResult:
-    return call_stage(stage, SimpleState(), policy, WHERE)
+    return call_stage(stage, SimpleState(), policy, OWNER)
 
 
 def on_a_grid() -> SimpleState:
@@ -219,8 +220,8 @@ def test_a_valid_result_comes_back_with_float_metrics() -> None:
 
 def test_the_stage_gets_the_policy_by_keyword() -> None:
     phase = PhaseStage(PhaseCfg(gdd=10.0))
-    plain = call_stage(phase, on_a_grid(), None, WHERE).metrics["max_phase"]
-    scaled = call_stage(phase, on_a_grid(), PolicyBag({"phase.scale": 2.0}), WHERE)
+    plain = call_stage(phase, on_a_grid(), None, OWNER).metrics["max_phase"]
+    scaled = call_stage(phase, on_a_grid(), PolicyBag({"phase.scale": 2.0}), OWNER)
     assert scaled.metrics["max_phase"] == pytest.approx(2.0 * plain)
 
 
