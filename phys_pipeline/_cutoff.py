@@ -29,6 +29,8 @@ class CutoffCache(Protocol):
 
     def put(self, key: str, result: StageResult) -> None: ...
 
+    def input_digest_hint(self, key: str) -> str | None: ...
+
 
 class EarlyCutoff:
     """Decides, once a stale node's parents are done, whether its previous result still holds.
@@ -65,6 +67,9 @@ class EarlyCutoff:
                 # equal bytes from new code may be a state whose class (and so what its
                 # methods return to this node) changed: only data edits are cut off
                 return None
+        hint = self.cache.input_digest_hint(before.key)
+        if hint is not None and hint != self._input_digest(node_id, parent_states):
+            return None  # what it was computed from is not this input: no need to read it
         previous_result = self.cache.get(before.key)
         if previous_result is None:
             return None

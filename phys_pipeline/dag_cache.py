@@ -66,6 +66,9 @@ class DagCache:
         self.hits = self.misses = self.puts = self.errors = 0
         self._lock = threading.Lock()
         self._previous: Plan | None = None
+        # key -> the input digest of the result filed or read under it here: lets early
+        # cutoff rule a reuse out without reading the entry (kept for the last plan's keys)
+        self._input_digests: dict[str, str] = {}
 
     # --- store traffic ------------------------------------------------------------------------
 
@@ -103,6 +106,8 @@ class DagCache:
                 self.misses += 1
             else:
                 self.hits += 1
+        if result is not None:
+            self._note_input(key, result)
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("%s %s", "hit" if result is not None else "miss", key)
         return result, failed
@@ -118,8 +123,20 @@ class DagCache:
             return
         with self._lock:
             self.puts += 1
+        self._note_input(key, result)
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("store %s", key)
+
+    def _note_input(self, key: str, result: StageResult) -> None:
+        digest = result.provenance.get("input_digest")
+        if type(digest) is str:
+            self._input_digests[key] = digest
+
+    def input_digest_hint(self, key: str) -> str | None:
+        """The ``input_digest`` of the result last filed or read under ``key`` here, if any.
+        Only a hint, which can rule an early-cutoff reuse out but never in: the store may hold
+        another entry under the key (it keeps the first one put), which only reading it tells."""
+        return self._input_digests.get(key)
 
     def contains(self, key: str) -> bool:
         """A cheap hint: ``get`` may still miss (e.g. a corrupt or expired entry)."""
@@ -294,6 +311,10 @@ class DagCache:
     def finished(self, plan: Plan) -> None:
         """A run of ``plan`` is over: it becomes what the next run is compared with."""
         self._previous = plan
+        hints = self._input_digests
+        self._input_digests = {
+            node.key: hints[node.key] for node in plan.nodes.values() if node.key in hints
+        }
 
     def forget(self, nodes: Iterable[NodePlan]) -> None:
         """Drop the entries of ``nodes`` (a stage corrupted them, or the user asked) and the

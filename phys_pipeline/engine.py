@@ -35,7 +35,8 @@ supply its result; the node is then reported ``on_reused`` and never starts. Onc
 computed, and before its children can start, the hooks' ``file`` (on the thread that has the
 outcome) stores its result, so that a child writing to its input cannot change what is cached.
 Other hooks are only ever called on the thread that called ``run``: straight away when every
-node runs on that thread, otherwise through the ``events`` queue.
+node runs on that thread, otherwise through ``events``, which that thread hears when a worker
+has nothing more to take, or within ``_Events.LOOK_S`` (not at every event: see ``_Events``).
 
 Retries, timeouts and cancel live here too: a failed node whose policy allows another attempt
 goes back on ``ready`` once its backoff has passed (``delayed``), instead of into ``failed``; a
@@ -52,6 +53,7 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -316,32 +318,66 @@ class _States(dict[str, State]):
         return state
 
 
+class _Events:
+    """What other threads tell the calling thread, in the order it happened. The calling
+    thread hears it when woken (a worker has nothing more to take, which may leave ready nodes
+    for it to submit; the run crashed or was cancelled) or at its next look, at most
+    ``LOOK_S`` later, not at every event: while a worker goes from node to node, waking the
+    calling thread for each event would hand the GIL back and forth between the two, which
+    costs more than a short node (tens of microseconds a hand-off)."""
+
+    LOOK_S = 0.05
+
+    def __init__(self) -> None:
+        self.pending: deque[tuple[Any, ...]] = deque()
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
+
+    def tell(self, event: tuple[Any, ...]) -> None:
+        self.pending.append(event)
+
+    def wake(self) -> None:
+        self._wake.put(None)
+
+    def put(self, event: tuple[Any, ...]) -> None:
+        """Tell, and wake the calling thread to hear it now."""
+        self.pending.append(event)
+        self._wake.put(None)
+
+    def wait(self, timeout: float | None) -> bool:
+        """Sleep until woken (True) or ``timeout`` (at most ``LOOK_S``) has passed (False)."""
+        try:
+            self._wake.get(timeout=self.LOOK_S if timeout is None else min(timeout, self.LOOK_S))
+        except queue.Empty:
+            return False
+        return True
+
+
 class _Deferred:
     """Hooks as seen from other threads: each call becomes an event for the calling thread."""
 
-    def __init__(self, events: queue.SimpleQueue[tuple[Any, ...]]) -> None:
-        self.put = events.put
+    def __init__(self, events: _Events) -> None:
+        self.tell = events.tell
 
     def on_start(self, node_id: str) -> None:
-        self.put(("on_start", node_id))
+        self.tell(("on_start", node_id))
 
     def on_reused(self, node_id: str, result: StageResult) -> None:
-        self.put(("on_reused", node_id, result))
+        self.tell(("on_reused", node_id, result))
 
     def on_done(self, node_id: str, result: StageResult, duration_s: float) -> None:
-        self.put(("on_done", node_id, result, duration_s))
+        self.tell(("on_done", node_id, result, duration_s))
 
     def on_error(self, node_id: str, error: BaseException) -> None:
-        self.put(("on_error", node_id, error))
+        self.tell(("on_error", node_id, error))
 
     def on_skip(self, node_id: str, failed_dep: str) -> None:
-        self.put(("on_skip", node_id, failed_dep))
+        self.tell(("on_skip", node_id, failed_dep))
 
     def on_retry(self, node_id: str, attempt: int, error: BaseException) -> None:
-        self.put(("on_retry", node_id, attempt, error))
+        self.tell(("on_retry", node_id, attempt, error))
 
     def on_progress(self, node_id: str, fraction: float, message: str) -> None:
-        self.put(("on_progress", node_id, fraction, message))
+        self.tell(("on_progress", node_id, fraction, message))
 
 
 _NOT_SETTLING = frozenset({"on_start", "on_retry", "on_progress"})
@@ -432,7 +468,7 @@ class RunEngine:
         self.abandoned = False  # a node was given up on: do not wait for its worker
         self.ended = False  # run() has returned: late outcomes are dropped
         self.lock = threading.Lock()
-        self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.events = _Events()
         self.threaded = threaded
         self.report: RunHooks | _Deferred = _Deferred(self.events) if threaded else hooks
         self.submit: Submit | None = None
@@ -452,15 +488,15 @@ class RunEngine:
                     time.sleep(self._until_next_retry() or 0.0)
                     self._fire()
                 return
-            hooks, events, settled = self.hooks, self.events, 0
+            hooks, events, pending, settled = self.hooks, self.events, self.events.pending, 0
             while settled < len(self.tasks):
-                try:
-                    event, *details = events.get(timeout=self._until_next_wakeup())
-                except queue.Empty:  # a retry is due, or a node has run out of time
-                    if self.deadlines:
-                        self._expire()
-                    self._fire()
+                if not pending:
+                    if not events.wait(self._until_next_wakeup()):
+                        if self.deadlines:  # a node may have run out of time
+                            self._expire()
+                        self._fire()  # a retry may be due
                     continue
+                event, *details = pending.popleft()
                 if event == "crash":
                     raise details[0]
                 if event == "cancel":
@@ -553,6 +589,9 @@ class RunEngine:
             if not threaded:
                 raise
             self.events.put(("crash", exc))
+        else:
+            if threaded:  # nothing left to take: the calling thread hears what happened
+                self.events.wake()
 
     def _work_in_order(self, first: int, compute: Compute) -> None:
         """``work`` on the calling thread when nothing is reused, retried or bounded: tasks
@@ -602,6 +641,8 @@ class RunEngine:
                     outcome = exc
         with self.lock:
             self._finish(self.position[task.node_id], outcome, False)
+        if self.threaded:  # the calling thread hears it, and submits what it made ready
+            self.events.wake()
 
     def _before_children(self, node_id: str, outcome: tuple[StageResult, float]) -> None:
         """What must happen before any child can touch the node's state: its digest, where

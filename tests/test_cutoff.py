@@ -153,3 +153,45 @@ def test_a_merge_is_cut_off_only_when_every_changed_parent_kept_its_output():
     assert statuses(same)["m"] == "hit"
     changed = executor.run(SimpleState(None), nodes("z", 0.5))
     assert statuses(changed)["m"] == "ran"
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts the reads of each key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: dict[str, int] = {}
+
+    def get(self, key):
+        self.reads[key] = self.reads.get(key, 0) + 1
+        return super().get(key)
+
+
+def test_an_input_the_previous_result_was_not_computed_from_rules_it_out_unread():
+    """The cache owner remembers each entry's input digest (``input_digest_hint``): a node
+    whose input changed is not reused, and its previous entry is not even read."""
+    store = CountingStore()
+    executor = DagExecutor(cache=DagCache(store))
+    first = executor.run(SimpleState(None), chain(limit=10.0))
+    store.reads.clear()
+    out = executor.run(SimpleState(None), chain(limit=0.5))  # clip's output changes
+    assert statuses(out) == {"grid": "hit", "clip": "ran", "phase": "ran", "peak": "ran"}
+    assert store.reads.get(first.runs["phase"].cache_key, 0) == 0
+    assert store.reads.get(first.runs["peak"].cache_key, 0) == 0
+
+
+def test_the_remembered_input_digest_never_rules_a_reuse_in():
+    """The entry under the previous key is replaced by one computed from another input (a
+    co-user's): the remembered digest still matches the input, but only the entry's own
+    record can allow a reuse, so ``phase`` runs."""
+    store = MemoryStore()
+    executor = DagExecutor(cache=DagCache(store))
+    first = executor.run(SimpleState(None), chain(limit=10.0))
+    key = first.runs["phase"].cache_key
+    other = store.get(key)
+    other.provenance = {**other.provenance, "input_digest": "0" * 32}
+    store.delete(key)
+    store.put(key, other)
+    CALLS["phase"] = 0
+    out = executor.run(SimpleState(None), chain(limit=20.0))  # clip's output is unchanged
+    assert statuses(out)["phase"] == "ran" and CALLS["phase"] >= 1

@@ -294,6 +294,74 @@ def test_hooks_are_called_on_the_engine_thread_whatever_thread_reports() -> None
     assert log.of("done")[0] == "grid" and log.of("done")[-1] == "report"
 
 
+class Waits:
+    """A stage that runs until ``release`` is set (at most 10 s), noting when it started."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def process(self, state: Any, *, policy: Any = None) -> StageResult:
+        self.started.set()
+        self.release.wait(10)
+        return StageResult(state)
+
+
+class Quick:
+    def process(self, state: Any, *, policy: Any = None) -> StageResult:
+        return StageResult(state)
+
+
+class Sleeps:
+    """Long enough for the calling thread to be asleep, waiting, when it ends."""
+
+    def process(self, state: Any, *, policy: Any = None) -> StageResult:
+        time.sleep(0.3)
+        return StageResult(state)
+
+
+def test_a_long_node_is_heard_started_while_it_runs_on_a_worker_thread() -> None:
+    """Workers do not wake the calling thread for every event (see ``_Events``), but a node
+    that runs long is reported started while it runs, on the calling thread, and the nodes
+    after it are heard in order once it is done."""
+    slow = Waits()
+    tasks = [
+        NodeTask("grid", (), Sleeps(), None, root_state=GRID),
+        NodeTask("propagate", ("grid",), slow, None),
+        NodeTask("report", ("propagate",), Quick(), None),
+    ]
+    heard_running = threading.Event()
+
+    class Watch(Log):
+        def on_start(self, node_id: str) -> None:
+            super().on_start(node_id)
+            if node_id == "propagate":
+                heard_running.set()
+
+    log = Watch()
+    engine = RunEngine(tasks, {}, log, slots=Slots(workers=1))
+    with ThreadPoolExecutor(1) as pool:
+        runner = threading.Thread(
+            target=engine.run, args=(lambda t, p: pool.submit(engine.work, t, p, run_node),)
+        )
+        runner.start()
+        assert slow.started.wait(10)
+        # heard within a look of the calling thread (0.05 s), long before the node ends
+        assert heard_running.wait(2), "the running node was never reported started"
+        assert log.of("done") == ["grid"]
+        slow.release.set()
+        runner.join(10)
+    assert not runner.is_alive()
+    assert [e[:2] for e in log.events] == [
+        ("start", "grid"),
+        ("done", "grid"),
+        ("start", "propagate"),
+        ("done", "propagate"),
+        ("start", "report"),
+        ("done", "report"),
+    ]
+    assert log.threads == {runner.ident}
+
+
 def test_a_raising_hook_stops_the_run_and_late_outcomes_are_dropped() -> None:
     """Only the grid completes during the run; its on_done hook interrupts the run."""
     interrupted = threading.Event()
