@@ -599,6 +599,9 @@ class RunEngine:
         heap would give), and a finished node's children need only learn of its failure."""
         tasks, states, failed, report = self.tasks, self.states, self.failed, self.report
         on_start, on_done = report.on_start, report.on_done
+        # what must precede the children (``_before_children``): with no node read by several
+        # and no retries here, only filing
+        file = self.file if not self.shared else None
         self.running.clear()
         self.ready.clear()  # taken here, in order
         for i in range(first, len(tasks)):
@@ -606,7 +609,7 @@ class RunEngine:
                 return
             task = tasks[i]
             node_id = task.node_id
-            culprit = failed.get(i)
+            culprit = failed.get(i) if failed else None
             if culprit is not None:
                 self._inherit(i, culprit)
                 report.on_skip(node_id, culprit)
@@ -620,7 +623,10 @@ class RunEngine:
                 self._inherit(i, node_id)
                 report.on_error(node_id, exc)
                 continue
-            self._before_children(node_id, outcome)
+            if file is not None:
+                file(node_id, *outcome)
+            elif self.shared:
+                self._before_children(node_id, outcome)
             states[node_id] = outcome[0].state
             on_done(node_id, *outcome)
 

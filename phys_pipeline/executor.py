@@ -15,8 +15,8 @@ from . import display
 from ._invoke import NamespacedKeys
 from ._v2 import served_from
 from ._v2.executor import MpiRunner, OnMpiRanks
-from .dag import NodePlan, Plan, Staleness, ancestors_closure, make_plan, policy_seen_by
-from .dag_cache import DagCache, Filing, node_provenance, open_cache, stamp
+from .dag import Plan, Staleness, ancestors_closure, make_plan, policy_seen_by
+from .dag_cache import DagCache, node_provenance, open_cache, stamp
 from .engine import Cancellation
 from .errors import MetricKeyCollisionError, NodeFailedError, StateMutationError
 from .policy import EMPTY_POLICY_HASH, PolicyBag, PolicyLike, as_policy
@@ -176,6 +176,7 @@ class _RunRecorder:
         }
         if self.listeners["on_progress"]:
             self.on_progress = partial(self._notify, "on_progress")
+        self.hears_start = bool(self.listeners["on_start"])  # asked for every node
 
     def _notify(self, event: str, *args: Any) -> None:
         for method in self.listeners[event]:
@@ -198,7 +199,7 @@ class _RunRecorder:
         self.hit(node_id, result, 0.0, "cached: upstream output unchanged")
 
     def on_start(self, node_id: str) -> None:
-        if self.listeners["on_start"]:
+        if self.hears_start:
             self._notify("on_start", node_id)
 
     def file(self, node_id: str, result: StageResult, duration_s: float) -> None:
@@ -222,7 +223,7 @@ class _RunRecorder:
             self._reason(node_id),
             duration_s,
             None,
-            result.provenance.get("attempts", 1),
+            result.provenance.get("attempts", 1) if self.retried else 1,
         )
         if self.listeners["on_done"]:
             self._notify("on_done", node_id, result, False)
@@ -404,21 +405,7 @@ class DagExecutor:
         for nid, (cached, seconds) in loaded.items():
             recorder.hit(nid, cached, seconds)
         to_run = [nid for nid in order if nid not in loaded]
-        # workers that reach the store file results themselves: states skip the driver
-        shared = self.cache.worker_store() if self.scheduler_files_results else None
-        # run from a thread other than the main one, a cell may run meanwhile: recheck code
-        background = threading.current_thread() is not threading.main_thread()
-        tasks = [
-            self._task(
-                plan.specs[nid],
-                plan.nodes[nid],
-                bag,
-                state,
-                self.cache.filing(shared, plan.nodes[nid]) if shared is not None else None,
-                background,
-            )
-            for nid in to_run
-        ]
+        tasks = self._tasks(plan, to_run, bag, state)
         return PreparedRun(plan, order, bag, recorder, tasks, started)
 
     def execute(self, prepared: PreparedRun) -> DagRunResult:
@@ -468,42 +455,50 @@ class DagExecutor:
         (``DaskScheduler(file_on_workers=True)``, the default there)."""
         return bool(getattr(self.scheduler, "file_on_workers", False))
 
-    def _task(
-        self,
-        spec: NodeSpec,
-        planned: NodePlan,
-        policy: PolicyBag | None,
-        state: State,
-        filing: Filing | None,
-        background: bool,
-    ) -> NodeTask:
-        inputs = spec.inputs
-        names = inputs.names if inputs else None
-        resources = spec.resources or DEFAULT_RESOURCES
-        stage, code = spec.stage, planned.fingerprint
-        pinned = planned.code_version if planned.code_version != code.digest else None
-        if self.mpi_runner is not None and resources.mpi_ranks > 1:
-            # the engine checks the wrapper's code, not the stage's: the wrapper checks that
-            stage = OnMpiRanks(stage, self.mpi_runner, resources, spec.id, code, pinned)
-            code = None
-        deps = planned.deps
-        return NodeTask(
-            spec.id,
-            deps,
-            stage,
-            policy_seen_by(spec, policy) if policy is not None else None,
-            None if deps else state,
-            resources,
-            self.check_mutation,
-            tuple(names.get(d, d) for d in deps) if names else None,
-            inputs.gather if inputs else False,
-            filing,
-            code,
-            pinned,
-            None,
-            spec.retry if spec.retry is not None else self.retry,
-            background,
-        )
+    def _tasks(
+        self, plan: Plan, to_run: list[str], policy: PolicyBag | None, state: State
+    ) -> list[NodeTask]:
+        """What a worker needs to compute each node of ``to_run`` (one loop: a run of many
+        trivial nodes spends a good part of its time here)."""
+        # workers that reach the store file results themselves: states skip the driver
+        shared = self.cache.worker_store() if self.scheduler_files_results else None
+        # run from a thread other than the main one, a cell may run meanwhile: recheck code
+        background = threading.current_thread() is not threading.main_thread()
+        check_mutation, default_retry, mpi_runner = self.check_mutation, self.retry, self.mpi_runner
+        specs, planned_nodes = plan.specs, plan.nodes
+        tasks = []
+        for nid in to_run:
+            spec, planned = specs[nid], planned_nodes[nid]
+            inputs = spec.inputs
+            names = inputs.names if inputs else None
+            resources = spec.resources or DEFAULT_RESOURCES
+            stage, code = spec.stage, planned.fingerprint
+            pinned = planned.code_version if planned.code_version != code.digest else None
+            if mpi_runner is not None and resources.mpi_ranks > 1:
+                # the engine checks the wrapper's code, not the stage's: the wrapper checks that
+                stage = OnMpiRanks(stage, mpi_runner, resources, nid, code, pinned)
+                code = None
+            deps = planned.deps
+            tasks.append(
+                NodeTask(
+                    nid,
+                    deps,
+                    stage,
+                    policy_seen_by(spec, policy) if policy is not None else None,
+                    None if deps else state,
+                    resources,
+                    check_mutation,
+                    tuple(names.get(d, d) for d in deps) if names else None,
+                    inputs.gather if inputs else False,
+                    self.cache.filing(shared, planned) if shared is not None else None,
+                    code,
+                    pinned,
+                    None,
+                    spec.retry if spec.retry is not None else default_retry,
+                    background,
+                )
+            )
+        return tasks
 
     def _assemble(
         self,
