@@ -320,11 +320,12 @@ class _States(dict[str, State]):
 
 class _Events:
     """What other threads tell the calling thread, in the order it happened. The calling
-    thread hears it when woken (a worker has nothing more to take, which may leave ready nodes
-    for it to submit; the run crashed or was cancelled) or at its next look, at most
-    ``LOOK_S`` later, not at every event: while a worker goes from node to node, waking the
-    calling thread for each event would hand the GIL back and forth between the two, which
-    costs more than a short node (tens of microseconds a hand-off)."""
+    thread hears it when woken (a worker has nothing more to take, or leaves ready nodes that
+    another worker could start: the calling thread submits them; the run crashed or was
+    cancelled) or at its next look, at most ``LOOK_S`` later, not at every event: while a
+    worker goes from node to node, waking the calling thread for each event would hand the GIL
+    back and forth between the two, which costs more than a short node (tens of microseconds a
+    hand-off)."""
 
     LOOK_S = 0.05
 
@@ -356,7 +357,7 @@ class _Deferred:
     """Hooks as seen from other threads: each call becomes an event for the calling thread."""
 
     def __init__(self, events: _Events) -> None:
-        self.tell = events.tell
+        self.tell, self.put = events.tell, events.put
 
     def on_start(self, node_id: str) -> None:
         self.tell(("on_start", node_id))
@@ -374,7 +375,7 @@ class _Deferred:
         self.tell(("on_skip", node_id, failed_dep))
 
     def on_retry(self, node_id: str, attempt: int, error: BaseException) -> None:
-        self.tell(("on_retry", node_id, attempt, error))
+        self.put(("on_retry", node_id, attempt, error))  # wakes: the retry is due at a time
 
     def on_progress(self, node_id: str, fraction: float, message: str) -> None:
         self.tell(("on_progress", node_id, fraction, message))
@@ -569,6 +570,9 @@ class RunEngine:
                 if threaded:
                     with lock:
                         i = self._finish(i, outcome, True, attempt)
+                        idle_slot = bool(self.ready) and len(self.running) < self.free.workers
+                    if idle_slot:  # ready nodes this thread leaves: the calling thread submits
+                        self.events.wake()
                 else:  # only this thread: no lock needed
                     i = self._finish(i, outcome, True, attempt)
                 if plain:
@@ -585,6 +589,9 @@ class RunEngine:
                         break
                     with lock:  # reused: finished already; take another
                         i = self._take()
+                        idle_slot = bool(self.ready) and len(self.running) < self.free.workers
+                    if threaded and idle_slot:
+                        self.events.wake()
         except BaseException as exc:  # a bug, or an interrupt: it must reach the caller
             if not threaded:
                 raise
@@ -829,6 +836,8 @@ class RunEngine:
         timeout = self.tasks[i].retry.timeout_s  # type: ignore[union-attr]
         if timeout is not None:
             self.deadlines[i] = time.monotonic() + timeout
+            if self.threaded:  # the calling thread keeps the time: it must know the deadline
+                self.events.wake()
 
     def _begin(self, i: int) -> bool:
         """Early cutoff, or the node starts: False when ``reuse`` supplied (and so finished)

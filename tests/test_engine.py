@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from phys_pipeline.engine import NodeTask, RunEngine, Slots, run_node
+from phys_pipeline.engine import NodeTask, RunEngine, Slots, _Events, run_node
 from phys_pipeline.types import NodeResources, SimpleState, StageResult, State
 
 GRID = SimpleState(None, {"grid": "64 points"})
@@ -360,6 +360,35 @@ def test_a_long_node_is_heard_started_while_it_runs_on_a_worker_thread() -> None
         ("done", "report"),
     ]
     assert log.threads == {runner.ident}
+
+
+class MeetsItsSibling:
+    """Returns only once its sibling runs too (a barrier both wait at, for at most 10 s)."""
+
+    def __init__(self, barrier: threading.Barrier) -> None:
+        self.barrier = barrier
+
+    def process(self, state: Any, *, policy: Any = None) -> StageResult:
+        self.barrier.wait()
+        return StageResult(state)
+
+
+def test_nodes_a_worker_leaves_ready_start_on_a_free_worker_at_once(monkeypatch) -> None:
+    """The grid's worker takes one branch itself; the other branch must start on the second
+    worker straight away, not at the calling thread's next look (made 30 s here): the worker
+    wakes the calling thread, which submits it. Without that, the branches never meet."""
+    monkeypatch.setattr(_Events, "LOOK_S", 30.0)
+    barrier = threading.Barrier(2, timeout=10)
+    tasks = [
+        NodeTask("grid", (), Sleeps(), None, root_state=GRID),
+        NodeTask("pulse_a", ("grid",), MeetsItsSibling(barrier), None),
+        NodeTask("pulse_b", ("grid",), MeetsItsSibling(barrier), None),
+    ]
+    log = Log()
+    engine = RunEngine(tasks, {}, log, slots=Slots(workers=2))
+    with ThreadPoolExecutor(2) as pool:
+        engine.run(lambda t, p: pool.submit(engine.work, t, p, run_node))
+    assert log.of("error") == [] and sorted(log.of("done")) == ["grid", "pulse_a", "pulse_b"]
 
 
 def test_a_raising_hook_stops_the_run_and_late_outcomes_are_dropped() -> None:

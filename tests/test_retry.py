@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from phys_pipeline.engine import _Events
 from phys_pipeline.errors import ConfigError, NodeFailedError, NodeTimeoutError
 from phys_pipeline.executor import DagExecutor
 from phys_pipeline.policy import PolicyBag
@@ -182,6 +183,23 @@ def test_a_node_past_its_timeout_is_reported_and_abandoned(workers: int) -> None
     assert time.perf_counter() - started < 4.0  # not the 5 s the fit hangs for
     assert isinstance(result.failures["fit"], NodeTimeoutError)
     assert "quick.t" in result.metrics
+
+
+@pytest.mark.timeout(60)
+def test_a_deadline_set_on_a_worker_thread_is_kept_by_the_calling_thread(monkeypatch) -> None:
+    """``fit`` is taken by the worker that finished ``prep`` (0.3 s: the calling thread is
+    asleep by then); the calling thread, which keeps the time, must learn its deadline then,
+    not at its next look (made 30 s here)."""
+    monkeypatch.setattr(_Events, "LOOK_S", 30.0)
+    executor = DagExecutor(scheduler=LocalScheduler(max_workers=2))
+    nodes = [
+        hanging("prep", hangs=1, seconds=0.3),  # no deadline of its own
+        hanging("fit", hangs=1, seconds=5.0, deps=["prep"], retry=RetryPolicy(timeout_s=0.5)),
+    ]
+    started = time.perf_counter()
+    result = executor.run(START, nodes, raise_on_error=False)
+    assert time.perf_counter() - started < 4.0  # not the 5 s the fit hangs for
+    assert isinstance(result.failures["fit"], NodeTimeoutError)
 
 
 @pytest.mark.timeout(60)
