@@ -131,6 +131,11 @@ class DagRunResult:
         return f"{', '.join(parts)}, {seconds:.2f} s"
 
 
+def _tell_each(listeners: list[Any], *args: Any) -> None:
+    for listener in listeners:
+        listener(*args)
+
+
 class _RunRecorder:
     """Scheduler hooks for one run: keeps results, files them in the cache, forwards to
     callbacks."""
@@ -175,12 +180,13 @@ class _RunRecorder:
             for event in self._EVENTS
         }
         if self.listeners["on_progress"]:
-            self.on_progress = partial(self._notify, "on_progress")
+            # not a bound method of this recorder: kept on it, that would make a reference
+            # cycle, and every run's results would wait for the garbage collector to go
+            self.on_progress = partial(_tell_each, self.listeners["on_progress"])
         self.hears_start = bool(self.listeners["on_start"])  # asked for every node
 
     def _notify(self, event: str, *args: Any) -> None:
-        for method in self.listeners[event]:
-            method(*args)
+        _tell_each(self.listeners[event], *args)
 
     def _reason(self, node_id: str) -> str:
         staleness = self.reasons.get(node_id)
