@@ -49,6 +49,7 @@ their order, which is the order the heap would give, without its bookkeeping.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
 import threading
@@ -344,13 +345,10 @@ class _Events:
         self.pending.append(event)
         self._wake.put(None)
 
-    def wait(self, timeout: float | None) -> bool:
-        """Sleep until woken (True) or ``timeout`` (at most ``LOOK_S``) has passed (False)."""
-        try:
+    def wait(self, timeout: float | None) -> None:
+        """Sleep until woken or ``timeout`` (at most ``LOOK_S``) has passed."""
+        with contextlib.suppress(queue.Empty):
             self._wake.get(timeout=self.LOOK_S if timeout is None else min(timeout, self.LOOK_S))
-        except queue.Empty:
-            return False
-        return True
 
 
 class _Deferred:
@@ -489,26 +487,33 @@ class RunEngine:
                     time.sleep(self._until_next_retry() or 0.0)
                     self._fire()
                 return
-            hooks, events, pending, settled = self.hooks, self.events, self.events.pending, 0
+            events, pending, settled = self.events, self.events.pending, 0
             while settled < len(self.tasks):
                 if not pending:
-                    if not events.wait(self._until_next_wakeup()):
-                        if self.deadlines:  # a node may have run out of time
-                            self._expire()
-                        self._fire()  # a retry may be due
+                    events.wait(self._until_next_wakeup())
+                    if self.deadlines:  # a node may have run out of time
+                        self._expire()
+                    self._fire()  # ready nodes no worker took; a retry come due
                     continue
                 event, *details = pending.popleft()
                 if event == "crash":
                     raise details[0]
                 if event == "cancel":
                     return
-                handler = getattr(hooks, event, None)  # on_retry and on_progress are optional
-                if handler is not None:
-                    handler(*details)
+                self._hear(event, details)
                 if event not in _NOT_SETTLING:
                     settled += 1
                 if self.ready and len(self.running) < self.free.workers:
                     self._fire()
+        except KeyboardInterrupt:
+            # what workers told before the interrupt is heard: a node that completed is
+            # reported so (it is cached), not as one the run did not get to
+            self.stop()
+            told = self.events.pending  # (none when every node runs on this thread)
+            while told and told[0][0] not in ("crash", "cancel"):
+                event, *details = told.popleft()
+                self._hear(event, details)
+            raise
         finally:
             self.stop()
             with self.lock:
@@ -518,6 +523,11 @@ class RunEngine:
             self.submit = None
             if unsubscribe is not None:
                 unsubscribe()
+
+    def _hear(self, event: str, details: list[Any]) -> None:
+        handler = getattr(self.hooks, event, None)  # on_retry and on_progress are optional
+        if handler is not None:
+            handler(*details)
 
     def cancel(self) -> None:
         """Stop the run (any thread): nothing more starts, nodes running are abandoned (their
