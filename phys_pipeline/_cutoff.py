@@ -52,6 +52,7 @@ class EarlyCutoff:
             nid
             for nid, why in reasons.items()
             if why.reasons == ("upstream changed",)
+            and plan.nodes[nid].own  # "": a plan made without it (make_plan's ``cutoff``)
             and plan.nodes[nid].own == previous.nodes[nid].own
         }
         self._digests: dict[str, bytes] = {}  # node id -> its output's digest, this run

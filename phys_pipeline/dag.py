@@ -203,7 +203,9 @@ class NodePlan(NamedTuple):
     label: str
     fingerprint: Fingerprint
     uncacheable: str = ""
-    own: str = ""  # the key without the parents' keys: equal when only upstream changed
+    # the key without the parents' keys, equal when only upstream changed ("": not made, see
+    # make_plan's ``cutoff``)
+    own: str = ""
 
 
 class Staleness(NamedTuple):
@@ -326,9 +328,13 @@ def make_plan(
     initial_state: Any,
     policy: PolicyBag | None = None,
     graph: nx.DiGraph | None = None,
+    *,
+    cutoff: bool = True,
 ) -> Plan:
     """Validate ``nodes`` and compute every node's cache key without running anything.
     ``graph``: the graph ``build_graph`` made of ``nodes``, when the caller has it already.
+    ``cutoff=False``: no early cutoff will compare this plan (a run with nothing to load
+    from), so ``NodePlan.own`` is left empty rather than hashed.
 
     A node whose code reads a value that cannot be hashed cannot be cached: it gets a key no
     cache holds and a reason saying why, and so do the nodes below it (their keys cannot
@@ -379,7 +385,7 @@ def make_plan(
             head += repr((inputs.gather or None, inputs.names)).encode()
         deps = spec.deps
         # what the node is apart from its inputs' keys: early cutoff compares it
-        own = xxhash.xxh3_128_hexdigest(head + "\1".join(deps).encode())
+        own = xxhash.xxh3_128_hexdigest(head + "\1".join(deps).encode()) if cutoff else ""
         if len(deps) == 1:  # a chain's link, without building a list
             head += f"{deps[0]}\1{planned[deps[0]].key}".encode()
         elif deps:

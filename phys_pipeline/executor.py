@@ -399,7 +399,9 @@ class DagExecutor:
         counts)."""
         started = time.perf_counter()
         bag = as_policy(policy)
-        plan = make_plan(nodes, state, bag)
+        # the key parts early cutoff compares, only when it can happen (a store to load from)
+        cutoff = self.early_cutoff and self.cache.backend is not None
+        plan = make_plan(nodes, state, bag, cutoff=cutoff)
         wanted = ancestors_closure(plan.graph, targets) if targets is not None else None
         order = [nid for nid in plan.order if wanted is None or nid in wanted]
         reasons, loaded = self.cache.look_up(plan, order)

@@ -195,3 +195,14 @@ def test_the_remembered_input_digest_never_rules_a_reuse_in():
     CALLS["phase"] = 0
     out = executor.run(SimpleState(None), chain(limit=20.0))  # clip's output is unchanged
     assert statuses(out)["phase"] == "ran" and CALLS["phase"] >= 1
+
+
+def test_a_plan_made_without_cutoff_keys_never_lets_a_node_be_cut_off():
+    """An executor with nothing to load from (or early cutoff off) plans without the keys
+    cutoff compares (``NodePlan.own`` empty); a cache shared with an executor that cuts off
+    then compares nothing with them: its nodes run."""
+    cache = DagCache(MemoryStore())
+    DagExecutor(cache=cache, early_cutoff=False).run(SimpleState(None), chain(limit=10.0))
+    assert {node.own for node in cache.previous.nodes.values()} == {""}
+    out = DagExecutor(cache=cache).run(SimpleState(None), chain(limit=20.0))
+    assert statuses(out) == {"grid": "hit", "clip": "ran", "phase": "ran", "peak": "ran"}
