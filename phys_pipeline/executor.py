@@ -310,7 +310,9 @@ class DagExecutor:
     ``on_done(node_id, result, cache_hit)``, ``on_error(node_id, exc)``, ``on_skip(node_id,
     failed_dep)``, ``on_retry(node_id, attempt, error)``, ``on_progress(node_id, fraction,
     message)`` (what a stage reports with ``report_progress``), ``on_finish(result)``; progress
-    bars and widgets hook in here.
+    bars and widgets hook in here. They are called on the thread that called ``run``, in the
+    order things happened; with worker threads, a short node's events reach them together,
+    once its worker has nothing more to take or within 0.05 s (see ``engine._Events``).
 
     With a cache, ``early_cutoff`` (default) lets a node that is stale only because an upstream
     node changed load its previous result when that upstream node, rerun, produced the same
