@@ -159,7 +159,7 @@ def call_stage(stage: Any, state: Any, policy: PolicyBag | None, owner: Owner) -
         raise
     if not isinstance(result, StageResult):
         raise StageOutputError(where(owner), stage_name(stage), result, "a StageResult")
-    if type(result.state) not in _CORE_STATES and not is_state(result.state):
+    if not is_state(result.state):
         raise StageOutputError(
             where(owner),
             stage_name(stage),
@@ -170,13 +170,11 @@ def call_stage(stage: Any, state: Any, policy: PolicyBag | None, owner: Owner) -
     no_metrics = type(metrics) is dict and not metrics
     result.metrics = {} if no_metrics else check_metrics(stage_name(stage), metrics)
     artifacts = result.artifacts
-    if type(artifacts) is dict and not artifacts:  # the common case, without a call
-        return result
     if not _is_mapping(artifacts):
         raise StageOutputError(
             where(owner), stage_name(stage), artifacts, "StageResult.artifacts to be a dict"
         )
-    bad_keys = [key for key in artifacts if not isinstance(key, str)]
+    bad_keys = [key for key in artifacts if not isinstance(key, str)] if artifacts else None
     if bad_keys:  # "<node>.<key>" would merge artifact 1 with artifact "1"
         raise StageOutputError(
             where(owner),

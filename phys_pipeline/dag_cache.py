@@ -312,9 +312,10 @@ class DagCache:
         """A run of ``plan`` is over: it becomes what the next run is compared with."""
         self._previous = plan
         hints = self._input_digests
-        self._input_digests = {
-            node.key: hints[node.key] for node in plan.nodes.values() if node.key in hints
-        }
+        if hints:  # (none without a store)
+            self._input_digests = {
+                node.key: hints[node.key] for node in plan.nodes.values() if node.key in hints
+            }
 
     def forget(self, nodes: Iterable[NodePlan]) -> None:
         """Drop the entries of ``nodes`` (a stage corrupted them, or the user asked) and the

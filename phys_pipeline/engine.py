@@ -342,8 +342,8 @@ class _Events:
 
     def put(self, event: tuple[Any, ...]) -> None:
         """Tell, and wake the calling thread to hear it now."""
-        self.pending.append(event)
-        self._wake.put(None)
+        self.tell(event)
+        self.wake()
 
     def wait(self, timeout: float | None) -> None:
         """Sleep until woken or ``timeout`` (at most ``LOOK_S``) has passed."""
@@ -503,7 +503,7 @@ class RunEngine:
                 self._hear(event, details)
                 if event not in _NOT_SETTLING:
                     settled += 1
-                if self.ready and len(self.running) < self.free.workers:
+                if self._room():
                     self._fire()
         except KeyboardInterrupt:
             # what workers told before the interrupt is heard: a node that completed is
@@ -523,6 +523,10 @@ class RunEngine:
             self.submit = None
             if unsubscribe is not None:
                 unsubscribe()
+
+    def _room(self) -> bool:
+        """Whether ready nodes wait while a worker could start one."""
+        return bool(self.ready) and len(self.running) < self.free.workers
 
     def _hear(self, event: str, details: list[Any]) -> None:
         handler = getattr(self.hooks, event, None)  # on_retry and on_progress are optional
@@ -580,8 +584,8 @@ class RunEngine:
                 if threaded:
                     with lock:
                         i = self._finish(i, outcome, True, attempt)
-                        idle_slot = bool(self.ready) and len(self.running) < self.free.workers
-                    if idle_slot:  # ready nodes this thread leaves: the calling thread submits
+                        room = self._room()
+                    if room:  # ready nodes this thread leaves: the calling thread submits them
                         self.events.wake()
                 else:  # only this thread: no lock needed
                     i = self._finish(i, outcome, True, attempt)
@@ -599,8 +603,8 @@ class RunEngine:
                         break
                     with lock:  # reused: finished already; take another
                         i = self._take()
-                        idle_slot = bool(self.ready) and len(self.running) < self.free.workers
-                    if threaded and idle_slot:
+                        room = self._room()
+                    if threaded and room:
                         self.events.wake()
         except BaseException as exc:  # a bug, or an interrupt: it must reach the caller
             if not threaded:
@@ -616,9 +620,6 @@ class RunEngine:
         heap would give), and a finished node's children need only learn of its failure."""
         tasks, states, failed, report = self.tasks, self.states, self.failed, self.report
         on_start, on_done = report.on_start, report.on_done
-        # what must precede the children (``_before_children``): with no node read by several
-        # and no retries here, only filing
-        file = self.file if not self.shared else None
         self.running.clear()
         self.ready.clear()  # taken here, in order
         for i in range(first, len(tasks)):
@@ -640,10 +641,7 @@ class RunEngine:
                 self._inherit(i, node_id)
                 report.on_error(node_id, exc)
                 continue
-            if file is not None:
-                file(node_id, *outcome)
-            elif self.shared:
-                self._before_children(node_id, outcome)
+            self._before_children(node_id, outcome)
             states[node_id] = outcome[0].state
             on_done(node_id, *outcome)
 

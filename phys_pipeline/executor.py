@@ -164,7 +164,6 @@ class _RunRecorder:
         cancellation: Cancellation,
     ) -> None:
         self.plan, self.reasons, self.cache = plan, reasons, cache
-        self.stores = cache.backend is not None  # else filing is only the stamp
         self.cancellation = cancellation  # the engine subscribes: executor.cancel() presses it
         # schedulers call ``reuse`` (from worker threads) before running a node, when present
         cutoff = cache.early_cutoff(plan, reasons) if early_cutoff else None
@@ -183,7 +182,6 @@ class _RunRecorder:
             # not a bound method of this recorder: kept on it, that would make a reference
             # cycle, and every run's results would wait for the garbage collector to go
             self.on_progress = partial(_tell_each, self.listeners["on_progress"])
-        self.hears_start = bool(self.listeners["on_start"])  # asked for every node
 
     def _notify(self, event: str, *args: Any) -> None:
         _tell_each(self.listeners[event], *args)
@@ -205,7 +203,7 @@ class _RunRecorder:
         self.hit(node_id, result, 0.0, "cached: upstream output unchanged")
 
     def on_start(self, node_id: str) -> None:
-        if self.hears_start:
+        if self.listeners["on_start"]:
             self._notify("on_start", node_id)
 
     def file(self, node_id: str, result: StageResult, duration_s: float) -> None:
@@ -213,7 +211,7 @@ class _RunRecorder:
         before any child can read (and perhaps write to) its state."""
         planned = self.plan.nodes[node_id]
         stamp(result, node_provenance(planned), duration_s)
-        if self.stores and node_id not in self.corrupted:
+        if node_id not in self.corrupted:
             self.cache.file(planned, result)
 
     def on_done(self, node_id: str, result: StageResult, duration_s: float) -> None:
@@ -494,7 +492,7 @@ class DagExecutor:
                     nid,
                     deps,
                     stage,
-                    policy_seen_by(spec, policy) if policy is not None else None,
+                    policy_seen_by(spec, policy),
                     None if deps else state,
                     resources,
                     check_mutation,
