@@ -148,24 +148,25 @@ class RunRecord:
     ) -> RunRecord:
         """The record of a finished run; ``before`` is the previous record (None: first)."""
         plan = result.plan
-        nodes, fields = {}, {}
+        planned_nodes, specs, runs = plan.nodes, plan.specs, result.runs
+        nodes, configs, fields = {}, {}, {}
         earlier = before.nodes if before is not None else {}
         kept = before.originals if before is not None else None
-        for nid in plan.order:
-            planned, run = plan.nodes[nid], result.runs.get(nid)
-            cfg = plan.specs[nid].stage.cfg
-            fields[nid] = _held(cfg)
+        for nid in plan.order:  # a session records every node of every run: one pass
+            planned = planned_nodes[nid]
+            cfg = configs[nid] = specs[nid].stage.cfg
+            held = fields[nid] = _held(cfg)
             same = earlier.get(nid)
             if (
                 same is not None
                 and same.config_hash == planned.config_hash
                 and kept is not None
-                and kept.unchanged(nid, cfg, fields[nid])
+                and kept.unchanged(nid, cfg, held)
             ):
                 config = same.config  # the very values, unchanged: shared data
             else:
-                values = _config_values(cfg)
-                config = {name: _plain(value) for name, value in values.items()}
+                config = {name: _plain(value) for name, value in _config_values(cfg).items()}
+            run = runs.get(nid)
             nodes[nid] = NodeRecord(
                 config,
                 planned.stage_type,
@@ -190,7 +191,7 @@ class RunRecord:
             # floats (as runs check them) are plain data as they are
             metrics={k: v if type(v) is float else _plain(v) for k, v in result.metrics.items()},
             policy_hash=result.provenance["policy_hash"],
-            originals=_Originals({n: s.stage.cfg for n, s in plan.specs.items()}, bag, fields),
+            originals=_Originals(configs, bag, fields),
             **setup,
         )
 
@@ -372,6 +373,10 @@ class RunHistory(Sequence[RunRecord]):
         number = before.number + 1 if before is not None else 1
         record = RunRecord.of_run(number, result, started, before)
         self._records.append(record)
+        if before is not None and before.originals is not None:
+            # only the last record's are compared (by the next run's): a session of many
+            # runs need not keep a tuple per node of each, for the garbage collector to walk
+            before.originals.fields.clear()
         return record
 
     def to_frame(self) -> pd.DataFrame:

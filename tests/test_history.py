@@ -4,8 +4,10 @@ and why, timings, metrics, the setup), tabulated by ``to_frame``, saved and load
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
+import weakref
 
 import numpy as np
 import pytest
@@ -100,6 +102,27 @@ def test_a_large_array_in_a_config_is_recorded_by_a_summary_that_sees_changes(se
     assert first.startswith("<ndarray float64 (4096,) ") and first != second
     assert [c.field for c in session.history[1].changes] == ["weights"]
     assert session.restore(1) == {}  # the arrays themselves are kept in memory
+
+
+def test_older_records_do_not_keep_alive_what_a_config_held_then(session):
+    """The objects a config's fields held are kept by the last record only (the next run's
+    record compares them, to share unchanged values): an array a config held, replaced in
+    place past the frozen model, is freed two runs later; unchanged configs are still shared."""
+    old = np.ones(4096)
+    session.update("grid", weights=old)
+    session.run()
+    held_once = weakref.ref(old)
+    del old
+    object.__setattr__(session.node("grid").stage.cfg, "weights", np.zeros(4096))
+    session.run()
+    session.update("fibre", length_m=3.0)
+    session.run()
+    gc.collect()
+    assert held_once() is None
+    second, third = session.history[1:]
+    assert third.nodes["pulse"].config is second.nodes["pulse"].config
+    assert third.nodes["grid"].config is second.nodes["grid"].config
+    assert third.nodes["fibre"].config != second.nodes["fibre"].config
 
 
 def test_a_failed_run_records_the_failure_and_what_it_skipped(session):
