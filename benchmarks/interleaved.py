@@ -19,6 +19,8 @@ wall time with ``--wall``. The workloads are those of ``workloads.py`` the table
 - ``memhit``, ``diskhit``: the chain, every node a memory (disk) cache hit, per node;
 - ``plan``: ``make_plan`` of the chain, per node (``plan_chain``);
 - ``seq``: a 200-stage sequential pipeline, per stage, stage calls included (``seq_overhead``);
+- ``hash``: ``hashable_repr`` of a state holding a 400 MB float64 array, per MB
+  (``hash_throughput``);
 - ``update``: ``LiveSession.update`` of the 50-node session, per edit (``live_edit``);
 - ``live``: update and run, wall time less the ran stages' own durations, per edit (the
   ``live_edit`` overhead; always wall time).
@@ -39,8 +41,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
-WORKLOADS = ("chain", "fanout", "memhit", "diskhit", "plan", "seq", "update", "live")
+WORKLOADS = ("chain", "fanout", "memhit", "diskhit", "plan", "seq", "hash", "update", "live")
 
 
 Round = tuple[Callable[[], Any], int, bool]
@@ -73,6 +77,11 @@ def _workload(name: str) -> Round:
 
         nodes = w.trivial_chain(500)
         return (lambda: make_plan(nodes, state)), len(nodes), False
+    if name == "hash":
+        from phys_pipeline.types import SimpleState
+
+        payload = np.random.default_rng(0).standard_normal(50_000_000)
+        return SimpleState(payload=payload).hashable_repr, payload.nbytes // 10**6, False
     if name == "seq":
         pipe = w.trivial_pipeline(200)
         return (lambda: [pipe.run(state) for _ in range(10)]), 2000, False
