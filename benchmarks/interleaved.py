@@ -23,7 +23,10 @@ wall time with ``--wall``. The workloads are those of ``workloads.py`` the table
   (``hash_throughput``);
 - ``update``: ``LiveSession.update`` of the 50-node session, per edit (``live_edit``);
 - ``live``: update and run, wall time less the ran stages' own durations, per edit (the
-  ``live_edit`` overhead; always wall time).
+  ``live_edit`` overhead; always wall time);
+- ``liveinline``: the same with the session's nodes run on the calling thread
+  (``LocalScheduler(max_workers=1)``, how every session ran before Stop needed a worker
+  thread: what the rest costs, like for like).
 """
 
 from __future__ import annotations
@@ -44,7 +47,18 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-WORKLOADS = ("chain", "fanout", "memhit", "diskhit", "plan", "seq", "hash", "update", "live")
+WORKLOADS = (
+    "chain",
+    "fanout",
+    "memhit",
+    "diskhit",
+    "plan",
+    "seq",
+    "hash",
+    "update",
+    "live",
+    "liveinline",
+)
 
 
 Round = tuple[Callable[[], Any], int, bool]
@@ -85,9 +99,11 @@ def _workload(name: str) -> Round:
     if name == "seq":
         pipe = w.trivial_pipeline(200)
         return (lambda: [pipe.run(state) for _ in range(10)]), 2000, False
+    from phys_pipeline.scheduler import LocalScheduler
     from phys_pipeline.session import LiveSession
 
-    session = LiveSession(w.fifty_nodes(), w.initial_state())
+    inline = {"scheduler": LocalScheduler(max_workers=1)} if name == "liveinline" else {}
+    session = LiveSession(w.fifty_nodes(), w.initial_state(), **inline)
     session.run()
     edits = iter(range(1, sys.maxsize))
 
@@ -193,7 +209,7 @@ def main() -> None:
                     process.wait()
             medians.append(statistics.median(ratios))
         print(
-            f"{name:8} ours {fastest['ours']:9.2f} µs  {sha} {fastest['baseline']:9.2f} µs"
+            f"{name:10} ours {fastest['ours']:9.2f} µs  {sha} {fastest['baseline']:9.2f} µs"
             f"  ours ÷ {sha}: {statistics.median(medians):.3f} (median of the process pairs'"
             f" medians of pairs; {min(medians):.3f}-{max(medians):.3f})",
             flush=True,
