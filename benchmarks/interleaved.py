@@ -11,8 +11,8 @@ both. A ratio also depends on the processes themselves (memory layout, hash seed
 chain read 1.02 and 1.10 in two invocations of 150 pairs), so this is done with ``--processes``
 fresh pairs of processes. Printed per workload: each side's fastest round, the median of the
 process pairs' medians of pairs' ratios (ours ÷ baseline: above 1, ours is slower), and the
-range of those medians. CPU time of the process by default (every thread),
-wall time with ``--wall``. The workloads are those of ``workloads.py`` the tables use:
+range of those medians. CPU time of the process by default (every thread), wall time with
+``--wall``. The workloads are those of ``workloads.py`` the tables use:
 
 - ``chain``: a cold run of the 500-node chain of trivial stages, per node (``dag_chain``);
 - ``fanout``: the same for a root and 500 children on 2 workers (``dag_fanout``);
@@ -43,8 +43,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 WORKLOADS = (
@@ -92,10 +90,8 @@ def _workload(name: str) -> Round:
         nodes = w.trivial_chain(500)
         return (lambda: make_plan(nodes, state)), len(nodes), False
     if name == "hash":
-        from phys_pipeline.types import SimpleState
-
-        payload = np.random.default_rng(0).standard_normal(50_000_000)
-        return SimpleState(payload=payload).hashable_repr, payload.nbytes // 10**6, False
+        hashed = w.hash_state()
+        return hashed.hashable_repr, hashed.payload.nbytes // 10**6, False
     if name == "seq":
         pipe = w.trivial_pipeline(200)
         return (lambda: [pipe.run(state) for _ in range(10)]), 2000, False

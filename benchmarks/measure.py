@@ -310,11 +310,11 @@ def bench_hash_throughput(impl: str) -> Figures:
     """MB/s (10^6 bytes) hashing a 400 MB float64 array, as cache keys see it: as a
     SimpleState payload (``hashable_repr`` feeds root keys; the reference hashes the payload,
     not ``meta``), and for us also ``hash_ndarray`` (what configs and policies use)."""
-    from phys_pipeline.types import SimpleState
+    import workloads as w
 
-    arr = np.random.default_rng(0).standard_normal(50_000_000)
+    state = w.hash_state()
+    arr = state.payload
     mb = arr.nbytes / 1e6
-    state = SimpleState(payload=arr)
     reference_digest = state.hashable_repr()
     arr[12345] += 1.0  # a hash that ignored the content would be no figure at all
     assert state.hashable_repr() != reference_digest, "hashable_repr ignores array content"

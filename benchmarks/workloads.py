@@ -178,6 +178,11 @@ def state_arrays(state: Any) -> list[np.ndarray]:
     return [v for v in state.meta.values() if isinstance(v, np.ndarray)]
 
 
+def hash_state() -> SimpleState:
+    """A state holding a 400 MB float64 array (the hashing figures)."""
+    return SimpleState(payload=np.random.default_rng(0).standard_normal(50_000_000))
+
+
 # --- an interactive session: edit one config, rerun what it invalidated ---------------------
 
 
