@@ -444,7 +444,9 @@ class RunEngine:
         self.shared: set[str] = set()
         if checked:
             self.shared = {dep for dep, count in readers.items() if count > 1}
-            self.shared.update(tasks[i].node_id for i, kids in enumerate(children) if len(kids) > 1)
+            self.shared.update(
+                [tasks[i].node_id for i, kids in enumerate(children) if len(kids) > 1]
+            )
         for dep in self.shared & available.keys():
             self.states.digests[dep] = bytes(available[dep].hashable_repr())
         self.failed: dict[int, str] = {}

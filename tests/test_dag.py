@@ -14,7 +14,7 @@ from dag_stages import (
     with_stage,
 )
 
-from phys_pipeline.dag import build_graph, make_plan
+from phys_pipeline.dag import NodePlan, Staleness, build_graph, make_plan
 from phys_pipeline.errors import (
     CycleError,
     DuplicateNodeError,
@@ -102,6 +102,55 @@ def test_duck_typed_stage_is_accepted():
 
     plan = plan_of([NodeSpec(id="duck", stage=Duck())])
     assert plan.order == ["duck"]
+
+
+def test_validation_finds_cfg_without_evaluating_a_property():
+    """A stage's cfg is looked for where reading it runs no code: the instance's attributes,
+    slots, then the class (a pipeline's cfg is a property, derived on every read)."""
+    reads = []
+
+    class Derived:
+        @property
+        def cfg(self):
+            reads.append(1)
+            return GridCfg(name="derived")
+
+        def process(self, state, *, policy=None):
+            return state
+
+    class Slotted:
+        __slots__ = ("cfg",)
+
+        def __init__(self):
+            self.cfg = GridCfg(name="slotted")
+
+        def process(self, state, *, policy=None):
+            return state
+
+    plain = GridStage(GridCfg(name="plain"))
+    graph = build_graph(
+        [
+            NodeSpec(id="d", stage=Derived()),
+            NodeSpec(id="s", stage=Slotted()),
+            NodeSpec(id="p", stage=plain),
+        ]
+    )
+    assert set(graph.nodes) == {"d", "s", "p"}
+    assert reads == []  # found on the class, never evaluated
+
+
+def test_plan_records_hold_every_field():
+    """Plans build their per-node records in C (``tuple.__new__``, no arity check): each must
+    still be the whole named tuple, equal to one built field by field."""
+    plan = plan_of(diamond())
+    for node in plan.nodes.values():
+        assert type(node) is NodePlan
+        assert len(node) == len(NodePlan._fields)
+        assert node == NodePlan(**node._asdict())
+    for staleness in plan.stale().values():
+        assert type(staleness) is Staleness
+        assert staleness == Staleness(staleness.node_id, staleness.reasons)
+        assert len(staleness) == len(Staleness._fields)
 
 
 def test_order_puts_dependencies_first_and_keeps_listing_order():
