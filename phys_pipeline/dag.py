@@ -82,7 +82,10 @@ def validate(nodes: Sequence[NodeSpec]) -> list[str]:
         if node_id in seen:
             duplicates.append(node_id)
         if listed_in_order and node.deps:
-            listed_in_order = seen.issuperset(node.deps)
+            try:
+                listed_in_order = seen.issuperset(node.deps)
+            except TypeError:  # a dep that is no id (a list, a set): named as unknown below
+                listed_in_order = False
         seen.add(node_id)
     if duplicates:
         raise DuplicateNodeError(duplicates)
@@ -92,20 +95,14 @@ def validate(nodes: Sequence[NodeSpec]) -> list[str]:
             for field, value, problem in resources.problems():
                 raise ConfigError(f"node {node.id!r}", f"resources.{field}", value, problem)
         stage = node.stage
-        # where it is not evaluated: the instance's own attributes (most stages), then the
-        # class (a property such as a pipeline's cfg is not evaluated just to check)
-        held = getattr(stage, "__dict__", None)
-        has_cfg = (
-            (held is not None and "cfg" in held)
-            or hasattr(type(stage), "cfg")
-            or hasattr(stage, "cfg")
-        )
+        # the class first: a property such as a pipeline's cfg is not evaluated just to check
+        has_cfg = hasattr(type(stage), "cfg") or hasattr(stage, "cfg")
         if not (callable(getattr(stage, "process", None)) and has_cfg):
             raise MissingStageError(node.id, stage)
         deps = node.deps
         if deps:
             if not listed_in_order:  # listed in order, every dep named an earlier node
-                missing = [dep for dep in deps if dep not in seen]
+                missing = [dep for dep in deps if not _names_one_of(dep, seen)]
                 if missing:
                     raise MissingDependencyError(node.id, missing)
             if len(deps) > 1 and len(set(deps)) != len(deps):
@@ -116,6 +113,14 @@ def validate(nodes: Sequence[NodeSpec]) -> list[str]:
     if len(order) != len(nodes):
         raise CycleError([edge[0] for edge in nx.find_cycle(_digraph(nodes))])
     return order
+
+
+def _names_one_of(dep: Any, ids: set[str]) -> bool:
+    """Whether ``dep`` is one of ``ids``; one that cannot be an id (a list) is none of them."""
+    try:
+        return dep in ids
+    except TypeError:
+        return False
 
 
 def _kahn_order(nodes: Sequence[NodeSpec]) -> list[str]:

@@ -226,7 +226,8 @@ class DuplicateNodeError(DagError):
 
 class MissingDependencyError(DagError):
     def __init__(self, node_id: str, missing: Iterable[str]) -> None:
-        self.node_id, self.missing = node_id, sorted(missing)
+        # by text: a dep that cannot be an id (a list) is named among the strings
+        self.node_id, self.missing = node_id, sorted(missing, key=str)
         super().__init__(
             f"Missing dependency: node {node_id!r} depends on unknown node(s): "
             f"{', '.join(map(repr, self.missing))}"

@@ -139,6 +139,19 @@ def test_validation_finds_cfg_without_evaluating_a_property():
     assert reads == []  # found on the class, never evaluated
 
 
+def test_a_dep_that_cannot_be_an_id_is_named_as_unknown():
+    """A list or a set among a node's deps names no node: a typed error names the node and
+    the dep (a list raised a bare TypeError from the set of ids)."""
+    for bad in (["grid"], {"grid"}):
+        nodes = [
+            NodeSpec(id="grid", stage=GridStage(GridCfg())),
+            NodeSpec(id="b", deps=["grid", bad], stage=GridStage(GridCfg())),
+        ]
+        with pytest.raises(MissingDependencyError, match="'b'") as caught:
+            build_graph(nodes)
+        assert caught.value.missing == [bad]
+
+
 def test_plan_records_hold_every_field():
     """Plans build their per-node records in C (``tuple.__new__``, no arity check): each must
     still be the whole named tuple, equal to one built field by field."""
