@@ -105,8 +105,8 @@ def test_duck_typed_stage_is_accepted():
 
 
 def test_validation_finds_cfg_without_evaluating_a_property():
-    """A stage's cfg is looked for where reading it runs no code: the instance's attributes,
-    slots, then the class (a pipeline's cfg is a property, derived on every read)."""
+    """Validation finds a stage's cfg on its class first (a property, a slot), which runs no
+    code, then on the instance: a pipeline's cfg is a property, derived on every read."""
     reads = []
 
     class Derived:
